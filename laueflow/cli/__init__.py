@@ -1,0 +1,1 @@
+"""The ``laueflow`` command line (nothing else in the package imports this)."""

@@ -1,0 +1,59 @@
+"""``laueflow`` console entry point: one subcommand per module of :mod:`laueflow.cli`.
+
+Each subcommand module exposes ``add_parser(subparsers)`` which registers its parser and sets
+``func`` (called with the parsed namespace; returns an exit code).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+#: subcommand modules, in the order they are listed by ``laueflow --help``
+SUBCOMMANDS = ["demo", "simulate", "ingest", "run", "evaluate"]
+
+
+class UserError(Exception):
+    """An error caused by the user's input: printed without a traceback, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="laueflow",
+        description="Laue microdiffraction scans → orientation, strain and microstructure maps.",
+        epilog="Example: laueflow demo --out demo/   (simulate, ingest, run and evaluate a small scan)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"laueflow {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMANDS:
+        try:
+            module = importlib.import_module(f"laueflow.cli.{name}")
+        except ModuleNotFoundError as err:  # a subcommand still being written
+            if err.name != f"laueflow.cli.{name}":
+                raise
+            continue
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except (UserError, FileNotFoundError, FileExistsError, ValueError) as err:
+        print(f"laueflow {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"laueflow {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
