@@ -57,16 +57,20 @@ def lauetools_allowed(hkl, code: str) -> np.ndarray:
 
 
 @lru_cache(maxsize=64)
-def _group_ops(space_group: int):
+def _group_ops(space_group):
     import gemmi
 
+    if isinstance(space_group, str):
+        return gemmi.SpaceGroup(space_group).operations()
     if not 1 <= int(space_group) <= 230:
-        raise ValueError(f"space group must be 1..230, got {space_group}")
+        raise ValueError(f"space group number must be 1..230, got {space_group}")
     return gemmi.SpaceGroup(int(space_group)).operations()
 
 
-def space_group_allowed(hkl, space_group: int) -> np.ndarray:
+def space_group_allowed(hkl, space_group) -> np.ndarray:
     """Allowed-reflection mask from the reflection conditions of ``space_group`` (gemmi).
+
+    ``space_group``: number 1–230 or a gemmi Hermann–Mauguin symbol (with ``:setting``).
 
     Evaluated once per distinct hkl; results are cached per (space group, hkl set) by callers.
     """

@@ -88,12 +88,18 @@ def von_mises_strain(deviatoric_strain) -> np.ndarray:
 def ub_from_deviatoric_strain(orientation_matrix, strain_crystal, lattice_parameters) -> np.ndarray:
     """``UB`` of a crystal with rotation ``U`` carrying strain ε (direct crystal frame).
 
-    Direct basis ``A = (I + ε) · A0`` in the crystal frame, rotated into the lab by
-    ``U · Q`` (so that an unstrained crystal gives ``UB = U``); ``UB = (A⁻ᵀ) · B0⁻¹``.
-    Exact for any ε (no small-strain approximation in the construction).
+    LaueTools measures strain through the upper-triangular deformation ``F = A'·A0⁻¹`` between
+    the strained and reference direct matrices (x ∥ a, z ∥ c*), ``ε = sym(F) − I``. The unique
+    upper-triangular ``F`` with ``sym(F) = I + ε`` is ``F_ii = 1 + ε_ii``, ``F_ij = 2 ε_ij``
+    (i < j); the direct basis in the lab is ``U · Q · F · A0`` (``Q`` turns the direct crystal
+    frame into the B0 frame, so an unstrained crystal gives ``UB = U``), and
+    ``UB = (direct)⁻ᵀ · B0⁻¹``. Hence :func:`deviatoric_strain_crystal` returns exactly the
+    deviatoric part of ε (no second-order error): the simulator's truth is what a fit reports.
     """
+    eps = np.asarray(strain_crystal, dtype=float)
+    deformation = np.eye(3) + np.triu(2 * eps, 1) + np.diag(np.diag(eps))
     a0 = a_matrix(lattice_parameters)
     b0 = b_matrix(lattice_parameters)
     q = np.linalg.inv(b0).T @ np.linalg.inv(a0)  # direct crystal frame → B0 frame
-    direct = np.asarray(orientation_matrix) @ q @ (np.eye(3) + np.asarray(strain_crystal)) @ a0
+    direct = np.asarray(orientation_matrix) @ q @ deformation @ a0
     return np.linalg.inv(direct).T @ np.linalg.inv(b0)
