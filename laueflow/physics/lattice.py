@@ -82,16 +82,23 @@ def b_matrix(lattice_parameters) -> np.ndarray:
 
 
 def a_matrix(lattice_parameters) -> np.ndarray:
-    """Direct ``A0`` (3, 3): direct basis a, b, c as columns (Å), x ∥ a, z ∥ c*."""
-    a, b, c, al, be, ga = _params(lattice_parameters)
-    astar, bstar, cstar, als, bes, gas = reciprocal_parameters(lattice_parameters)
-    als = np.deg2rad(als)
-    return np.array(
+    """Direct ``A0`` (..., 3, 3): direct basis a, b, c as columns (Å), x ∥ a, z ∥ c*.
+
+    ``lattice_parameters`` may be (6,) or a stack (..., 6).
+    """
+    p = np.asarray(lattice_parameters, dtype=float)
+    a, b, c = p[..., 0], p[..., 1], p[..., 2]
+    al, be, ga = np.deg2rad(p[..., 3]), np.deg2rad(p[..., 4]), np.deg2rad(p[..., 5])
+    cos_als = (np.cos(be) * np.cos(ga) - np.cos(al)) / (np.sin(be) * np.sin(ga))
+    sin_als = np.sqrt(1 - cos_als**2)
+    zero = np.zeros_like(a)
+    return np.stack(
         [
-            [a, b * np.cos(ga), c * np.cos(be)],
-            [0.0, b * np.sin(ga), -c * np.sin(be) * np.cos(als)],
-            [0.0, 0.0, 1.0 / cstar],
-        ]
+            np.stack([a, b * np.cos(ga), c * np.cos(be)], axis=-1),
+            np.stack([zero, b * np.sin(ga), -c * np.sin(be) * cos_als], axis=-1),
+            np.stack([zero, zero, c * np.sin(be) * sin_als], axis=-1),
+        ],
+        axis=-2,
     )
 
 
@@ -114,12 +121,14 @@ def angle_between_normals(hkl_1, hkl_2, lattice_parameters):
 
 
 def lattice_parameters_from_reciprocal_basis(reciprocal_basis) -> np.ndarray:
-    """Direct lattice parameters (6,) from a matrix whose columns are a*, b*, c* (any frame)."""
+    """Direct lattice parameters (..., 6) from matrices whose columns are a*, b*, c* (any frame)."""
     m = np.asarray(reciprocal_basis, dtype=float)
-    direct = np.linalg.inv(m).T  # columns a, b, c
-    lengths = np.linalg.norm(direct, axis=0)
-    cos_al = direct[:, 1] @ direct[:, 2] / (lengths[1] * lengths[2])
-    cos_be = direct[:, 2] @ direct[:, 0] / (lengths[2] * lengths[0])
-    cos_ga = direct[:, 0] @ direct[:, 1] / (lengths[0] * lengths[1])
-    angles = np.rad2deg(np.arccos(np.clip([cos_al, cos_be, cos_ga], -1, 1)))
-    return np.concatenate([lengths, angles])
+    direct = np.swapaxes(np.linalg.inv(m), -1, -2)  # columns a, b, c
+    lengths = np.linalg.norm(direct, axis=-2)
+    a, b, c = (direct[..., :, i] for i in range(3))
+    dot = lambda u, v: np.einsum("...i,...i->...", u, v)  # noqa: E731
+    cos_al = dot(b, c) / (lengths[..., 1] * lengths[..., 2])
+    cos_be = dot(c, a) / (lengths[..., 2] * lengths[..., 0])
+    cos_ga = dot(a, b) / (lengths[..., 0] * lengths[..., 1])
+    angles = np.rad2deg(np.arccos(np.clip(np.stack([cos_al, cos_be, cos_ga], axis=-1), -1, 1)))
+    return np.concatenate([lengths, angles], axis=-1)

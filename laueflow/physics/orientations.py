@@ -1,6 +1,8 @@
 """Orientation matrices: random sampling, Bunge Euler angles, small rotations."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from scipy.spatial.transform import Rotation
 
@@ -25,7 +27,9 @@ def euler_to_matrix(phi1, Phi, phi2) -> np.ndarray:
 def matrix_to_euler(matrices) -> np.ndarray:
     """Rotation matrices (..., 3, 3) → Bunge Euler angles (..., 3) in degrees."""
     m = np.asarray(matrices, dtype=float)
-    angles = Rotation.from_matrix(m.reshape(-1, 3, 3)).as_euler("ZXZ", degrees=True)
+    with warnings.catch_warnings():  # gimbal lock (Φ = 0): scipy sets φ2 = 0, which is fine
+        warnings.simplefilter("ignore", UserWarning)
+        angles = Rotation.from_matrix(m.reshape(-1, 3, 3)).as_euler("ZXZ", degrees=True)
     return np.mod(angles, 360.0).reshape(m.shape[:-2] + (3,))
 
 

@@ -25,6 +25,8 @@ __all__ = [
     "von_mises_strain",
     "lattice_parameters_from_ub",
     "ub_from_deviatoric_strain",
+    "deformation_gradient",
+    "normalise_ub_scale",
 ]
 
 SAMPLE_TILT_DEG = 40.0
@@ -39,25 +41,48 @@ def sample_rotation(tilt_deg: float = SAMPLE_TILT_DEG) -> np.ndarray:
 def polar_rotation(matrix) -> np.ndarray:
     """Rotation ``R`` of the polar decomposition ``M = R · S`` (..., 3, 3)."""
     u, _, vt = np.linalg.svd(np.asarray(matrix, dtype=float))
-    r = u @ vt
-    return r
+    return u @ vt
+
+
+def _transpose(m):
+    return np.swapaxes(m, -1, -2)
 
 
 def lattice_parameters_from_ub(ub, lattice_parameters, constant_length: str | None = "a"):
-    """Strained lattice parameters (6,) from ``UB``; lengths rescaled so ``a`` keeps its value."""
+    """Strained lattice parameters (..., 6) from ``UB``; lengths rescaled so ``a`` keeps its value."""
     params = lattice_parameters_from_reciprocal_basis(np.asarray(ub) @ b_matrix(lattice_parameters))
     if constant_length is not None:
         index = "abc".index(constant_length)
-        params[:3] *= lattice_parameters[index] / params[index]
+        params[..., :3] *= lattice_parameters[index] / params[..., index : index + 1]
     return params
 
 
-def deviatoric_strain_crystal(ub, lattice_parameters) -> np.ndarray:
-    """Deviatoric strain (3, 3) in the direct crystal frame, from ``UB`` and the reference cell."""
+def deformation_gradient(ub, lattice_parameters) -> np.ndarray:
+    """Upper-triangular ``F = A'·A0⁻¹`` (..., 3, 3) between strained and reference direct matrices."""
     strained = lattice_parameters_from_reciprocal_basis(np.asarray(ub) @ b_matrix(lattice_parameters))
-    deformation = a_matrix(strained) @ np.linalg.inv(a_matrix(lattice_parameters))
-    eps = (deformation + deformation.T) / 2 - np.eye(3)
-    return eps - np.trace(eps) / 3 * np.eye(3)
+    return a_matrix(strained) @ np.linalg.inv(a_matrix(lattice_parameters))
+
+
+def deviatoric_strain_crystal(ub, lattice_parameters) -> np.ndarray:
+    """Deviatoric strain (..., 3, 3) in the direct crystal frame (LaueTools' definition).
+
+    ``ε = sym(F) − I`` with ``F`` from :func:`deformation_gradient`, minus its trace / 3.
+    """
+    deformation = deformation_gradient(ub, lattice_parameters)
+    eps = (deformation + _transpose(deformation)) / 2 - np.eye(3)
+    return eps - np.trace(eps, axis1=-2, axis2=-1)[..., None, None] / 3 * np.eye(3)
+
+
+def normalise_ub_scale(ub, lattice_parameters) -> np.ndarray:
+    """Rescale ``UB`` (..., 3, 3) so that ``tr F = 3`` (no hydrostatic part).
+
+    White-beam Laue does not see the cell scale, so a fitted ``UB`` carries an arbitrary one; the
+    deviatoric strain of LaueTools' definition depends on it at second order (ε·δs). After this
+    normalisation the deviatoric strain is that of the unique scale with zero hydrostatic strain,
+    the convention of :func:`ub_from_deviatoric_strain`.
+    """
+    trace = np.trace(deformation_gradient(ub, lattice_parameters), axis1=-2, axis2=-1)
+    return np.asarray(ub) * (trace / 3.0)[..., None, None]
 
 
 def crystal_to_lab_rotation(ub, lattice_parameters) -> np.ndarray:
@@ -68,15 +93,15 @@ def crystal_to_lab_rotation(ub, lattice_parameters) -> np.ndarray:
 
 
 def strain_crystal_to_lab(strain_crystal, ub, lattice_parameters) -> np.ndarray:
-    """Express a crystal-frame tensor (3, 3) in the lab frame."""
+    """Express crystal-frame tensors (..., 3, 3) in the lab frame."""
     m = crystal_to_lab_rotation(ub, lattice_parameters)
-    return m @ strain_crystal @ m.T
+    return m @ strain_crystal @ _transpose(m)
 
 
 def strain_crystal_to_sample(strain_crystal, ub, lattice_parameters, tilt_deg=SAMPLE_TILT_DEG):
-    """Express a crystal-frame tensor (3, 3) in the sample frame (``tilt_deg`` about lab y)."""
+    """Express crystal-frame tensors (..., 3, 3) in the sample frame (``tilt_deg`` about lab y)."""
     m = sample_rotation(tilt_deg).T @ crystal_to_lab_rotation(ub, lattice_parameters)
-    return m @ strain_crystal @ m.T
+    return m @ strain_crystal @ _transpose(m)
 
 
 def von_mises_strain(deviatoric_strain) -> np.ndarray:
