@@ -1,0 +1,296 @@
+"""Where a workflow runs: cluster configs (``cluster-configs/*.yaml``) → a Dask client.
+
+Schema (one YAML mapping; every key but ``type`` optional)::
+
+    type: local                 # local | scheduler | slurm | local-cuda
+    # local / local-cuda
+    n_workers: auto             # auto: CPUs this process may use // threads_per_worker
+    threads_per_worker: 1
+    memory_limit: auto          # per worker, e.g. "4GB"; auto splits the machine's memory
+    processes: true
+    dashboard_address: ":8787"  # ":0" picks a free port
+    resources: {}               # Dask worker resources, e.g. {GPU: 1}
+    # scheduler
+    address: tcp://host:8786
+    # slurm (dask-jobqueue SLURMCluster; every other key is passed to SLURMCluster)
+    jobs: 1                     # number of SLURM jobs to start
+    cores: 8
+    memory: 32GB
+    queue: gpu
+    walltime: "01:00:00"
+    wait_timeout_s: 300         # how long to wait for the first worker
+
+"Auto" sizes come from the CPUs this process may actually use — its CPU affinity, the SLURM
+allocation (``SLURM_CPUS_PER_TASK`` / ``SLURM_CPUS_ON_NODE``) and a cgroup CPU quota — never
+from ``os.cpu_count()``, which counts the whole node.
+"""
+from __future__ import annotations
+
+import contextlib
+import difflib
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+__all__ = [
+    "ClusterConfigError",
+    "ClusterConfig",
+    "available_cpus",
+    "local_cluster_kwargs",
+    "load_cluster_config",
+    "parse_cluster_config",
+    "connect",
+]
+
+CLUSTER_TYPES = ("local", "scheduler", "slurm", "local-cuda")
+
+_COMMON_KEYS = {"type": str, "wait_timeout_s": (int, float)}
+_LOCAL_KEYS = {
+    "n_workers": (int, str),
+    "threads_per_worker": int,
+    "memory_limit": (str, int, float),
+    "processes": bool,
+    "dashboard_address": str,
+    "resources": dict,
+}
+_KEYS = {
+    "local": _LOCAL_KEYS,
+    "local-cuda": {**_LOCAL_KEYS, "CUDA_VISIBLE_DEVICES": (str, list), "rmm_pool_size": (str, int)},
+    "scheduler": {"address": str},
+    "slurm": None,  # open: passed to dask_jobqueue.SLURMCluster (validated by it)
+}
+
+
+class ClusterConfigError(ValueError):
+    """A cluster config that cannot be used (message says what and how to fix it)."""
+
+
+def _cgroup_cpu_quota() -> int | None:
+    try:
+        text = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+    except OSError:
+        return None
+    if len(text) == 2 and text[0] != "max":
+        return max(1, math.floor(int(text[0]) / int(text[1])))
+    return None
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: affinity ∩ SLURM allocation ∩ cgroup quota (≥ 1)."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        n = os.cpu_count() or 1
+    for var in ("SLURM_CPUS_PER_TASK", "SLURM_CPUS_ON_NODE"):
+        value = os.environ.get(var, "").strip()
+        if value:
+            try:
+                n = min(n, int(value.split("(")[0].split(",")[0]))
+            except ValueError:
+                pass
+            break  # SLURM_CPUS_PER_TASK, when set, is the allocation of this task
+    quota = _cgroup_cpu_quota()
+    if quota:
+        n = min(n, quota)
+    return max(1, n)
+
+
+def local_cluster_kwargs(
+    n_workers: int | str | None = None,
+    threads_per_worker: int = 1,
+    memory_limit: str | int | float | None = "auto",
+    processes: bool = True,
+    dashboard_address: str = ":8787",
+    resources: dict | None = None,
+) -> dict:
+    """Keyword arguments for ``distributed.LocalCluster`` sized to this process's CPUs.
+
+    ``n_workers`` None/"auto": :func:`available_cpus` // ``threads_per_worker`` (at least 1).
+    """
+    threads_per_worker = max(1, int(threads_per_worker))
+    if n_workers in (None, "auto"):
+        n_workers = max(1, available_cpus() // threads_per_worker)
+    kwargs = {
+        "n_workers": int(n_workers),
+        "threads_per_worker": threads_per_worker,
+        "processes": bool(processes),
+        "dashboard_address": dashboard_address,
+    }
+    if memory_limit is not None:
+        kwargs["memory_limit"] = memory_limit
+    if resources:
+        kwargs["resources"] = dict(resources)
+    return kwargs
+
+
+@dataclass
+class ClusterConfig:
+    """A validated cluster config."""
+
+    type: str = "local"
+    options: dict = field(default_factory=dict)
+    source: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"type": self.type, **self.options}
+
+
+def _where(source) -> str:
+    return f" in {source}" if source else ""
+
+
+def parse_cluster_config(data: Any, source: str | None = None) -> ClusterConfig:
+    """Validate a cluster-config mapping (see the module docstring for the schema)."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ClusterConfigError(f"cluster config{_where(source)} must be a YAML mapping, "
+                                 f"got {type(data).__name__}")
+    data = dict(data)
+    kind = data.pop("type", "local")
+    if kind not in CLUSTER_TYPES:
+        raise ClusterConfigError(f"cluster config{_where(source)}: unknown type {kind!r}; "
+                                 f"use one of {', '.join(CLUSTER_TYPES)}")
+    allowed = _KEYS[kind]
+    if allowed is not None:
+        allowed = {**_COMMON_KEYS, **allowed}
+        for key, value in data.items():
+            if key not in allowed:
+                hint = difflib.get_close_matches(key, list(allowed), n=1)
+                fix = f" (did you mean {hint[0]!r}?)" if hint else ""
+                raise ClusterConfigError(
+                    f"cluster config{_where(source)}: unknown key {key!r} for type {kind!r}{fix}; "
+                    f"allowed keys: {', '.join(sorted(k for k in allowed if k != 'type'))}")
+            types = allowed[key]
+            if not isinstance(value, types) or (isinstance(value, bool) and types is int):
+                names = "/".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
+                raise ClusterConfigError(f"cluster config{_where(source)}: {key!r} must be {names}, "
+                                         f"got {value!r}")
+        if isinstance(data.get("n_workers"), str) and data["n_workers"] != "auto":
+            raise ClusterConfigError(f"cluster config{_where(source)}: n_workers must be an "
+                                     f"integer or 'auto', got {data['n_workers']!r}")
+    if kind == "scheduler" and not data.get("address"):
+        raise ClusterConfigError(f"cluster config{_where(source)}: type 'scheduler' needs "
+                                 "'address: tcp://host:port'")
+    return ClusterConfig(kind, data, source)
+
+
+def load_cluster_config(path: str | os.PathLike) -> ClusterConfig:
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ClusterConfigError(f"cluster config {path} does not exist; see cluster-configs/local.yaml "
+                                 "for an example")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ClusterConfigError(f"cluster config {path} is not valid YAML: {err}") from None
+    return parse_cluster_config(data, str(path))
+
+
+def _check_slurm():
+    try:
+        import dask_jobqueue  # noqa: F401
+    except ImportError:
+        raise ClusterConfigError("cluster type 'slurm' needs dask-jobqueue, which is not installed: "
+                                 "pip install dask-jobqueue") from None
+
+
+def _check_cuda():
+    from ..backend import gpu_available
+
+    try:
+        import dask_cuda  # noqa: F401
+    except ImportError:
+        raise ClusterConfigError("cluster type 'local-cuda' needs dask-cuda, which is not installed: "
+                                 "pip install 'laueflow[gpu]' (dask-cuda[cu12] + cupy)") from None
+    if not gpu_available():
+        raise ClusterConfigError("cluster type 'local-cuda' needs a CUDA GPU and none is visible; "
+                                 "use cluster-configs/local.yaml on this machine")
+
+
+def check_available(config: ClusterConfig) -> None:
+    """Raise :class:`ClusterConfigError` if the config's cluster type cannot start here."""
+    if config.type == "slurm":
+        _check_slurm()
+    elif config.type == "local-cuda":
+        _check_cuda()
+
+
+def describe(client) -> dict:
+    """A JSON-able description of the cluster behind a client (for provenance)."""
+    info = client.scheduler_info(n_workers=-1) if _accepts_n_workers(client) else client.scheduler_info()
+    workers = info.get("workers", {})
+    resources: dict = {}
+    for w in workers.values():
+        for k, v in (w.get("resources") or {}).items():
+            resources[k] = resources.get(k, 0) + v
+    return {
+        "scheduler_address": client.scheduler.address,
+        "dashboard_link": client.dashboard_link,
+        "n_workers": len(workers),
+        "threads": int(sum(w.get("nthreads", 0) for w in workers.values())),
+        "worker_resources": resources,
+    }
+
+
+def _accepts_n_workers(client) -> bool:
+    import inspect
+
+    try:
+        return "n_workers" in inspect.signature(client.scheduler_info).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+@contextlib.contextmanager
+def connect(config: ClusterConfig | None = None, *, address: str | None = None) -> Iterator:
+    """Start (or connect to) the cluster a config describes; yields a ``distributed.Client``.
+
+    ``address`` (``--scheduler tcp://…``) overrides the config. Clusters started here are closed
+    on exit; an external scheduler is left running.
+    """
+    from distributed import Client, LocalCluster
+
+    config = config or ClusterConfig()
+    if address:
+        config = ClusterConfig("scheduler", {"address": address})
+    check_available(config)
+    opts = dict(config.options)
+    timeout = float(opts.pop("wait_timeout_s", 300))
+    if config.type == "scheduler":
+        client = Client(opts["address"], timeout=f"{int(timeout)}s")
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    if config.type == "local":
+        cluster = LocalCluster(**local_cluster_kwargs(**opts))
+    elif config.type == "local-cuda":
+        from dask_cuda import LocalCUDACluster
+
+        opts.setdefault("resources", {"GPU": 1})
+        opts.pop("processes", None)
+        if opts.get("n_workers") == "auto":
+            opts.pop("n_workers")
+        cluster = LocalCUDACluster(**opts)
+    else:  # slurm
+        from dask_jobqueue import SLURMCluster
+
+        jobs = int(opts.pop("jobs", 1))
+        cluster = SLURMCluster(**opts)
+        cluster.scale(jobs=jobs)
+    try:
+        client = Client(cluster)
+        try:
+            if config.type == "slurm":
+                client.wait_for_workers(1, timeout=timeout)
+            yield client
+        finally:
+            client.close()
+    finally:
+        cluster.close()

@@ -1,0 +1,214 @@
+"""The results store (``results.zarr``): layout, creation up front, whole-chunk writes, resume.
+
+Every variable is chunked ``(cy, cx, <full extra dims>)``: one Dask task computes one (y, x)
+chunk of images and writes exactly the Zarr chunks of that tile, then sets its own element of
+``chunk_done (chunk_y, chunk_x)`` (one Zarr chunk per element) — no two tasks write one chunk,
+and a chunk marked done was fully written. Layout: ``docs/results-schema.md``.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..stages.base import STATUS_CODES, Variable
+
+__all__ = ["PIPELINE_VARIABLES", "Layout", "ResultsStoreError", "prepare_results_store",
+           "write_tile", "finalize_results_store", "SCHEMA_VERSION"]
+
+SCHEMA_VERSION = 1
+
+#: variables every results store has, whatever the stages
+PIPELINE_VARIABLES: tuple[Variable, ...] = (
+    Variable("status", (), "int8", 1, "1",
+             "per-image status code: " + ", ".join(f"{k} {v}" for k, v in STATUS_CODES.items())),
+    Variable("scan_status", (), "int8", -1, "1",
+             "status of the input image in the scan store (ingest codes; -1: scan has none)"),
+)
+
+
+class ResultsStoreError(ValueError):
+    """A results store that cannot be used for this run (message says how to fix it)."""
+
+
+@dataclass
+class Layout:
+    """Shape of a results store: scan grid, task/chunk shape and the variables."""
+
+    ny: int
+    nx: int
+    cy: int
+    cx: int
+    dim_sizes: dict[str, int]
+    variables: tuple[Variable, ...]
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return (-(-self.ny // self.cy), -(-self.nx // self.cx))
+
+    def tiles(self):
+        """``(ty, tx, ys, xs)`` for each task, row-major."""
+        nty, ntx = self.grid
+        for ty in range(nty):
+            for tx in range(ntx):
+                ys = slice(ty * self.cy, min(self.ny, (ty + 1) * self.cy))
+                xs = slice(tx * self.cx, min(self.nx, (tx + 1) * self.cx))
+                yield ty, tx, ys, xs
+
+    def shape(self, var: Variable) -> tuple[int, ...]:
+        return (self.ny, self.nx, *(self.dim_sizes[d] for d in var.dims))
+
+    def chunks(self, var: Variable) -> tuple[int, ...]:
+        return (self.cy, self.cx, *(self.dim_sizes[d] for d in var.dims))
+
+    def fingerprint(self) -> dict:
+        """What must match for a run to resume into an existing store."""
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "shape": [self.ny, self.nx],
+            "chunk": [self.cy, self.cx],
+            "dim_sizes": dict(sorted(self.dim_sizes.items())),
+            "variables": [[v.name, list(v.dims), v.dtype] for v in self.variables],
+        }
+
+
+def choose_chunk(ny: int, nx: int, images_per_task: int, chunk=None) -> tuple[int, int]:
+    """(cy, cx) of one task: an explicit chunk, else whole rows of x when they fit."""
+    if chunk:
+        return min(ny, int(chunk[0])), min(nx, int(chunk[1]))
+    n = max(1, int(images_per_task))
+    if n >= nx:
+        return min(ny, max(1, n // nx)), nx
+    return 1, n
+
+
+def _template(layout: Layout, coords: dict, attrs: dict):
+    import dask.array as da
+    import xarray as xr
+
+    data_vars = {}
+    encoding = {}
+    for var in layout.variables:
+        dims = ("y", "x", *var.dims)
+        data = da.full(layout.shape(var), var.fill_value, dtype=var.dtype, chunks=layout.chunks(var))
+        data_vars[var.name] = (dims, data, var.attrs())
+        encoding[var.name] = {"chunks": layout.chunks(var)}
+        if np.dtype(var.dtype).kind != "f":  # keep integers integers (no CF masking on read)
+            encoding[var.name]["fill_value"] = var.fill_value
+    nty, ntx = layout.grid
+    data_vars["chunk_done"] = (("chunk_y", "chunk_x"), da.zeros((nty, ntx), dtype=bool, chunks=1),
+                               {"description": "tile (chunk_y, chunk_x) fully written "
+                                               "(tasks write it last; `run` skips done tiles)"})
+    encoding["chunk_done"] = {"chunks": (1, 1), "fill_value": False}
+    ds = xr.Dataset(data_vars, coords=coords, attrs=attrs)
+    return ds, encoding
+
+
+def _consolidate(path) -> None:
+    import zarr
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "consolidated metadata is not part of the v3 spec"
+        zarr.consolidate_metadata(str(path))
+
+
+def _looks_like_zarr(path: Path) -> bool:
+    return (path / "zarr.json").is_file() or (path / ".zgroup").is_file()
+
+
+def prepare_results_store(path, layout: Layout, *, coords: dict, attrs: dict,
+                          overwrite: bool = False) -> np.ndarray:
+    """Create the store (or reopen it to resume); return ``chunk_done`` as a numpy array.
+
+    A store is resumed only when its layout fingerprint (shape, chunk, variables, stages and
+    parameters in ``attrs["laueflow_layout"]``) equals this run's; otherwise a clear error.
+    """
+    import zarr
+
+    path = Path(path)
+    fingerprint = {**layout.fingerprint(), **attrs.get("laueflow_layout", {})}
+    if path.exists():
+        if not _looks_like_zarr(path):
+            raise ResultsStoreError(f"output {path} exists and is not a Zarr store; "
+                                    "choose another output path")
+        group = zarr.open_group(str(path), mode="r")
+        old = group.attrs.asdict()
+        ours = old.get("laueflow_results") is True
+        if not ours:
+            raise ResultsStoreError(f"output {path} exists and is not a laueflow results store; "
+                                    "choose another output path")
+        if overwrite or not old.get("layout_complete"):
+            shutil.rmtree(path)  # ours, and either asked for or killed while being created
+        elif old.get("laueflow_layout") != fingerprint:
+            diff = sorted(k for k in set(fingerprint) | set(old.get("laueflow_layout", {}))
+                          if fingerprint.get(k) != old.get("laueflow_layout", {}).get(k))
+            raise ResultsStoreError(
+                f"output {path} was written by a different workflow or scan (differs in: "
+                f"{', '.join(diff)}); use `--overwrite` to start again or choose another --output")
+        else:
+            return np.asarray(group["chunk_done"][...], dtype=bool)
+
+    attrs = {**attrs, "laueflow_results": True, "laueflow_layout": fingerprint,
+             "layout_complete": False}
+    ds, encoding = _template(layout, coords, attrs)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.to_zarr(str(path), mode="w", compute=False, zarr_format=3, consolidated=False,
+               encoding=encoding)
+    group = zarr.open_group(str(path), mode="r+")
+    group.attrs["layout_complete"] = True
+    _consolidate(path)
+    return np.zeros(layout.grid, dtype=bool)
+
+
+def write_tile(path, ty: int, tx: int, ys: slice, xs: slice, arrays: dict[str, np.ndarray]) -> None:
+    """Write one tile's variables (whole chunks), then mark the tile done (last)."""
+    import zarr
+
+    group = zarr.open_group(str(path), mode="r+", use_consolidated=False)
+    for name, array in arrays.items():
+        group[name][ys, xs] = array
+    group["chunk_done"][ty, tx] = True
+
+
+def read_chunk_done(path) -> np.ndarray:
+    import zarr
+
+    group = zarr.open_group(str(path), mode="r", use_consolidated=False)
+    return np.asarray(group["chunk_done"][...], dtype=bool)
+
+
+def finalize_results_store(path, attrs_update: dict) -> None:
+    """Record provenance (appended to ``history``) and re-consolidate the metadata."""
+    import zarr
+
+    group = zarr.open_group(str(path), mode="r+", use_consolidated=False)
+    attrs = group.attrs.asdict()
+    history = list(attrs.get("history", []))
+    run = attrs_update.pop("run", None)
+    if run is not None:
+        history.append(run)
+        totals: dict[str, float] = {}
+        for record in history:
+            for k, v in record.get("stage_timings_s", {}).items():
+                totals[k] = round(totals.get(k, 0.0) + v, 4)
+        attrs_update.update({
+            "history": history,  # one record per `laueflow run` invocation (resumes append)
+            "started": history[0]["started"], "finished": run["finished"],
+            "stage_timings_s": totals, "cluster": run.get("cluster"),
+        })
+    group.attrs.update(json.loads(json.dumps(attrs_update, default=_json_default)))
+    _consolidate(path)
+
+
+def _json_default(obj):
+    if hasattr(obj, "item"):
+        return obj.item()
+    if isinstance(obj, (Path,)):
+        return str(obj)
+    if isinstance(obj, (set, tuple)):
+        return list(obj)
+    raise TypeError(f"not JSON serialisable: {obj!r}")

@@ -1,0 +1,290 @@
+"""Workflow files (YAML): what to run on which scan, validated with messages that say how to fix.
+
+Schema (see ``docs/workflow.md``)::
+
+    input: scan.zarr                 # scan store written by `laueflow ingest` (required)
+    output: results.zarr             # results store (required unless `run --output`)
+    images_per_task: 8               # images per Dask task = results chunk (default 8)
+    chunk: [2, 4]                    # …or an explicit (y, x) chunk; overrides images_per_task
+    cluster: ../cluster-configs/local.yaml   # optional; `run --cluster/--scheduler` override
+    plugins: [mypackage.stages]      # optional: modules imported to register extra stages
+    stages:                          # in order; a name, or {name: {parameter: value}}
+      - peaks: {threshold_sigma: 5.0, max_peaks: 300}
+      - angles
+
+Relative paths are relative to the workflow file.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import importlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..stages.base import BATCH_KEYS, StageSpec, get_stage, registered_stages
+
+__all__ = ["WorkflowError", "StageConfig", "Workflow", "load_workflow", "parse_workflow",
+           "DEFAULT_IMAGES_PER_TASK"]
+
+DEFAULT_IMAGES_PER_TASK = 8
+
+_TOP_KEYS: dict[str, tuple] = {
+    "input": (str,),
+    "output": (str,),
+    "images_per_task": (int,),
+    "chunk": (list,),
+    "cluster": (str,),
+    "plugins": (list,),
+    "stages": (list,),
+}
+
+
+class WorkflowError(ValueError):
+    """An invalid workflow (the message names the file, the key and the fix)."""
+
+
+@dataclass
+class StageConfig:
+    """One stage of a workflow with its merged parameters (defaults + overrides)."""
+
+    name: str
+    params: dict
+
+    @property
+    def spec(self) -> StageSpec:
+        return get_stage(self.name)
+
+
+@dataclass
+class Workflow:
+    input: Path
+    output: Path | None
+    stages: list[StageConfig]
+    images_per_task: int = DEFAULT_IMAGES_PER_TASK
+    chunk: tuple[int, int] | None = None
+    cluster: Path | None = None
+    plugins: list[str] = field(default_factory=list)
+    source: Path | None = None
+
+    def to_dict(self) -> dict:
+        """The full resolved config (written to the results store's attributes)."""
+        return {
+            "input": str(self.input),
+            "output": str(self.output) if self.output else None,
+            "images_per_task": self.images_per_task,
+            "chunk": list(self.chunk) if self.chunk else None,
+            "cluster": str(self.cluster) if self.cluster else None,
+            "plugins": list(self.plugins),
+            "stages": [{s.name: _jsonable(s.params)} for s in self.stages],
+            "source": str(self.source) if self.source else None,
+        }
+
+    def stage_dim_sizes(self) -> dict[str, int]:
+        sizes: dict[str, int] = {}
+        for stage in self.stages:
+            for dim, size in stage.spec.resolved_dim_sizes(stage.params).items():
+                if dim in sizes and sizes[dim] != size:
+                    raise WorkflowError(f"dimension {dim!r} has size {sizes[dim]} and {size} in "
+                                        f"different stages; make the parameters agree")
+                sizes[dim] = size
+        return sizes
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "item"):
+        return value.item()
+    return value
+
+
+def _where(source) -> str:
+    return f"{source}: " if source else "workflow: "
+
+
+def _type_name(types) -> str:
+    names = {"str": "a string", "int": "an integer", "list": "a list", "dict": "a mapping",
+             "float": "a number", "bool": "true/false"}
+    return " or ".join(names.get(t.__name__, t.__name__) for t in types)
+
+
+def _did_you_mean(word, options) -> str:
+    hint = difflib.get_close_matches(str(word), list(options), n=1)
+    return f" (did you mean {hint[0]!r}?)" if hint else ""
+
+
+def import_plugins(plugins) -> None:
+    """Import plug-in modules (they register their stages on import)."""
+    for name in plugins:
+        importlib.import_module(name)
+
+
+def load_workflow(path: str | os.PathLike, *, output: str | os.PathLike | None = None,
+                  check_input: bool = True) -> Workflow:
+    """Read and validate a workflow YAML file (``output`` overrides its ``output:``)."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise WorkflowError(f"workflow file {path} does not exist (see workflows/demo.yaml)")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise WorkflowError(f"{path}: not valid YAML: {err}") from None
+    return parse_workflow(data, base_dir=path.parent, source=path, output=output,
+                          check_input=check_input)
+
+
+def parse_workflow(data: Any, *, base_dir: str | os.PathLike = ".", source=None,
+                   output: str | os.PathLike | None = None, check_input: bool = True) -> Workflow:
+    """Validate a workflow mapping; see the module docstring for the schema."""
+    where = _where(source)
+    if not isinstance(data, dict):
+        raise WorkflowError(f"{where}the workflow must be a YAML mapping with keys "
+                            f"{', '.join(_TOP_KEYS)}; got {type(data).__name__}")
+    data = copy.deepcopy(data)
+    for key, value in data.items():
+        if key not in _TOP_KEYS:
+            raise WorkflowError(f"{where}unknown key {key!r}{_did_you_mean(key, _TOP_KEYS)}; "
+                                f"allowed keys: {', '.join(_TOP_KEYS)}")
+        types = _TOP_KEYS[key]
+        if not isinstance(value, types) or isinstance(value, bool):
+            raise WorkflowError(f"{where}{key!r} must be {_type_name(types)}, got {value!r}")
+    base_dir = Path(base_dir)
+
+    def resolve(p) -> Path:
+        p = Path(os.path.expanduser(p))
+        return p if p.is_absolute() else base_dir / p
+
+    if "input" not in data:
+        raise WorkflowError(f"{where}missing 'input:' (the scan store written by `laueflow ingest`)")
+    input_path = resolve(data["input"])
+    if check_input:
+        check_scan_store(input_path, where)
+
+    if output is not None:
+        output_path = Path(output)
+    elif "output" in data:
+        output_path = resolve(data["output"])
+    else:
+        raise WorkflowError(f"{where}missing 'output:' (where to write results.zarr), "
+                            "or pass `laueflow run --output results.zarr`")
+
+    images_per_task = data.get("images_per_task", DEFAULT_IMAGES_PER_TASK)
+    if images_per_task < 1:
+        raise WorkflowError(f"{where}'images_per_task' must be ≥ 1, got {images_per_task}")
+    chunk = data.get("chunk")
+    if chunk is not None:
+        if len(chunk) != 2 or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 1
+                                      for c in chunk):
+            raise WorkflowError(f"{where}'chunk' must be two positive integers [y, x], got {chunk!r}")
+        chunk = (int(chunk[0]), int(chunk[1]))
+
+    plugins = data.get("plugins", [])
+    for name in plugins:
+        if not isinstance(name, str):
+            raise WorkflowError(f"{where}'plugins' must list module names, got {name!r}")
+        try:
+            importlib.import_module(name)
+        except ImportError as err:
+            raise WorkflowError(f"{where}plugin module {name!r} cannot be imported ({err}); "
+                                "install it or fix PYTHONPATH") from None
+
+    if "stages" not in data or not data["stages"]:
+        raise WorkflowError(f"{where}'stages' is missing or empty; e.g. `stages: [peaks, angles]`")
+    stages = [_parse_stage(item, i, where) for i, item in enumerate(data["stages"])]
+    _check_stage_inputs(stages, where)
+
+    cluster = resolve(data["cluster"]) if "cluster" in data else None
+    workflow = Workflow(input_path, output_path, stages, int(images_per_task), chunk, cluster,
+                        list(plugins), Path(source) if source else None)
+    workflow.stage_dim_sizes()  # dims agree across stages
+    return workflow
+
+
+def _parse_stage(item, index, where) -> StageConfig:
+    if isinstance(item, str):
+        name, overrides = item, {}
+    elif isinstance(item, dict) and len(item) == 1:
+        (name, overrides), = item.items()
+        overrides = overrides or {}
+        if not isinstance(overrides, dict):
+            raise WorkflowError(f"{where}stage {name!r}: parameters must be a mapping "
+                                f"(`- {name}: {{param: value}}`), got {overrides!r}")
+    else:
+        raise WorkflowError(f"{where}stages[{index}] must be a stage name or "
+                            f"`{{name: {{param: value}}}}`, got {item!r}")
+    registry = registered_stages()
+    if name not in registry:
+        raise WorkflowError(f"{where}unknown stage {name!r}{_did_you_mean(name, registry)}; "
+                            f"registered stages: {', '.join(sorted(registry))} "
+                            "(stages from other packages need `plugins: [module]`)")
+    spec = registry[name]
+    params = dict(spec.params)
+    for key, value in overrides.items():
+        if key not in spec.params:
+            raise WorkflowError(f"{where}stage {name!r}: unknown parameter {key!r}"
+                                f"{_did_you_mean(key, spec.params)}; parameters: "
+                                f"{', '.join(spec.params) or 'none'}")
+        default = spec.params[key]
+        if default is not None and value is not None and not _same_kind(default, value):
+            raise WorkflowError(f"{where}stage {name!r}: parameter {key!r} must be "
+                                f"{type(default).__name__} like its default {default!r}, got {value!r}")
+        params[key] = value
+    return StageConfig(name, params)
+
+
+def _same_kind(default, value) -> bool:
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(default, bool) and isinstance(value, bool)
+    if isinstance(default, (int, float)):
+        return isinstance(value, (int, float)) and (isinstance(default, float) or isinstance(value, int))
+    return isinstance(value, type(default))
+
+
+def _check_stage_inputs(stages: list[StageConfig], where) -> None:
+    available = set(BATCH_KEYS)
+    seen_names: set[str] = set()
+    producers: dict[str, str] = {}
+    for name, spec in registered_stages().items():
+        for out in spec.output_names:
+            producers.setdefault(out, name)
+    for stage in stages:
+        if stage.name in seen_names:
+            raise WorkflowError(f"{where}stage {stage.name!r} is listed twice")
+        seen_names.add(stage.name)
+        spec = stage.spec
+        for arg, key in spec.inputs.items():
+            if key not in available:
+                fix = (f"; add {producers[key]!r} before it" if key in producers
+                       else "; no registered stage produces it")
+                raise WorkflowError(f"{where}stage {stage.name!r} needs {key!r}, which no earlier "
+                                    f"stage produces{fix}")
+        for out in spec.output_names:
+            if out in available and out not in BATCH_KEYS:
+                raise WorkflowError(f"{where}stage {stage.name!r} produces {out!r}, "
+                                    "which an earlier stage already produces")
+            available.add(out)
+
+
+def check_scan_store(path: Path, where: str = "") -> None:
+    """Fail early, clearly, if ``path`` is not a scan store with an ``images`` array."""
+    if not path.exists():
+        raise WorkflowError(f"{where}input scan store {path} does not exist; create it with "
+                            "`laueflow ingest IMAGES/ --out scan.zarr` or fix 'input:'")
+    import zarr
+
+    try:
+        group = zarr.open_group(str(path), mode="r")
+        images = group["images"]
+    except Exception as err:  # noqa: BLE001 - any zarr failure means "not a scan store"
+        raise WorkflowError(f"{where}{path} is not a laueflow scan store (no 'images' array: "
+                            f"{err}); create it with `laueflow ingest`") from None
+    if images.ndim != 4:
+        raise WorkflowError(f"{where}{path}: 'images' must have dims (y, x, row, col), "
+                            f"got shape {images.shape}")

@@ -1,0 +1,79 @@
+"""Cluster configs and CPU sizing (no cluster is started here)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from laueflow.pipeline import cluster as cl
+
+REPO = Path(__file__).parents[1]
+
+
+@pytest.fixture
+def cpus(monkeypatch):
+    monkeypatch.setattr(cl.os, "sched_getaffinity", lambda pid: set(range(6)))
+    monkeypatch.setattr(cl, "_cgroup_cpu_quota", lambda: None)
+    monkeypatch.setattr(cl.os, "cpu_count", lambda: 128)
+    for var in ("SLURM_CPUS_PER_TASK", "SLURM_CPUS_ON_NODE"):
+        monkeypatch.delenv(var, raising=False)
+    return monkeypatch
+
+
+def test_available_cpus_uses_affinity_slurm_and_cgroup(cpus):
+    assert cl.available_cpus() == 6  # not os.cpu_count()
+    cpus.setenv("SLURM_CPUS_ON_NODE", "4")
+    assert cl.available_cpus() == 4
+    cpus.setenv("SLURM_CPUS_PER_TASK", "3")
+    assert cl.available_cpus() == 3
+    cpus.setattr(cl, "_cgroup_cpu_quota", lambda: 2)
+    assert cl.available_cpus() == 2
+
+
+def test_local_cluster_kwargs(cpus):
+    kw = cl.local_cluster_kwargs()
+    assert kw["n_workers"] == 6 and kw["threads_per_worker"] == 1 and kw["processes"] is True
+    assert cl.local_cluster_kwargs(threads_per_worker=2)["n_workers"] == 3
+    assert cl.local_cluster_kwargs(n_workers=2, resources={"GPU": 1})["resources"] == {"GPU": 1}
+
+
+def test_shipped_configs_parse():
+    local = cl.load_cluster_config(REPO / "cluster-configs" / "local.yaml")
+    assert local.type == "local" and local.options["threads_per_worker"] == 1
+    assert cl.load_cluster_config(REPO / "cluster-configs" / "slurm-cpu.yaml").type == "slurm"
+    assert cl.load_cluster_config(REPO / "cluster-configs" / "local-cuda.yaml").type == "local-cuda"
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"type": "kubernetes"}, r"unknown type 'kubernetes'; use one of local, scheduler, slurm, local-cuda"),
+    ({"type": "local", "n_worker": 2}, r"unknown key 'n_worker' for type 'local' \(did you mean 'n_workers'\?\)"),
+    ({"type": "local", "threads_per_worker": "1"}, r"'threads_per_worker' must be int"),
+    ({"type": "local", "n_workers": "many"}, r"n_workers must be an integer or 'auto'"),
+    ({"type": "scheduler"}, r"needs 'address: tcp://host:port'"),
+    ([1, 2], r"must be a YAML mapping"),
+])
+def test_config_errors(data, message):
+    with pytest.raises(cl.ClusterConfigError, match=message):
+        cl.parse_cluster_config(data)
+
+
+def test_missing_optional_backends_say_what_to_install(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def fake_import(name, *args, **kwargs):
+        if name in ("dask_jobqueue", "dask_cuda"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+    with pytest.raises(cl.ClusterConfigError, match="needs dask-jobqueue.*pip install dask-jobqueue"):
+        cl.check_available(cl.parse_cluster_config({"type": "slurm", "cores": 4}))
+    with pytest.raises(cl.ClusterConfigError, match="needs dask-cuda.*laueflow\\[gpu\\]"):
+        cl.check_available(cl.parse_cluster_config({"type": "local-cuda"}))
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(cl.ClusterConfigError, match="does not exist"):
+        cl.load_cluster_config(tmp_path / "nope.yaml")

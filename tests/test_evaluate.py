@@ -1,0 +1,92 @@
+"""`laueflow evaluate` on a hand-made truth with known answers."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from laueflow.pipeline.evaluate import evaluate, format_report
+
+NAN = np.nan
+
+
+def _results():
+    col = np.full((1, 3, 4), NAN, np.float32)
+    row = np.full((1, 3, 4), NAN, np.float32)
+    col[0, 0, :3], row[0, 0, :3] = [10.3, 51.0, 70.0], [10.4, 50.0, 70.0]
+    col[0, 1, :2], row[0, 1, :2] = [20.0, 5.0], [21.2, 5.0]
+    status = np.array([[0, 0, 1]], np.int8)
+    return xr.Dataset({"peak_col": (("y", "x", "peak"), col), "peak_row": (("y", "x", "peak"), row),
+                       "status": (("y", "x"), status)})
+
+
+def _truth():
+    # name: (y, x, col, row, amplitude, noise) — expected outcome in the comment
+    spots = [
+        (0, 0, 10, 10, 100, 10),  # A  SNR 10, found (0.5 px)
+        (0, 0, 30, 30, 60, 10),   # B  SNR 6, missed
+        (0, 0, 11, 10, 50, 10),   # C  1 px from brighter A: excluded (overlap)
+        (0, 0, 50, 50, 30, 10),   # D  SNR 3, found (1.0 px), not in the recall set
+        (0, 1, 20, 20, 200, 10),  # E  SNR 20, found (1.2 px)
+        (0, 1, 40, 40, 10, 10),   # F  SNR 1, missed
+        (0, 2, 10, 10, 100, 1),   # G  at an invalid point: excluded (unprocessed)
+    ]
+    a = np.array(spots, dtype=float)
+    return xr.Dataset({
+        "spot_y": ("spot", a[:, 0].astype(int)), "spot_x": ("spot", a[:, 1].astype(int)),
+        "spot_col": ("spot", a[:, 2]), "spot_row": ("spot", a[:, 3]),
+        "spot_amplitude": ("spot", a[:, 4]), "spot_noise_sigma": ("spot", a[:, 5]),
+        "spot_quality": ("spot", np.zeros(len(a), np.int8)),
+    })
+
+
+def test_known_answers():
+    report = evaluate(_results(), _truth())
+    s = report["metrics"]["peaks"]["summary"]
+    assert s["recall"] == pytest.approx(2 / 3)
+    assert s["precision"] == pytest.approx(3 / 5)
+    assert (s["detected_peaks"], s["true_peaks"]) == (5, 3)
+    assert s["position_error_median_px"] == pytest.approx(0.85)
+    assert s["position_error_p95_px"] == pytest.approx(0.5 + 0.95 * 0.7)
+    assert (s["excluded_overlapping"], s["excluded_unprocessed_points"], s["truth_spots_total"]) == (1, 1, 7)
+    rows = report["metrics"]["peaks"]["tables"]["peak recall by SNR (amplitude / noise σ)"]
+    assert [(r["truth_spots"], r["found"]) for r in rows] == [(1, 0), (1, 1), (1, 0), (1, 1), (1, 1)]
+    assert "recall" in format_report(report)
+
+
+def test_radius_and_snr_options():
+    s = evaluate(_results(), _truth(), radius_px=1.0, snr_min=2.0)["metrics"]["peaks"]["summary"]
+    assert s["truth_spots_recall_set"] == 4  # A B D E
+    assert s["truth_spots_found"] == 2  # A (0.5), D (1.0); E at 1.2 px is now out
+    s = evaluate(_results(), _truth(), overlap_px=0.5)["metrics"]["peaks"]["summary"]
+    assert s["excluded_overlapping"] == 0 and s["truth_spots_recall_set"] == 4  # C joins (SNR 5)
+
+
+def test_metric_skipped_without_variables():
+    report = evaluate(_results().drop_vars(["peak_col"]), _truth())
+    assert report["metrics"] == {} and "peak_col" in report["skipped"]["peaks"]
+
+
+def test_wrong_grid_is_an_error():
+    truth = _truth()
+    truth["spot_x"][:] = 7
+    with pytest.raises(ValueError, match="outside the results' 1×3 scan grid"):
+        evaluate(_results(), truth)
+
+
+def test_cli_json(tmp_path, capsys):
+    from laueflow.cli.main import main
+
+    _results().to_zarr(tmp_path / "r.zarr", zarr_format=3, consolidated=False)
+    _truth().to_zarr(tmp_path / "t.zarr", zarr_format=3, consolidated=False)
+    out = tmp_path / "e.json"
+    code = main(["evaluate", str(tmp_path / "r.zarr"), "--truth", str(tmp_path / "t.zarr"),
+                 "--json", str(out)])
+    assert code == 0
+    assert "precision" in capsys.readouterr().out
+    data = json.loads(out.read_text())
+    assert data["metrics"]["peaks"]["summary"]["recall"] == pytest.approx(2 / 3)
+    assert data["options"]["radius_px"] == 1.5
+    assert main(["evaluate", str(tmp_path / "missing.zarr"), "--truth", str(tmp_path / "t.zarr")]) == 2
