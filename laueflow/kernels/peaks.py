@@ -176,7 +176,7 @@ def _empty(xp):
 def find_peaks_2d(
     image,
     *,
-    threshold_sigma: float | None = 5.0,
+    threshold_sigma: float | None = 6.0,
     threshold_counts: float | None = None,
     min_distance_px: int = 3,
     box_size_px: int = 5,

@@ -35,6 +35,7 @@ DEFAULT_OPTIONS = {
     "radius_px": 1.5,
     "snr_min": 5.0,
     "overlap_px": 2.0,
+    "fragment_px": 5.0,
     "snr_bins": (0.0, 2.0, 5.0, 10.0, 20.0, math.inf),
 }
 
@@ -102,6 +103,10 @@ def peak_metrics(results, truth, opts) -> dict:
     radius, snr_min, overlap_px = float(opts["radius_px"]), float(opts["snr_min"]), float(opts["overlap_px"])
     peak_col = np.asarray(results["peak_col"].values, dtype=np.float64)
     peak_row = np.asarray(results["peak_row"].values, dtype=np.float64)
+    has_int = "peak_col_int" in results.variables and "peak_row_int" in results.variables
+    peak_col_int = np.asarray(results["peak_col_int"].values) if has_int else np.rint(peak_col)
+    peak_row_int = np.asarray(results["peak_row_int"].values) if has_int else np.rint(peak_row)
+    fragment_px = float(opts["fragment_px"])
     ny, nx = peak_col.shape[:2]
     processed = (np.asarray(results["status"].values) != 1) if "status" in results.variables \
         else np.ones((ny, nx), bool)
@@ -115,13 +120,17 @@ def peak_metrics(results, truth, opts) -> dict:
     srow = np.asarray(truth["spot_row"].values, dtype=np.float64)
     amp = np.asarray(truth["spot_amplitude"].values, dtype=np.float64)
     noise = np.asarray(truth["spot_noise_sigma"].values, dtype=np.float64)
+    quality = np.asarray(truth["spot_quality"].values) if "spot_quality" in truth.variables \
+        else np.zeros(len(scol), np.int8)
+    fragmented = (quality >= 1) & (quality <= 3)  # streaked, split, irregular: several maxima
     with np.errstate(divide="ignore", invalid="ignore"):
         snr = np.where(noise > 0, amp / noise, np.inf)
 
     n_spots = len(sy)
     distance = np.full(n_spots, np.inf)
+    initial_distance = np.full(n_spots, np.inf)
     overlapped = np.zeros(n_spots, bool)
-    n_peaks = n_true_peaks = 0
+    n_peaks = n_true_peaks = n_strict_true_peaks = 0
     point = sy * nx + sx
     order = np.argsort(point, kind="stable")
     starts = np.searchsorted(point[order], np.arange(ny * nx + 1))
@@ -133,6 +142,7 @@ def peak_metrics(results, truth, opts) -> dict:
         pc, pr = peak_col[y, x], peak_row[y, x]
         keep = np.isfinite(pc) & np.isfinite(pr)
         pc, pr = pc[keep], pr[keep]
+        pci, pri = peak_col_int[y, x][keep].astype(np.float64), peak_row_int[y, x][keep].astype(np.float64)
         n_peaks += len(pc)
         if not len(sel):
             continue
@@ -141,7 +151,12 @@ def peak_metrics(results, truth, opts) -> dict:
             continue
         d = np.hypot(scol[sel][:, None] - pc[None, :], srow[sel][:, None] - pr[None, :])
         distance[sel] = d.min(axis=1)
-        n_true_peaks += int((d.min(axis=0) <= radius).sum())
+        nearest = d.argmin(axis=1)
+        initial_distance[sel] = np.hypot(scol[sel] - pci[nearest], srow[sel] - pri[nearest])
+        strict = d.min(axis=0) <= radius
+        fragment = (d[fragmented[sel]] <= fragment_px).any(axis=0) if fragmented[sel].any() else False
+        n_strict_true_peaks += int(strict.sum())
+        n_true_peaks += int((strict | fragment).sum())
 
     at_processed = processed[sy, sx] if n_spots else np.zeros(0, bool)
     found = distance <= radius
@@ -159,9 +174,13 @@ def peak_metrics(results, truth, opts) -> dict:
                      "error_median_px": _pct(err, 50), "error_p95_px": _pct(err, 95)})
     err = distance[primary & found]
     n_primary = int(primary.sum())
+    good_found = primary & found & (quality == 0)
     summary = {
         "recall": float((primary & found).sum() / n_primary) if n_primary else float("nan"),
         "precision": float(n_true_peaks / n_peaks) if n_peaks else float("nan"),
+        "precision_strict": float(n_strict_true_peaks / n_peaks) if n_peaks else float("nan"),
+        "initial_position_within_1px": (float((initial_distance[good_found] <= 1.0).mean())
+                                        if good_found.any() else float("nan")),
         "position_error_median_px": _pct(err, 50),
         "position_error_p95_px": _pct(err, 95),
         "truth_spots_recall_set": n_primary,

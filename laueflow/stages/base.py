@@ -261,7 +261,7 @@ PEAKS = register_stage(StageSpec(
     func="laueflow.stages.peaks:find_peaks",
     inputs={"images": "images"},
     outputs=_peak_outputs(),
-    params={"threshold_sigma": 5.0, "threshold_counts": None, "min_distance_px": 3,
+    params={"threshold_sigma": 6.0, "threshold_counts": None, "min_distance_px": 3,
             "box_size_px": 5, "max_peaks": 500},
     dim_sizes={"peak": "max_peaks"},
     status=_peak_status,

@@ -2,7 +2,7 @@
 
 Contract relied upon by the workflow runner (``laueflow run``)::
 
-    find_peaks(images, *, threshold_sigma=5.0, threshold_counts=None, min_distance_px=3,
+    find_peaks(images, *, threshold_sigma=6.0, threshold_counts=None, min_distance_px=3,
                box_size_px=5, max_peaks=500, mask=None, **other) -> dict[str, np.ndarray]
 
 ``images``: ``(n_images, n_rows, n_cols)`` numeric array (numpy or cupy; a single 2-D image is
@@ -43,7 +43,7 @@ __all__ = ["PEAK_SEARCH_DEFAULTS", "PEAK_OUTPUTS", "find_peaks"]
 
 #: defaults of :func:`find_peaks` (documented above); the runner may read and override them
 PEAK_SEARCH_DEFAULTS: dict = {
-    "threshold_sigma": 5.0,     # detection threshold, in units of the local noise (3x3 box sum)
+    "threshold_sigma": 6.0,     # detection threshold, in units of the local noise (3x3 box sum)
     "threshold_counts": None,   # optional absolute threshold, counts above local background
     "min_distance_px": 3,       # two peaks are at least this far apart (Chebyshev), px
     "box_size_px": 5,           # half-size of the centroid / integration box, px
@@ -69,7 +69,7 @@ _KERNEL_EXTRA = {
 } - set(PEAK_SEARCH_DEFAULTS)
 
 
-def find_peaks(images, *, threshold_sigma=5.0, threshold_counts=None, min_distance_px=3,
+def find_peaks(images, *, threshold_sigma=6.0, threshold_counts=None, min_distance_px=3,
                box_size_px=5, max_peaks=500, mask=None, **other) -> dict[str, np.ndarray]:
     """Search peaks in each image of a batch; see the module docstring for the outputs."""
     xp = get_array_module(images)
