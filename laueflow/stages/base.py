@@ -112,10 +112,13 @@ class StageSpec:
     status: Callable[[dict], np.ndarray] | None = None
     resources: Mapping[str, float] = field(default_factory=dict)
     description: str = ""
+    #: like ``inputs``, but passed as ``None`` when no earlier stage produced them
+    optional_inputs: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self):
         object.__setattr__(self, "outputs", tuple(self.outputs))
         object.__setattr__(self, "inputs", dict(self.inputs))
+        object.__setattr__(self, "optional_inputs", dict(self.optional_inputs))
         object.__setattr__(self, "params", dict(self.params))
         names = [v.name for v in self.outputs]
         if len(set(names)) != len(names):
@@ -138,6 +141,7 @@ class StageSpec:
     def __call__(self, batch: Mapping[str, Any], params: Mapping[str, Any]) -> dict:
         """Run on a batch: pick the declared inputs, call, check and cast the declared outputs."""
         kwargs = {arg: batch[key] for arg, key in self.inputs.items()}
+        kwargs.update({arg: batch.get(key) for arg, key in self.optional_inputs.items()})
         result = self.function()(**kwargs, **params)
         missing = [name for name in self.output_names if name not in result]
         if missing:

@@ -1,0 +1,171 @@
+"""Spot descriptors: definitions, cutouts, augmentation, shipped CNN weights, stage contract."""
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from laueflow.kernels.cutouts import (area_from_star, area_star, dihedral_transform,  # noqa: E402
+                                      extract_cutouts, good_spot, normalise_cutouts, pos_from_star, pos_star,
+                                      sim_from_sim0, transform_targets)
+from laueflow.kernels.gaussfit import model_image  # noqa: E402
+from laueflow.models.spotcnn import (PAPER_PARAMETERS, SpotCNN, WeightsHashError, count_parameters,  # noqa: E402
+                                     default_weights_path, load_spotcnn)
+from laueflow.stages.descriptors import angular_error_medians, describe_spots, evaluate_descriptors  # noqa: E402
+from laueflow.stages.spot_training import (crop_cutouts, label_cutouts, resample_uniform_sim,  # noqa: E402
+                                           simulate_spot_scan)
+
+HAVE_WEIGHTS = default_weights_path().exists()
+
+
+def test_transforms():
+    assert sim_from_sim0([0.5, 0.85, 0.925, 1.0]).tolist() == pytest.approx([0, 0, 0.5, 1.0])
+    assert pos_star([-2.0, -1.1, 0.0, 0.55, 1.1, 3.0]).tolist() == pytest.approx([0, 0, 0.5, 0.75, 1, 1])
+    assert pos_from_star(pos_star([-0.7, 0.3])).tolist() == pytest.approx([-0.7, 0.3])
+    assert area_star([math.pi, 5 * math.pi, 9 * math.pi]).tolist() == pytest.approx([0.2, 1, 1])
+    assert area_from_star(0.2) == pytest.approx(math.pi)
+    assert good_spot([0.6, 0.6, 0.4], [0.5, 0.7, 0.0], [0.5, 0.7, 0.0]).tolist() == [True, False, False]
+
+
+def test_cutout_geometry_and_border_flag():
+    image = np.arange(50 * 60, dtype=np.float32).reshape(50, 60)
+    cut, valid, border = extract_cutouts(image, [30, 0, 59], [25, 25, 49])
+    assert cut.shape == (3, 32, 32) and border.tolist() == [False, True, True]
+    assert cut[0, 16, 16] == image[25, 30] and cut[0, 0, 0] == image[9, 14] and cut[0, 31, 31] == image[40, 45]
+    assert valid[1, :, 16:].all() and not valid[1, :, :16].any()
+    assert valid[2, :17, :17].all() and not valid[2, 17:].any() and not valid[2, :, 17:].any()
+    x = normalise_cutouts(cut, valid)
+    assert (x[~valid] == 0).all()
+
+
+def test_normalisation_unit_peak():
+    img = model_image([[500.0, 0.0, 0.0, 0.0, 0.0, 1000.0]])
+    x = normalise_cutouts(img)
+    assert x[0, 16, 16] == pytest.approx(1.0) and abs(x[0, 0, 0]) < 1e-6
+
+
+def test_augmentation_moves_pos_star_consistently():
+    sp = simulate_spot_scan(7, 200)
+    base = label_cutouts(crop_cutouts(sp.patches))
+    good = base["good"]
+    m = len(sp)
+    for k, flip in [(1, False), (2, False), (3, False), (0, True), (1, True), (3, True)]:
+        aug = label_cutouts(crop_cutouts(sp.patches, np.full(m, k), np.full(m, flip)))
+        expect = transform_targets(base["targets"], k, flip)
+        # Pos* of the refitted transformed cutout = transformed Pos* (the 32-px window swaps one
+        # row/col, so not bit-exact); Asp and Sim invariant
+        assert np.median(np.abs(aug["targets"][good, 1:3] - expect[good, 1:3])) < 1e-3
+        assert np.median(np.abs(aug["targets"][good, 3] - base["targets"][good, 3])) < 2e-3
+        assert np.median(np.abs(aug["targets"][good, 0] - base["targets"][good, 0])) < 5e-3
+
+
+def test_dihedral_transform_of_offset():
+    # a single hot pixel at offset (dc, dr) = (2, 1) from the centre of a 5x5 patch
+    p = np.zeros((1, 5, 5))
+    p[0, 2 + 1, 2 + 2] = 1
+    r = dihedral_transform(p, 1, False)[0]
+    rr, cc = np.argwhere(r)[0] - 2
+    assert (cc, rr) == (1, -2)  # (dc, dr) -> (dr, -dc)
+    t = transform_targets(np.array([[0.3, pos_star(0.5), pos_star(0.2), 0.7, 0.4]]), 1, False)
+    assert t[0].tolist() == pytest.approx([0.3, pos_star(0.2), pos_star(-0.5), 0.7, 0.4], abs=1e-6)
+    t = transform_targets(np.array([[0.3, pos_star(0.5), pos_star(0.2), 0.7, 0.4]]), 0, True)
+    assert t[0].tolist() == pytest.approx([0.3, pos_star(-0.5), pos_star(0.2), 0.7, 0.4], abs=1e-6)
+
+
+def test_resample_uniform():
+    rng = np.random.default_rng(0)
+    sim = np.concatenate([np.zeros(5000), rng.random(3000)])
+    idx = resample_uniform_sim(sim, rng, bins=12, per_bin=100)
+    counts = np.bincount(np.minimum((sim[idx] * 12).astype(int), 11), minlength=12)
+    assert counts.max() == 100 and counts.min() >= 80
+
+
+def test_parameter_count_near_paper():
+    n = count_parameters(SpotCNN())
+    assert n == 346_481 and abs(n - PAPER_PARAMETERS) / PAPER_PARAMETERS < 0.005
+
+
+def test_evaluate_descriptors_perfect_and_angles():
+    rng = np.random.default_rng(0)
+    ref = {"sim": rng.random(100), "dcol": rng.uniform(-1, 1, 100), "drow": rng.uniform(-1, 1, 100),
+           "area": rng.uniform(1, 10, 100), "aspect": rng.random(100)}
+    r = evaluate_descriptors(ref, dict(ref))
+    assert r["all"]["r2_sim"] == pytest.approx(1.0) and r["all"]["pos_err_mean"] == pytest.approx(0.0)
+    assert r["confusion"]["rate_bad_predicted_good"] == 0 and r["confusion"]["rate_good_predicted_bad"] == 0
+    from laueflow.physics.geometry import DEFAULT_CALIBRATION as cal
+
+    tc, tr = rng.uniform(500, 1500, 50), rng.uniform(500, 1500, 50)
+    a = angular_error_medians(cal, tc, tr, tc + 0.3, tr - 0.3, tc + 0.02, tr, good=np.ones(50, bool))
+    assert a["n"] == 50 and a["refined_better"]
+
+
+def test_describe_spots_fit_contract():
+    rng = np.random.default_rng(5)
+    images = (1000 + rng.normal(0, 4, (2, 64, 64))).astype(np.float32)
+    yy, xx = np.mgrid[:64, :64]
+    images[0] += 4000 * np.exp(-0.5 * ((xx - 30.3) ** 2 + (yy - 20.8) ** 2) / 1.2 ** 2)
+    images[1] += 4000 * np.exp(-0.5 * ((xx - 2.2) ** 2 + (yy - 50.1) ** 2) / 1.2 ** 2)
+    ci = np.array([[30, -1, -1], [2, -1, -1]], np.int32)
+    ri = np.array([[21, -1, -1], [50, -1, -1]], np.int32)
+    out = describe_spots(images.astype(np.uint16), ci, ri, method="fit")
+    assert out["spot_col"].shape == (2, 3) and np.isnan(out["spot_col"][:, 1:]).all()
+    assert out["spot_col"][0, 0] == pytest.approx(30.3, abs=0.02) and out["spot_row"][0, 0] == pytest.approx(20.8, abs=0.02)
+    assert out["spot_border"].tolist() == [[False, False, False], [True, False, False]]
+    assert out["spot_good"][:, 0].all() and not out["spot_good"][:, 1:].any()
+    with pytest.raises(ValueError):
+        describe_spots(images, ci, ri, method="magic")
+
+
+@pytest.mark.skipif(not HAVE_WEIGHTS, reason="no shipped weights")
+def test_shipped_weights_hash_check(tmp_path):
+    path = default_weights_path()
+    meta = json.loads(path.with_suffix(".json").read_text())
+    assert {"sha256", "command", "seed"} <= set(meta)
+    model = load_spotcnn(path, device="cpu")
+    assert count_parameters(model) == 346_481
+    bad = tmp_path / "spotcnn.pt"
+    shutil.copy(path, bad)
+    shutil.copy(path.with_suffix(".json"), tmp_path / "spotcnn.json")
+    with open(bad, "r+b") as fh:
+        fh.seek(-200, 2)
+        b = fh.read(1)
+        fh.seek(-200, 2)
+        fh.write(bytes([b[0] ^ 0xFF]))
+    with pytest.raises(WeightsHashError, match="does not match"):
+        load_spotcnn(bad, device="cpu")
+    (tmp_path / "spotcnn.json").unlink()
+    with pytest.raises(WeightsHashError, match="no sha256"):
+        load_spotcnn(bad, device="cpu")
+
+
+@pytest.mark.skipif(not HAVE_WEIGHTS, reason="no shipped weights")
+def test_cnn_sanity_on_heldout_scan():
+    """Looser sanity bar than the documented evaluation (one small held-out scan, seed 900000)."""
+    from laueflow.stages.descriptors import describe_cutouts
+
+    sp = simulate_spot_scan(900_000, 1500)
+    cut = crop_cutouts(sp.patches)
+    ref = label_cutouts(cut)
+    pred = describe_cutouts(cut, method="cnn", device="cpu")
+    r = evaluate_descriptors({k: ref[k] for k in ("sim", "dcol", "drow", "area", "aspect")}, pred)
+    assert r["all"]["r2_sim"] >= 0.85
+    assert r["reference_good"]["pos_err_mean"] <= 0.08
+    assert r["confusion"]["rate_bad_predicted_good"] <= 0.05
+    assert r["confusion"]["rate_good_predicted_bad"] <= 0.05
+
+
+def test_patches_from_user_scan_zarr(tmp_path):
+    zarr = pytest.importorskip("zarr")
+    from laueflow.kernels.testing import synthetic_frame
+    from laueflow.stages.spot_training import patches_from_scan_zarr
+
+    frames = np.stack([synthetic_frame((128, 128), 12, seed=s)[0] for s in (0, 1)])[None]  # (1, 2, 128, 128)
+    g = zarr.open_group(str(tmp_path / "scan.zarr"), mode="w")
+    g.create_array("images", data=frames, dimension_names=("y", "x", "row", "col"))
+    sp = patches_from_scan_zarr(tmp_path / "scan.zarr")
+    assert sp.patches.shape[1:] == (37, 37) and len(sp) >= 6
+    lab = label_cutouts(crop_cutouts(sp.patches))
+    assert lab["converged"].mean() >= 0.7 and lab["good"].any()
