@@ -1,0 +1,58 @@
+"""LaueNN-style indexing: features, classes, training data, training, orientations, matching.
+
+Importing this package registers the pipeline stage ``index`` (workflow: ``plugins:
+[laueflow.stages.indexing]`` until the lead wires it into the built-in stages). Heavy
+dependencies (torch) load only when the stage runs. See ``docs/indexing.md``.
+
+Modules
+-------
+- :mod:`.classes` — hkl-family classes (Laue-group symmetry, harmonics merged, fingerprint merge)
+- :mod:`.training_data` — vectorised multi-grain simulated patterns with corruption
+- :mod:`.training` — :class:`IndexerConfig`, :func:`train_indexer`, :func:`get_indexer` (cache)
+- :mod:`.matching` — batched candidate scoring, refinement, U from two spots
+- :mod:`.orientation` — :func:`find_grains` (one image)
+- :mod:`.stage` — :func:`index_peaks` (arrays in/out), :func:`index_stage` (pipeline entry)
+- :mod:`.evaluate` — :func:`evaluate_indexing` (vs truth)
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..base import StageSpec, Variable, register_stage
+
+__all__ = ["INDEX_STAGE", "index_status"]
+
+NAN = float("nan")
+
+
+def index_status(outputs: dict) -> np.ndarray:
+    """Status code 3 (``not_indexed``) where no grain was found."""
+    return np.where(np.asarray(outputs["grain_count"]) == 0, 3, 0).astype(np.int8)
+
+
+INDEX_STAGE = register_stage(StageSpec(
+    name="index",
+    func="laueflow.stages.indexing.stage:index_stage",
+    inputs={"peak_two_theta": "peak_two_theta", "peak_chi": "peak_chi", "peak_intensity": "peak_intensity",
+            "calibration": "calibration", "materials": "materials"},
+    outputs=(
+        Variable("hkl", ("peak", "i3"), "int32", 0, "1", "Miller indices of the peak (0 0 0: not indexed)"),
+        Variable("peak_material", ("peak",), "int16", -1, "1", "material index of the peak's grain (-1: none)"),
+        Variable("peak_grain", ("peak",), "int16", -1, "1", "grain index of the peak (-1: none)"),
+        Variable("grain_count", (), "int16", 0, "1", "number of grains indexed"),
+        Variable("grain_material", ("grain",), "int16", -1, "1", "material index of the grain"),
+        Variable("orientation_matrix", ("grain", "i3", "j3"), "float64", NAN, "1",
+                 "UB (LaueTools: q_lab = UB·B0·hkl)"),
+        Variable("euler_angles", ("grain", "i3"), "float64", NAN, "deg", "Bunge Euler angles of UB"),
+        Variable("matching_rate", ("grain",), "float32", NAN, "%", "matched / simulated spots"),
+        Variable("matched_spots", ("grain",), "int32", 0, "1", "measured spots matched"),
+        Variable("mean_residual_deg", ("grain",), "float32", NAN, "deg", "mean angular residual of matches"),
+    ),
+    params={"model": None, "cache_dir": None, "train_if_missing": True, "max_grains": 5,
+            "confidence_threshold": 0.5, "angle_tolerance_deg": 0.6, "match_tolerance_deg": 0.5,
+            "mr_accept": 50.0, "mr_min": 25.0, "min_matched": 8, "max_residual_deg": 0.35,
+            "max_overlap": 0.3, "use_previous": False, "indexer_config": None},
+    dim_sizes={"grain": "max_grains", "i3": 3, "j3": 3},
+    status=index_status,
+    description="LaueNN hkl-family prediction + orientation matrices from spot pairs, matching-rate validation",
+))

@@ -1,0 +1,224 @@
+"""Orientation matrices from pairs of spots with confident hkl-family predictions (LaueNN §5.5).
+
+Per image, repeatedly (one grain per round):
+
+1. candidate spots: among the first ``n_centres`` (brightest) spots, those not yet claimed by a
+   grain whose predicted class has confidence ≥ ``confidence_threshold``;
+2. pairs (i, j) of candidate spots of the same predicted material, brightest first; for each pair
+   every ``(h1, h2)`` with h1 a member of class(i) (one per proper-rotation orbit — the others give
+   symmetry-equivalent orientations) and h2 any member of class(j) whose theoretical angle matches
+   the measured one within ``angle_tolerance_deg`` gives a candidate U (:func:`orientation_from_pairs`);
+3. candidates are scored in batches (one vectorised simulation of all of a batch's UBs, one
+   matching pass): matching rate, distinct measured spots matched (≥ ``min_matched``), mean
+   residual (≤ ``max_residual_deg``), overlap with grains already found (≤ ``max_overlap``);
+4. the best candidate of a batch is accepted at once when its matching rate ≥ ``mr_accept``;
+   else the best over ``max_pairs`` pairs is accepted when ≥ ``mr_min``; otherwise the material
+   is done. The accepted U is refined (least-squares rotation on matched q̂ pairs) and its matched
+   spots are claimed.
+
+``previous`` (``use_previous``): orientations of neighbouring scan points, scored before any pair.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ...physics.materials import Material
+from ...physics.symmetry import hkl_operators
+from .matching import match_one, orientation_from_pairs, refine_orientation, score_candidates
+
+__all__ = ["IndexingParams", "GrainResult", "find_grains", "ClassGeometry"]
+
+
+@dataclass(frozen=True)
+class IndexingParams:
+    """Thresholds of the orientation search (LaueNN names in brackets)."""
+
+    max_grains: int = 5                  # [UB_matrix_to_detect], total per image
+    max_grains_per_material: tuple | None = None  # [material0_limit, …]
+    confidence_threshold: float = 0.5    # [softmax_threshold_global]
+    angle_tolerance_deg: float = 0.6     # [matrix_tolerance]
+    match_tolerance_deg: float = 0.5     # matching of simulated to measured spots
+    mr_accept: float = 50.0              # [mr_threshold_global] accept at once (%)
+    mr_min: float = 25.0                 # [cap_matchrate] best-of-all acceptance (%)
+    min_matched: int = 8                 # [nb_spots_global_threshold]
+    max_residual_deg: float = 0.35       # [residues_threshold]
+    max_overlap: float = 0.3             # [coeff_overlap]
+    pairs_per_batch: int = 32
+    max_pairs: int = 400                 # pairs tried per grain before giving up
+    refine: bool = True
+    refine_tolerances_deg: tuple = (0.5, 0.3, 0.2, 0.15, 0.1)
+
+
+@dataclass
+class GrainResult:
+    material: int
+    ub: np.ndarray
+    matching_rate: float
+    n_matched: int
+    mean_residual_deg: float
+    spot_index: np.ndarray = field(repr=False)  # measured spots matched (indices into the image)
+    hkl: np.ndarray = field(repr=False)
+    residual_deg: np.ndarray = field(repr=False)
+
+
+class ClassGeometry:
+    """Per-class crystal-frame vectors and cached pair-angle tables for one class table."""
+
+    def __init__(self, classes, materials: list[Material]):
+        self.classes = classes
+        self.materials = materials
+        self.members_cart = []
+        self.first_cart = []
+        self._proper = {}
+        for c in range(classes.n_classes):
+            mat = materials[classes.class_material[c]]
+            b0 = mat.b_matrix
+            mem = classes.members[c]
+            first = self._first_members(mem, mat)
+            self.members_cart.append(_unit(mem @ b0.T))
+            self.first_cart.append(_unit(first @ b0.T))
+        self._angles = {}
+
+    def _first_members(self, members, mat):
+        key = mat.name
+        if key not in self._proper:
+            ops = hkl_operators(mat)
+            b0 = mat.b_matrix
+            cart = b0 @ ops.astype(float) @ np.linalg.inv(b0)
+            self._proper[key] = ops[np.linalg.det(cart) > 0]
+        proper = self._proper[key]
+        remaining = {tuple(m) for m in members.tolist()}
+        reps = []
+        for m in members.tolist():
+            if tuple(m) in remaining:
+                reps.append(m)
+                for h in (proper @ np.asarray(m)).tolist():
+                    remaining.discard(tuple(h))
+        return np.asarray(reps, dtype=np.int64).reshape(-1, 3)
+
+    def pair_table(self, ci: int, cj: int):
+        """(angles (a·b,), index of h1, index of h2) between first members of ci and members of cj."""
+        key = (ci, cj)
+        if key not in self._angles:
+            f, m = self.first_cart[ci], self.members_cart[cj]
+            ang = np.rad2deg(np.arccos(np.clip(f @ m.T, -1, 1)))
+            a, b = np.nonzero(np.ones_like(ang, dtype=bool))
+            self._angles[key] = (ang.ravel(), a, b)
+        return self._angles[key]
+
+
+def _unit(v):
+    v = np.asarray(v, dtype=float)
+    return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+
+def _candidates(geom: ClassGeometry, pairs, cls, q, delta, tol):
+    """Candidate U (K, 3, 3) for a list of spot pairs (P, 2)."""
+    g1s, g2s, q1s, q2s = [], [], [], []
+    for (i, j), d in zip(pairs, delta):
+        ang, a, b = geom.pair_table(cls[i], cls[j])
+        sel = np.abs(ang - d) < tol
+        if not sel.any():
+            continue
+        g1s.append(geom.first_cart[cls[i]][a[sel]])
+        g2s.append(geom.members_cart[cls[j]][b[sel]])
+        q1s.append(np.broadcast_to(q[i], (sel.sum(), 3)))
+        q2s.append(np.broadcast_to(q[j], (sel.sum(), 3)))
+    if not g1s:
+        return np.zeros((0, 3, 3))
+    return orientation_from_pairs(np.concatenate(g1s), np.concatenate(g2s), np.concatenate(q1s), np.concatenate(q2s))
+
+
+def _passes(sc, p: IndexingParams):
+    return (sc.n_distinct >= p.min_matched) & (sc.mean_residual_deg <= p.max_residual_deg) & (sc.overlap <= p.max_overlap)
+
+
+def find_grains(q: np.ndarray, cls: np.ndarray, conf: np.ndarray, geom: ClassGeometry, calibration,
+                energy_band_kev, params: IndexingParams, previous=None) -> list[GrainResult]:
+    """Grains of one image.
+
+    q : (m, 3) measured unit scattering vectors of the valid spots, brightest first.
+    cls, conf : (c,) predicted class / confidence of the first c spots (−1 = none).
+    previous : optional list of (material index, UB (3, 3)) to try first.
+    """
+    p = params
+    m = len(q)
+    classes = geom.classes
+    materials = geom.materials
+    n_mat = len(materials)
+    caps = np.full(n_mat, p.max_grains) if p.max_grains_per_material is None else np.asarray(p.max_grains_per_material)
+    claimed = np.zeros(m, bool)
+    grains: list[GrainResult] = []
+    done = np.zeros(n_mat, bool)
+    prev = list(previous or [])
+    cos_q = q @ q.T
+    c = len(cls)
+    spot_mat = np.where(cls >= 0, classes.class_material[np.maximum(cls, 0)], -1)
+
+    def accept(mat_i, ub):
+        mat = materials[mat_i]
+        if p.refine:
+            ub = refine_orientation(mat, ub, q, calibration, energy_band_kev, p.refine_tolerances_deg)
+        idx, hkl, res, n_th = match_one(mat, ub, q, calibration, energy_band_kev, p.match_tolerance_deg)
+        g = GrainResult(mat_i, ub, 100.0 * len(idx) / max(n_th, 1), len(idx),
+                        float(res.mean()) if len(res) else np.inf, idx, hkl, res)
+        grains.append(g)
+        claimed[idx] = True
+
+    while len(grains) < p.max_grains and not done.all():
+        counts = np.bincount([g.material for g in grains], minlength=n_mat)
+        done |= counts >= caps
+        if done.all():
+            break
+        best = None  # (mr, material, ub)
+        # 1. previous orientations
+        while prev:
+            mat_i, ub = prev.pop(0)
+            if done[mat_i]:
+                continue
+            sc = score_candidates(materials[mat_i], ub, q, calibration, energy_band_kev, p.match_tolerance_deg, claimed)
+            if _passes(sc, p)[0] and sc.matching_rate[0] >= p.mr_accept:
+                best = (sc.matching_rate[0], mat_i, np.asarray(ub, float))
+                break
+        if best is not None:
+            accept(best[1], best[2])
+            continue
+        # 2. pairs of confident spots
+        cand = np.flatnonzero((cls >= 0) & (conf >= p.confidence_threshold) & ~claimed[:c] & ~done[np.maximum(spot_mat, 0)])
+        if len(cand) < 2:
+            break
+        ii, jj = np.triu_indices(len(cand), 1)
+        pi, pj = cand[ii], cand[jj]
+        same = spot_mat[pi] == spot_mat[pj]
+        pi, pj = pi[same], pj[same]
+        order = np.argsort(pi + pj, kind="stable")[: p.max_pairs]
+        pi, pj = pi[order], pj[order]
+        delta = np.rad2deg(np.arccos(np.clip(cos_q[pi, pj], -1, 1)))
+        accepted = False
+        for start in range(0, len(pi), p.pairs_per_batch):
+            sl = slice(start, start + p.pairs_per_batch)
+            batch_mats = spot_mat[pi[sl]]
+            for mat_i in np.unique(batch_mats):
+                sel = batch_mats == mat_i
+                pairs = np.stack([pi[sl][sel], pj[sl][sel]], axis=1)
+                tol = p.angle_tolerance_deg
+                ubs = _candidates(geom, pairs, cls, q, delta[sl][sel], tol)
+                if not len(ubs):
+                    continue
+                sc = score_candidates(materials[mat_i], ubs, q, calibration, energy_band_kev,
+                                      p.match_tolerance_deg, claimed)
+                ok = _passes(sc, p)
+                if not ok.any():
+                    continue
+                k = np.flatnonzero(ok)[np.argmax(sc.matching_rate[ok])]
+                if best is None or sc.matching_rate[k] > best[0]:
+                    best = (sc.matching_rate[k], mat_i, ubs[k])
+            if best is not None and best[0] >= p.mr_accept:
+                accepted = True
+                break
+        if best is None or (not accepted and best[0] < p.mr_min):
+            break
+        accept(best[1], best[2])
+    return grains

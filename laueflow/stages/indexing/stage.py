@@ -1,0 +1,188 @@
+"""Indexing stage: padded per-image peak angles → hkl, grains and orientation matrices.
+
+Arrays in, arrays out (no Dask, no files except the model cache through :func:`get_indexer`).
+
+:func:`index_peaks` is the science function (takes a loaded :class:`Indexer`);
+:func:`index_stage` is the pipeline entry (``laueflow.stages.indexing.stage:index_stage``): it
+resolves the model from the scan's materials and calibration (cache, training on demand).
+"""
+from __future__ import annotations
+
+from dataclasses import fields
+
+import numpy as np
+
+from ...backend import to_numpy
+from ...physics.geometry import Calibration
+from ...physics.orientations import matrix_to_euler
+from .orientation import ClassGeometry, IndexingParams, find_grains
+from .training import Indexer, IndexerConfig, get_indexer, load_indexer
+
+__all__ = ["index_peaks", "index_stage", "INDEX_OUTPUTS"]
+
+#: output name → (extra dims, dtype, fill)
+INDEX_OUTPUTS = {
+    "hkl": (("peak", "i3"), "int32", 0),
+    "peak_material": (("peak",), "int16", -1),
+    "peak_grain": (("peak",), "int16", -1),
+    "grain_material": (("grain",), "int16", -1),
+    "orientation_matrix": (("grain", "i3", "j3"), "float64", np.nan),
+    "euler_angles": (("grain", "i3"), "float64", np.nan),
+    "matching_rate": (("grain",), "float32", np.nan),
+    "matched_spots": (("grain",), "int32", 0),
+    "mean_residual_deg": (("grain",), "float32", np.nan),
+    "grain_count": ((), "int16", 0),
+}
+
+_GEOMETRY_CACHE: dict = {}
+
+
+def _geometry(indexer: Indexer) -> ClassGeometry:
+    key = id(indexer)
+    if key not in _GEOMETRY_CACHE or _GEOMETRY_CACHE[key][0] is not indexer:
+        _GEOMETRY_CACHE[key] = (indexer, ClassGeometry(indexer.classes, indexer.materials))
+    return _GEOMETRY_CACHE[key][1]
+
+
+def _params(max_grains, overrides) -> IndexingParams:
+    names = {f.name for f in fields(IndexingParams)}
+    kw = {k: v for k, v in overrides.items() if k in names and v is not None}
+    for k in ("max_grains_per_material", "refine_tolerances_deg"):
+        if k in kw:
+            kw[k] = tuple(kw[k])
+    return IndexingParams(max_grains=int(max_grains), **kw)
+
+
+def index_peaks(peak_two_theta, peak_chi, peak_intensity=None, *, indexer: Indexer,
+                calibration: Calibration | None = None, max_grains: int = 5, previous_ub=None,
+                previous_material=None, use_previous: bool = False, n_predict: int | None = None,
+                device=None, **params) -> dict:
+    """Index every image of a batch.
+
+    Parameters
+    ----------
+    peak_two_theta, peak_chi : ``(n, max_peaks)`` degrees, NaN padding.
+    peak_intensity : ``(n, max_peaks)`` or None. Spots are used brightest first; when given the
+        peaks are re-ordered by it (outputs keep the input peak order).
+    indexer : a trained :class:`Indexer` (its materials define the material indices).
+    calibration : detector geometry used to simulate candidate patterns (default: the model's).
+    max_grains : grains searched per image (output size of the ``grain`` dim).
+    previous_ub, previous_material : optional ``(n, k, 3, 3)`` / ``(n, k)`` orientations of
+        neighbouring scan points tried first (``use_previous``; NaN / −1 entries ignored).
+    use_previous : where ``previous_ub`` gives nothing for an image, seed it with the grains found
+        in the previous image of the batch (images of a pipeline tile are scan neighbours).
+    n_predict : spots per image (brightest first) whose class is predicted and that may seed pairs;
+        default ``max(model n_centres, 25 · max_grains)``.
+    device : torch device for the network (default CPU; e.g. ``"cuda"``).
+    **params : :class:`IndexingParams` overrides (``confidence_threshold``, ``mr_accept`` …);
+        unknown keys are ignored.
+
+    Returns
+    -------
+    dict of numpy arrays: per peak ``hkl (n, max_peaks, 3)`` int32 (0), ``peak_material`` (−1),
+    ``peak_grain`` (−1); per grain ``(n, max_grains)``: ``grain_material`` (−1),
+    ``orientation_matrix (…, 3, 3)`` (UB, LaueTools convention ``q = UB·B0·h``; NaN),
+    ``euler_angles (…, 3)`` (Bunge, deg; NaN), ``matching_rate`` (%), ``matched_spots``,
+    ``mean_residual_deg``; and ``grain_count (n,)``.
+    """
+    tth = np.asarray(to_numpy(peak_two_theta), dtype=float)
+    chi = np.asarray(to_numpy(peak_chi), dtype=float)
+    if tth.ndim == 1:
+        tth, chi = tth[None], chi[None]
+        if peak_intensity is not None:
+            peak_intensity = np.asarray(peak_intensity)[None]
+    n, mp = tth.shape
+    g_max = int(max_grains)
+    calibration = calibration or indexer.calibration
+    p = _params(g_max, params)
+    band = tuple(indexer.config.energy_band_kev)
+    geom = _geometry(indexer)
+
+    # order: valid spots first, brightest first
+    valid = np.isfinite(tth) & np.isfinite(chi)
+    if peak_intensity is not None:
+        inten = np.asarray(to_numpy(peak_intensity), dtype=float)
+        key = np.where(valid & np.isfinite(inten), -inten, np.inf)
+        key = np.where(valid & ~np.isfinite(inten), np.finfo(float).max, key)
+    else:
+        key = np.where(valid, 0.0, np.inf)
+    order = np.argsort(key, axis=1, kind="stable")
+    tth_o = np.take_along_axis(tth, order, 1)
+    chi_o = np.take_along_axis(chi, order, 1)
+    tth_o[~np.take_along_axis(valid, order, 1)] = np.nan
+    if n_predict is None:
+        n_predict = max(int(indexer.config.n_centres), 25 * g_max)
+    cls, conf = indexer.predict(tth_o, chi_o, n_centres=int(n_predict), device=device)
+
+    out = {name: np.full((n,) + ((mp,) if "peak" in dims else (g_max,) if "grain" in dims else ())
+                         + tuple(3 for d in dims if d in ("i3", "j3")), fill, dtype=dtype)
+           for name, (dims, dtype, fill) in INDEX_OUTPUTS.items()}
+    from ...physics.geometry import angles_to_qhat
+
+    for i in range(n):
+        m = int(np.isfinite(tth_o[i]).sum())
+        if m < 2:
+            continue
+        q = angles_to_qhat(tth_o[i, :m], chi_o[i, :m])
+        prev = []
+        if previous_ub is not None:
+            pu = np.asarray(previous_ub[i], dtype=float).reshape(-1, 3, 3)
+            pm = (np.zeros(len(pu), int) if previous_material is None
+                  else np.asarray(previous_material[i]).reshape(-1))
+            prev = [(int(mm), u) for mm, u in zip(pm, pu) if mm >= 0 and np.isfinite(u).all()]
+        if not prev and use_previous and i > 0:
+            prev = [(int(mm), u) for mm, u in zip(out["grain_material"][i - 1], out["orientation_matrix"][i - 1])
+                    if mm >= 0]
+        grains = find_grains(q, cls[i, :m], conf[i, :m], geom, calibration, band, p, prev)
+        # resolve spots matched by several grains: keep the smallest residual
+        best_res = np.full(m, np.inf)
+        for gi, g in enumerate(grains):
+            out["grain_material"][i, gi] = g.material
+            out["orientation_matrix"][i, gi] = g.ub
+            out["euler_angles"][i, gi] = matrix_to_euler(g.ub)
+            out["matching_rate"][i, gi] = g.matching_rate
+            out["matched_spots"][i, gi] = g.n_matched
+            out["mean_residual_deg"][i, gi] = g.mean_residual_deg
+            better = g.residual_deg < best_res[g.spot_index]
+            idx = g.spot_index[better]
+            best_res[idx] = g.residual_deg[better]
+            orig = order[i, idx]
+            out["hkl"][i, orig] = g.hkl[better]
+            out["peak_material"][i, orig] = g.material
+            out["peak_grain"][i, orig] = gi
+        out["grain_count"][i] = len(grains)
+    return out
+
+
+def _load(path):
+    return load_indexer(path)
+
+
+def index_stage(peak_two_theta, peak_chi, peak_intensity=None, calibration=None, materials=None, *,
+                model=None, cache_dir=None, train_if_missing: bool = True, max_grains: int = 5,
+                indexer_config: dict | None = None, **params) -> dict:
+    """Pipeline entry: resolve the indexer (``model`` path, else cache by materials/calibration,
+    trained on demand when ``train_if_missing``), then :func:`index_peaks`."""
+    from ..base import cached_model
+
+    if model is not None:
+        indexer = cached_model(_load, model)
+    else:
+        if not materials:
+            raise ValueError("indexing needs the scan's materials (scan attribute 'materials') or a model path")
+        names = [materials] if isinstance(materials, str) else [
+            m if isinstance(m, str) else (m.get("name") if isinstance(m, dict) else getattr(m, "name", m))
+            for m in materials]
+        if calibration is None:
+            raise ValueError("indexing needs the scan's calibration")
+        config = IndexerConfig.from_dict(indexer_config or {})
+        key = (tuple(names), repr(calibration.to_dict()), repr(config), str(cache_dir))
+        indexer = _INDEXERS.get(key)
+        if indexer is None:
+            indexer = get_indexer(names, calibration, config, cache_dir=cache_dir, train=train_if_missing)
+            _INDEXERS[key] = indexer
+    return index_peaks(peak_two_theta, peak_chi, peak_intensity, indexer=indexer, calibration=calibration,
+                       max_grains=max_grains, **params)
+
+
+_INDEXERS: dict = {}

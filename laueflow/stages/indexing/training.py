@@ -1,0 +1,422 @@
+"""Training, caching and loading of LaueNN indexers.
+
+:func:`get_indexer` is the entry point used by ``laueflow train indexer`` and by the indexing
+stage: it returns the model for (materials, calibration, energy band, feature/class/training
+parameters), loading it from the cache directory when a model with the same hash exists and
+training (then storing) it otherwise.
+
+Cache directory: argument ``cache_dir``, else ``$LAUEFLOW_CACHE/indexers``, else
+``~/.cache/laueflow/indexers``. One file per model: ``lauenn-<hash16>.pt`` (a torch ``dict``:
+weights, class table, configuration, calibration, validation accuracy, training time).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from ...kernels.histograms import angular_histograms, n_bins_for
+from ...physics.geometry import Calibration
+from ...physics.materials import Material, get_material
+from .classes import ClassTable, build_class_table
+from .training_data import grain_count_table, simulate_patterns
+
+__all__ = ["IndexerConfig", "Indexer", "train_indexer", "get_indexer", "load_indexer", "model_path",
+           "default_cache_dir", "model_hash", "resolve_materials", "IndexerNotTrainedError"]
+
+FORMAT_VERSION = 1
+
+
+class IndexerNotTrainedError(LookupError):
+    """No cached model for the requested materials/calibration and training was not allowed."""
+
+
+@dataclass(frozen=True)
+class IndexerConfig:
+    """Everything that defines a trained indexer (all of it enters the cache hash).
+
+    ``max_index`` / ``max_grains`` are per material (a single value applies to all).
+    """
+
+    max_index: tuple = (5,)
+    max_grains: tuple = (5,)
+    max_angle_deg: float = 20.0
+    step_deg: float = 0.1
+    energy_band_kev: tuple = (5.0, 23.0)
+    n_train: int = 1200           # patterns per grain-count combination (training)
+    n_validation: int = 120       # patterns per grain-count combination (validation)
+    max_train_patterns: int = 6000  # cap on all training patterns (validation: a tenth); multi-phase
+                                    # models have many combinations, each gets an equal share
+    n_centres: int = 60           # brightest spots per pattern used as samples (and at prediction)
+    min_class_count: int = 20     # classes with ≤ this many training samples are dropped
+    hidden: tuple | None = None   # hidden widths; None = LaueNN's formula
+    dropout: float = 0.3
+    epochs: int = 6
+    patience: int = 2
+    batch_size: int = 1024
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-5
+    class_weighting: str = "sqrt"  # "sqrt" (sqrt(max/count)), "lauenn" (floor(max/count)), "none"
+    max_train_seconds: float | None = None  # optional wall-clock cap on the fit (breaks determinism)
+    extinction_rule: str = "space_group"
+    seed: int = 0
+
+    def for_materials(self, n: int) -> "IndexerConfig":
+        def expand(v):
+            v = tuple(int(x) for x in np.atleast_1d(v))
+            return v * n if len(v) == 1 else v
+
+        cfg = replace(self, max_index=expand(self.max_index), max_grains=expand(self.max_grains),
+                      energy_band_kev=tuple(float(e) for e in self.energy_band_kev),
+                      hidden=None if self.hidden is None else tuple(int(h) for h in self.hidden))
+        if len(cfg.max_index) != n or len(cfg.max_grains) != n:
+            raise ValueError(f"max_index/max_grains need 1 or {n} values")
+        return cfg
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "IndexerConfig":
+        known = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+def resolve_materials(materials, extinction_rule: str = "space_group") -> list[Material]:
+    """Names or :class:`Material` objects → materials; clear error for unknown names."""
+    if isinstance(materials, (str, Material)):
+        materials = [materials]
+    out = []
+    for m in materials:
+        if isinstance(m, Material):
+            out.append(m)
+            continue
+        try:
+            out.append(get_material(str(m), extinction_rule=extinction_rule))
+        except (KeyError, ValueError) as err:
+            from ...physics.materials import list_materials
+
+            raise ValueError(f"unknown material {m!r} for the indexer (known: {', '.join(list_materials())})"
+                             ) from err
+    if not out:
+        raise ValueError("the indexer needs at least one material")
+    return out
+
+
+def _calibration_key(calibration: Calibration) -> dict:
+    d = calibration.to_dict()
+    return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in d.items()}
+
+
+def model_hash(materials: list[Material], calibration: Calibration, config: IndexerConfig) -> str:
+    """Hex digest identifying a model: materials (lattice, space group, rule), calibration, config."""
+    key = {
+        "format": FORMAT_VERSION,
+        "materials": [{"name": m.name, "lattice": [round(x, 6) for x in m.lattice_parameters],
+                       "space_group": m.spacegroup.xhm(), "rule": m.extinction_rule,
+                       "code": m.lauetools_extinction} for m in materials],
+        "calibration": _calibration_key(calibration),
+        "config": config.to_dict(),
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("LAUEFLOW_CACHE")
+    if env:
+        return Path(env).expanduser() / "indexers"
+    return Path("~/.cache/laueflow/indexers").expanduser()
+
+
+def model_path(materials, calibration: Calibration, config: IndexerConfig | None = None,
+               cache_dir=None) -> Path:
+    mats = resolve_materials(materials, (config or IndexerConfig()).extinction_rule)
+    config = (config or IndexerConfig()).for_materials(len(mats))
+    base = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    return base / f"lauenn-{'-'.join(m.name for m in mats)}-{model_hash(mats, calibration, config)[:16]}.pt"
+
+
+@dataclass
+class Indexer:
+    """A trained LaueNN model with everything needed to use it."""
+
+    materials: list
+    calibration: Calibration
+    config: IndexerConfig
+    classes: ClassTable
+    model: object  # LaueNN (torch module)
+    validation_accuracy: float = float("nan")
+    train_seconds: float = float("nan")
+    history: list = field(default_factory=list)
+    path: Path | None = None
+
+    @property
+    def material_names(self) -> list[str]:
+        return [m.name for m in self.materials]
+
+    def features(self, two_theta, chi, n_centres=None):
+        """Histograms (n_images, n_centres, n_bins) float32 numpy (numpy/cupy in)."""
+        from ...backend import to_numpy
+
+        c = self.config
+        return to_numpy(angular_histograms(two_theta, chi, max_angle_deg=c.max_angle_deg, step_deg=c.step_deg,
+                                           n_centres=n_centres or c.n_centres))
+
+    def predict(self, two_theta, chi, n_centres=None, device=None):
+        """Predicted class and confidence for the first ``n_centres`` spots of each image.
+
+        Returns ``(class (n, c) int64, −1 where no spot; confidence (n, c) float32)``.
+        """
+        import torch
+
+        tth = np.asarray(two_theta, dtype=float)
+        single = tth.ndim == 1
+        if single:
+            tth, chi = tth[None], np.asarray(chi, dtype=float)[None]
+        feats = self.features(tth, chi, n_centres)
+        n, c, nb = feats.shape
+        valid = np.isfinite(tth[:, :c])
+        x = torch.from_numpy(feats[valid])
+        if device is not None:
+            self.model.to(device)
+            x = x.to(device)
+        with torch.inference_mode():
+            prob = self.model.predict_proba(x) if len(x) else torch.zeros((0, self.classes.n_classes))
+        conf, cls = prob.max(dim=-1)
+        out_cls = np.full((n, c), -1, dtype=np.int64)
+        out_conf = np.zeros((n, c), dtype=np.float32)
+        out_cls[valid] = cls.cpu().numpy()
+        out_conf[valid] = conf.cpu().numpy()
+        return (out_cls[0], out_conf[0]) if single else (out_cls, out_conf)
+
+    # -- persistence ------------------------------------------------------------------------------
+    def save(self, path) -> Path:
+        import torch
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "format": FORMAT_VERSION,
+            "materials": [{"name": m.name, "lattice_parameters": list(m.lattice_parameters),
+                           "space_group": m.spacegroup.xhm(), "extinction_rule": m.extinction_rule,
+                           "lauetools_extinction": m.lauetools_extinction} for m in self.materials],
+            "calibration": self.calibration.to_dict(),
+            "config": self.config.to_dict(),
+            "classes": self.classes.to_dict(),
+            "model_config": self.model.config(),
+            "state_dict": self.model.state_dict(),
+            "validation_accuracy": self.validation_accuracy,
+            "train_seconds": self.train_seconds,
+            "history": self.history,
+        }
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        torch.save(payload, tmp)
+        os.replace(tmp, path)  # atomic: concurrent workers never read a half-written model
+        self.path = path
+        return path
+
+
+def load_indexer(path) -> Indexer:
+    """Load a model written by :meth:`Indexer.save`."""
+    import torch
+
+    from ...models.lauenn import LaueNN
+
+    payload = torch.load(Path(path), map_location="cpu", weights_only=False)
+    mats = []
+    for m in payload["materials"]:
+        try:
+            mat = get_material(m["name"], extinction_rule=m["extinction_rule"])
+            if tuple(round(x, 6) for x in mat.lattice_parameters) != tuple(round(x, 6) for x in m["lattice_parameters"]):
+                raise KeyError
+        except (KeyError, ValueError):
+            mat = Material(m["name"], tuple(m["lattice_parameters"]), m["space_group"],
+                           lauetools_extinction=m["lauetools_extinction"], extinction_rule=m["extinction_rule"])
+        mats.append(mat)
+    mc = payload["model_config"]
+    model = LaueNN(mc["n_bins"], mc["n_classes"], tuple(mc["hidden"]), mc["dropout"])
+    model.load_state_dict(payload["state_dict"])
+    model.eval()
+    return Indexer(mats, Calibration.from_dict(payload["calibration"]), IndexerConfig.from_dict(payload["config"]),
+                   ClassTable.from_dict(payload["classes"]), model, payload["validation_accuracy"],
+                   payload["train_seconds"], payload.get("history", []), Path(path))
+
+
+# --------------------------------------------------------------------------- data → samples
+def make_samples(patterns, classes: ClassTable, config: IndexerConfig, return_pattern: bool = False):
+    """(features (N, n_bins) float32, labels (N,) int64[, pattern index (N,)]) of the labelled
+    centre spots."""
+    feats = angular_histograms(patterns.two_theta, patterns.chi, max_angle_deg=config.max_angle_deg,
+                               step_deg=config.step_deg, n_centres=config.n_centres)
+    c = feats.shape[1]
+    lab = classes.label(np.maximum(patterns.spot_material[:, :c], 0), patterns.hkl[:, :c])
+    lab[patterns.spot_material[:, :c] < 0] = -1
+    keep = lab >= 0
+    if return_pattern:
+        return feats[keep], lab[keep], np.nonzero(keep)[0]
+    return feats[keep], lab[keep]
+
+
+def _class_weights(counts: np.ndarray, scheme: str) -> np.ndarray:
+    counts = np.maximum(counts.astype(float), 1.0)
+    if scheme == "lauenn":
+        return np.floor(counts.max() / counts)
+    if scheme == "sqrt":
+        return np.sqrt(counts.max() / counts)
+    if scheme == "none":
+        return np.ones_like(counts)
+    raise ValueError(f"class_weighting must be 'lauenn', 'sqrt' or 'none', got {scheme!r}")
+
+
+def train_indexer(materials, calibration: Calibration, config: IndexerConfig | None = None, *,
+                  device=None, threads: int | None = None, verbose: bool = True, log=print) -> Indexer:
+    """Simulate training/validation data, train a LaueNN classifier, return the :class:`Indexer`.
+
+    ``threads``: torch CPU threads during training (restored afterwards); None keeps torch's
+    setting. On a shared machine use 1: with more OpenMP threads than free cores, torch's
+    spinning threads made each batch ~15× slower in our measurements.
+    """
+    import torch
+
+    old_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        return _train(materials, calibration, config, device, verbose, log)
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _train(materials, calibration, config, device, verbose, log) -> Indexer:
+    import torch
+
+    from ...models.lauenn import LaueNN
+
+    config = config or IndexerConfig()
+    mats = resolve_materials(materials, config.extinction_rule)
+    config = config.for_materials(len(mats))
+    say = log if verbose else (lambda *a, **k: None)
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    t0 = time.perf_counter()
+    torch.manual_seed(config.seed)
+    classes = build_class_table(mats, list(config.max_index), config.max_angle_deg, config.step_deg)
+    n_combos = len(grain_count_table(config.max_grains, 1))
+    n_tr = max(1, min(config.n_train, config.max_train_patterns // n_combos))
+    n_va = max(1, min(config.n_validation, config.max_train_patterns // 10 // n_combos))
+    counts = grain_count_table(config.max_grains, n_tr)
+    train = simulate_patterns(mats, calibration, counts, seed=(config.seed, 1),
+                              energy_band_kev=config.energy_band_kev, mode="lauenn")
+    val = simulate_patterns(mats, calibration, grain_count_table(config.max_grains, n_va),
+                            seed=(config.seed, 2), energy_band_kev=config.energy_band_kev, mode="lauenn")
+    x_tr, y_tr = make_samples(train, classes, config)
+    # drop rare classes
+    freq = np.bincount(y_tr, minlength=classes.n_classes)
+    keep = freq > config.min_class_count
+    remap = np.full(classes.n_classes, -1)
+    remap[keep] = np.arange(keep.sum())
+    classes = classes.subset(keep)
+    y_tr = remap[y_tr]
+    x_tr, y_tr = x_tr[y_tr >= 0], y_tr[y_tr >= 0]
+    x_va, y_va, p_va = make_samples(val, classes, config, return_pattern=True)
+    g_va = (val.grain_material >= 0).sum(axis=1)[p_va]
+    t_data = time.perf_counter() - t0
+    say(f"indexer {'+'.join(m.name for m in mats)}: {len(train)} training / {len(val)} validation patterns, "
+        f"{len(y_tr)} / {len(y_va)} spots, {classes.n_classes} classes, {x_tr.shape[1]} bins "
+        f"(data {t_data:.1f} s)")
+
+    n_bins = n_bins_for(config.max_angle_deg, config.step_deg)
+    model = LaueNN(n_bins, classes.n_classes, config.hidden, config.dropout).to(device)
+    weights = torch.as_tensor(_class_weights(np.bincount(y_tr, minlength=classes.n_classes), config.class_weighting),
+                              dtype=torch.float32, device=device)
+    loss_fn = torch.nn.CrossEntropyLoss(weight=weights)
+    opt = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    xt = torch.from_numpy(x_tr).to(device)
+    yt = torch.from_numpy(y_tr).to(device)
+    xv = torch.from_numpy(x_va).to(device)
+    yv = torch.from_numpy(y_va).to(device)
+    gen = torch.Generator().manual_seed(config.seed)
+    best_acc, best_state, bad, history = -1.0, None, 0, []
+    t_fit = time.perf_counter()
+    for epoch in range(config.epochs):
+        model.train()
+        perm = torch.randperm(len(yt), generator=gen).to(device)
+        total = 0.0
+        for start in range(0, len(perm), config.batch_size):
+            idx = perm[start:start + config.batch_size]
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(xt[idx]), yt[idx])
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+        acc = _accuracy(model, xv, yv)
+        history.append({"epoch": epoch + 1, "loss": total / max(len(perm), 1), "val_accuracy": acc,
+                        "seconds": time.perf_counter() - t_fit})
+        say(f"  epoch {epoch + 1}: loss {total / max(len(perm), 1):.4f}  validation accuracy {100 * acc:.3f} %  "
+            f"({time.perf_counter() - t_fit:.1f} s)")
+        if acc > best_acc:
+            best_acc, bad = acc, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            bad += 1
+            if bad >= config.patience:
+                break
+        if config.max_train_seconds is not None and time.perf_counter() - t_fit > config.max_train_seconds:
+            say(f"  stopping: fit time budget {config.max_train_seconds:.0f} s reached")
+            break
+    model.load_state_dict(best_state)
+    seconds = time.perf_counter() - t0
+    with torch.inference_mode():
+        model.eval()
+        pred = torch.cat([model(xv[s:s + 65536]).argmax(-1) for s in range(0, len(yv), 65536)]).cpu().numpy()
+    per_count = {int(g): float((pred[g_va == g] == y_va[g_va == g]).mean()) for g in np.unique(g_va)}
+    say("  validation accuracy per grain count: " + ", ".join(f"{g}: {100 * a:.2f} %" for g, a in per_count.items()))
+    history.append({"validation_accuracy_per_grain_count": per_count, "n_train_spots": int(len(y_tr)),
+                    "n_validation_spots": int(len(y_va)), "data_seconds": t_data})
+    model.to("cpu").eval()
+    say(f"  best validation accuracy {100 * best_acc:.3f} %; total training time {seconds:.1f} s")
+    return Indexer(mats, calibration, config, classes, model, best_acc, seconds, history)
+
+
+def _accuracy(model, x, y, batch: int = 65536) -> float:
+    import torch
+
+    model.eval()
+    correct = 0
+    with torch.inference_mode():
+        for s in range(0, len(y), batch):
+            correct += int((model(x[s:s + batch]).argmax(-1) == y[s:s + batch]).sum())
+    return correct / max(len(y), 1)
+
+
+def get_indexer(materials, calibration: Calibration, config: IndexerConfig | None = None, *,
+                cache_dir=None, train: bool = True, retrain: bool = False, verbose: bool = True,
+                threads: int | None = None, log=print) -> Indexer:
+    """The cached indexer for these inputs; trained (and stored) on demand when ``train``.
+
+    Raises :class:`IndexerNotTrainedError` when no model is cached and ``train=False``.
+    """
+    config = config or IndexerConfig()
+    mats = resolve_materials(materials, config.extinction_rule)
+    path = model_path(mats, calibration, config, cache_dir)
+    if path.exists() and not retrain:
+        indexer = load_indexer(path)
+        if verbose:
+            log(f"indexer: loaded {path} (validation accuracy {100 * indexer.validation_accuracy:.3f} %)")
+        return indexer
+    if not train:
+        raise IndexerNotTrainedError(
+            f"no trained indexer for materials {[m.name for m in mats]} with this calibration and configuration "
+            f"(expected {path}); run `laueflow train indexer " + " ".join(f"--material {m.name}" for m in mats)
+            + " --calibration <file.det>` or allow training")
+    indexer = train_indexer(mats, calibration, config, threads=threads, verbose=verbose, log=log)
+    indexer.save(path)
+    if verbose:
+        log(f"indexer: saved {path}")
+    return indexer

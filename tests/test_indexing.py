@@ -1,0 +1,250 @@
+"""LaueNN indexing: features, classes, tiny-model indexing, evaluation, cache, errors."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from laueflow.kernels.histograms import angular_histograms, angular_histograms_torch, n_bins_for
+from laueflow.physics.geometry import DEFAULT_CALIBRATION
+from laueflow.physics.materials import get_material
+from laueflow.stages.indexing.classes import ClassTable, build_class_table, primitive_hkl
+from laueflow.stages.indexing.evaluate import evaluate_indexing
+from laueflow.stages.indexing.stage import index_peaks, index_stage
+from laueflow.stages.indexing.training import (IndexerConfig, IndexerNotTrainedError, get_indexer,
+                                               load_indexer, model_path, train_indexer)
+from laueflow.stages.indexing.training_data import grain_count_table, simulate_patterns
+
+#: a tiny, fast configuration (Cu, ≤ 2 grains, small network): trains in a few seconds
+TINY = IndexerConfig(max_index=(4,), max_grains=(2,), n_train=150, n_validation=30, n_centres=40,
+                     hidden=(96, 96, 96), epochs=20, batch_size=256, learning_rate=3e-3,
+                     min_class_count=5, patience=3, seed=0)
+
+
+# --------------------------------------------------------------------------- features
+def test_histograms_hand_computed():
+    # all spots at chi = 0: the angle between q̂'s is |θ1 − θ2| (θ = 2θ/2)
+    tth = np.array([[90.0, 97.0, 110.6, np.nan], [100.0, 100.0, np.nan, np.nan]])
+    chi = np.array([[0.0, 0.0, 0.0, np.nan], [5.0, 5.0, np.nan, np.nan]])
+    h = angular_histograms(tth, chi, max_angle_deg=12.0, step_deg=1.0, normalise=False, dtype=np.float64)
+    assert h.shape == (2, 4, 12) and n_bins_for(12.0, 1.0) == 12
+    want = np.zeros((2, 4, 12))
+    want[0, 0, [3, 10]] = 1   # 3.5°, 10.3°
+    want[0, 1, [3, 6]] = 1    # 3.5°, 6.8°
+    want[0, 2, [10, 6]] = 1   # 10.3°, 6.8°
+    want[1, 0, 0] = want[1, 1, 0] = 1  # a coincident spot counts (0°), the spot itself does not
+    np.testing.assert_array_equal(h, want)
+    # angles beyond the range are dropped; normalisation: tallest bin = 1
+    tth2 = np.array([[90.0, 93.0, 95.0, 97.0, 130.0]])  # Δ = 1.5, 2.5, 3.5, 20°
+    chi2 = np.zeros_like(tth2)
+    hn = angular_histograms(tth2, chi2, max_angle_deg=12.0, step_deg=1.0, n_centres=1)
+    np.testing.assert_allclose(hn[0, 0, [1, 2, 3]], [1.0, 1.0, 1.0])
+    assert hn[0, 0].sum() == 3.0
+    # torch implementation: same numbers
+    ht = angular_histograms_torch(tth, chi, max_angle_deg=12.0, step_deg=1.0, normalise=False).numpy()
+    np.testing.assert_array_equal(ht, want)
+
+
+def test_histograms_numpy_torch_agree_on_patterns():
+    ps = simulate_patterns([get_material("Cu")], DEFAULT_CALIBRATION, np.full((6, 1), 3), seed=4, mode="all")
+    a = angular_histograms(ps.two_theta, ps.chi, n_centres=30)
+    b = angular_histograms_torch(ps.two_theta, ps.chi, n_centres=30).numpy()
+    assert a.shape == (6, 30, 200)
+    np.testing.assert_array_equal(a, b)
+    assert np.allclose(a.max(axis=-1)[np.isfinite(ps.two_theta[:, :30])], 1.0)
+
+
+# --------------------------------------------------------------------------- classes
+def test_cubic_classes():
+    ct = build_class_table([get_material("Cu")], 2)
+    assert ct.class_hkl.tolist() == [[1, 0, 0], [1, 1, 0], [1, 1, 1], [2, 1, 0], [2, 1, 1], [2, 2, 1]]
+    assert [len(m) for m in ct.members] == [6, 12, 8, 24, 24, 24]
+    # harmonics are merged: 200, 00-4 → {100}; 2-2-2 → {111}; symmetry: -3 3 3 → {111}
+    assert ct.label(0, [[2, 0, 0], [0, 0, -4], [2, -2, -2], [-3, 3, 3], [0, 2, 2], [1, 2, 0], [3, 1, 0]]).tolist() \
+        == [0, 0, 2, 2, 1, 3, -1]
+    np.testing.assert_array_equal(primitive_hkl([[4, 2, 2], [0, 0, 0]]), [[2, 1, 1], [0, 0, 0]])
+    round_trip = ClassTable.from_dict(ct.to_dict())
+    assert round_trip.label(0, [[6, 6, 0]]).tolist() == [1]
+
+
+def test_hexagonal_classes():
+    ct = build_class_table([get_material("GaN")], 2)
+    lab = ct.label(0, [[0, 0, 1], [0, 0, -3], [1, 0, 0], [0, 1, 0], [-1, 1, 0], [1, 1, 0], [-1, 2, 0],
+                       [1, 0, 1], [1, 0, -1], [0, -1, 1]])
+    assert lab[0] == lab[1]                      # 00l
+    assert len(set(lab[2:5])) == 1               # {10-10}
+    assert lab[5] == lab[6] and lab[5] != lab[2]  # {11-20} (whole family, incl. -1 2 0)
+    assert len(set(lab[7:10])) == 1              # {10-11}: 6/mmm has the mirror ⊥ c
+    sizes = {tuple(ct.class_hkl[c]): len(ct.members[c]) for c in range(ct.n_classes)}
+    assert sizes[(0, 0, 1)] == 2 and sizes[(1, 0, 0)] == 6 and sizes[tuple(ct.class_hkl[lab[7]])] == 12
+    # two materials: classes concatenated, the class gives the material
+    two = build_class_table([get_material("GaN"), get_material("Si")], 2)
+    assert two.n_classes == ct.n_classes + 6
+    assert set(two.class_material.tolist()) == {0, 1}
+    assert two.class_material[two.label(1, [[2, 2, 0]])[0]] == 1
+
+
+def test_training_patterns_shapes_and_grain_counts():
+    counts = grain_count_table([3, 1], 2)
+    assert len(counts) == 7 * 2 and not (counts.sum(axis=1) == 0).any()
+    ps = simulate_patterns([get_material("GaN"), get_material("Si")], DEFAULT_CALIBRATION, counts, seed=1)
+    assert ps.ub.shape[:2] == (14, 4)
+    n_grains = (ps.grain_material >= 0).sum(axis=1)
+    np.testing.assert_array_equal(n_grains, counts.sum(axis=1))
+    inten = ps.intensity
+    ok = np.isfinite(inten)
+    assert np.all(np.diff(np.where(ok, inten, -1.0), axis=1)[ok[:, 1:]] <= 0)  # decreasing intensity
+    # disjoint seeds → different orientations
+    ps2 = simulate_patterns([get_material("GaN"), get_material("Si")], DEFAULT_CALIBRATION, counts, seed=2)
+    assert not np.allclose(np.nan_to_num(ps.ub), np.nan_to_num(ps2.ub))
+
+
+# --------------------------------------------------------------------------- tiny trained model
+@pytest.fixture(scope="module")
+def tiny_cache(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("indexers")
+    indexer = get_indexer(["Cu"], DEFAULT_CALIBRATION, TINY, cache_dir=cache, verbose=False, threads=1)
+    return cache, indexer
+
+
+def test_tiny_model_indexes_single_grains_exactly(tiny_cache):
+    _, indexer = tiny_cache
+    cu = indexer.materials[0]
+    ps = simulate_patterns([cu], DEFAULT_CALIBRATION, np.ones((6, 1), int), seed=123, mode="none")
+    out = index_peaks(ps.two_theta, ps.chi, ps.intensity, indexer=indexer, max_grains=2)
+    assert out["orientation_matrix"].shape == (6, 2, 3, 3) and out["hkl"].shape == ps.two_theta.shape + (3,)
+    ev = evaluate_indexing(out, ps.ub, ps.grain_material, indexer.materials, truth_hkl=ps.hkl,
+                           truth_grain=ps.spot_grain)
+    assert ev["found"] == 6 and ev["spurious"] == 0
+    assert ev["misorientation_deg"].max() < 0.1
+    assert ev["hkl_accuracy"] == 1.0
+    assert np.all(out["matching_rate"][:, 0] > 90) and np.all(out["matched_spots"][:, 0] >= 8)
+    assert np.all(out["grain_material"][:, 1] == -1) and np.isnan(out["orientation_matrix"][:, 1]).all()
+    # indexed spots: hkl of the found orientation reproduces the measured q̂ direction
+    i = 0
+    sel = out["peak_grain"][i] == 0
+    q = out["orientation_matrix"][i, 0] @ cu.b_matrix @ out["hkl"][i, sel].T
+    q /= np.linalg.norm(q, axis=0)
+    from laueflow.physics.geometry import angles_to_qhat
+
+    meas = angles_to_qhat(ps.two_theta[i, sel], ps.chi[i, sel])
+    assert np.rad2deg(np.arccos(np.clip(np.sum(q.T * meas, axis=1), -1, 1))).max() < 0.05
+
+
+def test_tiny_model_multigrain_with_truth(tiny_cache):
+    _, indexer = tiny_cache
+    ps = simulate_patterns(indexer.materials, DEFAULT_CALIBRATION, np.full((4, 1), 3), seed=321, mode="all")
+    out = index_peaks(ps.two_theta, ps.chi, ps.intensity, indexer=indexer, max_grains=4)
+    ev = evaluate_indexing(out, ps.ub, ps.grain_material, indexer.materials, truth_hkl=ps.hkl,
+                           truth_grain=ps.spot_grain)
+    assert ev["n_truth_grains"] == 12
+    assert ev["found_precise"] >= 11 and ev["spurious"] <= 1
+    assert ev["hkl_accuracy"] > 0.95
+    # spots given in a shuffled order with their intensities: same grains found
+    rng = np.random.default_rng(0)
+    perm = rng.permutation(ps.two_theta.shape[1])
+    out2 = index_peaks(ps.two_theta[:, perm], ps.chi[:, perm], ps.intensity[:, perm], indexer=indexer, max_grains=4)
+    assert (out2["grain_count"] == out["grain_count"]).all()
+    np.testing.assert_array_equal(out2["peak_grain"], out["peak_grain"][:, perm])
+
+
+def test_use_previous_orientations(tiny_cache):
+    _, indexer = tiny_cache
+    ps = simulate_patterns(indexer.materials, DEFAULT_CALIBRATION, np.ones((2, 1), int), seed=77, mode="none")
+    out = index_peaks(ps.two_theta, ps.chi, ps.intensity, indexer=indexer, max_grains=1,
+                      previous_ub=ps.ub, previous_material=ps.grain_material, confidence_threshold=1.1)
+    ev = evaluate_indexing(out, ps.ub, ps.grain_material, indexer.materials)
+    assert ev["found_precise"] == 2  # no spot is confident enough: only the seeds can index
+    # use_previous inside a batch: the same grain in consecutive images (a scan line)
+    line_ub = np.repeat(ps.ub[:1], 3, axis=0)
+    line = simulate_patterns(indexer.materials, DEFAULT_CALIBRATION, np.ones((3, 1), int), seed=78, mode="none",
+                             orientations=[line_ub[:, 0]])
+    seeds = np.full((3, 1, 3, 3), np.nan)
+    seeds[0, 0] = line_ub[0, 0]  # only the first image gets a seed; the others inherit
+    out = index_peaks(line.two_theta, line.chi, line.intensity, indexer=indexer, max_grains=1,
+                      use_previous=True, previous_ub=seeds, confidence_threshold=1.1)
+    assert (out["grain_count"] == 1).all()
+
+
+def test_model_cache_reuse(tiny_cache, monkeypatch):
+    cache, indexer = tiny_cache
+    path = model_path(["Cu"], DEFAULT_CALIBRATION, TINY, cache)
+    assert path.exists() and indexer.path == path
+    assert 0.0 < indexer.validation_accuracy <= 1.0
+
+    def boom(*a, **k):
+        raise AssertionError("must not train again")
+
+    monkeypatch.setattr("laueflow.stages.indexing.training.train_indexer", boom)
+    again = get_indexer(["Cu"], DEFAULT_CALIBRATION, TINY, cache_dir=cache, verbose=False)
+    assert again.path == path and again.classes.n_classes == indexer.classes.n_classes
+    # env var cache location
+    monkeypatch.setenv("LAUEFLOW_CACHE", str(cache.parent / "envcache"))
+    assert str(model_path(["Cu"], DEFAULT_CALIBRATION, TINY)).startswith(str(cache.parent / "envcache" / "indexers"))
+    # a different calibration or parameter → a different model file
+    other = model_path(["Cu"], DEFAULT_CALIBRATION.replace(distance_mm=70.0), TINY, cache)
+    assert other != path
+    assert model_path(["Cu"], DEFAULT_CALIBRATION, IndexerConfig(**{**TINY.__dict__, "step_deg": 0.2}), cache) != path
+    # the loaded model predicts exactly like the trained one
+    ps = simulate_patterns(indexer.materials, DEFAULT_CALIBRATION, np.ones((2, 1), int), seed=5)
+    c1, p1 = indexer.predict(ps.two_theta, ps.chi)
+    c2, p2 = load_indexer(path).predict(ps.two_theta, ps.chi)
+    np.testing.assert_array_equal(c1, c2)
+    np.testing.assert_allclose(p1, p2, rtol=1e-6)
+    # the pipeline entry finds the cached model by materials + calibration (no training)
+    out = index_stage(ps.two_theta, ps.chi, ps.intensity, calibration=DEFAULT_CALIBRATION, materials=["Cu"],
+                      cache_dir=cache, train_if_missing=False, indexer_config=TINY.to_dict(), max_grains=2)
+    assert out["grain_count"].tolist() == [1, 1]
+
+
+def test_training_is_deterministic():
+    cfg = IndexerConfig(**{**TINY.__dict__, "n_train": 40, "n_validation": 10, "epochs": 2, "hidden": (32, 32, 32)})
+    a = train_indexer(["Cu"], DEFAULT_CALIBRATION, cfg, verbose=False, threads=1)
+    b = train_indexer(["Cu"], DEFAULT_CALIBRATION, cfg, verbose=False, threads=1)
+    for (k, va), vb in zip(a.model.state_dict().items(), b.model.state_dict().values()):
+        assert np.array_equal(va.numpy(), vb.numpy()), k
+    assert a.validation_accuracy == b.validation_accuracy
+
+
+def test_errors_unknown_and_untrained_material(tmp_path):
+    with pytest.raises(ValueError, match="unknown material 'Unobtainium'"):
+        get_indexer(["Unobtainium"], DEFAULT_CALIBRATION, TINY, cache_dir=tmp_path)
+    with pytest.raises(IndexerNotTrainedError, match="laueflow train indexer --material Si"):
+        index_stage(np.full((1, 5), np.nan), np.full((1, 5), np.nan), None, calibration=DEFAULT_CALIBRATION,
+                    materials=["Si"], cache_dir=tmp_path, train_if_missing=False)
+    with pytest.raises(ValueError, match="materials"):
+        index_stage(np.full((1, 5), np.nan), np.full((1, 5), np.nan), None, calibration=DEFAULT_CALIBRATION,
+                    materials=None, cache_dir=tmp_path, train_if_missing=False)
+
+
+def test_cli_train_indexer_uses_cache(tiny_cache, capsys):
+    from laueflow.cli.main import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["train", "indexer", "--material", "Cu"])
+    assert args.func.__name__ == "train_indexer_command" and args.material == ["Cu"]
+    assert parser.parse_args(["train", "indexer", "--material", "GaN", "--material", "Si",
+                              "--max-grains", "3", "--max-grains", "1"]).max_grains == [3, 1]
+
+
+def test_stage_registered():
+    import laueflow.stages.indexing  # noqa: F401  (registers the stage)
+    from laueflow.stages.base import get_stage
+
+    spec = get_stage("index")
+    assert "orientation_matrix" in spec.output_names and spec.inputs["peak_chi"] == "peak_chi"
+    assert spec.resolved_dim_sizes(spec.params) == {"grain": 5, "i3": 3, "j3": 3}
+
+
+def test_stage_spec_call_with_model_path(tiny_cache):
+    import laueflow.stages.indexing  # noqa: F401
+    from laueflow.stages.base import get_stage
+
+    _, indexer = tiny_cache
+    spec = get_stage("index")
+    ps = simulate_patterns(indexer.materials, DEFAULT_CALIBRATION, np.full((2, 1), 2), seed=8, mode="all")
+    batch = {"peak_two_theta": ps.two_theta.astype("float32"), "peak_chi": ps.chi.astype("float32"),
+             "peak_intensity": ps.intensity.astype("float32"), "calibration": DEFAULT_CALIBRATION,
+             "materials": ["Cu"]}
+    out = spec(batch, {**spec.params, "model": str(indexer.path), "max_grains": 3})
+    assert out["orientation_matrix"].shape == (2, 3, 3, 3) and out["hkl"].dtype == np.int32
+    assert out["grain_count"].tolist() == [2, 2] and spec.status(out).tolist() == [0, 0]
