@@ -17,7 +17,7 @@ Open the results with:  python -c "import xarray; print(xarray.open_zarr('demo/r
 """
 
 #: stages of the demo workflow, in order (later issues' stages join this list when registered)
-DEMO_STAGES = ["peaks", "angles", "descriptors", "indexing", "strain"]
+DEMO_STAGES = ["peaks", "angles", "descriptors", "index", "strain"]
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:

@@ -59,6 +59,8 @@ def register_metric(metric: Metric) -> Metric:
 
 def evaluate(results, truth, **options) -> dict:
     """Run every metric whose variables are present; ``{"metrics": {...}, "skipped": {...}}``."""
+    from . import evaluate_stages  # noqa: F401  (registers the science stages' metrics)
+
     opts = {**DEFAULT_OPTIONS, **{k: v for k, v in options.items() if v is not None}}
     out: dict = {"metrics": {}, "skipped": {}, "options": _jsonable(opts)}
     for metric in METRICS:
@@ -220,6 +222,8 @@ def _fmt(value) -> str:
     if isinstance(value, float):
         if math.isnan(value):
             return "—"
+        if value != 0 and abs(value) < 0.01:
+            return f"{value:.2e}"
         return f"{value:.3f}" if abs(value) < 1000 else f"{value:.0f}"
     return str(value)
 

@@ -212,9 +212,14 @@ def run_workflow(workflow: Workflow, client, *, overwrite: bool = False, progres
         f"tasks, {n_done_before} already done; stages: {', '.join(s.name for s in specs)}")
 
     calibration_json = json.dumps(scan_attrs["calibration"]) if scan_attrs.get("calibration") else None
+    context = {"calibration": _calibration(calibration_json) if calibration_json else None,
+               "materials": scan_attrs.get("materials"), "log": log}
+    todo = int((~done).sum())
+    stage_params = [(stage.spec, stage.spec.prepared_params(stage.params, context) if todo else stage.params)
+                    for stage in workflow.stages]
     base_task = {
         "scan": str(workflow.input), "results": str(workflow.output),
-        "stages": [(stage.spec, stage.params) for stage in workflow.stages],
+        "stages": stage_params,
         "variables": layout.variables, "dim_sizes": layout.dim_sizes,
         "calibration": calibration_json, "materials": scan_attrs.get("materials"),
         "delay_s": delay_s,

@@ -114,6 +114,10 @@ class StageSpec:
     description: str = ""
     #: like ``inputs``, but passed as ``None`` when no earlier stage produced them
     optional_inputs: Mapping[str, str] = field(default_factory=dict)
+    #: driver-side hook, run once per ``laueflow run`` before tasks are submitted:
+    #: ``prepare(params, context) -> params`` (e.g. train or locate a model once, not per worker);
+    #: ``context`` holds ``calibration``, ``materials`` and ``log``. A callable or "module:function".
+    prepare: Callable | str | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "outputs", tuple(self.outputs))
@@ -137,6 +141,12 @@ class StageSpec:
 
     def function(self) -> Callable:
         return resolve_callable(self.func)
+
+    def prepared_params(self, params: Mapping[str, Any], context: Mapping[str, Any]) -> dict:
+        """Parameters for the tasks after the driver-side ``prepare`` hook (if any)."""
+        if self.prepare is None:
+            return dict(params)
+        return dict(resolve_callable(self.prepare)(dict(params), dict(context)))
 
     def __call__(self, batch: Mapping[str, Any], params: Mapping[str, Any]) -> dict:
         """Run on a batch: pick the declared inputs, call, check and cast the declared outputs."""
@@ -171,7 +181,26 @@ def register_stage(spec: StageSpec, *, replace: bool = False) -> StageSpec:
     return spec
 
 
+#: modules that declare the built-in stages beyond peaks/angles (imported on first registry use;
+#: their declarations are light: heavy code loads only when a stage runs)
+BUILTIN_STAGE_MODULES = (
+    "laueflow.stages.descriptors",
+    "laueflow.stages.indexing",
+    "laueflow.stages.strain.stage",
+)
+_builtins_loaded = False
+
+
+def _load_builtins() -> None:
+    global _builtins_loaded
+    if not _builtins_loaded:
+        _builtins_loaded = True
+        for module in BUILTIN_STAGE_MODULES:
+            importlib.import_module(module)
+
+
 def get_stage(name: str) -> StageSpec:
+    _load_builtins()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -180,6 +209,7 @@ def get_stage(name: str) -> StageSpec:
 
 
 def registered_stages() -> dict[str, StageSpec]:
+    _load_builtins()
     return dict(_REGISTRY)
 
 

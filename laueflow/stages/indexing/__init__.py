@@ -1,7 +1,7 @@
 """LaueNN-style indexing: features, classes, training data, training, orientations, matching.
 
-Importing this package registers the pipeline stage ``index`` (workflow: ``plugins:
-[laueflow.stages.indexing]`` until the lead wires it into the built-in stages). Heavy
+Importing this package registers the built-in pipeline stage ``index`` (the registry imports
+it on first use); its model is found or trained once per run on the driver (:mod:`.prepare`). Heavy
 dependencies (torch) load only when the stage runs. See ``docs/indexing.md``.
 
 Modules
@@ -54,5 +54,6 @@ INDEX_STAGE = register_stage(StageSpec(
             "max_overlap": 0.3, "use_previous": False, "indexer_config": None},
     dim_sizes={"grain": "max_grains", "i3": 3, "j3": 3},
     status=index_status,
+    prepare="laueflow.stages.indexing.prepare:prepare_index",
     description="LaueNN hkl-family prediction + orientation matrices from spot pairs, matching-rate validation",
 ))

@@ -51,3 +51,39 @@ def strain_stage(peak_two_theta, peak_chi, peak_col, peak_row, orientation_matri
         min_pairs=min_pairs, huber_px=huber_px, energy_band_kev=tuple(energy_band_kev),
         sample_tilt_deg=sample_tilt_deg,
     )
+
+
+def _register():
+    from ..base import StageSpec, Variable, register_stage
+
+    nan = float("nan")
+    tensor = ("grain", "i3", "j3")
+    return register_stage(StageSpec(
+        name="strain",
+        func="laueflow.stages.strain.stage:strain_stage",
+        inputs={"peak_two_theta": "peak_two_theta", "peak_chi": "peak_chi", "peak_col": "peak_col",
+                "peak_row": "peak_row", "orientation_matrix": "orientation_matrix",
+                "grain_material": "grain_material", "calibration": "calibration", "materials": "materials"},
+        optional_inputs={"spot_col": "spot_col", "spot_row": "spot_row", "spot_good": "spot_good"},
+        outputs=(
+            Variable("refined_orientation", tensor, "float64", nan, "1", "refined UB (q_lab = UB·B0·hkl), cell scale with tr F = 3"),
+            Variable("strain_crystal", tensor, "float64", nan, "1", "deviatoric strain, direct crystal frame (x ∥ a, z ∥ c*)"),
+            Variable("strain_lab", tensor, "float64", nan, "1", "deviatoric strain, LaueTools lab frame"),
+            Variable("strain_sample", tensor, "float64", nan, "1", "deviatoric strain, sample frame (40° tilt)"),
+            Variable("stress_crystal", tensor, "float64", nan, "GPa", "deviatoric stress C:ε, crystal frame (needs elastic constants)"),
+            Variable("stress_sample", tensor, "float64", nan, "GPa", "deviatoric stress, sample frame"),
+            Variable("von_mises_strain", ("grain",), "float64", nan, "1", "equivalent strain sqrt(2/3 ε:ε)"),
+            Variable("lattice_parameters", ("grain", "k6"), "float64", nan, "Å, deg", "refined a, b, c (a fixed), alpha, beta, gamma"),
+            Variable("strain_n_pairs", ("grain",), "int32", 0, "1", "matched spots used in the last fit"),
+            Variable("strain_rms_px", ("grain",), "float32", nan, "px", "RMS pixel residual of the fit"),
+            Variable("strain_status", ("grain",), "int8", 4, "1", "0 ok, 1 too few pairs, 2 ill-conditioned, 3 not converged, 4 empty slot"),
+            Variable("peak_grain_refined", ("peak",), "int16", -1, "1", "grain slot the peak was matched to in the last fit"),
+            Variable("peak_hkl_refined", ("peak", "i3"), "int32", 0, "1", "Miller indices of that match"),
+        ),
+        params=dict(STRAIN_STAGE_PARAMS),
+        dim_sizes={"i3": 3, "j3": 3, "k6": 6},
+        description="batched orientation + deviatoric-strain refinement of every indexed grain",
+    ), replace=True)
+
+
+STRAIN_STAGE = _register()
