@@ -77,3 +77,21 @@ def test_evaluation_against_truth(full_run):
     descriptors = metrics["descriptors"]["summary"]
     assert descriptors["position_error_refined_median_px"] < descriptors["position_error_centroid_median_px"]
     json.dumps(report, default=float)  # serialisable for --json
+
+
+def test_every_variable_is_documented(full_run):
+    from pathlib import Path
+
+    root, _ = full_run
+    text = (Path(__file__).parents[1] / "docs" / "results-schema.md").read_text()
+    section = text.split("## Variables", 1)[1].split("\n## ", 1)[0]
+    doc = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 6 and cells[0].startswith("`"):
+            doc[cells[0].strip("`")] = cells
+    results = xr.open_zarr(root / "results.zarr")
+    for name, var in results.data_vars.items():
+        assert name in doc, f"{name} missing from docs/results-schema.md"
+        assert doc[name][1] == ", ".join(var.dims), name
+        assert doc[name][2] == str(var.dtype), name

@@ -250,7 +250,7 @@ def _register():
             Variable("spot_row", ("peak",), "float32", nan, "px", "refined row, 0-based"),
             Variable("spot_area", ("peak",), "float32", nan, "px2", "pi sigma1 sigma2"),
             Variable("spot_aspect", ("peak",), "float32", nan, "1", "min(sigma)/max(sigma)"),
-            Variable("spot_good", ("peak",), "bool", False, "1", "Sim > 0.5 and |Pos - s| <= 0.9 px"),
+            Variable("spot_good", ("peak",), "bool", False, "1", "Sim > 0.5 and ‖Pos − s‖ ≤ 0.9 px"),
             Variable("spot_border", ("peak",), "bool", False, "1", "cutout padded at the frame border"),
         ),
         params={"method": "cnn", "batch_size": 4096},
