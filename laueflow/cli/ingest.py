@@ -72,6 +72,13 @@ def run(args) -> int:
 
     if not args.inputs and not args.index_list:
         raise UserError("give image files/folders or --index-list")
+    from ..physics.materials import get_material
+
+    for name in args.material:
+        try:
+            get_material(name)
+        except ValueError as err:
+            raise UserError(f"--material: {err}") from None
     calibration = None
     if args.calibration:
         from ..physics.detfile import read_det

@@ -158,6 +158,14 @@ def _resources(specs: list[StageSpec]) -> dict:
     return res
 
 
+def _prepare(stage, context) -> dict:
+    """A stage's driver-side ``prepare`` hook; its failures become clear workflow errors."""
+    try:
+        return stage.spec.prepared_params(stage.params, context)
+    except (ValueError, LookupError, OSError) as err:
+        raise WorkflowError(f"stage {stage.spec.name!r}: {err}") from err
+
+
 def run_workflow(workflow: Workflow, client, *, overwrite: bool = False, progress: bool = True,
                  cluster_description: dict | None = None, log=print, delay_s: float = 0.0,
                  max_tiles: int | None = None) -> RunSummary:
@@ -215,8 +223,7 @@ def run_workflow(workflow: Workflow, client, *, overwrite: bool = False, progres
     context = {"calibration": _calibration(calibration_json) if calibration_json else None,
                "materials": scan_attrs.get("materials"), "log": log}
     todo = int((~done).sum())
-    stage_params = [(stage.spec, stage.spec.prepared_params(stage.params, context) if todo else stage.params)
-                    for stage in workflow.stages]
+    stage_params = [(stage.spec, _prepare(stage, context) if todo else stage.params) for stage in workflow.stages]
     base_task = {
         "scan": str(workflow.input), "results": str(workflow.output),
         "stages": stage_params,
