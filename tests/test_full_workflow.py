@@ -95,3 +95,21 @@ def test_every_variable_is_documented(full_run):
         assert name in doc, f"{name} missing from docs/results-schema.md"
         assert doc[name][1] == ", ".join(var.dims), name
         assert doc[name][2] == str(var.dtype), name
+
+
+def test_export_lauetools_files(full_run, tmp_path):
+    from laueflow.cli.main import main
+    from laueflow.io.lauetools_files import read_cor, read_fit
+
+    root, _ = full_run
+    assert main(["export", str(root / "results.zarr"), "--point", "1,2", "--out", str(tmp_path)]) == 0
+    results = xr.open_zarr(root / "results.zarr").isel(y=1, x=2)
+    cor, calib = read_cor(tmp_path / "laueflow_y1_x2.cor")
+    assert len(cor["col"]) == int(results.peak_count)
+    fits = sorted(tmp_path.glob("laueflow_y1_x2_g*.fit"))
+    assert len(fits) == int((results.strain_status.values == 0).sum()) >= 1
+    fit = read_fit(fits[0])
+    g = int(fits[0].stem.split("_g")[1])
+    assert np.allclose(fit["UB matrix in q= (UB) B0 G*"], results.refined_orientation.values[g], atol=1e-8)
+    assert np.median(fit["spots"]["pixDev"]) < 0.5
+    assert main(["export", str(root / "results.zarr"), "--point", "9,9"]) == 2

@@ -10,7 +10,7 @@ import importlib
 import sys
 
 #: subcommand modules, in the order they are listed by ``laueflow --help``
-SUBCOMMANDS = ["demo", "simulate", "ingest", "run", "evaluate", "train"]
+SUBCOMMANDS = ["demo", "simulate", "ingest", "run", "evaluate", "train", "export"]
 
 
 class UserError(Exception):
