@@ -43,7 +43,7 @@ def test_valid_workflow_and_defaults(scan, tmp_path):
 def test_demo_workflow_is_valid():
     repo = Path(__file__).parents[1]
     wf = load_workflow(repo / "workflows" / "demo.yaml", check_input=False)
-    assert [s.name for s in wf.stages] == ["peaks", "angles"]
+    assert [s.name for s in wf.stages] == ["peaks", "angles", "descriptors", "index", "strain"]
     assert wf.cluster.name == "local.yaml" and wf.cluster.is_file()
 
 
