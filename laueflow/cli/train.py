@@ -31,7 +31,10 @@ arguments loads the cached model unless --retrain is given.
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "train", help="train models used by the pipeline (indexer, …)",
-        description="Train a model on simulated data and store it in the model cache.")
+        description="Train a model on simulated data and store it in the model cache.",
+        epilog="examples:\n  laueflow train indexer --material Cu --calibration demo/calib.det\n"
+               "  laueflow train spots --out my-spotcnn.pt --seed 0      # or fine-tune on your scan.zarr",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     targets = parser.add_subparsers(dest="target", metavar="TARGET")
     for name in TRAIN_TARGETS:
         try:
