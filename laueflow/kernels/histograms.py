@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import get_array_module
+from .vectors import angles_to_qhat as qhat_from_angles
 
 __all__ = ["n_bins_for", "angular_histograms", "angular_histograms_torch", "qhat_from_angles"]
 
@@ -35,15 +36,6 @@ def n_bins_for(max_angle_deg: float, step_deg: float) -> int:
     if n < 1:
         raise ValueError(f"max_angle_deg / step_deg must be ≥ 1, got {max_angle_deg}/{step_deg}")
     return n
-
-
-def qhat_from_angles(two_theta, chi):
-    """Unit scattering vectors (..., 3) from angles in degrees (NaN propagates), numpy/cupy."""
-    xp = get_array_module(two_theta, chi)
-    theta = xp.deg2rad(xp.asarray(two_theta, dtype=float)) / 2
-    c = xp.deg2rad(xp.asarray(chi, dtype=float))
-    ct = xp.cos(theta)
-    return xp.stack([-xp.sin(theta), ct * xp.sin(c), ct * xp.cos(c)], axis=-1)
 
 
 def angular_histograms(two_theta, chi, *, max_angle_deg: float = 20.0, step_deg: float = 0.1,

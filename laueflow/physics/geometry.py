@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 from ..backend import get_array_module
+from ..kernels.vectors import angles_to_qhat
 
 __all__ = [
     "Calibration",
@@ -120,15 +121,6 @@ def angles_to_outgoing(two_theta, chi):
     c = xp.deg2rad(xp.asarray(chi, dtype=float))
     s = xp.sin(tth)
     return xp.stack([xp.cos(tth), s * xp.sin(c), s * xp.cos(c)], axis=-1)
-
-
-def angles_to_qhat(two_theta, chi):
-    """Unit scattering vector ``q̂ = (-sinθ, cosθ sinχ, cosθ cosχ)`` (..., 3), lab frame."""
-    xp = get_array_module(two_theta, chi)
-    theta = xp.deg2rad(xp.asarray(two_theta, dtype=float)) / 2
-    c = xp.deg2rad(xp.asarray(chi, dtype=float))
-    ct = xp.cos(theta)
-    return xp.stack([-xp.sin(theta), ct * xp.sin(c), ct * xp.cos(c)], axis=-1)
 
 
 def qhat_to_angles(qhat):
