@@ -64,10 +64,11 @@ def add_train_target(targets) -> argparse.ArgumentParser:
                    help="largest Miller index of the classes (default 5; once per material or once for all)")
     p.add_argument("--max-grains", type=int, action="append", metavar="N",
                    help="most grains per training pattern (default 5; once per material or once for all)")
-    p.add_argument("--max-angle", type=float, default=20.0, help="histogram range, deg (default 20)")
-    p.add_argument("--step", type=float, default=0.1, help="histogram bin, deg (default 0.1)")
-    p.add_argument("--patterns", type=int, default=1200, help="training patterns per grain-count combination")
-    p.add_argument("--epochs", type=int, default=6, help="maximum epochs (early stopping, patience 2)")
+    p.add_argument("--max-angle", type=float, help="histogram range, deg (default 60)")
+    p.add_argument("--step", type=float, help="histogram bin, deg (default 0.1)")
+    p.add_argument("--patterns", type=int, help="training patterns per grain-count combination (default 600)")
+    p.add_argument("--epochs", type=int, help="maximum epochs (default 4; cosine learning-rate decay over them, "
+                                              "early stopping, patience 2)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--extinction-rule", choices=("space_group", "lauetools"), default="space_group")
     p.add_argument("--cache-dir", metavar="DIR", help="model cache (default $LAUEFLOW_CACHE/indexers or "
@@ -83,8 +84,11 @@ def add_train_target(targets) -> argparse.ArgumentParser:
 def config_from_args(args):
     from ..stages.indexing.training import IndexerConfig
 
-    kw = dict(max_angle_deg=args.max_angle, step_deg=args.step, energy_band_kev=tuple(args.energy_band),
-              n_train=args.patterns, epochs=args.epochs, seed=args.seed, extinction_rule=args.extinction_rule)
+    kw = dict(energy_band_kev=tuple(args.energy_band), seed=args.seed, extinction_rule=args.extinction_rule)
+    for key, value in (("max_angle_deg", args.max_angle), ("step_deg", args.step), ("n_train", args.patterns),
+                       ("epochs", args.epochs)):
+        if value is not None:  # else IndexerConfig's default
+            kw[key] = value
     if args.max_index:
         kw["max_index"] = tuple(args.max_index)
     if args.max_grains:
