@@ -143,7 +143,8 @@ def test_shipped_weights_hash_check(tmp_path):
 
 @pytest.mark.skipif(not HAVE_WEIGHTS, reason="no shipped weights")
 def test_cnn_sanity_on_heldout_scan():
-    """Looser sanity bar than the documented evaluation (one small held-out scan, seed 900000)."""
+    """The issue's bars on one small held-out scan (seed 900000, 1500 spots); the rates get slack
+    for the small sample (documented evaluation on 18,000 spots: 0.63 % / 0.43 %)."""
     from laueflow.stages.descriptors import describe_cutouts
 
     sp = simulate_spot_scan(900_000, 1500)
@@ -151,10 +152,10 @@ def test_cnn_sanity_on_heldout_scan():
     ref = label_cutouts(cut)
     pred = describe_cutouts(cut, method="cnn", device="cpu")
     r = evaluate_descriptors({k: ref[k] for k in ("sim", "dcol", "drow", "area", "aspect")}, pred)
-    assert r["all"]["r2_sim"] >= 0.85
-    assert r["reference_good"]["pos_err_mean"] <= 0.08
-    assert r["confusion"]["rate_bad_predicted_good"] <= 0.05
-    assert r["confusion"]["rate_good_predicted_bad"] <= 0.05
+    assert r["all"]["r2_sim"] >= 0.93
+    assert r["reference_good"]["pos_err_mean"] <= 0.035
+    assert r["confusion"]["rate_bad_predicted_good"] <= 0.02
+    assert r["confusion"]["rate_good_predicted_bad"] <= 0.021
 
 
 def test_patches_from_user_scan_zarr(tmp_path):
@@ -167,5 +168,19 @@ def test_patches_from_user_scan_zarr(tmp_path):
     g.create_array("images", data=frames, dimension_names=("y", "x", "row", "col"))
     sp = patches_from_scan_zarr(tmp_path / "scan.zarr")
     assert sp.patches.shape[1:] == (37, 37) and len(sp) >= 6
-    lab = label_cutouts(crop_cutouts(sp.patches))
-    assert lab["converged"].mean() >= 0.7 and lab["good"].any()
+    cut = crop_cutouts(sp.patches)
+    lab = label_cutouts(cut)
+    assert lab["good"].any()
+    # Every cutout whose peak pixel s is its brightest pixel converges. The fits that do not
+    # converge (3 of 15 here, ≈7 % over 80 such frames) all hold a brighter spot elsewhere in the
+    # cutout (2.7–1100× the peak; spots are ≥ 8 px apart in these frames): one Gaussian + constant
+    # has no physical minimum there — scipy's MINPACK from the same start ends unphysical too
+    # (σ → 0 or |μ| > 16 px) — and they are correctly labelled bad (Sim = 0).
+    # See docs/spot-descriptors.md, "Fit convergence on crowded cutouts".
+    b = np.median(cut.reshape(len(cut), -1), axis=1)
+    brightest_at_s = cut.reshape(len(cut), -1).max(axis=1) <= cut[:, 16, 16]
+    assert brightest_at_s.sum() >= 8
+    assert lab["converged"][brightest_at_s].all()
+    assert (lab["sim"][~lab["converged"]] == 0).all()
+    assert ((cut[~lab["converged"]] - b[~lab["converged"], None, None]).reshape(-1, 32 * 32).max(axis=1)
+            > cut[~lab["converged"], 16, 16] - b[~lab["converged"]]).all()

@@ -84,3 +84,16 @@ def test_border_padding_flag_and_masked_fit():
     assert fit["converged"].all()
     assert 3 + d["dcol"][0] == pytest.approx(3.3, abs=0.02) and 41 + d["drow"][0] == pytest.approx(40.6, abs=0.02)
     assert d["good"].all()
+
+
+def test_slow_fits_are_not_cut_by_the_iteration_cap():
+    """A few cutouts (faint sub-pixel spots next to a bright neighbour: a flat A–σ valley, linear
+    LM convergence) need > 100 iterations; they reached the old 100-iteration cap at nearly the
+    scipy solution and were flagged not converged. The cap is now 1000 (only stragglers iterate)."""
+    from laueflow.stages.spot_training import crop_cutouts, simulate_spot_scan
+
+    cut = crop_cutouts(simulate_spot_scan(900_001, 2000).patches)
+    f = fit_gaussians(cut)
+    assert (f["n_iter"] > 100).any()
+    assert not (f["n_iter"] >= 1000).any()
+    assert f["converged"].mean() >= 0.999

@@ -188,7 +188,7 @@ def _lm_batch(data, weight, p0, *, max_iter, ftol, xtol, centre):
     return p_out, cost_out, converged, n_iter
 
 
-def fit_gaussians(cutouts, valid=None, *, max_iter: int = 100, ftol: float = 1e-10, xtol: float = 1e-8,
+def fit_gaussians(cutouts, valid=None, *, max_iter: int = 1000, ftol: float = 1e-10, xtol: float = 1e-8,
                   batch_size: int = 4096, device=None, dtype=None, centre: int = CUTOUT_CENTRE,
                   start=None, threads: int | None = 1):
     """Fit every cutout ``(m, h, w)`` (numpy or torch); return a dict of numpy arrays.
