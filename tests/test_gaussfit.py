@@ -88,12 +88,18 @@ def test_border_padding_flag_and_masked_fit():
 
 def test_slow_fits_are_not_cut_by_the_iteration_cap():
     """A few cutouts (faint sub-pixel spots next to a bright neighbour: a flat A–σ valley, linear
-    LM convergence) need > 100 iterations; they reached the old 100-iteration cap at nearly the
-    scipy solution and were flagged not converged. The cap is now 1000 (only stragglers iterate)."""
+    LM convergence) need > 100 iterations with the strict stop rule (ftol AND xtol, used for the
+    CNN's training labels); the cap (1000) does not cut them. The default rule (ftol OR xtol, as
+    scipy) stops them much earlier, converges as often, and agrees with the strict one."""
     from laueflow.stages.spot_training import crop_cutouts, simulate_spot_scan
 
     cut = crop_cutouts(simulate_spot_scan(900_001, 2000).patches)
-    f = fit_gaussians(cut)
-    assert (f["n_iter"] > 100).any()
-    assert not (f["n_iter"] >= 1000).any()
-    assert f["converged"].mean() >= 0.999
+    strict = fit_gaussians(cut, stop="both")
+    assert (strict["n_iter"] > 100).any()
+    assert not (strict["n_iter"] >= 1000).any()
+    assert strict["converged"].mean() >= 0.999
+    fast = fit_gaussians(cut)
+    assert fast["converged"].mean() >= 0.999
+    assert fast["n_iter"].mean() < 0.6 * strict["n_iter"].mean()
+    both = strict["converged"] & fast["converged"]
+    assert np.abs(fast["params"][both, 1:3] - strict["params"][both, 1:3]).max() < 1e-3  # centre, px

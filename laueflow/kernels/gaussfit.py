@@ -137,7 +137,7 @@ def _eval(p, data, weight, x, y, *, need_jac=True):
     return cost, jtj, jtr
 
 
-def _lm_batch(data, weight, p0, *, max_iter, ftol, xtol, centre):
+def _lm_batch(data, weight, p0, *, max_iter, ftol, xtol, centre, stop="either"):
     """LM on a batch; the working set is compacted whenever a quarter of it has converged."""
     torch = _torch()
     m, h, w = data.shape
@@ -168,7 +168,8 @@ def _lm_batch(data, weight, p0, *, max_iter, ftol, xtol, centre):
         jtj = torch.where(ok[:, None, None], jtj_new, jtj)
         jtr = torch.where(ok[:, None], jtr_new, jtr)
         lam = torch.where(ok, (lam * 0.3).clamp(min=1e-12), lam * 10.0)
-        newly = ~done & ((ok & small_f & small_x) | (lam > 1e12))  # lam blow-up: no downhill step left
+        small = (small_f | small_x) if stop == "either" else (small_f & small_x)
+        newly = ~done & ((ok & small) | (lam > 1e12))  # lam blow-up: no downhill step left
         done = done | newly
         n_iter[ids[~done | newly]] += 1
         n_done = int(done.sum())
@@ -190,13 +191,18 @@ def _lm_batch(data, weight, p0, *, max_iter, ftol, xtol, centre):
 
 def fit_gaussians(cutouts, valid=None, *, max_iter: int = 1000, ftol: float = 1e-10, xtol: float = 1e-8,
                   batch_size: int = 4096, device=None, dtype=None, centre: int = CUTOUT_CENTRE,
-                  start=None, threads: int | None = 1):
+                  start=None, threads: int | None = 1, stop: str = "either"):
     """Fit every cutout ``(m, h, w)`` (numpy or torch); return a dict of numpy arrays.
 
     ``params`` (m, 6) in :data:`PARAM_NAMES` order, ``start`` (m, 6), ``cost`` (½ Σ r²),
     ``converged`` (bool), ``n_iter``. ``device`` defaults to the input's (CPU for numpy);
     ``dtype`` defaults to float64 (float32 is faster on GPUs, and accurate to ≈1e-4 px).
+    ``stop``: ``"either"`` (default, as scipy's least_squares) ends a fit when an accepted step
+    meets ``ftol`` *or* ``xtol``; ``"both"`` needs both (slower in flat valleys; the CNN's
+    training labels use it, see :func:`laueflow.stages.spot_training.label_cutouts`).
     """
+    if stop not in ("either", "both"):
+        raise ValueError(f"stop must be 'either' or 'both', got {stop!r}")
     torch = _torch()
     dtype = torch.float64 if dtype is None else dtype
     if isinstance(cutouts, torch.Tensor):
@@ -230,7 +236,7 @@ def fit_gaussians(cutouts, valid=None, *, max_iter: int = 1000, ftol: float = 1e
                 p0 = torch.as_tensor(np.asarray(start)[lo:hi], dtype=dtype, device=device)
             else:
                 p0 = start_values(data, vmask, centre=centre)
-            p, cost, conv, n_it = _lm_batch(data, weight, p0, max_iter=max_iter, ftol=ftol, xtol=xtol,
+            p, cost, conv, n_it = _lm_batch(data, weight, p0, max_iter=max_iter, ftol=ftol, xtol=xtol, stop=stop,
                                             centre=centre)
             sig = p[:, 3:5].exp()
             sane = (torch.isfinite(p).all(dim=1) & (p[:, 1:3].abs() <= centre).all(dim=1) & (sig >= 0.05).all(dim=1)

@@ -232,7 +232,12 @@ def crop_cutouts(patches, k=None, flip=None, shift=None):
 
 
 def label_cutouts(cutouts, valid=None, **fit_kwargs):
-    """Descriptors of cutouts from the batched Gaussian fit (dict, see ``fit_descriptors``)."""
+    """Descriptors of cutouts from the batched Gaussian fit (dict, see ``fit_descriptors``).
+
+    Training labels use the strict stop rule (``stop="both"``: ftol and xtol), with which the
+    shipped weights were trained, so that the documented command reproduces them exactly.
+    """
+    fit_kwargs.setdefault("stop", "both")
     fit = fit_gaussians(cutouts, valid, **fit_kwargs)
     desc = fit_descriptors(cutouts, fit["params"], valid, fit["converged"])
     desc["converged"] = fit["converged"]
