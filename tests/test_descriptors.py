@@ -161,7 +161,7 @@ def test_cnn_sanity_on_heldout_scan():
 def test_patches_from_user_scan_zarr(tmp_path):
     zarr = pytest.importorskip("zarr")
     from laueflow.kernels.testing import synthetic_frame
-    from laueflow.stages.spot_training import patches_from_scan_zarr
+    from laueflow.pipeline.spot_data import patches_from_scan_zarr
 
     frames = np.stack([synthetic_frame((128, 128), 12, seed=s)[0] for s in (0, 1)])[None]  # (1, 2, 128, 128)
     g = zarr.open_group(str(tmp_path / "scan.zarr"), mode="w")

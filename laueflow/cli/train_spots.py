@@ -68,7 +68,8 @@ def add_train_target(train_subparsers) -> argparse.ArgumentParser:
 def run_train_spots(args) -> int:
     import numpy as np
 
-    from ..stages.spot_training import (patches_from_scan_zarr, save_weights, simulate_spot_scans, simulated_dataset,
+    from ..pipeline.spot_data import patches_from_scan_zarr
+    from ..stages.spot_training import (save_weights, simulate_spot_scans, simulated_dataset,
                                         train_spotcnn)
 
     if args.train_scans + len(args.scan_zarr) == 0:

@@ -15,7 +15,7 @@ pixel ``s`` is the hottest pixel within ±2 px of the spot, as the peak search w
 Each spot is stored as a 37×37 *patch* (rows/cols ``s−18 … s+18``) so that shifts of ±1 px and
 the 8 rotations/reflections about ``s`` can be cut as 32×32 cutouts without padding.
 
-*User scans* (:func:`patches_from_scan_zarr`): the images of a ``scan.zarr`` are searched with
+*User scans* (:func:`patches_from_images`, fed by :func:`laueflow.pipeline.spot_data.patches_from_scan_zarr`): the images of a ``scan.zarr`` are searched with
 the peak stage and the peaks' patches are cut (peaks whose patch crosses the frame border are
 skipped). Labels always come from the batched Gaussian fit, so fine-tuning on one's own data
 needs no annotation.
@@ -53,7 +53,7 @@ from ..kernels.cutouts import (CUTOUT_CENTRE, CUTOUT_SIZE, dihedral_transform, n
 from ..kernels.gaussfit import fit_descriptors, fit_gaussians
 
 __all__ = ["PATCH_HALF", "SpotPatches", "simulate_spot_scan", "simulate_spot_scans", "crop_cutouts",
-           "label_cutouts", "resample_uniform_sim", "simulated_dataset", "lr_at", "patches_from_scan_zarr", "train_spotcnn",
+           "label_cutouts", "resample_uniform_sim", "simulated_dataset", "lr_at", "patches_from_images", "train_spotcnn",
            "TRAIN_DEFAULTS"]
 
 PATCH_HALF = 18  # patches are (2·18+1)² = 37×37 around s
@@ -269,24 +269,19 @@ def resample_uniform_sim(sim, rng, *, bins: int = 12, per_bin: int = 2000):
     return np.sort(np.concatenate(keep))
 
 
-def patches_from_scan_zarr(path, *, max_images: int | None = None, peak_kwargs=None, scan_id: int = -1,
-                           max_peaks: int = 300) -> SpotPatches:
-    """37×37 patches around the peaks of a user's ``scan.zarr`` (group with ``images`` (y, x, rows, cols))."""
-    import zarr
+def patches_from_images(images, *, peak_kwargs=None, scan_id: int = -1, max_peaks: int = 300) -> SpotPatches:
+    """37×37 patches around the peaks of a stack of images ``(n, rows, cols)`` (e.g. a user's scan).
 
+    Arrays in, arrays out; :func:`laueflow.pipeline.spot_data.patches_from_scan_zarr` reads the
+    images of a ``scan.zarr`` and calls this.
+    """
     from ..kernels.cutouts import extract_patches
     from .peaks import find_peaks
 
-    group = zarr.open_group(str(path), mode="r")
-    images = group["images"]
-    ny, nx = images.shape[:2]
-    n_total = ny * nx
-    take = np.arange(n_total) if max_images is None else np.linspace(0, n_total - 1, min(max_images, n_total)).astype(int)
     parts = []
     kw = {"max_peaks": max_peaks, **(peak_kwargs or {})}
-    for flat in take:
-        iy, ix = divmod(int(flat), nx)
-        img = np.asarray(images[iy, ix])
+    for img in images:
+        img = np.asarray(img)
         pk = find_peaks(img[None], **kw)
         n = int(pk["peak_count"][0])
         if n == 0:
@@ -301,7 +296,7 @@ def patches_from_scan_zarr(path, *, max_images: int | None = None, peak_kwargs=N
                                      quality=np.full(m, -1, np.int8), amplitude=np.full(m, np.nan),
                                      noise=pk["peak_noise"][0, :n][~border].astype(np.float64)))
     if not parts:
-        raise ValueError(f"{path}: no peak away from the frame border was found")
+        raise ValueError("no peak away from the frame border was found in these images")
     return SpotPatches.concat(parts)
 
 
