@@ -22,7 +22,7 @@ import yaml
 from .extinctions import LAUETOOLS_CODES, lauetools_allowed, space_group_allowed
 from .lattice import b_matrix, reciprocal_metric
 
-__all__ = ["AtomSite", "Material", "get_material", "list_materials", "load_materials_file"]
+__all__ = ["AtomSite", "Material", "get_material", "get_materials", "list_materials", "load_materials_file"]
 
 #: |F|² below this fraction of Σf² counts as a structure-factor zero
 _STRUCTURE_FACTOR_ZERO = 1e-6
@@ -241,3 +241,20 @@ def get_material(name: str, extinction_rule: str = "space_group") -> Material:
             "Define others with Material(name, lattice_parameters, space_group, ...) or a materials YAML file."
         )
     return _from_entry(key, library[key]).with_rule(extinction_rule)
+
+
+def get_materials(materials, extinction_rule: str = "space_group") -> list[Material]:
+    """Materials from names, :class:`Material` objects or ``{"name": ...}`` dicts (one or a list).
+
+    Names come from the library (:func:`get_material`; unknown names raise ``ValueError`` listing
+    the known ones); ``Material`` objects pass through unchanged.
+    """
+    if isinstance(materials, (str, Material, dict)):
+        materials = [materials]
+    out = []
+    for m in materials or []:
+        if isinstance(m, Material):
+            out.append(m)
+        else:
+            out.append(get_material(str(m["name"] if isinstance(m, dict) else m), extinction_rule))
+    return out

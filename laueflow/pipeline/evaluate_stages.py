@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..physics.geometry import Calibration, pixel_to_angles
-from ..physics.materials import get_material
+from ..physics.materials import get_materials
 from ..physics.strain import strain_crystal_to_sample
 from ..physics.symmetry import reduce_misorientation
 from .evaluate import Metric, _pct, register_metric
@@ -82,8 +82,7 @@ def descriptor_metrics(results, truth, opts) -> dict:
 
 
 def _materials(results):
-    names = results.attrs.get("materials") or []
-    return [get_material(str(n)) for n in ([names] if isinstance(names, str) else names)]
+    return get_materials(results.attrs.get("materials") or [])
 
 
 def _truth_slots(truth):

@@ -16,7 +16,7 @@ from ...backend import to_numpy
 from ...physics.geometry import Calibration
 from ...physics.orientations import matrix_to_euler
 from .orientation import ClassGeometry, IndexingParams, find_grains
-from .training import Indexer, IndexerConfig, get_indexer, load_indexer
+from .training import Indexer, IndexerConfig, get_indexer, load_indexer, resolve_materials
 
 __all__ = ["index_peaks", "index_stage", "INDEX_OUTPUTS"]
 
@@ -170,9 +170,7 @@ def index_stage(peak_two_theta, peak_chi, peak_intensity=None, calibration=None,
     else:
         if not materials:
             raise ValueError("indexing needs the scan's materials (scan attribute 'materials') or a model path")
-        names = [materials] if isinstance(materials, str) else [
-            m if isinstance(m, str) else (m.get("name") if isinstance(m, dict) else getattr(m, "name", m))
-            for m in materials]
+        names = [m.name for m in resolve_materials(materials)]
         if calibration is None:
             raise ValueError("indexing needs the scan's calibration")
         config = IndexerConfig.from_dict(indexer_config or {})

@@ -23,7 +23,7 @@ import numpy as np
 
 from ...kernels.histograms import angular_histograms, n_bins_for
 from ...physics.geometry import Calibration
-from ...physics.materials import Material, get_material
+from ...physics.materials import Material, get_material, get_materials
 from .classes import ClassTable, build_class_table
 from .training_data import grain_count_table, simulate_patterns
 
@@ -92,20 +92,10 @@ class IndexerConfig:
 
 def resolve_materials(materials, extinction_rule: str = "space_group") -> list[Material]:
     """Names or :class:`Material` objects → materials; clear error for unknown names."""
-    if isinstance(materials, (str, Material)):
-        materials = [materials]
-    out = []
-    for m in materials:
-        if isinstance(m, Material):
-            out.append(m)
-            continue
-        try:
-            out.append(get_material(str(m), extinction_rule=extinction_rule))
-        except (KeyError, ValueError) as err:
-            from ...physics.materials import list_materials
-
-            raise ValueError(f"unknown material {m!r} for the indexer (known: {', '.join(list_materials())})"
-                             ) from err
+    try:
+        out = get_materials(materials, extinction_rule)
+    except ValueError as err:
+        raise ValueError(f"{err} (needed by the indexer)") from err
     if not out:
         raise ValueError("the indexer needs at least one material")
     return out

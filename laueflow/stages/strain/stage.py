@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...physics.materials import Material, get_material
+from ...physics.materials import Material, get_materials
 from . import STRAIN_DEFAULTS, refine_strain
 
 __all__ = ["strain_stage", "STRAIN_STAGE_PARAMS"]
@@ -18,9 +18,7 @@ STRAIN_STAGE_PARAMS = {**STRAIN_DEFAULTS, "positions": "auto", "good_only": True
 
 
 def _materials(materials) -> list[Material]:
-    out = []
-    for m in materials or []:
-        out.append(m if isinstance(m, Material) else get_material(str(m)))
+    out = get_materials(materials)
     if not out:
         raise ValueError("the strain stage needs the scan's materials (laueflow ingest --material ...)")
     return out
