@@ -101,6 +101,14 @@ def _overlapped(cols, rows, amps, overlap_px) -> np.ndarray:
     return (near & brighter).any(axis=1)
 
 
+def spots_by_point(spot_y, spot_x, ny: int, nx: int) -> list[np.ndarray]:
+    """Indices of the truth spots of every scan point, in raster order (``ny · nx`` arrays)."""
+    point = np.asarray(spot_y) * nx + np.asarray(spot_x)
+    order = np.argsort(point, kind="stable")
+    starts = np.searchsorted(point[order], np.arange(ny * nx + 1))
+    return [order[starts[p]:starts[p + 1]] for p in range(ny * nx)]
+
+
 def peak_metrics(results, truth, opts) -> dict:
     radius, snr_min, overlap_px = float(opts["radius_px"]), float(opts["snr_min"]), float(opts["overlap_px"])
     peak_col = np.asarray(results["peak_col"].values, dtype=np.float64)
@@ -133,14 +141,10 @@ def peak_metrics(results, truth, opts) -> dict:
     initial_distance = np.full(n_spots, np.inf)
     overlapped = np.zeros(n_spots, bool)
     n_peaks = n_true_peaks = n_strict_true_peaks = 0
-    point = sy * nx + sx
-    order = np.argsort(point, kind="stable")
-    starts = np.searchsorted(point[order], np.arange(ny * nx + 1))
-    for p in range(ny * nx):
+    for p, sel in enumerate(spots_by_point(sy, sx, ny, nx)):
         y, x = divmod(p, nx)
         if not processed[y, x]:
             continue
-        sel = order[starts[p]:starts[p + 1]]
         pc, pr = peak_col[y, x], peak_row[y, x]
         keep = np.isfinite(pc) & np.isfinite(pr)
         pc, pr = pc[keep], pr[keep]

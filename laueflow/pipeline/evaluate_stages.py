@@ -13,7 +13,7 @@ from ..physics.geometry import Calibration, pixel_to_angles
 from ..physics.materials import get_materials
 from ..physics.strain import strain_crystal_to_sample
 from ..physics.symmetry import reduce_misorientation
-from .evaluate import Metric, _pct, register_metric
+from .evaluate import Metric, _pct, register_metric, spots_by_point
 
 __all__ = ["peak_truth_table", "descriptor_metrics", "indexing_metrics", "strain_metrics"]
 
@@ -29,12 +29,8 @@ def peak_truth_table(results, truth, radius_px: float = 1.5) -> dict:
     sy, sx = _values(truth, "spot_y", np.int64), _values(truth, "spot_x", np.int64)
     sc, sr = _values(truth, "spot_col"), _values(truth, "spot_row")
     spot = np.full(pc.shape, -1, np.int64)
-    point = sy * nx + sx
-    order = np.argsort(point, kind="stable")
-    starts = np.searchsorted(point[order], np.arange(ny * nx + 1))
-    for p in range(ny * nx):
+    for p, sel in enumerate(spots_by_point(sy, sx, ny, nx)):
         y, x = divmod(p, nx)
-        sel = order[starts[p]:starts[p + 1]]
         ok = np.isfinite(pc[y, x])
         if not len(sel) or not ok.any():
             continue
