@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["get_array_module", "gpu_available", "to_numpy"]
+__all__ = ["get_array_module", "gpu_available", "to_numpy", "native_bfloat16"]
 
 
 def get_array_module(*arrays):
@@ -35,3 +35,24 @@ def to_numpy(array) -> np.ndarray:
     if type(array).__module__.split(".")[0] == "cupy":
         return array.get()
     return np.asarray(array)
+
+
+def native_bfloat16(device="cpu") -> bool:
+    """True when ``device`` (a torch device or its name) does bfloat16 matrix products natively.
+
+    CUDA: ``torch.cuda.is_bf16_supported()``. CPU: the x86 ``avx512_bf16`` or ``amx_bf16`` flag
+    in ``/proc/cpuinfo`` (elsewhere False: bf16 would be emulated, slower than float32).
+    """
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if device.type != "cpu":
+        return False
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags

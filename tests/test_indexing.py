@@ -53,6 +53,30 @@ def test_histograms_numpy_torch_agree_on_patterns():
     assert np.allclose(a.max(axis=-1)[np.isfinite(ps.two_theta[:, :30])], 1.0)
 
 
+
+def test_histogram_smoothing_is_a_gaussian_with_zero_ends():
+    from scipy.ndimage import gaussian_filter1d
+
+    # one neighbour at 5.5° (bin 5) and one at 0.2° (bin 0, next to the lower end)
+    tth = np.array([[90.0, 101.0, 90.4]])
+    chi = np.zeros_like(tth)
+    raw = angular_histograms(tth, chi, max_angle_deg=12.0, step_deg=1.0, n_centres=1, normalise=False,
+                             dtype=np.float64)
+    sm = angular_histograms(tth, chi, max_angle_deg=12.0, step_deg=1.0, n_centres=1, normalise=False,
+                            dtype=np.float64, smooth_bins=1.0)
+    w = np.exp(-0.5 * np.arange(-4, 5) ** 2)
+    w /= w.sum()
+    want = np.zeros(12)
+    want[1:10] += w          # bin 5 spread over bins 1…9
+    want[0:5] += w[4:]       # bin 0: the half below 0° is lost (zero padding)
+    np.testing.assert_allclose(sm[0, 0], want, atol=1e-15)
+    np.testing.assert_allclose(sm, gaussian_filter1d(raw, 1.0, axis=-1, mode="constant"), atol=1e-15)
+    ps = simulate_patterns([get_material("Cu")], DEFAULT_CALIBRATION, np.full((4, 1), 2), seed=3, mode="all")
+    a = angular_histograms(ps.two_theta, ps.chi, n_centres=20, smooth_bins=1.5)
+    b = angular_histograms_torch(ps.two_theta, ps.chi, n_centres=20, smooth_bins=1.5).numpy()
+    np.testing.assert_allclose(a, b, atol=1e-6)
+    assert np.allclose(a.max(axis=-1)[np.isfinite(ps.two_theta[:, :20])], 1.0)
+
 # --------------------------------------------------------------------------- classes
 def test_cubic_classes():
     ct = build_class_table([get_material("Cu")], 2)
@@ -248,3 +272,26 @@ def test_stage_spec_call_with_model_path(tiny_cache):
     out = spec(batch, {**spec.params, "model": str(indexer.path), "max_grains": 3})
     assert out["orientation_matrix"].shape == (2, 3, 3, 3) and out["hkl"].dtype == np.int32
     assert out["grain_count"].tolist() == [2, 2] and spec.status(out).tolist() == [0, 0]
+
+
+
+def test_precision_option_and_old_model_files(tiny_cache, tmp_path):
+    import torch
+
+    from laueflow.stages.indexing.training import _autocast_dtype
+
+    assert _autocast_dtype("float32", "cpu") is None
+    assert _autocast_dtype("bfloat16", "cpu") is torch.bfloat16
+    with pytest.raises(ValueError, match="precision must be"):
+        _autocast_dtype("half-ish", "cpu")
+    # a format-1 file (before histogram smoothing existed) is read with smoothing off
+    _, indexer = tiny_cache
+    payload = torch.load(indexer.path, weights_only=False)
+    payload["format"] = 1
+    for key in ("smooth_bins", "fresh_data", "precision"):
+        payload["config"].pop(key)
+    old = tmp_path / "old.pt"
+    torch.save(payload, old)
+    cfg = load_indexer(old).config
+    assert cfg.smooth_bins == 0.0 and cfg.fresh_data is False and cfg.precision == "float32"
+    assert load_indexer(indexer.path).config.smooth_bins == TINY.smooth_bins == 1.0

@@ -67,16 +67,17 @@ def add_train_target(targets) -> argparse.ArgumentParser:
     p.add_argument("--max-angle", type=float, help="histogram range, deg (default 60)")
     p.add_argument("--step", type=float, help="histogram bin, deg (default 0.1)")
     p.add_argument("--patterns", type=int, help="training patterns per grain-count combination (default 600)")
-    p.add_argument("--epochs", type=int, help="maximum epochs (default 4; cosine learning-rate decay over them, "
-                                              "early stopping, patience 2)")
+    p.add_argument("--epochs", type=int, help="maximum epochs (default 8, new patterns every epoch; cosine "
+                                              "learning-rate decay over them, early stopping, patience 2)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--extinction-rule", choices=("space_group", "lauetools"), default="space_group")
     p.add_argument("--cache-dir", metavar="DIR", help="model cache (default $LAUEFLOW_CACHE/indexers or "
                                                       "~/.cache/laueflow/indexers)")
     p.add_argument("--retrain", action="store_true", help="train even if a cached model exists")
     p.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
-    p.add_argument("--threads", type=int, help="torch CPU threads for training (default: torch's; use 1 on a "
-                                              "machine shared with other jobs)")
+    p.add_argument("--threads", type=int, help="torch CPU threads for training (default: torch's minus one, "
+                                              "which simulates the next epoch's data; use 1 on a machine "
+                                              "shared with other jobs)")
     p.set_defaults(func=train_indexer_command)
     return p
 

@@ -10,6 +10,10 @@ Bins follow ``numpy.histogram(Δ, bins=arange(0, A_max + s, s))``: ``n_bins = ro
 bin ``b`` holds ``b·s ≤ Δ < (b+1)·s`` and the last bin is closed (``Δ = A_max`` counts). The spot
 itself (Δ = 0) is *not* counted; a second spot at exactly the same position is.
 
+``smooth_bins`` (σ in bins, default 0 = off) convolves each histogram with a Gaussian truncated at
+4σ, zero beyond the ends, before normalisation: a spot whose position is off by a fraction of a bin
+then still overlaps the template bin (the indexer uses σ = 1 bin).
+
 Inputs are padded ``(n_images, max_spots)`` arrays (NaN = no spot), as produced by the peak and
 angle stages. Two implementations with one contract:
 
@@ -23,7 +27,8 @@ import numpy as np
 from ..backend import get_array_module
 from .vectors import angles_to_qhat as qhat_from_angles
 
-__all__ = ["n_bins_for", "angular_histograms", "angular_histograms_torch", "qhat_from_angles"]
+__all__ = ["n_bins_for", "angular_histograms", "angular_histograms_torch", "qhat_from_angles",
+           "gaussian_kernel_1d"]
 
 
 #: elements of the (images × centres × spots) temporaries per chunk
@@ -38,8 +43,35 @@ def n_bins_for(max_angle_deg: float, step_deg: float) -> int:
     return n
 
 
+def gaussian_kernel_1d(sigma_bins: float) -> np.ndarray:
+    """Normalised Gaussian weights at offsets −⌈4σ⌉ … ⌈4σ⌉ bins (σ in bins, > 0)."""
+    half = int(np.ceil(4 * float(sigma_bins)))
+    x = np.arange(-half, half + 1, dtype=float)
+    w = np.exp(-0.5 * (x / float(sigma_bins)) ** 2)
+    return w / w.sum()
+
+
+def _smooth_last_axis(hist, sigma_bins: float, xp):
+    """Zero-padded Gaussian convolution along the last axis (numpy, cupy or torch)."""
+    w = gaussian_kernel_1d(sigma_bins)
+    if xp is np:  # one C pass (same weights and zero padding as the loop below)
+        from scipy.ndimage import correlate1d
+
+        return correlate1d(hist, w.astype(hist.dtype), axis=-1, mode="constant", cval=0.0)
+    half = len(w) // 2
+    n = hist.shape[-1]
+    out = hist * float(w[half])
+    for k in range(1, half + 1):
+        if k >= n:
+            break
+        out[..., k:] += float(w[half + k]) * hist[..., :-k]
+        out[..., :-k] += float(w[half - k]) * hist[..., k:]
+    return out
+
+
 def angular_histograms(two_theta, chi, *, max_angle_deg: float = 20.0, step_deg: float = 0.1,
-                       n_centres: int | None = None, normalise: bool = True, dtype=np.float32):
+                       n_centres: int | None = None, normalise: bool = True, dtype=np.float32,
+                       smooth_bins: float = 0.0):
     """Angular-distance histograms for many images at once (numpy or cupy).
 
     Parameters
@@ -50,6 +82,7 @@ def angular_histograms(two_theta, chi, *, max_angle_deg: float = 20.0, step_deg:
     n_centres : compute histograms only for the first ``n_centres`` spots of each image (spots are
         ordered by decreasing intensity upstream); distances still use all spots. Default: all.
     normalise : divide each histogram by its tallest bin (rows without any neighbour stay 0).
+    smooth_bins : Gaussian smoothing σ in bins before normalisation (0 = none).
 
     Returns
     -------
@@ -67,10 +100,12 @@ def angular_histograms(two_theta, chi, *, max_angle_deg: float = 20.0, step_deg:
     per_image = max(c * m, 1)
     chunk = max(1, int(_CHUNK_ELEMENTS // per_image))
     if n_img > chunk:  # bounded temporaries (cache-friendly on CPU, bounded memory on GPU)
-        parts = [angular_histograms(tth[s:s + chunk], ch[s:s + chunk], max_angle_deg=max_angle_deg,
-                                    step_deg=step_deg, n_centres=c, normalise=normalise, dtype=dtype)
-                 for s in range(0, n_img, chunk)]
-        return xp.concatenate(parts)[0] if single else xp.concatenate(parts)
+        out = xp.empty((n_img, c, n_bins), dtype=dtype)
+        for s in range(0, n_img, chunk):
+            out[s:s + chunk] = angular_histograms(tth[s:s + chunk], ch[s:s + chunk], max_angle_deg=max_angle_deg,
+                                                  step_deg=step_deg, n_centres=c, normalise=normalise,
+                                                  dtype=dtype, smooth_bins=smooth_bins)
+        return out
     q = qhat_from_angles(tth, ch)  # (n, m, 3), NaN rows for padding
     valid = xp.isfinite(q[..., 0])
     q = xp.where(valid[..., None], q, 0.0)  # padding: zero vector → cos = 0 → never within range
@@ -89,6 +124,8 @@ def angular_histograms(two_theta, chi, *, max_angle_deg: float = 20.0, step_deg:
     bins = xp.minimum(xp.floor(angle[inside] / step_deg).astype(xp.int64), n_bins - 1)
     flat = (img[inside] * c + ctr[inside]) * n_bins + bins
     hist = xp.bincount(flat, minlength=n_img * c * n_bins).astype(dtype).reshape(n_img, c, n_bins)
+    if smooth_bins > 0:
+        hist = _smooth_last_axis(hist, smooth_bins, xp)
     if normalise:
         top = hist.max(axis=-1, keepdims=True)
         hist = hist / xp.where(top > 0, top, 1).astype(dtype)
@@ -97,7 +134,7 @@ def angular_histograms(two_theta, chi, *, max_angle_deg: float = 20.0, step_deg:
 
 def angular_histograms_torch(two_theta, chi, *, max_angle_deg: float = 20.0, step_deg: float = 0.1,
                              n_centres: int | None = None, normalise: bool = True, device=None,
-                             dtype=None):
+                             dtype=None, smooth_bins: float = 0.0):
     """Torch version of :func:`angular_histograms` (same contract; returns a float32 tensor).
 
     ``two_theta``/``chi`` may be numpy arrays or tensors; ``device`` selects where to compute
@@ -137,6 +174,8 @@ def angular_histograms_torch(two_theta, chi, *, max_angle_deg: float = 20.0, ste
     bins = torch.clamp(torch.floor(angle[inside] / step_deg).long(), max=n_bins - 1)
     flat = (img[inside] * c + ctr[inside]) * n_bins + bins
     hist = torch.bincount(flat, minlength=n_img * c * n_bins).to(torch.float32).reshape(n_img, c, n_bins)
+    if smooth_bins > 0:
+        hist = _smooth_last_axis(hist, smooth_bins, torch)
     if normalise:
         top = hist.amax(dim=-1, keepdim=True)
         hist = hist / torch.where(top > 0, top, torch.ones_like(top))

@@ -30,7 +30,9 @@ from .training_data import grain_count_table, simulate_patterns
 __all__ = ["IndexerConfig", "Indexer", "train_indexer", "get_indexer", "load_indexer", "model_path",
            "default_cache_dir", "model_hash", "resolve_materials", "IndexerNotTrainedError"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: settings of format-1 files (written before these options existed)
+_FORMAT1_DEFAULTS = {"smooth_bins": 0.0, "fresh_data": False, "precision": "float32"}
 
 
 class IndexerNotTrainedError(LookupError):
@@ -48,6 +50,7 @@ class IndexerConfig:
     max_grains: tuple = (5,)
     max_angle_deg: float = 60.0   # 20° (the issue's example) gives 94 % on Cu 1–5 grains, 60° 98.7 %
     step_deg: float = 0.1
+    smooth_bins: float = 1.0      # Gaussian σ (bins) applied to the histograms (training and prediction)
     energy_band_kev: tuple = (5.0, 23.0)
     n_train: int = 600            # patterns per grain-count combination (training)
     n_validation: int = 120       # patterns per grain-count combination (validation)
@@ -55,9 +58,13 @@ class IndexerConfig:
                                     # models have many combinations, each gets an equal share
     n_centres: int = 60           # brightest spots per pattern used as samples (and at prediction)
     min_class_count: int = 20     # classes with ≤ this many training samples are dropped
+    fresh_data: bool = True       # new training patterns every epoch (seeds (seed, 1, epoch)): no sample
+                                  # is seen twice, so more epochs do not over-fit
+    precision: str = "auto"       # "auto": bfloat16 autocast where the device has native bf16 (AVX512-BF16,
+                                  # AMX, CUDA ≥ sm80), else float32; "bfloat16"; "float32"
     hidden: tuple | None = None   # hidden widths; None = LaueNN's formula
     dropout: float = 0.3
-    epochs: int = 4
+    epochs: int = 8
     patience: int = 2
     batch_size: int = 1024
     learning_rate: float = 2e-3
@@ -158,7 +165,7 @@ class Indexer:
 
         c = self.config
         return to_numpy(angular_histograms(two_theta, chi, max_angle_deg=c.max_angle_deg, step_deg=c.step_deg,
-                                           n_centres=n_centres or c.n_centres))
+                                           n_centres=n_centres or c.n_centres, smooth_bins=c.smooth_bins))
 
     def predict(self, two_theta, chi, n_centres=None, device=None):
         """Predicted class and confidence for the first ``n_centres`` spots of each image.
@@ -231,11 +238,14 @@ def load_indexer(path) -> Indexer:
             mat = Material(m["name"], tuple(m["lattice_parameters"]), m["space_group"],
                            lauetools_extinction=m["lauetools_extinction"], extinction_rule=m["extinction_rule"])
         mats.append(mat)
+    config = dict(payload["config"])
+    if payload.get("format", 1) < 2:
+        config = {**_FORMAT1_DEFAULTS, **config}
     mc = payload["model_config"]
     model = LaueNN(mc["n_bins"], mc["n_classes"], tuple(mc["hidden"]), mc["dropout"])
     model.load_state_dict(payload["state_dict"])
     model.eval()
-    return Indexer(mats, Calibration.from_dict(payload["calibration"]), IndexerConfig.from_dict(payload["config"]),
+    return Indexer(mats, Calibration.from_dict(payload["calibration"]), IndexerConfig.from_dict(config),
                    ClassTable.from_dict(payload["classes"]), model, payload["validation_accuracy"],
                    payload["train_seconds"], payload.get("history", []), Path(path))
 
@@ -245,7 +255,7 @@ def make_samples(patterns, classes: ClassTable, config: IndexerConfig, return_pa
     """(features (N, n_bins) float32, labels (N,) int64[, pattern index (N,)]) of the labelled
     centre spots."""
     feats = angular_histograms(patterns.two_theta, patterns.chi, max_angle_deg=config.max_angle_deg,
-                               step_deg=config.step_deg, n_centres=config.n_centres)
+                               step_deg=config.step_deg, n_centres=config.n_centres, smooth_bins=config.smooth_bins)
     c = feats.shape[1]
     lab = classes.label(np.maximum(patterns.spot_material[:, :c], 0), patterns.hkl[:, :c])
     lab[patterns.spot_material[:, :c] < 0] = -1
@@ -270,19 +280,88 @@ def train_indexer(materials, calibration: Calibration, config: IndexerConfig | N
                   device=None, threads: int | None = None, verbose: bool = True, log=print) -> Indexer:
     """Simulate training/validation data, train a LaueNN classifier, return the :class:`Indexer`.
 
-    ``threads``: torch CPU threads during training (restored afterwards); None keeps torch's
-    setting. On a shared machine use 1: with more OpenMP threads than free cores, torch's
+    ``threads``: torch CPU threads during training (restored afterwards). Default: torch's setting
+    minus one when ``config.fresh_data`` (that core simulates the next epoch's patterns), else
+    torch's setting. On a shared machine use 1: with more OpenMP threads than free cores, torch's
     spinning threads made each batch ~15× slower in our measurements.
     """
     import torch
 
     old_threads = torch.get_num_threads()
+    if not threads and (config or IndexerConfig()).fresh_data and old_threads > 1:
+        threads = old_threads - 1  # one core simulates the next epoch's patterns meanwhile
     if threads:
         torch.set_num_threads(int(threads))
     try:
         return _train(materials, calibration, config, device, verbose, log)
     finally:
         torch.set_num_threads(old_threads)
+
+
+def _autocast_dtype(precision: str, device):
+    """bfloat16 for mixed-precision training, or None for float32 (see ``IndexerConfig.precision``)."""
+    import torch
+
+    from ...backend import native_bfloat16
+
+    if precision == "float32":
+        return None
+    if precision == "bfloat16":
+        return torch.bfloat16
+    if precision == "auto":
+        return torch.bfloat16 if native_bfloat16(device) else None
+    raise ValueError(f"precision must be 'auto', 'bfloat16' or 'float32', got {precision!r}")
+
+
+class _TrainingData:
+    """Training samples per epoch: the epoch-0 patterns fix the class list; with ``fresh_data``
+    every later epoch simulates new patterns (seed ``(seed, 1, epoch)``)."""
+
+    def __init__(self, mats, calibration, classes, config, counts):
+        self.mats, self.calibration, self.config, self.counts = mats, calibration, config, counts
+        x, y = self._simulate(0, classes)
+        freq = np.bincount(y, minlength=classes.n_classes)
+        keep = freq > config.min_class_count
+        self.remap = np.full(classes.n_classes, -1)
+        self.remap[keep] = np.arange(keep.sum())
+        self.all_classes, self.classes = classes, classes.subset(keep)
+        self.first = self._relabel(x, y)
+        self.n_patterns = len(counts)
+        self._pending = None
+
+    def _simulate(self, epoch, classes):
+        c = self.config
+        seed = (c.seed, 1) if epoch == 0 else (c.seed, 1, epoch)
+        pats = simulate_patterns(self.mats, self.calibration, self.counts, seed=seed,
+                                 energy_band_kev=c.energy_band_kev, mode="lauenn")
+        return make_samples(pats, classes, c)
+
+    def _relabel(self, x, y):
+        y = self.remap[y]
+        return x[y >= 0], y[y >= 0]
+
+    def epoch(self, epoch):
+        """Samples of ``epoch``; the next epoch's patterns are simulated in a background thread
+        meanwhile (numpy releases the GIL in its heavy loops, torch in its kernels)."""
+        if epoch == 0 or not self.config.fresh_data:
+            out = self.first
+        else:
+            out = self._pending.result() if self._pending is not None else self._make(epoch)
+        self._pending = None
+        if self.config.fresh_data and epoch + 1 < self.config.epochs:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = getattr(self, "_pool", None) or ThreadPoolExecutor(1, thread_name_prefix="lauenn-data")
+            self._pending = self._pool.submit(self._make, epoch + 1)
+        return out
+
+    def _make(self, epoch):
+        return self._relabel(*self._simulate(epoch, self.all_classes))
+
+    def close(self):
+        if getattr(self, "_pool", None) is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
 
 def _train(materials, calibration, config, device, verbose, log) -> Indexer:
@@ -293,35 +372,30 @@ def _train(materials, calibration, config, device, verbose, log) -> Indexer:
     config = config or IndexerConfig()
     mats = resolve_materials(materials, config.extinction_rule)
     config = config.for_materials(len(mats))
+    if config.lr_schedule not in ("constant", "cosine"):
+        raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {config.lr_schedule!r}")
     say = log if verbose else (lambda *a, **k: None)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    amp = _autocast_dtype(config.precision, device)
     t0 = time.perf_counter()
     torch.manual_seed(config.seed)
     classes = build_class_table(mats, list(config.max_index), config.max_angle_deg, config.step_deg)
     n_combos = len(grain_count_table(config.max_grains, 1))
     n_tr = max(1, min(config.n_train, config.max_train_patterns // n_combos))
     n_va = max(1, min(config.n_validation, config.max_train_patterns // 10 // n_combos))
-    counts = grain_count_table(config.max_grains, n_tr)
-    train = simulate_patterns(mats, calibration, counts, seed=(config.seed, 1),
-                              energy_band_kev=config.energy_band_kev, mode="lauenn")
+    data = _TrainingData(mats, calibration, classes, config, grain_count_table(config.max_grains, n_tr))
+    classes = data.classes
+    x_tr, y_tr = data.first
     val = simulate_patterns(mats, calibration, grain_count_table(config.max_grains, n_va),
                             seed=(config.seed, 2), energy_band_kev=config.energy_band_kev, mode="lauenn")
-    x_tr, y_tr = make_samples(train, classes, config)
-    # drop rare classes
-    freq = np.bincount(y_tr, minlength=classes.n_classes)
-    keep = freq > config.min_class_count
-    remap = np.full(classes.n_classes, -1)
-    remap[keep] = np.arange(keep.sum())
-    classes = classes.subset(keep)
-    y_tr = remap[y_tr]
-    x_tr, y_tr = x_tr[y_tr >= 0], y_tr[y_tr >= 0]
     x_va, y_va, p_va = make_samples(val, classes, config, return_pattern=True)
     g_va = (val.grain_material >= 0).sum(axis=1)[p_va]
     t_data = time.perf_counter() - t0
-    say(f"indexer {'+'.join(m.name for m in mats)}: {len(train)} training / {len(val)} validation patterns, "
-        f"{len(y_tr)} / {len(y_va)} spots, {classes.n_classes} classes, {x_tr.shape[1]} bins "
-        f"(data {t_data:.1f} s)")
+    say(f"indexer {'+'.join(m.name for m in mats)}: {data.n_patterns} training patterns per epoch"
+        f"{' (new every epoch)' if config.fresh_data else ''} / {len(val)} validation patterns, "
+        f"{len(y_tr)} / {len(y_va)} spots, {classes.n_classes} classes, {x_tr.shape[1]} bins, "
+        f"{'bfloat16 mixed precision' if amp else 'float32'} on {device} (data {t_data:.1f} s)")
 
     n_bins = n_bins_for(config.max_angle_deg, config.step_deg)
     model = LaueNN(n_bins, classes.n_classes, config.hidden, config.dropout).to(device)
@@ -329,46 +403,49 @@ def _train(materials, calibration, config, device, verbose, log) -> Indexer:
                               dtype=torch.float32, device=device)
     loss_fn = torch.nn.CrossEntropyLoss(weight=weights)
     opt = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    xt = torch.from_numpy(x_tr).to(device)
-    yt = torch.from_numpy(y_tr).to(device)
     xv = torch.from_numpy(x_va).to(device)
     yv = torch.from_numpy(y_va).to(device)
     gen = torch.Generator().manual_seed(config.seed)
     best_acc, best_state, bad, history = -1.0, None, 0, []
     t_fit = time.perf_counter()
-    n_steps, step = config.epochs * -(-len(yt) // config.batch_size), 0
-    if config.lr_schedule not in ("constant", "cosine"):
-        raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {config.lr_schedule!r}")
-    for epoch in range(config.epochs):
-        model.train()
-        perm = torch.randperm(len(yt), generator=gen).to(device)
-        total = 0.0
-        for start in range(0, len(perm), config.batch_size):
-            idx = perm[start:start + config.batch_size]
-            if config.lr_schedule == "cosine":
-                for grp in opt.param_groups:
-                    grp["lr"] = config.learning_rate * 0.5 * (1 + math.cos(math.pi * step / n_steps))
-            step += 1
-            opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(xt[idx]), yt[idx])
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(idx)
-        acc = _accuracy(model, xv, yv)
-        history.append({"epoch": epoch + 1, "loss": total / max(len(perm), 1), "val_accuracy": acc,
-                        "seconds": time.perf_counter() - t_fit})
-        say(f"  epoch {epoch + 1}: loss {total / max(len(perm), 1):.4f}  validation accuracy {100 * acc:.3f} %  "
-            f"({time.perf_counter() - t_fit:.1f} s)")
-        if acc > best_acc:
-            best_acc, bad = acc, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            bad += 1
-            if bad >= config.patience:
+    n_steps, step = config.epochs * -(-len(y_tr) // config.batch_size), 0
+    try:
+        for epoch in range(config.epochs):
+            x_tr, y_tr = data.epoch(epoch)
+            xt = torch.from_numpy(x_tr).to(device)
+            yt = torch.from_numpy(y_tr).to(device)
+            model.train()
+            perm = torch.randperm(len(yt), generator=gen).to(device)
+            total = 0.0
+            for start in range(0, len(perm), config.batch_size):
+                idx = perm[start:start + config.batch_size]
+                if config.lr_schedule == "cosine":
+                    for grp in opt.param_groups:
+                        grp["lr"] = config.learning_rate * 0.5 * (1 + math.cos(math.pi * min(step, n_steps) / n_steps))
+                step += 1
+                opt.zero_grad(set_to_none=True)
+                with torch.autocast(torch.device(device).type, dtype=amp or torch.bfloat16, enabled=amp is not None):
+                    loss = loss_fn(model(xt[idx]), yt[idx])
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * len(idx)
+            acc = _accuracy(model, xv, yv)
+            history.append({"epoch": epoch + 1, "loss": total / max(len(perm), 1), "val_accuracy": acc,
+                            "seconds": time.perf_counter() - t_fit})
+            say(f"  epoch {epoch + 1}: loss {total / max(len(perm), 1):.4f}  validation accuracy {100 * acc:.3f} %  "
+                f"({time.perf_counter() - t_fit:.1f} s)")
+            if acc > best_acc:
+                best_acc, bad = acc, 0
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            else:
+                bad += 1
+                if bad >= config.patience:
+                    break
+            if config.max_train_seconds is not None and time.perf_counter() - t_fit > config.max_train_seconds:
+                say(f"  stopping: fit time budget {config.max_train_seconds:.0f} s reached")
                 break
-        if config.max_train_seconds is not None and time.perf_counter() - t_fit > config.max_train_seconds:
-            say(f"  stopping: fit time budget {config.max_train_seconds:.0f} s reached")
-            break
+    finally:
+        data.close()  # stop a prefetch still running after early stopping
     model.load_state_dict(best_state)
     seconds = time.perf_counter() - t0
     with torch.inference_mode():
@@ -377,7 +454,9 @@ def _train(materials, calibration, config, device, verbose, log) -> Indexer:
     per_count = {int(g): float((pred[g_va == g] == y_va[g_va == g]).mean()) for g in np.unique(g_va)}
     say("  validation accuracy per grain count: " + ", ".join(f"{g}: {100 * a:.2f} %" for g, a in per_count.items()))
     history.append({"validation_accuracy_per_grain_count": per_count, "n_train_spots": int(len(y_tr)),
-                    "n_validation_spots": int(len(y_va)), "data_seconds": t_data})
+                    "n_validation_spots": int(len(y_va)), "data_seconds": t_data,
+                    "precision": "bfloat16" if amp else "float32", "device": str(device),
+                    "threads": torch.get_num_threads()})
     model.to("cpu").eval()
     say(f"  best validation accuracy {100 * best_acc:.3f} %; total training time {seconds:.1f} s")
     return Indexer(mats, calibration, config, classes, model, best_acc, seconds, history)
