@@ -15,7 +15,8 @@ training/validation — distinct seeds):
    prediction (features + network) and full indexing per 5-grain Cu image, one image at a time.
 
 ``--write`` stores the report in ``benchmarks/results/indexing.md``. Training uses the machine's
-threads (torch default); the machine load at the time is printed with the report.
+threads (torch's minus one, which simulates the next epoch's patterns); the machine load at the time
+is printed with the report.
 """
 from __future__ import annotations
 
@@ -109,7 +110,7 @@ def main():
     parser.add_argument("--skip", nargs="*", default=[], choices=["twophase", "lowsym", "timing"])
     parser.add_argument("--write", action="store_true", help="write benchmarks/results/indexing.md")
     parser.add_argument("--train-threads", type=int, default=None,
-                        help="torch threads for training (default torch's; 1 on a shared machine)")
+                        help="torch threads for training (default torch's minus one; 1 on a shared machine)")
     parser.add_argument("--timing-only", metavar="MODEL", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.timing_only:
@@ -130,7 +131,8 @@ def main():
     t_start = time.perf_counter()
     report = [f"# Indexing benchmark (issue #5)", "",
               f"Command: `python benchmarks/bench_indexing.py {' '.join(sys.argv[1:])}`  ",
-              f"Machine: {os.cpu_count()} CPUs, torch training threads {args.train_threads or torch.get_num_threads()}, "
+              f"Machine: {os.cpu_count()} CPUs, torch training threads "
+              f"{args.train_threads or f'{max(1, torch.get_num_threads() - 1)} (+ 1 thread simulating the next epoch)'}, "
               f"load average at start {_load():.1f} (other jobs running ⇒ timings are upper bounds).", ""]
     train_lines = ["## Training", "",
                    "| model | classes | validation accuracy | per grain count (%) | training time | epochs | load |",
