@@ -61,11 +61,13 @@ def _evaluate(indexer, materials, counts, seed, max_grains, **kw):
 
 def _train(materials, config, cache_dir, lines, label):
     from laueflow.physics.geometry import DEFAULT_CALIBRATION
-    from laueflow.stages.indexing.training import model_path, train_indexer
+    from laueflow.io.indexer_files import save_indexer
+    from laueflow.pipeline.indexers import model_path
+    from laueflow.stages.indexing.training import train_indexer
 
     load = _load()
     ix = train_indexer(materials, DEFAULT_CALIBRATION, config, verbose=True, threads=THREADS)
-    ix.save(model_path(materials, DEFAULT_CALIBRATION, config, cache_dir))
+    save_indexer(ix, model_path(materials, DEFAULT_CALIBRATION, config, cache_dir))
     per = ix.history[-1].get("validation_accuracy_per_grain_count", {})
     lines.append(f"| {label} | {ix.classes.n_classes} | {100 * ix.validation_accuracy:.2f} % | "
                  + ", ".join(f"{g}: {100 * a:.2f}" for g, a in per.items())
@@ -81,7 +83,7 @@ def _timing(model_file: str, n: int) -> dict:
     torch.set_num_threads(1)
     from laueflow.physics.geometry import DEFAULT_CALIBRATION
     from laueflow.stages.indexing.stage import index_peaks
-    from laueflow.stages.indexing.training import load_indexer
+    from laueflow.io.indexer_files import load_indexer
     from laueflow.stages.indexing.training_data import simulate_patterns
 
     ix = load_indexer(model_file)
@@ -124,7 +126,8 @@ def main():
     import torch
 
     from laueflow.physics.materials import get_material
-    from laueflow.stages.indexing.training import IndexerConfig, model_path
+    from laueflow.pipeline.indexers import model_path
+    from laueflow.stages.indexing.training import IndexerConfig
     from laueflow.physics.geometry import DEFAULT_CALIBRATION
 
     cache = Path(tempfile.mkdtemp(prefix="bench-indexers-"))

@@ -10,8 +10,9 @@ from laueflow.physics.materials import get_material
 from laueflow.stages.indexing.classes import ClassTable, build_class_table, primitive_hkl
 from laueflow.stages.indexing.evaluate import evaluate_indexing
 from laueflow.stages.indexing.stage import index_peaks, index_stage
-from laueflow.stages.indexing.training import (IndexerConfig, IndexerNotTrainedError, get_indexer,
-                                               load_indexer, model_path, train_indexer)
+from laueflow.io.indexer_files import load_indexer
+from laueflow.pipeline.indexers import IndexerNotTrainedError, get_indexer, model_path, prepare_index
+from laueflow.stages.indexing.training import IndexerConfig, train_indexer
 from laueflow.stages.indexing.training_data import grain_count_table, simulate_patterns
 
 #: a tiny, fast configuration (Cu, ≤ 2 grains, small network): trains in a few seconds
@@ -215,8 +216,11 @@ def test_model_cache_reuse(tiny_cache, monkeypatch):
     np.testing.assert_array_equal(c1, c2)
     np.testing.assert_allclose(p1, p2, rtol=1e-6)
     # the pipeline entry finds the cached model by materials + calibration (no training)
-    out = index_stage(ps.two_theta, ps.chi, ps.intensity, calibration=DEFAULT_CALIBRATION, materials=["Cu"],
-                      cache_dir=cache, train_if_missing=False, indexer_config=TINY.to_dict(), max_grains=2)
+    params = prepare_index({"cache_dir": str(cache), "train_if_missing": False, "indexer_config": TINY.to_dict()},
+                           {"materials": ["Cu"], "calibration": DEFAULT_CALIBRATION})
+    assert params["model"] == str(path)
+    out = index_stage(ps.two_theta, ps.chi, ps.intensity, calibration=DEFAULT_CALIBRATION, max_grains=2,
+                      **params)
     assert out["grain_count"].tolist() == [1, 1]
 
 
@@ -232,12 +236,16 @@ def test_training_is_deterministic():
 def test_errors_unknown_and_untrained_material(tmp_path):
     with pytest.raises(ValueError, match="unknown material 'Unobtainium'"):
         get_indexer(["Unobtainium"], DEFAULT_CALIBRATION, TINY, cache_dir=tmp_path)
+    context = {"materials": ["Si"], "calibration": DEFAULT_CALIBRATION}
     with pytest.raises(IndexerNotTrainedError, match="laueflow train indexer --material Si"):
-        index_stage(np.full((1, 5), np.nan), np.full((1, 5), np.nan), None, calibration=DEFAULT_CALIBRATION,
-                    materials=["Si"], cache_dir=tmp_path, train_if_missing=False)
+        prepare_index({"cache_dir": str(tmp_path), "train_if_missing": False}, context)
     with pytest.raises(ValueError, match="materials"):
+        prepare_index({"cache_dir": str(tmp_path)}, {"materials": None, "calibration": DEFAULT_CALIBRATION})
+    with pytest.raises(ValueError, match="calibration"):
+        prepare_index({"cache_dir": str(tmp_path)}, {"materials": ["Si"], "calibration": None})
+    with pytest.raises(ValueError, match="needs a model file"):
         index_stage(np.full((1, 5), np.nan), np.full((1, 5), np.nan), None, calibration=DEFAULT_CALIBRATION,
-                    materials=None, cache_dir=tmp_path, train_if_missing=False)
+                    materials=["Si"])
 
 
 def test_cli_train_indexer_uses_cache(tiny_cache, capsys):

@@ -99,7 +99,9 @@ def config_from_args(args):
 
 def train_indexer_command(args) -> int:
     from ..physics.geometry import DEFAULT_CALIBRATION
-    from ..stages.indexing.training import get_indexer, model_path, train_indexer
+    from ..io.indexer_files import save_indexer
+    from ..pipeline.indexers import get_indexer, model_path
+    from ..stages.indexing.training import train_indexer
     from .main import UserError
 
     if args.calibration:
@@ -115,7 +117,7 @@ def train_indexer_command(args) -> int:
         raise UserError(str(err)) from None
     if args.device:  # explicit device: always (re)train on it
         indexer = train_indexer(args.material, calibration, config, device=args.device, threads=args.threads)
-        indexer.save(path)
+        save_indexer(indexer, path)
         print(f"indexer: saved {path}")
     else:
         indexer = get_indexer(args.material, calibration, config, cache_dir=args.cache_dir, retrain=args.retrain,

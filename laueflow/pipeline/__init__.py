@@ -6,6 +6,7 @@
 - :mod:`.run` — the task per tile and the driver (:func:`run_workflow`)
 - :mod:`.evaluate` — metrics against the simulator's truth (:func:`evaluate`)
 - :mod:`.ingest` — image files → scan store
+- :mod:`.indexers` — LaueNN model cache (find or train once per run; the ``index`` stage's prepare hook)
 
 Submodules are imported on use so ``import laueflow.pipeline`` stays light.
 """

@@ -1,14 +1,15 @@
 """LaueNN-style indexing: features, classes, training data, training, orientations, matching.
 
 Importing this package registers the built-in pipeline stage ``index`` (the registry imports
-it on first use); its model is found or trained once per run on the driver (:mod:`.prepare`). Heavy
+it on first use); its model is found or trained once per run on the driver
+(:func:`laueflow.pipeline.indexers.prepare_index`; files: :mod:`laueflow.io.indexer_files`). Heavy
 dependencies (torch) load only when the stage runs. See ``docs/indexing.md``.
 
 Modules
 -------
 - :mod:`.classes` — hkl-family classes (Laue-group symmetry, harmonics merged, fingerprint merge)
 - :mod:`.training_data` — vectorised multi-grain simulated patterns with corruption
-- :mod:`.training` — :class:`IndexerConfig`, :func:`train_indexer`, :func:`get_indexer` (cache)
+- :mod:`.training` — :class:`IndexerConfig`, :func:`train_indexer`, :class:`Indexer`
 - :mod:`.matching` — batched candidate scoring, refinement, U from two spots
 - :mod:`.orientation` — :func:`find_grains` (one image)
 - :mod:`.stage` — :func:`index_peaks` (arrays in/out), :func:`index_stage` (pipeline entry)
@@ -54,6 +55,6 @@ INDEX_STAGE = register_stage(StageSpec(
             "max_overlap": 0.3, "use_previous": False, "indexer_config": None},
     dim_sizes={"grain": "max_grains", "i3": 3, "j3": 3},
     status=index_status,
-    prepare="laueflow.stages.indexing.prepare:prepare_index",
+    prepare="laueflow.pipeline.indexers:prepare_index",
     description="LaueNN hkl-family prediction + orientation matrices from spot pairs, matching-rate validation",
 ))

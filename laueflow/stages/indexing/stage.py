@@ -1,10 +1,11 @@
 """Indexing stage: padded per-image peak angles → hkl, grains and orientation matrices.
 
-Arrays in, arrays out (no Dask, no files except the model cache through :func:`get_indexer`).
+Arrays in, arrays out (no Dask; the only file read is the model, once per process).
 
 :func:`index_peaks` is the science function (takes a loaded :class:`Indexer`);
 :func:`index_stage` is the pipeline entry (``laueflow.stages.indexing.stage:index_stage``): it
-resolves the model from the scan's materials and calibration (cache, training on demand).
+loads the model file that the driver-side hook :func:`laueflow.pipeline.indexers.prepare_index`
+found (or trained) for the scan's materials and calibration.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from ...backend import to_numpy
 from ...physics.geometry import Calibration
 from ...physics.orientations import matrix_to_euler
 from .orientation import ClassGeometry, IndexingParams, find_grains
-from .training import Indexer, IndexerConfig, get_indexer, load_indexer, resolve_materials
+from .training import Indexer
 
 __all__ = ["index_peaks", "index_stage", "INDEX_OUTPUTS"]
 
@@ -155,32 +156,26 @@ def index_peaks(peak_two_theta, peak_chi, peak_intensity=None, *, indexer: Index
 
 
 def _load(path):
+    from ...io.indexer_files import load_indexer
+
     return load_indexer(path)
 
 
 def index_stage(peak_two_theta, peak_chi, peak_intensity=None, calibration=None, materials=None, *,
-                model=None, cache_dir=None, train_if_missing: bool = True, max_grains: int = 5,
+                model=None, max_grains: int = 5, cache_dir=None, train_if_missing: bool = True,
                 indexer_config: dict | None = None, **params) -> dict:
-    """Pipeline entry: resolve the indexer (``model`` path, else cache by materials/calibration,
-    trained on demand when ``train_if_missing``), then :func:`index_peaks`."""
+    """Pipeline entry: load the indexer ``model`` (a file path; once per worker process), then
+    :func:`index_peaks`.
+
+    ``materials``, ``cache_dir``, ``train_if_missing`` and ``indexer_config`` are read by the
+    driver-side hook :func:`laueflow.pipeline.indexers.prepare_index`, which sets ``model``.
+    """
     from ..base import cached_model
 
-    if model is not None:
-        indexer = cached_model(_load, model)
-    else:
-        if not materials:
-            raise ValueError("indexing needs the scan's materials (scan attribute 'materials') or a model path")
-        names = [m.name for m in resolve_materials(materials)]
-        if calibration is None:
-            raise ValueError("indexing needs the scan's calibration")
-        config = IndexerConfig.from_dict(indexer_config or {})
-        key = (tuple(names), repr(calibration.to_dict()), repr(config), str(cache_dir))
-        indexer = _INDEXERS.get(key)
-        if indexer is None:
-            indexer = get_indexer(names, calibration, config, cache_dir=cache_dir, train=train_if_missing)
-            _INDEXERS[key] = indexer
+    if model is None:
+        raise ValueError("the index stage needs a model file (parameter 'model'): run it through "
+                         "`laueflow run`, whose preparation step finds or trains the model for the scan's "
+                         "materials, or train one with `laueflow train indexer --material NAME`")
+    indexer = cached_model(_load, model)
     return index_peaks(peak_two_theta, peak_chi, peak_intensity, indexer=indexer, calibration=calibration,
                        max_grains=max_grains, **params)
-
-
-_INDEXERS: dict = {}

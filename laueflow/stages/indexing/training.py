@@ -1,20 +1,16 @@
-"""Training, caching and loading of LaueNN indexers.
+"""Training of LaueNN indexers: configuration, training data → samples, the fit.
 
-:func:`get_indexer` is the entry point used by ``laueflow train indexer`` and by the indexing
-stage: it returns the model for (materials, calibration, energy band, feature/class/training
-parameters), loading it from the cache directory when a model with the same hash exists and
-training (then storing) it otherwise.
-
-Cache directory: argument ``cache_dir``, else ``$LAUEFLOW_CACHE/indexers``, else
-``~/.cache/laueflow/indexers``. One file per model: ``lauenn-<hash16>.pt`` (a torch ``dict``:
-weights, class table, configuration, calibration, validation accuracy, training time).
+:func:`train_indexer` returns an :class:`Indexer` (model + class table + configuration) for
+(materials, calibration, energy band, feature/class/training parameters); :func:`model_hash`
+identifies it. Files and the model cache live outside the stages layer:
+:mod:`laueflow.io.indexer_files` (save/load) and :mod:`laueflow.pipeline.indexers` (cache
+directory, train-once-per-run, the stage's driver-side preparation).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -23,20 +19,14 @@ import numpy as np
 
 from ...kernels.histograms import angular_histograms, n_bins_for
 from ...physics.geometry import Calibration
-from ...physics.materials import Material, get_material, get_materials
+from ...physics.materials import Material, get_materials
 from .classes import ClassTable, build_class_table
 from .training_data import grain_count_table, simulate_patterns
 
-__all__ = ["IndexerConfig", "Indexer", "train_indexer", "get_indexer", "load_indexer", "model_path",
-           "default_cache_dir", "model_hash", "resolve_materials", "IndexerNotTrainedError"]
+__all__ = ["IndexerConfig", "Indexer", "train_indexer", "model_hash", "resolve_materials", "MODEL_FORMAT"]
 
-FORMAT_VERSION = 2
-#: settings of format-1 files (written before these options existed)
-_FORMAT1_DEFAULTS = {"smooth_bins": 0.0, "fresh_data": False, "precision": "float32"}
-
-
-class IndexerNotTrainedError(LookupError):
-    """No cached model for the requested materials/calibration and training was not allowed."""
+#: version of the stored model (part of the model hash; see :mod:`laueflow.io.indexer_files`)
+MODEL_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -116,7 +106,7 @@ def _calibration_key(calibration: Calibration) -> dict:
 def model_hash(materials: list[Material], calibration: Calibration, config: IndexerConfig) -> str:
     """Hex digest identifying a model: materials (lattice, space group, rule), calibration, config."""
     key = {
-        "format": FORMAT_VERSION,
+        "format": MODEL_FORMAT,
         "materials": [{"name": m.name, "lattice": [round(x, 6) for x in m.lattice_parameters],
                        "space_group": m.spacegroup.xhm(), "rule": m.extinction_rule,
                        "code": m.lauetools_extinction} for m in materials],
@@ -124,21 +114,6 @@ def model_hash(materials: list[Material], calibration: Calibration, config: Inde
         "config": config.to_dict(),
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
-
-
-def default_cache_dir() -> Path:
-    env = os.environ.get("LAUEFLOW_CACHE")
-    if env:
-        return Path(env).expanduser() / "indexers"
-    return Path("~/.cache/laueflow/indexers").expanduser()
-
-
-def model_path(materials, calibration: Calibration, config: IndexerConfig | None = None,
-               cache_dir=None) -> Path:
-    mats = resolve_materials(materials, (config or IndexerConfig()).extinction_rule)
-    config = (config or IndexerConfig()).for_materials(len(mats))
-    base = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-    return base / f"lauenn-{'-'.join(m.name for m in mats)}-{model_hash(mats, calibration, config)[:16]}.pt"
 
 
 @dataclass
@@ -194,60 +169,6 @@ class Indexer:
         out_conf[valid] = conf.cpu().numpy()
         return (out_cls[0], out_conf[0]) if single else (out_cls, out_conf)
 
-    # -- persistence ------------------------------------------------------------------------------
-    def save(self, path) -> Path:
-        import torch
-
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        payload = {
-            "format": FORMAT_VERSION,
-            "materials": [{"name": m.name, "lattice_parameters": list(m.lattice_parameters),
-                           "space_group": m.spacegroup.xhm(), "extinction_rule": m.extinction_rule,
-                           "lauetools_extinction": m.lauetools_extinction} for m in self.materials],
-            "calibration": self.calibration.to_dict(),
-            "config": self.config.to_dict(),
-            "classes": self.classes.to_dict(),
-            "model_config": self.model.config(),
-            "state_dict": self.model.state_dict(),
-            "validation_accuracy": self.validation_accuracy,
-            "train_seconds": self.train_seconds,
-            "history": self.history,
-        }
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save(payload, tmp)
-        os.replace(tmp, path)  # atomic: concurrent workers never read a half-written model
-        self.path = path
-        return path
-
-
-def load_indexer(path) -> Indexer:
-    """Load a model written by :meth:`Indexer.save`."""
-    import torch
-
-    from ...models.lauenn import LaueNN
-
-    payload = torch.load(Path(path), map_location="cpu", weights_only=False)
-    mats = []
-    for m in payload["materials"]:
-        try:
-            mat = get_material(m["name"], extinction_rule=m["extinction_rule"])
-            if tuple(round(x, 6) for x in mat.lattice_parameters) != tuple(round(x, 6) for x in m["lattice_parameters"]):
-                raise KeyError
-        except (KeyError, ValueError):
-            mat = Material(m["name"], tuple(m["lattice_parameters"]), m["space_group"],
-                           lauetools_extinction=m["lauetools_extinction"], extinction_rule=m["extinction_rule"])
-        mats.append(mat)
-    config = dict(payload["config"])
-    if payload.get("format", 1) < 2:
-        config = {**_FORMAT1_DEFAULTS, **config}
-    mc = payload["model_config"]
-    model = LaueNN(mc["n_bins"], mc["n_classes"], tuple(mc["hidden"]), mc["dropout"])
-    model.load_state_dict(payload["state_dict"])
-    model.eval()
-    return Indexer(mats, Calibration.from_dict(payload["calibration"]), IndexerConfig.from_dict(config),
-                   ClassTable.from_dict(payload["classes"]), model, payload["validation_accuracy"],
-                   payload["train_seconds"], payload.get("history", []), Path(path))
 
 
 # --------------------------------------------------------------------------- data → samples
@@ -471,30 +392,3 @@ def _accuracy(model, x, y, batch: int = 65536) -> float:
         for s in range(0, len(y), batch):
             correct += int((model(x[s:s + batch]).argmax(-1) == y[s:s + batch]).sum())
     return correct / max(len(y), 1)
-
-
-def get_indexer(materials, calibration: Calibration, config: IndexerConfig | None = None, *,
-                cache_dir=None, train: bool = True, retrain: bool = False, verbose: bool = True,
-                threads: int | None = None, log=print) -> Indexer:
-    """The cached indexer for these inputs; trained (and stored) on demand when ``train``.
-
-    Raises :class:`IndexerNotTrainedError` when no model is cached and ``train=False``.
-    """
-    config = config or IndexerConfig()
-    mats = resolve_materials(materials, config.extinction_rule)
-    path = model_path(mats, calibration, config, cache_dir)
-    if path.exists() and not retrain:
-        indexer = load_indexer(path)
-        if verbose:
-            log(f"indexer: loaded {path} (validation accuracy {100 * indexer.validation_accuracy:.3f} %)")
-        return indexer
-    if not train:
-        raise IndexerNotTrainedError(
-            f"no trained indexer for materials {[m.name for m in mats]} with this calibration and configuration "
-            f"(expected {path}); run `laueflow train indexer " + " ".join(f"--material {m.name}" for m in mats)
-            + " --calibration <file.det>` or allow training")
-    indexer = train_indexer(mats, calibration, config, threads=threads, verbose=verbose, log=log)
-    indexer.save(path)
-    if verbose:
-        log(f"indexer: saved {path}")
-    return indexer
