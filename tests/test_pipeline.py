@@ -153,6 +153,26 @@ def test_rerun_skips_done_and_checks_layout(scan, client2, tmp_path):
         assert ds.sizes["peak"] == 8
 
 
+def test_stage_failure_stops_the_run_and_resume_completes_it(scan, client2, results2, tmp_path):
+    from laueflow.pipeline.store import read_chunk_done
+
+    out, marker = tmp_path / "results.zarr", tmp_path / "broken"
+    marker.write_text("remove me to fix the fault")
+    wf = _workflow(scan, out, stages=["test_peaks", {"test_failing_angles": {"fail_while_exists": str(marker)}}])
+    with pytest.raises(RuntimeError, match=r"failed: ValueError: stand-in failure.*finished tiles are kept"):
+        run_workflow(wf, client2, progress=False, log=lambda *a: None)
+    done = read_chunk_done(out)
+    assert 0 < done.sum() < done.size  # tiles without an empty image finished, the faulty ones did not
+    with xr.open_zarr(str(out)) as ds:
+        assert ds.attrs.get("complete") is not True
+    marker.unlink()
+    summary = run_workflow(wf, client2, progress=False, log=lambda *a: None)
+    assert summary.n_tiles_done_before == int(done.sum()) and summary.n_tiles_run == done.size - done.sum()
+    with xr.open_zarr(str(out)) as ds:
+        assert ds.attrs["complete"] is True
+    _assert_identical(out, results2)  # nothing lost, nothing computed twice differently
+
+
 def test_real_peak_and_angle_stages(scan, client2, tmp_path):
     peaks = pytest.importorskip("laueflow.stages.peaks")
     angles = pytest.importorskip("laueflow.stages.angles")

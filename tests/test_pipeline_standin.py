@@ -55,10 +55,22 @@ def standin_angles(peak_col, peak_row, calibration):
     return {"peak_two_theta": two_theta, "peak_chi": chi}
 
 
+def failing_angles(peak_col, peak_row, calibration, *, fail_while_exists=""):
+    """``standin_angles``, but raising for a batch holding an image without peaks while the file
+    ``fail_while_exists`` exists (a fault the user can fix between runs)."""
+    import os
+
+    if fail_while_exists and os.path.exists(fail_while_exists) and np.isnan(peak_col).all(axis=1).any():
+        raise ValueError("stand-in failure: an image without peaks")
+    return standin_angles(peak_col, peak_row, calibration)
+
+
 TEST_PEAKS = register_stage(replace(PEAKS, name="test_peaks", func=standin_find_peaks,
                                     params={"threshold_counts": 200.0, "max_peaks": 16, "delay_s": 0.0}),
                             replace=True)
 TEST_ANGLES = register_stage(replace(ANGLES, name="test_angles", func=standin_angles), replace=True)
+FAILING_ANGLES = register_stage(replace(ANGLES, name="test_failing_angles", func=failing_angles,
+                                        params={"fail_while_exists": ""}), replace=True)
 
 
 def make_scan_store(path, ny=4, nx=5, rows=64, cols=80, invalid=(), seed=0, n_spots=4,
