@@ -184,3 +184,51 @@ def test_cli_with_local_cluster(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["ingest", "--help"])
     assert "laueflow ingest" in capsys.readouterr().out
+
+
+def test_mask_is_stored_checked_and_used_by_the_peak_search(tmp_path):
+    from distributed import Client, LocalCluster
+
+    from laueflow.physics.geometry import Calibration
+    from laueflow.pipeline.run import run_workflow
+    from laueflow.pipeline.workflow import parse_workflow
+
+    src = tmp_path / "images"
+    src.mkdir()
+    for k in range(4):
+        img = _frame(k)
+        img[40:43, 60:63] = 20000  # a hot-pixel cluster, the same in every frame
+        tifffile.imwrite(src / f"img_{k:04d}.tif", img)
+    bad = np.zeros(SHAPE, np.uint8)
+    bad[40:43, 60:63] = 1
+    tifffile.imwrite(tmp_path / "mask.tif", bad)
+    np.save(tmp_path / "wrong.npy", np.zeros((10, 10), bool))
+    with pytest.raises(IngestError, match=r"mask has shape \(10, 10\) but the images are \(64, 80\)"):
+        _ingest([src], tmp_path / "bad.zarr", shape=(2, 2), mask=tmp_path / "wrong.npy")
+    with pytest.raises(IngestError, match="cannot read the mask"):
+        _ingest([src], tmp_path / "bad.zarr", shape=(2, 2), mask=tmp_path / "missing.tif", overwrite=True)
+    calibration = Calibration(70.0, 40.0, 32.0, 0.0, 0.0, 0.2, SHAPE)
+    masked, plain = tmp_path / "masked.zarr", tmp_path / "plain.zarr"
+    _ingest([src], masked, shape=(2, 2), calibration=calibration, mask=tmp_path / "mask.tif")
+    _ingest([src], plain, shape=(2, 2), calibration=calibration)
+    group = zarr.open_group(str(masked), mode="r")
+    np.testing.assert_array_equal(group["mask"][...], bad.astype(bool))
+    assert "mask" not in zarr.open_group(str(plain), mode="r")
+
+    def peaks(scan):
+        out = scan.with_name(scan.stem + "-results.zarr")
+        wf = parse_workflow({"input": str(scan), "output": str(out), "images_per_task": 2,
+                             "stages": [{"peaks": {"max_peaks": 8}}]})
+        with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0") as cl, \
+                Client(cl) as client:
+            run_workflow(wf, client, progress=False, log=lambda *a: None)
+        res = zarr.open_group(str(out), mode="r")
+        return np.asarray(res["peak_row_int"][...]), np.asarray(res["peak_col_int"][...])
+
+    for scan, expect_hot in ((plain, True), (masked, False)):
+        rows, cols = peaks(scan)
+        hot = (np.abs(rows - 41) <= 1) & (np.abs(cols - 61) <= 1)
+        assert hot.any(axis=-1).all() == expect_hot and hot.any(axis=-1).any() == expect_hot, scan
+        # the real spot of every frame is found either way
+        for k, (y, x) in enumerate(np.ndindex(2, 2)):
+            assert ((rows[y, x] == 10 + k) & (cols[y, x] == 20)).any()

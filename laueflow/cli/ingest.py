@@ -10,6 +10,7 @@ examples:
   laueflow ingest scan_0000.h5 --h5-dataset entry_0000/measurement/data --shape 41x61 \\
       --order snake --step-um 0.5 --material Si --material GaN --out scan.zarr
   laueflow ingest --index-list points.txt --out scan.zarr      # lines 'iy ix path[::frame]'
+  laueflow ingest images/ --mask bad_pixels.tif --calibration calib.det --out scan.zarr
 
 Scan index = the last number of each file name (<prefix>_<index:04d>.tif), counted from the
 smallest one (or --first-index), mapped to (y, x) row by row (raster) or with every second
@@ -50,6 +51,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                                         "largest 3-D dataset)")
     p.add_argument("--calibration", help="LaueTools .det calibration file")
     p.add_argument("--material", action="append", default=[], help="material name (repeatable)")
+    p.add_argument("--mask", help="bad-pixel mask of the detector (TIFF/EDF/… or .npy, same size as "
+                                  "the images, non-zero = bad): the peak search ignores those pixels")
     p.add_argument("--step-um", type=_step, default=(1.0, 1.0), help="scan step, µm (Y or YxX)")
     p.add_argument("--layout", choices=("chunked", "sharded"), default="chunked",
                    help="one image per chunk (default) or chunks grouped in shards of a row")
@@ -88,7 +91,8 @@ def run(args) -> int:
                   first_index=args.first_index, h5_dataset=args.h5_dataset,
                   calibration=calibration, materials=args.material, step_um=args.step_um,
                   layout=args.layout, shard_x=args.shard_x, compression=args.compression,
-                  level=args.level, overwrite=args.overwrite, progress=not args.no_progress)
+                  level=args.level, overwrite=args.overwrite, mask=args.mask,
+                  progress=not args.no_progress)
     try:
         if args.serial:
             summary = ingest(args.inputs, args.out, client=None, **kwargs)

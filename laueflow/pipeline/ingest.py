@@ -8,6 +8,8 @@ Store layout (``laueflow run`` depends on these names):
 * ``valid (y, x)`` bool; ``status (y, x)`` int8 (:data:`laueflow.io.images.STATUS_CODES`, also in
   the ``status_codes`` attribute); ``status_reason (y, x)`` str; ``source_file (y, x)`` str
   (``path`` or ``path::frame`` for HDF5 stacks);
+* ``mask (row, col)`` bool, True = bad pixel (dead, hot, gaps, beamstop shadow), only when a mask
+  was given; the ``peaks`` stage ignores those pixels;
 * coordinates ``y (y)``, ``x (x)`` in µm (index × step); every array has ``dimension_names``
   and the metadata are consolidated, so ``xarray.open_zarr`` works;
 * attributes: ``calibration`` (``Calibration.to_dict()``), ``materials``, ``step_um`` (y, x),
@@ -35,7 +37,7 @@ from ..io.images import (IMAGE_EXTENSIONS, MISSING, OK, STATUS_CODES, ALL_ZERO, 
                          reader_for)
 
 __all__ = ["Source", "IngestPlan", "IngestError", "discover_sources", "plan_scan", "ingest",
-           "read_point", "scan_positions"]
+           "read_point", "scan_positions", "load_mask"]
 
 
 class IngestError(ValueError):
@@ -260,6 +262,34 @@ def _create_store(out: Path, plan, frame_shape, dtype, *, layout, shard_x, compr
     return group
 
 
+def load_mask(mask, frame_shape) -> np.ndarray:
+    """A detector mask as a bool ``(row, col)`` array, True = bad pixel.
+
+    ``mask``: an array, a ``.npy`` file, or an image file in any format laueflow reads (TIFF, EDF,
+    …; non-zero = bad). Raises :class:`IngestError` when it cannot be read or its shape differs
+    from ``frame_shape``.
+    """
+    if isinstance(mask, (str, os.PathLike)):
+        path = Path(mask)
+        try:
+            mask = np.load(path) if path.suffix.lower() == ".npy" else read_frame(path)
+        except (OSError, ValueError, ImageReadError) as err:
+            raise IngestError(f"cannot read the mask {path}: {err}") from err
+    mask = np.asarray(mask)
+    if mask.shape != tuple(frame_shape):
+        raise IngestError(f"the mask has shape {mask.shape} but the images are {tuple(frame_shape)} "
+                          "(rows, cols): give a mask of the detector frame size")
+    return mask != 0
+
+
+def _write_mask(group, mask: np.ndarray) -> None:
+    if "mask" in group:
+        del group["mask"]
+    arr = group.create_array("mask", shape=mask.shape, dtype="bool", dimension_names=("row", "col"),
+                             attributes={"long_name": "bad detector pixels (True: ignored by the peak search)"})
+    arr[...] = mask
+
+
 def _write_point_tables(group, status, reason, source_file):
     def put(name, data, dtype, attributes):
         if name in group:
@@ -282,8 +312,11 @@ def _write_point_tables(group, status, reason, source_file):
 def ingest(inputs, out, *, shape=None, order="raster", index_list=None, first_index=None,
            h5_dataset=None, calibration=None, materials=(), step_um=(1.0, 1.0),
            frame_shape=None, dtype=None, layout="chunked", shard_x=16, compression="blosc",
-           level=3, overwrite=False, client=None, progress=True, log=print) -> dict:
+           level=3, overwrite=False, mask=None, client=None, progress=True, log=print) -> dict:
     """Ingest images into ``out``; returns the summary dict (also stored as an attribute).
+
+    ``mask``: bad detector pixels (array, ``.npy`` or image file; see :func:`load_mask`), stored
+    as ``mask``; on a re-run it replaces the stored mask.
 
     ``client``: a ``distributed.Client`` (tasks run on its cluster) or None (run in this
     process, serially — for tests and small scans).
@@ -310,6 +343,7 @@ def ingest(inputs, out, *, shape=None, order="raster", index_list=None, first_in
             prev = _previous(out, plan)
     frame_shape, dtype = (prev["frame_shape"], prev["dtype"]) if prev else _probe_reference(
         plan, frame_shape, dtype)
+    bad_pixels = load_mask(mask, frame_shape) if mask is not None else None
     if calibration is not None and tuple(calibration.frame_shape) != tuple(frame_shape) and log:
         log(f"warning: calibration frame_shape {calibration.frame_shape} differs from the "
             f"images' {tuple(frame_shape)}")
@@ -346,6 +380,8 @@ def ingest(inputs, out, *, shape=None, order="raster", index_list=None, first_in
         }
         group = _create_store(out, plan, frame_shape, dtype, layout=layout, shard_x=shard_x,
                               compression=compression, level=level, attrs=attrs)
+    if bad_pixels is not None:
+        _write_mask(group, bad_pixels)
     layout = group.attrs.get("layout", layout)
     # tasks: one per point (chunked) or one per shard (sharded, full shard rewritten)
     if layout == "sharded":

@@ -65,6 +65,7 @@ def process_tile(task: dict) -> dict:
         "scan_index": np.stack([yy.reshape(n), xx.reshape(n)], axis=1)[valid],
         "calibration": _calibration(task["calibration"]) if task["calibration"] else None,
         "materials": task["materials"],
+        "mask": np.asarray(scan["mask"][...], dtype=bool) if "mask" in scan else None,
     }
     delay = float(task.get("delay_s") or 0.0)
     timings: dict[str, float] = {"read": t_read}

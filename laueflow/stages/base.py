@@ -10,7 +10,8 @@ it is declared once, in a :class:`StageSpec` registered under a workflow name:
 - ``inputs``: ``{argument name: batch key}``; a batch key is ``"images"`` (``(n, rows, cols)``
   uint16), ``"calibration"`` (:class:`laueflow.physics.geometry.Calibration`), ``"materials"``
   (the scan's ``materials`` attribute), ``"scan_index"`` (``(n, 2)`` int: the (y, x) of each
-  image) or any variable produced by an earlier stage (``(n, ...)`` arrays). Images the scan
+  image), ``"mask"`` (``(rows, cols)`` bool bad-pixel mask of the detector, or None when the scan
+  has none) or any variable produced by an earlier stage (``(n, ...)`` arrays). Images the scan
   marks invalid are never passed to stages (the pipeline fills their outputs);
 - ``outputs``: :class:`Variable` records (name, extra dims after ``(y, x)``, dtype, fill value,
   units, description) — they become the variables of the results store;
@@ -69,7 +70,7 @@ STATUS_CODES: dict[int, str] = {
 }
 
 #: batch keys the pipeline always provides (besides earlier stages' outputs)
-BATCH_KEYS = ("images", "calibration", "materials", "scan_index")
+BATCH_KEYS = ("images", "calibration", "materials", "scan_index", "mask")
 
 
 @dataclass(frozen=True)
@@ -294,6 +295,7 @@ PEAKS = register_stage(StageSpec(
     name="peaks",
     func="laueflow.stages.peaks:find_peaks",
     inputs={"images": "images"},
+    optional_inputs={"mask": "mask"},
     outputs=_peak_outputs(),
     params={"threshold_sigma": 6.0, "threshold_counts": None, "min_distance_px": 3,
             "box_size_px": 5, "max_peaks": 500},
