@@ -302,4 +302,13 @@ def test_precision_option_and_old_model_files(tiny_cache, tmp_path):
     torch.save(payload, old)
     cfg = load_indexer(old).config
     assert cfg.smooth_bins == 0.0 and cfg.fresh_data is False and cfg.precision == "float32"
-    assert load_indexer(indexer.path).config.smooth_bins == TINY.smooth_bins == 1.0
+    assert load_indexer(indexer.path).config.smooth_bins == TINY.smooth_bins
+    # a smoothed model predicts from smoothed histograms (its config travels with the file)
+    smoothed = get_indexer(["Cu"], DEFAULT_CALIBRATION, IndexerConfig(**{**TINY.__dict__, "smooth_bins": 1.0,
+                                                                        "epochs": 2}),
+                           cache_dir=tmp_path, verbose=False, threads=1)
+    ps = simulate_patterns(smoothed.materials, DEFAULT_CALIBRATION, np.ones((2, 1), int), seed=5)
+    feats = load_indexer(smoothed.path).features(ps.two_theta, ps.chi)
+    want = angular_histograms(ps.two_theta, ps.chi, max_angle_deg=TINY.max_angle_deg, step_deg=TINY.step_deg,
+                              n_centres=TINY.n_centres, smooth_bins=1.0)
+    np.testing.assert_array_equal(feats, want)

@@ -14,7 +14,7 @@ import numpy as np
 from laueflow.stages.base import ANGLES, PEAKS, StageSpec, register_stage
 
 
-def standin_find_peaks(images, *, threshold_counts=200.0, max_peaks=16, delay_s=0.0):
+def standin_find_peaks(images, *, threshold_counts=200.0, max_peaks=16, delay_s=0.0, mask=None):
     from scipy import ndimage
 
     n = images.shape[0]
@@ -26,6 +26,8 @@ def standin_find_peaks(images, *, threshold_counts=200.0, max_peaks=16, delay_s=
     out["peak_count"] = np.zeros(n, np.int32)
     for i, image in enumerate(images.astype(np.float32)):
         background = float(np.median(image))
+        if mask is not None:
+            image[mask] = background
         peaks = (image == ndimage.maximum_filter(image, size=5)) & (image > background + threshold_counts)
         rows, cols = np.nonzero(peaks)
         order = np.argsort(-image[rows, cols], kind="stable")[:max_peaks]

@@ -12,7 +12,8 @@ itself (Δ = 0) is *not* counted; a second spot at exactly the same position is.
 
 ``smooth_bins`` (σ in bins, default 0 = off) convolves each histogram with a Gaussian truncated at
 4σ, zero beyond the ends, before normalisation: a spot whose position is off by a fraction of a bin
-then still overlaps the template bin (the indexer uses σ = 1 bin).
+then still overlaps the template bin (``IndexerConfig.smooth_bins``; off by default: measured
+no gain on Cu and a loss on ZrO2).
 
 Inputs are padded ``(n_images, max_spots)`` arrays (NaN = no spot), as produced by the peak and
 angle stages. Two implementations with one contract:

@@ -126,9 +126,7 @@ def simulate_patterns(materials: list, calibration: Calibration, grain_counts, *
 
     # -- corruption ---------------------------------------------------------------------------
     if mode == "lauenn":
-        weights = par.get("quartile_weights")
-        quart = (rng.integers(0, 4, n_pat) if weights is None  # 0 clean, 1 noise, 2 missing, 3 both
-                 else rng.choice(4, n_pat, p=np.asarray(weights, float) / np.sum(weights)))
+        quart = rng.integers(0, 4, n_pat)  # 0 clean, 1 noise, 2 missing, 3 both
         noisy_pat, missing_pat, spurious_pat = np.isin(quart, (1, 3)), np.isin(quart, (2, 3)), quart > 0
     elif mode == "all":
         noisy_pat = missing_pat = spurious_pat = np.ones(n_pat, bool)
