@@ -94,6 +94,12 @@ def test_simulate_scan_writes_truth_and_images(tmp_path):
     from laueflow.physics.detfile import read_det
 
     assert read_det(out / "calib.det").frame_shape == (2018, 2016)
+    # the bad-pixel mask marks exactly the dead pixels (zero in every image)
+    mask = tifffile.imread(out / "mask.tif")
+    assert mask.shape == (2018, 2016) and mask.dtype == np.uint8
+    rows, cols = np.nonzero(mask)
+    assert sorted(zip(rows.tolist(), cols.tolist())) == sorted(map(tuple, ds.attrs["background"]["dead_pixels_row_col"]))
+    assert (image[mask == 1] == 0).all()
 
 
 def test_cli_help_and_overwrite(tmp_path, capsys):

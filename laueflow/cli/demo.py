@@ -86,7 +86,8 @@ def run_demo(args) -> int:
         t = time.perf_counter()
         print("[2/4] ingest: images → scan.zarr")
         summary = ingest([out / "images"], out / "scan.zarr", shape=(ny, nx), calibration=read_det(out / "calib.det"),
-                         materials=[args.material], overwrite=args.overwrite, client=client, log=lambda *a: None)
+                         materials=[args.material], mask=out / "mask.tif", overwrite=args.overwrite, client=client,
+                         log=lambda *a: None)
         print(format_summary(summary))
         timings["ingest_s"] = time.perf_counter() - t
         t = time.perf_counter()

@@ -12,7 +12,7 @@ examples:
       --strain 2e-3 --seed 7 --calibration my.det --prefix cu --out cu/
 
 Writes OUT/images/<prefix>_NNNN.tif (uint16, one per scan point, NNNN = iy*nx + ix),
-OUT/calib.det and OUT/truth.zarr (ground truth; see docs/truth-format.md).
+OUT/calib.det, OUT/mask.tif (dead pixels) and OUT/truth.zarr (ground truth; see docs/truth-format.md).
 The same --seed gives identical images and truth.
 """
 
@@ -45,7 +45,7 @@ def _fraction(text: str) -> float:
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "simulate",
-        help="write a realistic synthetic scan (TIFF images, calib.det, truth.zarr)",
+        help="write a realistic synthetic scan (TIFF images, calib.det, mask.tif, truth.zarr)",
         description="Simulate a raster scan over a Voronoi grain map: per-grain orientations with "
                     "intragranular gradients and smooth deviatoric strain, beam-footprint overlap at "
                     "boundaries, optional twins / sub-grains / second phase / substrate / deeper grains; "
@@ -152,7 +152,7 @@ def run(args) -> int:
     print(
         f"wrote {summary['images']} images ({summary['spots_per_image']:.0f} spots/image, "
         f"{summary['grains']} grains, {', '.join(summary['materials'])}) to {out}/images, "
-        f"calib.det and truth.zarr in {summary['total_s']:.1f} s "
+        f"calib.det, mask.tif and truth.zarr in {summary['total_s']:.1f} s "
         f"(render {summary['images_per_s']:.1f} images/s)"
     )
     print(json.dumps(summary["spot_quality_counts"]))

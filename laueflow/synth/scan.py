@@ -7,6 +7,7 @@ directory::
     out_dir/
         images/<prefix>_0000.tif … one uint16 TIFF per point, index = iy · nx + ix
         calib.det                  LaueTools calibration file of the detector
+        mask.tif                   bad-pixel mask (uint8, 1 = dead pixel), for ``ingest --mask``
         truth.zarr                 ground truth (docs/truth-format.md)
 
 Randomness: one ``numpy.random.SeedSequence(seed)`` with separate streams for the
@@ -256,6 +257,7 @@ def _prepare_out_dir(out_dir: Path, prefix: str, overwrite: bool) -> None:
         # remove only what a previous simulate wrote
         shutil.rmtree(out_dir / "truth.zarr", ignore_errors=True)
         (out_dir / "calib.det").unlink(missing_ok=True)
+        (out_dir / "mask.tif").unlink(missing_ok=True)
         images = out_dir / "images"
         if images.is_dir():
             for f in images.glob(f"{prefix}_*.tif"):
@@ -272,7 +274,7 @@ def simulate_scan(
     compression=None,
     **params,
 ) -> dict:
-    """Simulate a scan and write images, ``calib.det`` and ``truth.zarr`` into ``out_dir``.
+    """Simulate a scan and write images, ``calib.det``, ``mask.tif`` and ``truth.zarr`` into ``out_dir``.
 
     Keyword arguments are the fields of :class:`ScanParameters` (``material="Cu"``,
     ``shape=(ny, nx)``, ``grains``, ``step_um``, ``seed``, ``twin_fraction``, ``substrate`` …).
@@ -294,6 +296,9 @@ def simulate_scan(
     cal = plan.calibration
     ub0 = plan.micro.orientation_matrix[0, 0, 0]
     write_det(out_dir / "calib.det", cal, material=plan.materials[0].name, ub=ub0, source="laueflow simulate")
+    mask = np.zeros(cal.frame_shape, np.uint8)
+    mask.reshape(-1)[np.asarray(plan.dead_pixels, dtype=np.int64)] = 1
+    tifffile.imwrite(out_dir / "mask.tif", mask)
     t_render = 0.0
     images = out_dir / "images"
     for index in tqdm(range(plan.n_images), desc="simulate", unit="img", disable=not progress):
