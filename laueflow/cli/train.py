@@ -69,6 +69,9 @@ def add_train_target(targets) -> argparse.ArgumentParser:
     p.add_argument("--patterns", type=int, help="training patterns per grain-count combination (default 600)")
     p.add_argument("--epochs", type=int, help="maximum epochs (default 8, new patterns every epoch; cosine "
                                               "learning-rate decay over them, early stopping, patience 2)")
+    p.add_argument("--precision", choices=("auto", "bfloat16", "float32"),
+                   help="training arithmetic (default auto: bfloat16 autocast where the CPU/GPU has native "
+                        "bf16, else float32; validation is always float32)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--extinction-rule", choices=("space_group", "lauetools"), default="space_group")
     p.add_argument("--cache-dir", metavar="DIR", help="model cache (default $LAUEFLOW_CACHE/indexers or "
@@ -87,7 +90,7 @@ def config_from_args(args):
 
     kw = dict(energy_band_kev=tuple(args.energy_band), seed=args.seed, extinction_rule=args.extinction_rule)
     for key, value in (("max_angle_deg", args.max_angle), ("step_deg", args.step), ("n_train", args.patterns),
-                       ("epochs", args.epochs)):
+                       ("epochs", args.epochs), ("precision", args.precision)):
         if value is not None:  # else IndexerConfig's default
             kw[key] = value
     if args.max_index:
