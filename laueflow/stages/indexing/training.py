@@ -249,7 +249,7 @@ class _TrainingData:
         self.all_classes, self.classes = classes, classes.subset(keep)
         self.first = self._relabel(x, y)
         self.n_patterns = len(counts)
-        self._pending = None
+        self._pool = self._pending = None
 
     def _simulate(self, epoch, classes):
         c = self.config
@@ -273,7 +273,7 @@ class _TrainingData:
         if self.config.fresh_data and epoch + 1 < self.config.epochs:
             from concurrent.futures import ThreadPoolExecutor
 
-            self._pool = getattr(self, "_pool", None) or ThreadPoolExecutor(1, thread_name_prefix="lauenn-data")
+            self._pool = self._pool or ThreadPoolExecutor(1, thread_name_prefix="lauenn-data")
             self._pending = self._pool.submit(self._make, epoch + 1)
         return out
 
@@ -281,7 +281,7 @@ class _TrainingData:
         return self._relabel(*self._simulate(epoch, self.all_classes))
 
     def close(self):
-        if getattr(self, "_pool", None) is not None:
+        if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
