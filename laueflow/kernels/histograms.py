@@ -70,6 +70,16 @@ def _smooth_last_axis(hist, sigma_bins: float, xp):
     return out
 
 
+def _batch_shape(tth, ch, n_centres, max_angle_deg, step_deg):
+    """Promote one image to a batch; ``(tth, ch, single, n_images, max_spots, n_centres, n_bins)``."""
+    single = tth.ndim == 1
+    if single:
+        tth, ch = tth[None], ch[None]
+    n_img, m = tth.shape
+    c = m if n_centres is None else min(int(n_centres), m)
+    return tth, ch, single, n_img, m, c, n_bins_for(max_angle_deg, step_deg)
+
+
 def angular_histograms(two_theta, chi, *, max_angle_deg: float = 20.0, step_deg: float = 0.1,
                        n_centres: int | None = None, normalise: bool = True, dtype=np.float32,
                        smooth_bins: float = 0.0):
@@ -92,12 +102,7 @@ def angular_histograms(two_theta, chi, *, max_angle_deg: float = 20.0, step_deg:
     xp = get_array_module(two_theta, chi)
     tth = xp.asarray(two_theta, dtype=float)
     ch = xp.asarray(chi, dtype=float)
-    single = tth.ndim == 1
-    if single:
-        tth, ch = tth[None], ch[None]
-    n_img, m = tth.shape
-    c = m if n_centres is None else min(int(n_centres), m)
-    n_bins = n_bins_for(max_angle_deg, step_deg)
+    tth, ch, single, n_img, m, c, n_bins = _batch_shape(tth, ch, n_centres, max_angle_deg, step_deg)
     per_image = max(c * m, 1)
     chunk = max(1, int(_CHUNK_ELEMENTS // per_image))
     if n_img > chunk:  # bounded temporaries (cache-friendly on CPU, bounded memory on GPU)
@@ -151,12 +156,7 @@ def angular_histograms_torch(two_theta, chi, *, max_angle_deg: float = 20.0, ste
         dtype = torch.float64 if device.type == "cpu" else torch.float32
     tth = torch.as_tensor(two_theta, device=device).to(dtype)
     ch = torch.as_tensor(chi, device=device).to(dtype)
-    single = tth.ndim == 1
-    if single:
-        tth, ch = tth[None], ch[None]
-    n_img, m = tth.shape
-    c = m if n_centres is None else min(int(n_centres), m)
-    n_bins = n_bins_for(max_angle_deg, step_deg)
+    tth, ch, single, n_img, m, c, n_bins = _batch_shape(tth, ch, n_centres, max_angle_deg, step_deg)
     theta = torch.deg2rad(tth) / 2
     cr = torch.deg2rad(ch)
     ct = torch.cos(theta)

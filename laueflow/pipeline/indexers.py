@@ -82,6 +82,6 @@ def prepare_index(params: dict, context: dict) -> dict:
         raise ValueError("the 'index' stage needs the scan's calibration: ingest with --calibration FILE.det")
     config = IndexerConfig.from_dict(params.get("indexer_config") or {})
     resolved = resolve_materials(materials, config.extinction_rule)
-    get_indexer(resolved, calibration, config, cache_dir=params.get("cache_dir"),
-                train=bool(params.get("train_if_missing", True)), log=context.get("log") or print)
-    return {**params, "model": str(model_path(resolved, calibration, config, params.get("cache_dir")))}
+    indexer = get_indexer(resolved, calibration, config, cache_dir=params.get("cache_dir"),
+                          train=bool(params.get("train_if_missing", True)), log=context.get("log") or print)
+    return {**params, "model": str(indexer.path)}
