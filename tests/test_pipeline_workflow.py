@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import sys
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -10,8 +12,10 @@ import yaml
 sys.path.insert(0, str(Path(__file__).parent))
 import test_pipeline_standin as standin  # noqa: E402
 
+from laueflow.pipeline.models import cached_model  # noqa: E402
 from laueflow.pipeline.workflow import WorkflowError, load_workflow, parse_workflow  # noqa: E402
-from laueflow.stages.base import StageSpec, Variable, cached_model, get_stage, register_stage  # noqa: E402
+from laueflow.stages.base import (StageOverrideWarning, StageSpec, Variable, get_stage, register_stage,  # noqa: E402
+                                  unregister_stage)
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +47,7 @@ def test_valid_workflow_and_defaults(scan, tmp_path):
 def test_demo_workflow_is_valid():
     repo = Path(__file__).parents[1]
     wf = load_workflow(repo / "workflows" / "demo.yaml", check_input=False)
-    assert [s.name for s in wf.stages] == ["peaks", "angles", "descriptors", "index", "strain"]
+    assert [s.name for s in wf.stages] == ["peaks", "angles", "descriptors", "index", "strain", "scan_summary"]
     assert wf.cluster.name == "local.yaml" and wf.cluster.is_file()
 
 
@@ -110,10 +114,29 @@ def test_registry_plugin_and_model_cache(tmp_path):
     model.write_bytes(b"weights-1")
     calls = []
 
-    def loader(path):
-        calls.append(path)
+    def loader(path, device):
+        calls.append((path, device))
         return Path(path).read_bytes()
 
     assert cached_model(loader, model) == b"weights-1"
     assert cached_model(loader, model) == b"weights-1"
-    assert len(calls) == 1  # loaded once per process
+    assert len(calls) == 1  # loaded once per process and device
+    assert cached_model(loader, model, device="cuda") == b"weights-1"
+    assert calls[-1][1] == "cuda" and len(calls) == 2
+    time.sleep(0.01)
+    model.write_bytes(b"weights-2")  # a changed file reloads
+    assert cached_model(loader, model) == b"weights-2"
+    unregister_stage("toy_strain")
+    with pytest.raises(KeyError):
+        get_stage("toy_strain")
+
+
+def test_plugin_overriding_a_builtin_is_told_and_undone():
+    builtin = get_stage("angles")
+    with pytest.raises(ValueError, match="replace=True"):
+        register_stage(replace(builtin, description="mine"))
+    with pytest.warns(StageOverrideWarning, match="replaces the built-in stage 'angles'"):
+        register_stage(replace(builtin, description="mine"), replace=True)
+    assert get_stage("angles").description == "mine"
+    unregister_stage("angles")
+    assert get_stage("angles") is builtin

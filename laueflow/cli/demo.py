@@ -17,7 +17,7 @@ Open the results with:  python -c "import xarray; print(xarray.open_zarr('demo/r
 """
 
 #: stages of the demo workflow, in order (later issues' stages join this list when registered)
-DEMO_STAGES = ["peaks", "angles", "descriptors", "index", "strain"]
+DEMO_STAGES = ["peaks", "angles", "descriptors", "index", "strain", "scan_summary"]
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -62,7 +62,7 @@ def run_demo(args) -> int:
     from ..pipeline.cluster import ClusterConfig, connect, describe
     from ..pipeline.evaluate import evaluate, format_report, to_json
     from ..pipeline.ingest import format_summary, ingest
-    from ..pipeline.run import run_workflow
+    from ..pipeline.run import format_stage_table, run_workflow
     from ..pipeline.workflow import load_workflow
     from ..physics.detfile import read_det
     from ..stages.base import registered_stages
@@ -95,7 +95,8 @@ def run_demo(args) -> int:
         workflow = load_workflow(_workflow_yaml(out, stages))
         description = describe(client)
         description["config"] = config.to_dict()
-        run_workflow(workflow, client, overwrite=args.overwrite, cluster_description=description)
+        run_summary = run_workflow(workflow, client, overwrite=args.overwrite, cluster_description=description)
+        print(format_stage_table(run_summary))
         timings["run_s"] = time.perf_counter() - t
     import xarray as xr
 

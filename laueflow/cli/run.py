@@ -36,7 +36,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run_command(args) -> int:
     from ..pipeline.cluster import ClusterConfigError, connect, describe, load_cluster_config
-    from ..pipeline.run import run_workflow
+    from ..pipeline.run import format_stage_table, run_workflow
     from ..pipeline.store import ResultsStoreError
     from ..pipeline.workflow import WorkflowError, load_workflow
     from .main import UserError
@@ -60,5 +60,9 @@ def run_command(args) -> int:
         return 1
     print(f"laueflow run: {summary.n_tiles_run} tiles ({summary.n_images_run} images) in "
           f"{summary.wall_s:.1f} s ({summary.images_per_s:.2f} images/s); "
-          f"{summary.n_tiles_done_before} tiles were already done → {summary.results}")
+          f"{summary.n_tiles_done_before} tiles were already done → {summary.results}"
+          + ("" if summary.complete else " (incomplete: run again to resume)"))
+    table = format_stage_table(summary)
+    if table:
+        print(table)
     return 0

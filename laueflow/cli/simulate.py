@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..physics.simulate import DEFAULT_ENERGY_BAND_KEV
+
 EXAMPLE = """\
 examples:
   laueflow simulate --material Cu --grains 12 --shape 20x20 --out demo/
@@ -61,7 +63,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--beam-size", type=float, default=None, metavar="UM",
                         help="beam footprint diameter in µm (default 1.5 × step)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--energy-band", type=_band, default=(5.0, 23.0), metavar="EMIN:EMAX",
+    parser.add_argument("--energy-band", type=_band, default=DEFAULT_ENERGY_BAND_KEV, metavar="EMIN:EMAX",
                         help="white-beam band in keV (default 5:23)")
     parser.add_argument("--calibration", metavar="FILE.det", help="detector calibration (default BM32 sCMOS)")
     parser.add_argument("--prefix", default="scan", help="image file prefix (default scan)")

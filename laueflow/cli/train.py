@@ -12,6 +12,8 @@ import argparse
 import importlib
 import sys
 
+from ..physics.simulate import DEFAULT_ENERGY_BAND_KEV
+
 #: modules providing ``add_train_target(train_subparsers)``, in ``laueflow train --help`` order
 TRAIN_TARGETS = ["laueflow.cli.train", "laueflow.cli.train_spots"]
 
@@ -58,7 +60,7 @@ def add_train_target(targets) -> argparse.ArgumentParser:
     p.add_argument("--material", action="append", required=True, metavar="NAME",
                    help="material key (repeat for multi-phase models), e.g. Cu, Si, GaN")
     p.add_argument("--calibration", metavar="DET", help="LaueTools .det file (default: built-in sCMOS calibration)")
-    p.add_argument("--energy-band", nargs=2, type=float, default=(5.0, 23.0), metavar=("EMIN", "EMAX"),
+    p.add_argument("--energy-band", nargs=2, type=float, default=DEFAULT_ENERGY_BAND_KEV, metavar=("EMIN", "EMAX"),
                    help="energy band in keV (default 5 23)")
     p.add_argument("--max-index", type=int, action="append", metavar="N",
                    help="largest Miller index of the classes (default 5; once per material or once for all)")

@@ -20,7 +20,7 @@ import numpy as np
 from .geometry import Calibration, in_frame, outgoing_to_pixel
 from .materials import Material
 
-__all__ = ["HC_KEV_ANGSTROM", "LaueSpots", "ReflectionTable", "reflection_table", "simulate_spots", "spectrum"]
+__all__ = ["HC_KEV_ANGSTROM", "DEFAULT_ENERGY_BAND_KEV", "LaueSpots", "ReflectionTable", "reflection_table", "simulate_spots", "spectrum"]
 
 #: hc in keV·Å, LaueTools' value (``CST_ENERGYKEV``)
 HC_KEV_ANGSTROM = 12.398
@@ -145,11 +145,15 @@ def _build_table(material: Material, q_max: float) -> ReflectionTable:
     return ReflectionTable(primitive.astype(np.int32), next_allowed, factor)
 
 
+#: the default energy band of the simulated and indexed spots, keV (BM32's polychromatic beam)
+DEFAULT_ENERGY_BAND_KEV: tuple[float, float] = (5.0, 23.0)
+
+
 def simulate_spots(
     material: Material,
     orientation_matrices,
     calibration: Calibration,
-    energy_band_kev=(5.0, 23.0),
+    energy_band_kev=DEFAULT_ENERGY_BAND_KEV,
     *,
     margin_px: float = 0.0,
     batch_size: int = 256,

@@ -225,15 +225,18 @@ def describe(client) -> dict:
     info = client.scheduler_info(n_workers=-1) if _accepts_n_workers(client) else client.scheduler_info()
     workers = info.get("workers", {})
     resources: dict = {}
+    largest: dict = {}  # the most of each resource one worker offers (what one task can get)
     for w in workers.values():
         for k, v in (w.get("resources") or {}).items():
             resources[k] = resources.get(k, 0) + v
+            largest[k] = max(largest.get(k, 0), v)
     return {
         "scheduler_address": client.scheduler.address,
         "dashboard_link": client.dashboard_link,
         "n_workers": len(workers),
         "threads": int(sum(w.get("nthreads", 0) for w in workers.values())),
         "worker_resources": resources,
+        "largest_worker_resources": largest,
     }
 
 

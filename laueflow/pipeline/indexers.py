@@ -1,11 +1,10 @@
 """The LaueNN model cache: find a trained indexer for (materials, calibration, configuration) or
-train it once, and the ``index`` stage's driver-side preparation.
+train it once; the ``lauenn-indexer`` model kind of :mod:`laueflow.pipeline.models`.
 
 Cache directory: argument ``cache_dir``, else ``$LAUEFLOW_CACHE/indexers``, else
 ``~/.cache/laueflow/indexers``; one file per model, ``lauenn-<materials>-<hash16>.pt``
-(:mod:`laueflow.io.indexer_files`). Without :func:`prepare_index` every Dask worker would resolve
-(and possibly train) the model in its first task; with it the driver does so once and the stage
-receives the file path.
+(:mod:`laueflow.io.indexer_files`). The driver resolves (and if needed trains) the model once per
+run; workers only load the file.
 """
 from __future__ import annotations
 
@@ -17,7 +16,8 @@ from ..physics.geometry import Calibration
 from ..stages.indexing.training import (Indexer, IndexerConfig, model_hash, resolve_materials,
                                         train_indexer)
 
-__all__ = ["IndexerNotTrainedError", "default_cache_dir", "model_path", "get_indexer", "prepare_index"]
+__all__ = ["IndexerNotTrainedError", "default_cache_dir", "model_path", "get_indexer",
+           "check_index_model", "resolve_index_model"]
 
 
 class IndexerNotTrainedError(LookupError):
@@ -68,20 +68,39 @@ def get_indexer(materials, calibration: Calibration, config: IndexerConfig | Non
     return indexer
 
 
-def prepare_index(params: dict, context: dict) -> dict:
-    """Driver-side hook of the ``index`` stage: set ``params["model"]`` to the cached model file,
-    training it first unless ``train_if_missing`` is false."""
-    if params.get("model"):
-        return params
-    materials = context.get("materials")
-    calibration = context.get("calibration")
+def _inputs(params: dict, context: dict):
+    materials, calibration = context.get("materials"), context.get("calibration")
     if not materials:
         raise ValueError("the 'index' stage needs the scan's materials: ingest with --material NAME "
                          "(or give the stage a 'model' path)")
     if calibration is None:
         raise ValueError("the 'index' stage needs the scan's calibration: ingest with --calibration FILE.det")
     config = IndexerConfig.from_dict(params.get("indexer_config") or {})
-    resolved = resolve_materials(materials, config.extinction_rule)
-    indexer = get_indexer(resolved, calibration, config, cache_dir=params.get("cache_dir"),
+    return resolve_materials(materials, config.extinction_rule), calibration, config
+
+
+def check_index_model(params: dict, context: dict) -> None:
+    """Validate phase: the given model file exists, or the cached one does / may be trained."""
+    if params.get("model"):
+        path = Path(params["model"]).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"indexer model {path} does not exist; train one with "
+                                    "`laueflow train indexer --material NAME --out FILE.pt` or set model: null")
+        return
+    materials, calibration, config = _inputs(params, context)
+    path = model_path(materials, calibration, config, params.get("cache_dir"))
+    if not path.exists() and not params.get("train_if_missing", True):
+        raise IndexerNotTrainedError(
+            f"no trained indexer for materials {[m.name for m in materials]} with this calibration "
+            f"(expected {path}) and train_if_missing is false; run `laueflow train indexer "
+            + " ".join(f"--material {m.name}" for m in materials) + " --calibration FILE.det`")
+
+
+def resolve_index_model(params: dict, context: dict) -> Path:
+    """Prepare phase: the model file — the given one, the cached one, or trained once now."""
+    if params.get("model"):
+        return Path(params["model"]).expanduser()
+    materials, calibration, config = _inputs(params, context)
+    indexer = get_indexer(materials, calibration, config, cache_dir=params.get("cache_dir"),
                           train=bool(params.get("train_if_missing", True)), log=context.get("log") or print)
-    return {**params, "model": str(indexer.path)}
+    return Path(indexer.path)

@@ -1,16 +1,16 @@
-"""`laueflow run`: one Dask task per (y, x) tile of images → stages → whole-chunk writes.
+"""`laueflow run`: a workflow over a whole scan, in five phases.
 
-The driver (:func:`run_workflow`) creates the results store up front, submits one task per tile
-not yet marked done (``client.submit`` with the stages' Dask resources attached at submit time),
-shows progress, and records provenance. The task (:func:`process_tile`) reads its images from the
-scan store, runs the stages in order on the valid images, fills invalid ones, writes its tile and
-marks it done. Science lives in the stages; nothing here looks at pixel values.
+:func:`run_workflow` = :func:`validate_run` (everything checkable without computing: scan store,
+stage parameters, materials, models, cluster resources, the results store — nothing is created)
+→ :func:`prepare_run` (driver-side hooks: find or train models) → :func:`map_phase` (per-tile
+stage groups on the workers, whole-chunk writes, resumable) → :func:`reduce_phase` (scan-wide
+stages, in declaration order, resumable) → :func:`finalize_run` (provenance, ``complete``).
+A failure in validate or prepare leaves no results store behind. Science lives in the stages.
 """
 from __future__ import annotations
 
-import functools
+import hashlib
 import json
-import os
 import socket
 import sys
 import time
@@ -21,92 +21,46 @@ from pathlib import Path
 
 import numpy as np
 
-from ..stages.base import STATUS_CODES, StageSpec
-from .store import (PIPELINE_VARIABLES, Layout, choose_chunk, finalize_results_store,
-                    prepare_results_store, write_tile)
-from .workflow import Workflow, WorkflowError
+from ..physics.materials import get_materials
+from ..stages.base import status_table
+from .models import check_models, resolve_models
+from .reduce import run_reduce_stage
+from .store import (Layout, check_results_store, choose_chunk, finalize_results_store,
+                    layout_fingerprint, pipeline_variables, prepare_results_store, read_chunk_done,
+                    read_reduce_done)
+from .tasks import ScanRef, StageCall, TileTask, calibration_from_json, run_tile_group
+from .workflow import StageConfig, Workflow, WorkflowError
 
-__all__ = ["run_workflow", "process_tile", "RunSummary", "build_layout"]
+__all__ = ["run_workflow", "validate_run", "prepare_run", "map_phase", "reduce_phase", "finalize_run",
+           "RunPlan", "RunSummary", "build_layout", "stage_groups", "format_stage_table"]
 
-
-# --------------------------------------------------------------------------- worker side
-@functools.lru_cache(maxsize=8)
-def _calibration(calibration_json: str):
-    from ..physics.geometry import Calibration
-
-    return Calibration.from_dict(json.loads(calibration_json))
-
-
-def process_tile(task: dict) -> dict:
-    """Run the stages on one tile of the scan and write it to the results store.
-
-    ``task`` holds plain data (paths, tile indices, stage specs with merged parameters, the
-    variable list); returns per-stage timings and image counts.
-    """
-    import zarr
-
-    t0 = time.perf_counter()
-    ty, tx = task["tile"]
-    ys, xs = slice(*task["ys"]), slice(*task["xs"])
-    scan = zarr.open_group(task["scan"], mode="r")
-    images = np.asarray(scan["images"][ys, xs])
-    cy, cx = images.shape[:2]
-    n = cy * cx
-    valid = (np.asarray(scan["valid"][ys, xs], dtype=bool) if "valid" in scan
-             else np.ones((cy, cx), bool)).reshape(n)
-    scan_status = (np.asarray(scan["status"][ys, xs], dtype=np.int8) if "status" in scan
-                   else np.full((cy, cx), -1, np.int8))
-    t_read = time.perf_counter() - t0
-
-    yy, xx = np.meshgrid(np.arange(ys.start, ys.start + cy), np.arange(xs.start, xs.start + cx),
-                         indexing="ij")
-    batch = {
-        "images": images.reshape(n, *images.shape[2:])[valid],
-        "scan_index": np.stack([yy.reshape(n), xx.reshape(n)], axis=1)[valid],
-        "calibration": _calibration(task["calibration"]) if task["calibration"] else None,
-        "materials": task["materials"],
-        "mask": np.asarray(scan["mask"][...], dtype=bool) if "mask" in scan else None,
-    }
-    delay = float(task.get("delay_s") or 0.0)
-    timings: dict[str, float] = {"read": t_read}
-    status = np.where(valid, 0, 1).astype(np.int8)
-    n_valid = int(valid.sum())
-    for spec, params in task["stages"]:
-        t = time.perf_counter()
-        if n_valid:
-            outputs = spec(batch, params)
-            if spec.status is not None:
-                codes = np.asarray(spec.status(outputs), dtype=np.int8)
-                sub = status[valid]
-                status[valid] = np.where(sub == 0, codes, sub)
-        else:
-            outputs = {}
-        batch.update(outputs)
-        timings[spec.name] = time.perf_counter() - t
-    if delay:
-        time.sleep(delay)
-
-    t = time.perf_counter()
-    arrays = {}
-    for var in task["variables"]:
-        if var.name == "status":
-            full = status
-        elif var.name == "scan_status":
-            arrays[var.name] = scan_status
-            continue
-        else:
-            extra = tuple(task["dim_sizes"][d] for d in var.dims)
-            full = np.full((n, *extra), var.fill_value, dtype=var.dtype)
-            if n_valid:
-                full[valid] = batch[var.name]
-        arrays[var.name] = full.reshape(cy, cx, *full.shape[1:])
-    write_tile(task["results"], ty, tx, ys, xs, arrays)
-    timings["write"] = time.perf_counter() - t
-    return {"tile": (ty, tx), "n_images": n, "n_valid": n_valid, "timings": timings,
-            "worker": os.getpid()}
+GROUPINGS = ("split", "whole")
 
 
-# --------------------------------------------------------------------------- driver side
+@dataclass
+class RunPlan:
+    """What validation established; the later phases only act on it."""
+
+    workflow: Workflow
+    scan: ScanRef
+    layout: Layout
+    attrs: dict
+    coords: dict
+    store_action: str  # create | resume | replace
+    done: np.ndarray
+    reduce_done: list
+    cluster: dict
+    groups: list  # [(list[StageConfig], resources dict)] of the map stages
+    reduce_stages: list
+    context: dict
+    started: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    t_start: float = field(default_factory=time.perf_counter)
+
+    @property
+    def todo(self) -> int:
+        return int((~self.done).sum())
+
+
 @dataclass
 class RunSummary:
     results: Path
@@ -117,12 +71,17 @@ class RunSummary:
     wall_s: float
     stage_timings_s: dict = field(default_factory=dict)
     dashboard_link: str | None = None
+    warm_ms_per_image: dict = field(default_factory=dict)
+    cold_tiles: int = 0
+    reduce_timings_s: dict = field(default_factory=dict)
+    complete: bool = False
 
     @property
     def images_per_s(self) -> float:
         return self.n_images_run / self.wall_s if self.wall_s > 0 else float("nan")
 
 
+# --------------------------------------------------------------------------- validate
 def _open_scan(path: Path):
     import xarray as xr
     import zarr
@@ -138,149 +97,330 @@ def _open_scan(path: Path):
         for name, coord in ds.coords.items():
             if set(coord.dims) <= {"y", "x"}:
                 coords[name] = (coord.dims, np.asarray(coord.values), dict(coord.attrs))
-    except Exception:  # noqa: BLE001 - coordinates are a nicety, the arrays are what matter
+    except (ValueError, KeyError, OSError):  # coordinates are a nicety, the arrays are what matter
         pass
     return group, images, dict(group.attrs.asdict()), coords
 
 
+def _scan_ref(path: Path, group, images, attrs) -> ScanRef:
+    """The scan as the workers will see it, with a token over what they cache per process."""
+    calibration = json.dumps(attrs["calibration"], sort_keys=True) if attrs.get("calibration") else None
+    materials = json.dumps(attrs["materials"], sort_keys=True) if attrs.get("materials") else None
+    digest = hashlib.sha256(f"{calibration}|{materials}|{images.shape}".encode())
+    if "mask" in group:
+        mask = np.asarray(group["mask"][...], dtype=bool)
+        if mask.shape != tuple(images.shape[2:]):
+            raise WorkflowError(f"{path}: the bad-pixel mask is {mask.shape} but images are "
+                                f"{tuple(images.shape[2:])}; re-ingest with a mask of the detector's shape")
+        digest.update(np.packbits(mask).tobytes())
+    return ScanRef(str(path.resolve()), digest.hexdigest()[:16], calibration, materials, "mask" in group,
+                   "valid" in group, "status" in group)
+
+
 def build_layout(workflow: Workflow, ny: int, nx: int) -> Layout:
     cy, cx = choose_chunk(ny, nx, workflow.images_per_task, workflow.chunk)
-    variables = list(PIPELINE_VARIABLES)
-    for stage in workflow.stages:
-        variables.extend(stage.spec.outputs)
+    specs = [stage.spec for stage in workflow.stages]
+    variables = list(pipeline_variables(status_table(specs)))
+    for spec in specs:
+        variables.extend(spec.outputs)
     return Layout(ny, nx, cy, cx, workflow.stage_dim_sizes(), tuple(variables))
 
 
-def _resources(specs: list[StageSpec]) -> dict:
-    res: dict[str, float] = {}
-    for spec in specs:
-        for k, v in spec.resources.items():
-            res[k] = max(res.get(k, 0), v)
-    return res
+def _stage_resources(stage: StageConfig, cluster: dict) -> dict:
+    """Dask resources one stage's tasks need on this cluster (``device`` → ``GPU``)."""
+    spec, resources = stage.spec, dict(stage.spec.resources)
+    if spec.uses_device:
+        device = stage.params["device"]
+        offered = cluster.get("largest_worker_resources", cluster.get("worker_resources", {}))
+        if device == "cuda" or (device == "auto" and offered.get("GPU", 0) > 0):
+            resources["GPU"] = max(resources.get("GPU", 0), 1)
+    return resources
 
 
-def _prepare(stage, context) -> dict:
-    """A stage's driver-side ``prepare`` hook; its failures become clear workflow errors."""
-    try:
-        return stage.spec.prepared_params(stage.params, context)
-    except (ValueError, LookupError, OSError) as err:
-        raise WorkflowError(f"stage {stage.spec.name!r}: {err}") from err
+def stage_groups(stages: list[StageConfig], cluster: dict, grouping: str = "split") -> list:
+    """Consecutive map stages with the same resources → one task per tile each (``split``), or
+    the whole chain in one task with the largest resources (``whole``)."""
+    groups: list = []
+    for stage in stages:
+        res = _stage_resources(stage, cluster)
+        if groups and (grouping == "whole" or groups[-1][1] == res):
+            merged = {k: max(groups[-1][1].get(k, 0), res.get(k, 0)) for k in {*groups[-1][1], *res}}
+            groups[-1] = (groups[-1][0] + [stage], merged)
+        else:
+            groups.append(([stage], res))
+    return groups
 
 
-def run_workflow(workflow: Workflow, client, *, overwrite: bool = False, progress: bool = True,
-                 cluster_description: dict | None = None, log=print, delay_s: float = 0.0,
-                 max_tiles: int | None = None) -> RunSummary:
-    """Run ``workflow`` on the cluster behind ``client``; resumes an unfinished results store.
+def _check_resources(groups, cluster: dict) -> None:
+    offered = cluster.get("largest_worker_resources", cluster.get("worker_resources", {}))
+    for stages, resources in groups:
+        lacking = {k: v for k, v in resources.items() if offered.get(k, 0) < v}
+        if lacking:
+            names = ", ".join(s.name for s in stages)
+            raise WorkflowError(f"stage(s) {names} need Dask resources {lacking} that no worker offers "
+                                f"(workers offer {offered or 'none'}); set `device: cpu` or use a GPU "
+                                "cluster config (cluster-configs/)")
 
-    ``delay_s`` (testing) sleeps in each task; ``max_tiles`` (testing/benchmarks) stops after
-    submitting that many tiles.
-    """
-    from distributed import as_completed
 
-    from .. import __version__
+def _check_scan_inputs(workflow: Workflow, attrs: dict) -> None:
+    for stage in workflow.stages:
+        keys = set(stage.spec.inputs.values())
+        if "calibration" in keys and not attrs.get("calibration"):
+            raise WorkflowError(f"{workflow.input}: the scan has no 'calibration' attribute, which stage "
+                                f"{stage.name!r} needs; re-ingest with --calibration FILE.det")
+        if "materials" in keys:
+            if not attrs.get("materials"):
+                raise WorkflowError(f"{workflow.input}: the scan has no materials, which stage "
+                                    f"{stage.name!r} needs; re-ingest with --material NAME")
+            try:
+                get_materials(attrs["materials"])
+            except (KeyError, ValueError) as err:
+                raise WorkflowError(f"{workflow.input}: materials {attrs['materials']!r}: {err}") from None
+
+
+def validate_run(workflow: Workflow, client, *, overwrite: bool = False, cluster_description=None,
+                 grouping: str = "split", log=print) -> RunPlan:
+    """Phase 1: check everything that can be checked without computing; create nothing."""
     from .cluster import describe
 
-    started = datetime.now(timezone.utc)
-    t_start = time.perf_counter()
-    scan_group, images, scan_attrs, coords = _open_scan(workflow.input)
-    ny, nx = images.shape[:2]
-    layout = build_layout(workflow, ny, nx)
-    specs = [stage.spec for stage in workflow.stages]
-    if any("calibration" in spec.inputs.values() for spec in specs) and not scan_attrs.get("calibration"):
-        raise WorkflowError(f"{workflow.input}: the scan has no 'calibration' attribute, which stage(s) "
-                            f"{[s.name for s in specs if 'calibration' in s.inputs.values()]} need; "
-                            "re-ingest with --calibration")
+    if grouping not in GROUPINGS:
+        raise ValueError(f"grouping must be one of {GROUPINGS}, got {grouping!r}")
+    group, images, attrs, coords = _open_scan(Path(workflow.input))
+    scan = _scan_ref(Path(workflow.input), group, images, attrs)
+    _check_scan_inputs(workflow, attrs)
+    context = {"calibration": calibration_from_json(scan.calibration_json), "materials": attrs.get("materials"),
+               "log": log}
+    for stage in workflow.stages:
+        try:
+            stage.spec.validate_params(stage.params)
+            check_models(stage.spec, stage.params, context)
+        except ValueError as err:
+            raise WorkflowError(f"{_where(workflow)}{err}") from None
+    cluster = cluster_description or describe(client)
+    map_stages = [s for s in workflow.stages if s.spec.kind == "map"]
+    groups = stage_groups(map_stages, cluster, grouping)
+    _check_resources(groups, cluster)
+
+    layout = build_layout(workflow, *images.shape[:2])
     config = workflow.to_dict()
-    attrs = {
+    store_attrs = _store_attrs(workflow, config, scan, attrs, layout)
+    fingerprint = layout_fingerprint(layout, store_attrs)
+    action = check_results_store(workflow.output, fingerprint, overwrite=overwrite)
+    done = read_chunk_done(workflow.output) if action == "resume" else np.zeros(layout.grid, bool)
+    reduce_done = read_reduce_done(workflow.output) if action == "resume" else []
+    return RunPlan(workflow, scan, layout, store_attrs, coords, action, done, reduce_done, cluster, groups,
+                   [s for s in workflow.stages if s.spec.kind == "reduce"], context)
+
+
+def _where(workflow: Workflow) -> str:
+    return f"{workflow.source}: " if workflow.source else "workflow: "
+
+
+def _store_attrs(workflow, config, scan: ScanRef, scan_attrs, layout) -> dict:
+    from .. import __version__
+
+    return {
         "title": "laueflow results",
         "laueflow_version": __version__,
         "schema": "docs/results-schema.md",
-        "status_codes": {str(k): v for k, v in STATUS_CODES.items()},
+        "status_codes": {str(k): v for k, v in status_table([s.spec for s in workflow.stages]).items()},
         "workflow": config,
-        "scan_store": str(Path(workflow.input).resolve()),
+        "scan_store": scan.path,
         "calibration": scan_attrs.get("calibration"),
         "materials": scan_attrs.get("materials"),
         "step_um": scan_attrs.get("step_um"),
         "laueflow_layout": {"stages": config["stages"]},
     }
-    done = prepare_results_store(workflow.output, layout, coords=coords, attrs=attrs,
-                                 overwrite=overwrite)
-    n_done_before = int(done.sum())
-    resources = _resources(specs)
-    cluster = cluster_description or describe(client)
-    if resources:
-        have = cluster.get("worker_resources", {})
-        lacking = {k: v for k, v in resources.items() if have.get(k, 0) < v}
-        if lacking:
-            raise WorkflowError(f"stages need Dask resources {lacking} that no worker offers "
-                                f"(workers offer {have or 'none'}); use a cluster config with "
-                                f"`resources:` or a GPU cluster (cluster-configs/)")
-    log(f"laueflow run: {workflow.input} → {workflow.output}")
-    log(f"  dashboard: {client.dashboard_link}")
-    log(f"  {ny}×{nx} images, tiles of {layout.cy}×{layout.cx}: {layout.grid[0] * layout.grid[1]} "
-        f"tasks, {n_done_before} already done; stages: {', '.join(s.name for s in specs)}")
 
-    calibration_json = json.dumps(scan_attrs["calibration"]) if scan_attrs.get("calibration") else None
-    context = {"calibration": _calibration(calibration_json) if calibration_json else None,
-               "materials": scan_attrs.get("materials"), "log": log}
-    todo = int((~done).sum())
-    stage_params = [(stage.spec, _prepare(stage, context) if todo else stage.params) for stage in workflow.stages]
-    base_task = {
-        "scan": str(workflow.input), "results": str(workflow.output),
-        "stages": stage_params,
-        "variables": layout.variables, "dim_sizes": layout.dim_sizes,
-        "calibration": calibration_json, "materials": scan_attrs.get("materials"),
-        "delay_s": delay_s,
-    }
-    token = uuid.uuid4().hex[:8]
-    futures = []
-    for ty, tx, ys, xs in layout.tiles():
-        if done[ty, tx]:
-            continue
-        if max_tiles is not None and len(futures) >= max_tiles:
-            break
-        task = {**base_task, "tile": (ty, tx), "ys": (ys.start, ys.stop), "xs": (xs.start, xs.stop)}
-        futures.append(client.submit(process_tile, task, key=f"laueflow-tile-{ty}-{tx}-{token}",
-                                     resources=resources or None, pure=False, retries=1))
 
-    stage_totals: dict[str, float] = {}
-    n_images = 0
-    bar = None
-    if progress and futures:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(futures), unit="tile", desc="laueflow run", file=sys.stderr)
+# --------------------------------------------------------------------------- prepare
+def _prepare_stage(stage: StageConfig, context: dict) -> dict:
     try:
-        for future in as_completed(futures):
+        params = stage.spec.prepared_params(stage.params, context)
+        return resolve_models(stage.spec, params, context)
+    except (ValueError, LookupError, OSError) as err:
+        raise WorkflowError(f"stage {stage.spec.name!r}: {err}") from err
+
+
+def prepare_run(plan: RunPlan) -> dict[str, dict]:
+    """Phase 2: driver-side hooks and models (trained once here, never on workers), only for
+    the stages that still have work. Returns ``{stage name: task parameters}``."""
+    map_todo = plan.todo > 0
+    params = {}
+    for stage in plan.workflow.stages:
+        needed = map_todo if stage.spec.kind == "map" else stage.name not in plan.reduce_done
+        params[stage.name] = _prepare_stage(stage, plan.context) if needed else dict(stage.params)
+    return params
+
+
+# --------------------------------------------------------------------------- map
+def _tile_chain(plan: RunPlan, params: dict, ty, tx, ys, xs, delay_s: float):
+    """One TileTask per stage group (the last writes); dim sizes and variables for the write."""
+    layout = plan.layout
+    map_variables = tuple(v for v in layout.variables if v.per_point and not _is_reduce_output(plan, v.name))
+    tasks = []
+    for g, (stages, resources) in enumerate(plan.groups):
+        last = g == len(plan.groups) - 1
+        tasks.append((TileTask(
+            plan.scan, str(Path(plan.workflow.output).resolve()), (ty, tx), (ys.start, ys.stop),
+            (xs.start, xs.stop), tuple(StageCall(s.spec, params[s.name]) for s in stages), g,
+            map_variables if last else (), tuple(sorted(layout.dim_sizes.items())) if last else (),
+            last, delay_s if last else 0.0), resources))
+    return tasks
+
+
+def _is_reduce_output(plan: RunPlan, name: str) -> bool:
+    return any(name in s.spec.output_names for s in plan.reduce_stages)
+
+
+def map_phase(plan: RunPlan, params: dict, client, *, progress: bool = True, delay_s: float = 0.0,
+              max_tiles: int | None = None, log=print) -> list:
+    """Phase 3: create (or reopen) the store, run every tile not yet done; returns TileReports."""
+    from distributed import as_completed
+
+    prepare_results_store(plan.workflow.output, plan.layout, coords=plan.coords, attrs=plan.attrs,
+                          overwrite=plan.store_action == "replace")
+    token = uuid.uuid4().hex[:8]
+    finals = []
+    for ty, tx, ys, xs in plan.layout.tiles():
+        if plan.done[ty, tx]:
+            continue
+        if max_tiles is not None and len(finals) >= max_tiles:
+            break
+        future = None
+        for task, resources in _tile_chain(plan, params, ty, tx, ys, xs, delay_s):
+            future = client.submit(run_tile_group, task, future, key=f"laueflow-g{task.group}-{ty}-{tx}-{token}",
+                                   resources=resources or None, pure=False, retries=1)
+        finals.append(future)
+    reports = []
+    bar = _progress_bar(len(finals)) if progress and finals else None
+    try:
+        for future in as_completed(finals):
             if future.status == "error":
                 err = future.exception()
-                for other in futures:
+                for other in finals:
                     other.cancel()
                 raise RuntimeError(f"task {future.key} failed: {type(err).__name__}: {err} "
-                                   "(finished tiles are kept; fix the cause and re-run to resume)"
-                                   ) from err
-            result = future.result()
-            n_images += result["n_images"]
-            for k, v in result["timings"].items():
-                stage_totals[k] = stage_totals.get(k, 0.0) + v
+                                   "(finished tiles are kept; fix the cause and re-run to resume)") from err
+            reports.append(future.result())
             if bar is not None:
                 bar.update(1)
     finally:
         if bar is not None:
             bar.close()
-    wall = time.perf_counter() - t_start
-    finished = datetime.now(timezone.utc)
-    from .store import read_chunk_done
+    return reports
 
-    complete = bool(read_chunk_done(workflow.output).all())
-    run_record = {
-        "started": started.isoformat(), "finished": finished.isoformat(), "wall_s": round(wall, 3),
-        "host": socket.gethostname(), "laueflow_version": __version__,
-        "tiles_run": len(futures), "tiles_done_before": n_done_before, "images_run": n_images,
+
+def _progress_bar(total: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="tile", desc="laueflow run", file=sys.stderr)
+
+
+# --------------------------------------------------------------------------- reduce
+def reduce_phase(plan: RunPlan, params: dict, client, log=print) -> dict[str, float]:
+    """Phase 4: scan-wide stages in declaration order, once every tile is done (resumable)."""
+    timings = {}
+    if not plan.reduce_stages or not read_chunk_done(plan.workflow.output).all():
+        return timings
+    done = read_reduce_done(plan.workflow.output)
+    earlier: set = set()  # outputs of the stages before each reduce stage, in workflow order
+    for stage in plan.workflow.stages:
+        if stage.spec.kind == "map" or stage.name in done:
+            earlier.update(stage.spec.output_names)
+            continue
+        t = time.perf_counter()
+        log(f"  reduce: {stage.name}")
+        try:
+            run_reduce_stage(stage.spec, params[stage.name], Path(plan.workflow.output), plan.layout, client,
+                             available=earlier)
+        except Exception as err:
+            raise RuntimeError(f"reduce stage {stage.name!r} failed: {type(err).__name__}: {err} "
+                               "(every tile is kept; fix the cause and re-run to resume)") from err
+        timings[stage.name] = time.perf_counter() - t
+        earlier.update(stage.spec.output_names)
+    return timings
+
+
+# --------------------------------------------------------------------------- finalize
+def _warm_costs(reports) -> tuple[dict, int]:
+    """Per-stage ms per valid image over warm tasks (all tasks if none is warm)."""
+    warm = [r for r in reports if not r.cold] or list(reports)
+    n = sum(r.n_valid for r in warm)
+    totals: dict = {}
+    for r in warm:
+        for k, v in r.timings.items():
+            totals[k] = totals.get(k, 0.0) + v
+    return ({k: 1000 * v / n for k, v in totals.items()} if n else {}), sum(r.cold for r in reports)
+
+
+def finalize_run(plan: RunPlan, reports, reduce_timings: dict, client) -> RunSummary:
+    """Phase 5: provenance and ``complete`` (every tile and every reduce stage done)."""
+    from .. import __version__
+
+    wall = time.perf_counter() - plan.t_start
+    results = plan.workflow.output
+    totals: dict = {}
+    for r in reports:
+        for k, v in r.timings.items():
+            totals[k] = totals.get(k, 0.0) + v
+    n_images = sum(r.n_images for r in reports)
+    reduce_done = read_reduce_done(results)
+    complete = bool(read_chunk_done(results).all()) and all(s.name in reduce_done for s in plan.reduce_stages)
+    warm, cold = _warm_costs(reports)
+    record = {
+        "started": plan.started.isoformat(), "finished": datetime.now(timezone.utc).isoformat(),
+        "wall_s": round(wall, 3), "host": socket.gethostname(), "laueflow_version": __version__,
+        "tiles_run": len(reports), "tiles_done_before": int(plan.done.sum()), "images_run": n_images,
         "images_per_s": round(n_images / wall, 3) if wall > 0 else None,
-        "stage_timings_s": {k: round(v, 4) for k, v in stage_totals.items()},
-        "cluster": cluster,
+        "stage_timings_s": {k: round(v, 4) for k, v in totals.items()},
+        "warm_ms_per_image": {k: round(v, 3) for k, v in warm.items()},
+        "reduce_timings_s": {k: round(v, 4) for k, v in reduce_timings.items()},
+        "stage_groups": [[s.name for s in stages] for stages, _ in plan.groups],
+        "cluster": plan.cluster,
     }
-    finalize_results_store(workflow.output, {"complete": complete, "run": run_record})
-    return RunSummary(Path(workflow.output), layout.grid[0] * layout.grid[1], n_done_before,
-                      len(futures), n_images, wall, stage_totals, client.dashboard_link)
+    finalize_results_store(results, {"complete": complete, "run": record})
+    return RunSummary(Path(results), plan.layout.grid[0] * plan.layout.grid[1], int(plan.done.sum()),
+                      len(reports), n_images, wall, totals, client.dashboard_link, warm, cold,
+                      reduce_timings, complete)
+
+
+def format_stage_table(summary: RunSummary) -> str:
+    """The per-stage cost table ``laueflow run`` prints at the end."""
+    rows = summary.warm_ms_per_image
+    if not rows:
+        return ""
+    total = sum(v for k, v in rows.items())
+    lines = [f"  {'stage':<14} {'ms/image':>9} {'share':>6}   (warm tasks; {summary.cold_tiles} first "
+             "tile(s) per worker and group, with start-up and model loading, left out)"]
+    for name, ms in rows.items():
+        lines.append(f"  {name:<14} {ms:>9.1f} {100 * ms / total:>5.1f}%")
+    lines.append(f"  {'total':<14} {total:>9.1f}")
+    for name, s in summary.reduce_timings_s.items():
+        lines.append(f"  {name:<14} {s:>8.2f} s (reduce, whole scan)")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- all phases
+def run_workflow(workflow: Workflow, client, *, overwrite: bool = False, progress: bool = True,
+                 cluster_description: dict | None = None, log=print, delay_s: float = 0.0,
+                 max_tiles: int | None = None, grouping: str = "split") -> RunSummary:
+    """Run ``workflow`` on the cluster behind ``client``; resumes an unfinished results store.
+
+    ``delay_s`` (testing) sleeps in each task; ``max_tiles`` (testing/benchmarks) stops after
+    submitting that many tiles; ``grouping`` (``split`` | ``whole``, see :func:`stage_groups`).
+    """
+    plan = validate_run(workflow, client, overwrite=overwrite, cluster_description=cluster_description,
+                        grouping=grouping, log=log)
+    layout = plan.layout
+    log(f"laueflow run: {workflow.input} → {workflow.output}")
+    log(f"  dashboard: {client.dashboard_link}")
+    log(f"  {layout.ny}×{layout.nx} images, tiles of {layout.cy}×{layout.cx}: {layout.grid[0] * layout.grid[1]} "
+        f"tasks, {int(plan.done.sum())} already done; stage groups: "
+        + " | ".join(", ".join(s.name for s in stages) + (f" {res}" if res else "") for stages, res in plan.groups)
+        + (f"; reduce: {', '.join(s.name for s in plan.reduce_stages)}" if plan.reduce_stages else ""))
+    params = prepare_run(plan)
+    reports = map_phase(plan, params, client, progress=progress, delay_s=delay_s, max_tiles=max_tiles, log=log)
+    reduce_timings = reduce_phase(plan, params, client, log=log)
+    return finalize_run(plan, reports, reduce_timings, client)
+

@@ -17,18 +17,22 @@ import numpy as np
 
 from ..stages.base import STATUS_CODES, Variable
 
-__all__ = ["PIPELINE_VARIABLES", "Layout", "ResultsStoreError", "prepare_results_store",
-           "write_tile", "finalize_results_store", "SCHEMA_VERSION"]
+__all__ = ["pipeline_variables", "Layout", "ResultsStoreError", "check_results_store",
+           "prepare_results_store", "write_tile", "write_region", "read_chunk_done",
+           "read_reduce_done", "mark_reduce_done", "finalize_results_store", "SCHEMA_VERSION"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
-#: variables every results store has, whatever the stages
-PIPELINE_VARIABLES: tuple[Variable, ...] = (
-    Variable("status", (), "int8", 1, "1",
-             "per-image status code: " + ", ".join(f"{k} {v}" for k, v in STATUS_CODES.items())),
-    Variable("scan_status", (), "int8", -1, "1",
-             "status of the input image in the scan store (ingest codes; -1: scan has none)"),
-)
+
+def pipeline_variables(status_codes: dict[int, str] | None = None) -> tuple[Variable, ...]:
+    """Variables every results store has, whatever the stages (``status`` lists the codes)."""
+    codes = status_codes or STATUS_CODES
+    return (
+        Variable("status", (), "int8", 1, "1",
+                 "per-image status code: " + ", ".join(f"{k} {v}" for k, v in codes.items())),
+        Variable("scan_status", (), "int8", -1, "1",
+                 "status of the input image in the scan store (ingest codes; -1: scan has none)"),
+    )
 
 
 class ResultsStoreError(ValueError):
@@ -60,10 +64,12 @@ class Layout:
                 yield ty, tx, ys, xs
 
     def shape(self, var: Variable) -> tuple[int, ...]:
-        return (self.ny, self.nx, *(self.dim_sizes[d] for d in var.dims))
+        extra = tuple(self.dim_sizes[d] for d in var.dims)
+        return (self.ny, self.nx, *extra) if var.per_point else extra
 
     def chunks(self, var: Variable) -> tuple[int, ...]:
-        return (self.cy, self.cx, *(self.dim_sizes[d] for d in var.dims))
+        extra = tuple(self.dim_sizes[d] for d in var.dims)
+        return (self.cy, self.cx, *extra) if var.per_point else extra
 
     def fingerprint(self) -> dict:
         """What must match for a run to resume into an existing store."""
@@ -93,7 +99,7 @@ def _template(layout: Layout, coords: dict, attrs: dict):
     data_vars = {}
     encoding = {}
     for var in layout.variables:
-        dims = ("y", "x", *var.dims)
+        dims = ("y", "x", *var.dims) if var.per_point else var.dims
         data = da.full(layout.shape(var), var.fill_value, dtype=var.dtype, chunks=layout.chunks(var))
         data_vars[var.name] = (dims, data, var.attrs())
         encoding[var.name] = {"chunks": layout.chunks(var)}
@@ -120,6 +126,37 @@ def _looks_like_zarr(path: Path) -> bool:
     return (path / "zarr.json").is_file() or (path / ".zgroup").is_file()
 
 
+def check_results_store(path, fingerprint: dict, *, overwrite: bool = False) -> str:
+    """What a run would do with ``path``, without touching it: ``"create"``, ``"resume"`` or
+    ``"replace"`` (ours, and ``overwrite`` or killed while being created); raises
+    :class:`ResultsStoreError` (with the fix) for anything else."""
+    import zarr
+
+    path = Path(path)
+    if not path.exists():
+        return "create"
+    if not _looks_like_zarr(path):
+        raise ResultsStoreError(f"output {path} exists and is not a Zarr store; "
+                                "choose another output path")
+    old = zarr.open_group(str(path), mode="r").attrs.asdict()
+    if old.get("laueflow_results") is not True:
+        raise ResultsStoreError(f"output {path} exists and is not a laueflow results store; "
+                                "choose another output path")
+    if overwrite or not old.get("layout_complete"):
+        return "replace"
+    previous = old.get("laueflow_layout", {})
+    if previous != fingerprint:
+        diff = sorted(k for k in set(fingerprint) | set(previous) if fingerprint.get(k) != previous.get(k))
+        raise ResultsStoreError(
+            f"output {path} was written by a different workflow or scan (differs in: "
+            f"{', '.join(diff)}); use `--overwrite` to start again or choose another --output")
+    return "resume"
+
+
+def layout_fingerprint(layout: Layout, attrs: dict) -> dict:
+    return {**layout.fingerprint(), **attrs.get("laueflow_layout", {})}
+
+
 def prepare_results_store(path, layout: Layout, *, coords: dict, attrs: dict,
                           overwrite: bool = False) -> np.ndarray:
     """Create the store (or reopen it to resume); return ``chunk_done`` as a numpy array.
@@ -130,30 +167,14 @@ def prepare_results_store(path, layout: Layout, *, coords: dict, attrs: dict,
     import zarr
 
     path = Path(path)
-    fingerprint = {**layout.fingerprint(), **attrs.get("laueflow_layout", {})}
-    if path.exists():
-        if not _looks_like_zarr(path):
-            raise ResultsStoreError(f"output {path} exists and is not a Zarr store; "
-                                    "choose another output path")
-        group = zarr.open_group(str(path), mode="r")
-        old = group.attrs.asdict()
-        ours = old.get("laueflow_results") is True
-        if not ours:
-            raise ResultsStoreError(f"output {path} exists and is not a laueflow results store; "
-                                    "choose another output path")
-        if overwrite or not old.get("layout_complete"):
-            shutil.rmtree(path)  # ours, and either asked for or killed while being created
-        elif old.get("laueflow_layout") != fingerprint:
-            diff = sorted(k for k in set(fingerprint) | set(old.get("laueflow_layout", {}))
-                          if fingerprint.get(k) != old.get("laueflow_layout", {}).get(k))
-            raise ResultsStoreError(
-                f"output {path} was written by a different workflow or scan (differs in: "
-                f"{', '.join(diff)}); use `--overwrite` to start again or choose another --output")
-        else:
-            return np.asarray(group["chunk_done"][...], dtype=bool)
-
+    fingerprint = layout_fingerprint(layout, attrs)
+    action = check_results_store(path, fingerprint, overwrite=overwrite)
+    if action == "resume":
+        return read_chunk_done(path)
+    if action == "replace":
+        shutil.rmtree(path)  # ours (checked above), and either asked for or killed while being created
     attrs = {**attrs, "laueflow_results": True, "laueflow_layout": fingerprint,
-             "layout_complete": False}
+             "layout_complete": False, "reduce_done": []}
     ds, encoding = _template(layout, coords, attrs)
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.to_zarr(str(path), mode="w", compute=False, zarr_format=3, consolidated=False,
@@ -172,6 +193,30 @@ def write_tile(path, ty: int, tx: int, ys: slice, xs: slice, arrays: dict[str, n
     for name, array in arrays.items():
         group[name][ys, xs] = array
     group["chunk_done"][ty, tx] = True
+
+
+def write_region(path, name: str, array, region: tuple = ()) -> None:
+    """Write ``array`` (numpy) into variable ``name`` at ``region`` (slices; () = whole)."""
+    import zarr
+
+    target = zarr.open_group(str(path), mode="r+", use_consolidated=False)[name]
+    target[region if region else ...] = array
+
+
+def read_reduce_done(path) -> list[str]:
+    """Reduce stages whose outputs are fully written (in the order they finished)."""
+    import zarr
+
+    return list(zarr.open_group(str(path), mode="r", use_consolidated=False).attrs.get("reduce_done", []))
+
+
+def mark_reduce_done(path, stage: str) -> None:
+    import zarr
+
+    group = zarr.open_group(str(path), mode="r+", use_consolidated=False)
+    done = list(group.attrs.get("reduce_done", []))
+    if stage not in done:
+        group.attrs["reduce_done"] = [*done, stage]
 
 
 def read_chunk_done(path) -> np.ndarray:

@@ -248,7 +248,10 @@ def _same_kind(default, value) -> bool:
 
 
 def _check_stage_inputs(stages: list[StageConfig], where) -> None:
-    available = set(BATCH_KEYS)
+    """Every stage's inputs come from the pipeline or an earlier stage; map stages never read
+    the outputs of reduce stages (those run after every tile), reduce stages never read images."""
+    from_map: set[str] = set()
+    from_reduce: set[str] = set()
     seen_names: set[str] = set()
     producers: dict[str, str] = {}
     for name, spec in registered_stages().items():
@@ -259,17 +262,25 @@ def _check_stage_inputs(stages: list[StageConfig], where) -> None:
             raise WorkflowError(f"{where}stage {stage.name!r} is listed twice")
         seen_names.add(stage.name)
         spec = stage.spec
+        available = (set(BATCH_KEYS) | from_map) if spec.kind == "map" else (from_map | from_reduce)
         for arg, key in spec.inputs.items():
-            if key not in available:
-                fix = (f"; add {producers[key]!r} before it" if key in producers
-                       else "; no registered stage produces it")
-                raise WorkflowError(f"{where}stage {stage.name!r} needs {key!r}, which no earlier "
-                                    f"stage produces{fix}")
+            if key in available:
+                continue
+            if key in from_reduce:
+                raise WorkflowError(f"{where}map stage {stage.name!r} needs {key!r}, the output of a reduce "
+                                    "stage, which runs after every tile; a map stage cannot use it")
+            if key in BATCH_KEYS:
+                raise WorkflowError(f"{where}reduce stage {stage.name!r} needs {key!r}: reduce stages read "
+                                    "earlier outputs from the results store, not the scan")
+            fix = (f"; add {producers[key]!r} before it" if key in producers
+                   else "; no registered stage produces it")
+            raise WorkflowError(f"{where}stage {stage.name!r} needs {key!r}, which no earlier "
+                                f"stage produces{fix}")
         for out in spec.output_names:
-            if out in available and out not in BATCH_KEYS:
+            if out in from_map | from_reduce or out in BATCH_KEYS:
                 raise WorkflowError(f"{where}stage {stage.name!r} produces {out!r}, "
                                     "which an earlier stage already produces")
-            available.add(out)
+            (from_map if spec.kind == "map" else from_reduce).add(out)
 
 
 def check_scan_store(path: Path, where: str = "") -> None:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from ..backend import get_array_module
 from ..physics.geometry import Calibration, pixel_to_angles
+from .base import StageSpec, Variable
 
-__all__ = ["peak_angles"]
+__all__ = ["STAGE", "peak_angles"]
 
 
 def peak_angles(peak_col, peak_row, calibration: Calibration) -> dict:
@@ -25,3 +26,15 @@ def peak_angles(peak_col, peak_row, calibration: Calibration) -> dict:
     chi = xp.where(finite, chi, xp.nan)
     dtype = xp.float32 if (col.dtype == xp.float32 and row.dtype == xp.float32) else xp.float64
     return {"peak_two_theta": two_theta.astype(dtype), "peak_chi": chi.astype(dtype)}
+
+
+STAGE = StageSpec(
+    name="angles",
+    func=peak_angles,
+    inputs={"peak_col": "peak_col", "peak_row": "peak_row", "calibration": "calibration"},
+    outputs=(
+        Variable("peak_two_theta", ("peak",), "float32", float("nan"), "deg", "scattering angle 2θ of the peak"),
+        Variable("peak_chi", ("peak",), "float32", float("nan"), "deg", "azimuth χ of the peak (LaueTools)"),
+    ),
+    description="pixel → (2θ, χ) with the scan's detector calibration",
+)

@@ -1,47 +1,54 @@
 """The stage contract: what a science step declares so the pipeline can run it.
 
-A *stage* is one batched science step (find peaks, compute angles, index, refine strain …).
-It is a plain function on numpy (or cupy) arrays for a batch of ``n`` images; it never opens a
-file, never imports Dask and never decides where it runs. What the pipeline needs to know about
-it is declared once, in a :class:`StageSpec` registered under a workflow name:
+A *stage* is one batched science step (find peaks, compute angles, index, refine strain …). Its
+:class:`StageSpec` is the **one** place where what it needs and what it produces is declared; the
+pipeline builds the results store, the tasks and the validation from it, and the stage function
+allocates its outputs from it (:meth:`StageSpec.empty_outputs`).
 
-- ``func``: the function, or a lazy ``"module:function"`` reference (imported on first use, so
-  heavy dependencies such as torch load only in the processes that run the stage);
-- ``inputs``: ``{argument name: batch key}``; a batch key is ``"images"`` (``(n, rows, cols)``
-  uint16), ``"calibration"`` (:class:`laueflow.physics.geometry.Calibration`), ``"materials"``
-  (the scan's ``materials`` attribute), ``"scan_index"`` (``(n, 2)`` int: the (y, x) of each
-  image), ``"mask"`` (``(rows, cols)`` bool bad-pixel mask of the detector, or None when the scan
-  has none) or any variable produced by an earlier stage (``(n, ...)`` arrays). Images the scan
-  marks invalid are never passed to stages (the pipeline fills their outputs);
-- ``outputs``: :class:`Variable` records (name, extra dims after ``(y, x)``, dtype, fill value,
-  units, description) — they become the variables of the results store;
-- ``params``: parameter defaults (a workflow may override any of them, nothing else);
-- ``dim_sizes``: ``{dim: int | parameter name}`` for the extra dims the stage introduces
-  (``{"peak": "max_peaks"}``, ``{"i3": 3}``);
-- ``status``: optional ``outputs -> (n,) int8`` giving a per-image status code (0 = fine), see
-  :data:`STATUS_CODES`;
-- ``resources``: Dask resources a task running this stage needs (``{"GPU": 1}``).
+Two kinds:
 
-Example — a later stage plugs in with one call (in its own module or a workflow ``plugins:``
-module)::
+- ``kind="map"``: a plain function on numpy (or cupy) arrays for a batch of ``n`` images of one
+  tile; it never opens a file, never imports Dask and never decides where it runs.
+- ``kind="reduce"``: a scan-wide step run once after every tile is done. It receives the earlier
+  outputs it declares as **lazy dask arrays** read from the results store, the Dask ``client`` and
+  a ``writer`` (:class:`laueflow.pipeline.reduce.ReduceWriter`) through which it writes its
+  outputs region by region; it uses NumPy functions on the lazy arrays (they dispatch to
+  ``dask.array``) and computes only what it needs. See ``docs/design.md``.
+
+Fields of :class:`StageSpec`:
+
+- ``func``: the function (or a lazy ``"module:function"`` reference);
+- ``inputs`` / ``optional_inputs``: ``{argument: batch key}``; a batch key is one of
+  :data:`BATCH_KEYS` (``images (n, rows, cols)`` uint16, ``calibration``, ``materials`` (the scan's
+  ``materials`` attribute: names or material records), ``scan_index (n, 2)``, ``mask (rows, cols)``
+  bool or None) or any variable an earlier stage produces; optional ones are None when absent;
+- ``outputs``: :class:`Variable` records — the variables of the results store;
+- ``params``: parameter defaults (a workflow may override any of them, nothing else); a stage
+  that can use a GPU has a ``device`` parameter (``auto | cpu | cuda``, see :data:`DEVICES`);
+- ``check``: ``check(params)`` raises ``ValueError`` for impossible values (run before any
+  store is created or any worker is used);
+- ``models``: ``{parameter: model kind}``: parameters that name model files; the pipeline resolves
+  the file on the driver (training it if needed) and hands the stage the *loaded* model, once per
+  worker process (:mod:`laueflow.pipeline.models`);
+- ``dim_sizes``: ``{dim: int | parameter name}`` for the extra dims the stage introduces;
+- ``status`` + ``status_codes``: optional ``outputs -> (n,) int8`` per-image code (0 = fine) and
+  the codes it may return, ``{code: name}`` (one table per results store, :func:`status_table`);
+- ``resources``: extra Dask resources its tasks need (``{"GPU": 1}`` is added automatically for a
+  stage whose ``device`` resolves to CUDA).
+
+Example — a plug-in stage is one call (in a workflow ``plugins:`` module)::
 
     register_stage(StageSpec(
-        name="descriptors", func="laueflow.stages.descriptors:describe_spots",
-        inputs={"images": "images", "peak_col": "peak_col", "peak_row": "peak_row"},
-        outputs=(Variable("peak_similarity", ("peak",), "float32", float("nan"), "1", "CNN score"),),
-        params={"model": "spot-cnn-v1", "batch_size": 4096}, resources={"GPU": 1}))
-
-Models: :func:`cached_model` loads a model once per worker process, keyed by the model file's
-SHA-256 (so a changed file reloads, an unchanged one never does).
+        name="spot_sum", func=spot_sum, inputs={"peak_intensity": "peak_intensity"},
+        outputs=(Variable("spot_sum", (), "float32", float("nan"), "counts", "Σ peak heights"),)))
 """
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib
 import math
-import os
 import threading
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -52,30 +59,44 @@ __all__ = [
     "StageSpec",
     "STATUS_CODES",
     "BATCH_KEYS",
+    "DEVICES",
+    "STAGE_KINDS",
+    "StageOverrideWarning",
     "register_stage",
     "get_stage",
     "registered_stages",
     "resolve_callable",
-    "cached_model",
-    "file_sha256",
+    "status_table",
 ]
 
-#: per-image status codes of the results store (``status`` variable). First non-zero wins, in
-#: stage order; new stages add codes here (never renumber: results stores keep them).
+#: per-image status codes every results store has; stages add theirs in ``status_codes``.
+#: First non-zero wins, in stage order. Never renumber: results stores keep them.
 STATUS_CODES: dict[int, str] = {
     0: "ok",
     1: "invalid_input",  # the scan marks the image invalid (missing, unreadable, …): fill values
-    2: "no_peaks",  # the peak stage found no peak
-    3: "not_indexed",  # reserved for the indexing stage
 }
 
 #: batch keys the pipeline always provides (besides earlier stages' outputs)
 BATCH_KEYS = ("images", "calibration", "materials", "scan_index", "mask")
 
+#: values of a stage's ``device`` parameter: ``auto`` = the worker's GPU when the cluster offers
+#: the ``GPU`` resource (the stage then runs on GPU workers), else the CPU
+DEVICES = ("auto", "cpu", "cuda")
+
+STAGE_KINDS = ("map", "reduce")
+
+
+class StageOverrideWarning(UserWarning):
+    """A plug-in replaced a built-in stage (on purpose, with ``replace=True``)."""
+
 
 @dataclass(frozen=True)
 class Variable:
-    """One output variable of a stage, stored as ``(y, x, *dims)`` in the results store."""
+    """One output variable of a stage.
+
+    Stored as ``(y, x, *dims)`` in the results store (``per_point``), or as ``dims`` alone for a
+    scan-wide result of a reduce stage (``per_point=False``).
+    """
 
     name: str
     dims: tuple[str, ...]
@@ -83,6 +104,7 @@ class Variable:
     fill_value: Any
     units: str = ""
     description: str = ""
+    per_point: bool = True
 
     def __post_init__(self):
         object.__setattr__(self, "dims", tuple(self.dims))
@@ -99,6 +121,11 @@ class Variable:
             out["fill_value"] = fill.item() if hasattr(fill, "item") else fill
         return out
 
+    def full(self, leading: tuple[int, ...], dim_sizes: Mapping[str, int]) -> np.ndarray:
+        """A new array ``(*leading, *dims)`` filled with the fill value."""
+        shape = (*leading, *(int(dim_sizes[d]) for d in self.dims))
+        return np.full(shape, self.fill_value, dtype=self.dtype)
+
 
 @dataclass(frozen=True)
 class StageSpec:
@@ -113,32 +140,68 @@ class StageSpec:
     status: Callable[[dict], np.ndarray] | None = None
     resources: Mapping[str, float] = field(default_factory=dict)
     description: str = ""
-    #: like ``inputs``, but passed as ``None`` when no earlier stage produced them
     optional_inputs: Mapping[str, str] = field(default_factory=dict)
-    #: driver-side hook, run once per ``laueflow run`` before tasks are submitted:
-    #: ``prepare(params, context) -> params`` (e.g. train or locate a model once, not per worker);
-    #: ``context`` holds ``calibration``, ``materials`` and ``log``. A callable or "module:function".
+    #: optional driver-side hook, once per run before tasks: ``prepare(params, context) -> params``
+    #: (``context``: ``calibration``, ``materials``, ``log``); a callable or "module:function"
     prepare: Callable | str | None = None
+    kind: str = "map"
+    check: Callable[[Mapping[str, Any]], None] | None = None
+    models: Mapping[str, str] = field(default_factory=dict)
+    status_codes: Mapping[int, str] = field(default_factory=dict)
 
     def __post_init__(self):
+        for name in ("inputs", "optional_inputs", "params", "dim_sizes", "resources", "models",
+                     "status_codes"):
+            object.__setattr__(self, name, dict(getattr(self, name)))
         object.__setattr__(self, "outputs", tuple(self.outputs))
-        object.__setattr__(self, "inputs", dict(self.inputs))
-        object.__setattr__(self, "optional_inputs", dict(self.optional_inputs))
-        object.__setattr__(self, "params", dict(self.params))
         names = [v.name for v in self.outputs]
         if len(set(names)) != len(names):
             raise ValueError(f"stage {self.name!r} declares an output twice: {names}")
+        if self.kind not in STAGE_KINDS:
+            raise ValueError(f"stage {self.name!r}: kind must be one of {STAGE_KINDS}, got {self.kind!r}")
+        if self.kind == "map" and any(not v.per_point for v in self.outputs):
+            raise ValueError(f"map stage {self.name!r}: every output is per point (y, x, …)")
+        missing = [p for p in self.models if p not in self.params]
+        if missing:
+            raise ValueError(f"stage {self.name!r}: model parameters {missing} need a default in params")
+        clash = set(self.status_codes) & set(STATUS_CODES)
+        if clash:
+            raise ValueError(f"stage {self.name!r}: status codes {sorted(clash)} are reserved")
 
     @property
     def output_names(self) -> tuple[str, ...]:
         return tuple(v.name for v in self.outputs)
 
+    @property
+    def uses_device(self) -> bool:
+        """The stage can run on a GPU (it has a ``device`` parameter)."""
+        return "device" in self.params
+
     def resolved_dim_sizes(self, params: Mapping[str, Any]) -> dict[str, int]:
         """Sizes of the dims this stage introduces, given its (merged) parameters."""
-        sizes = {}
-        for dim, size in self.dim_sizes.items():
-            sizes[dim] = int(params[size]) if isinstance(size, str) else int(size)
-        return sizes
+        return {dim: int(params[size]) if isinstance(size, str) else int(size)
+                for dim, size in self.dim_sizes.items()}
+
+    def empty_outputs(self, n: int, params: Mapping[str, Any], **other_dims: int) -> dict[str, np.ndarray]:
+        """Every per-point output ``(n, *dims)`` filled with its fill value (the stage fills it).
+
+        ``other_dims``: sizes of dims that earlier stages introduce (e.g. ``peak=500``).
+        """
+        sizes = {**other_dims, **self.resolved_dim_sizes(params)}
+        return {v.name: v.full((n,), sizes) for v in self.outputs if v.per_point}
+
+    def validate_params(self, params: Mapping[str, Any]) -> None:
+        """Raise ``ValueError`` (naming the stage) for impossible parameter values."""
+        try:
+            if self.uses_device and params.get("device") not in DEVICES:
+                raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {params.get('device')!r}")
+            for dim, size in self.resolved_dim_sizes(params).items():
+                if size < 1:
+                    raise ValueError(f"dimension {dim!r} must have size ≥ 1, got {size}")
+            if self.check is not None:
+                resolve_callable(self.check)(params)
+        except (TypeError, ValueError, KeyError) as err:
+            raise ValueError(f"stage {self.name!r}: {err}") from None
 
     def function(self) -> Callable:
         return resolve_callable(self.func)
@@ -150,54 +213,100 @@ class StageSpec:
         return dict(resolve_callable(self.prepare)(dict(params), dict(context)))
 
     def __call__(self, batch: Mapping[str, Any], params: Mapping[str, Any]) -> dict:
-        """Run on a batch: pick the declared inputs, call, check and cast the declared outputs."""
+        """Run a map stage on a batch: pick the inputs, call, check and cast the outputs."""
         kwargs = {arg: batch[key] for arg, key in self.inputs.items()}
         kwargs.update({arg: batch.get(key) for arg, key in self.optional_inputs.items()})
         result = self.function()(**kwargs, **params)
         missing = [name for name in self.output_names if name not in result]
         if missing:
             raise RuntimeError(f"stage {self.name!r} did not return {missing}")
-        out = {}
-        for var in self.outputs:
-            out[var.name] = _to_host(result[var.name]).astype(var.dtype, copy=False)
-        return out
+        return {var.name: _to_host(result[var.name]).astype(var.dtype, copy=False)
+                for var in self.outputs}
 
 
 def _to_host(array):
-    from ..backend import to_numpy
+    from ..backend import to_numpy  # deferred: backend probes cupy on import
 
     return to_numpy(array)
 
 
-_REGISTRY: dict[str, StageSpec] = {}
-_LOCK = threading.Lock()
+def status_table(specs) -> dict[int, str]:
+    """The per-image status codes of a results store written by ``specs`` (one table)."""
+    table = dict(STATUS_CODES)
+    for spec in specs:
+        for code, name in spec.status_codes.items():
+            if table.get(code, name) != name:
+                raise ValueError(f"status code {code} means {table[code]!r} and {name!r} "
+                                 f"(stage {spec.name!r}); give the stage another code")
+            table[code] = name
+    return dict(sorted(table.items()))
 
 
-def register_stage(spec: StageSpec, *, replace: bool = False) -> StageSpec:
-    """Add a stage to the registry under ``spec.name`` (``replace=True`` to override one)."""
-    with _LOCK:
-        if spec.name in _REGISTRY and not replace and _REGISTRY[spec.name] != spec:
-            raise ValueError(f"a stage named {spec.name!r} is already registered")
-        _REGISTRY[spec.name] = spec
-    return spec
-
-
-#: modules that declare the built-in stages beyond peaks/angles (imported on first registry use;
-#: their declarations are light: heavy code loads only when a stage runs)
-BUILTIN_STAGE_MODULES = (
-    "laueflow.stages.descriptors",
-    "laueflow.stages.indexing",
-    "laueflow.stages.strain.stage",
+# --------------------------------------------------------------------------- registry
+#: the built-in stages: ``"module:STAGE"`` references, imported on first registry use (their
+#: modules are light: heavy code such as torch loads only when a stage runs)
+BUILTIN_STAGES = (
+    "laueflow.stages.peaks:STAGE",
+    "laueflow.stages.angles:STAGE",
+    "laueflow.stages.descriptors:STAGE",
+    "laueflow.stages.indexing:STAGE",
+    "laueflow.stages.strain:STAGE",
+    "laueflow.stages.summary:STAGE",
 )
+
+_REGISTRY: dict[str, StageSpec] = {}
+_BUILTIN_NAMES: set[str] = set()
+_LOCK = threading.RLock()
 _builtins_loaded = False
 
 
 def _load_builtins() -> None:
     global _builtins_loaded
-    if not _builtins_loaded:
+    with _LOCK:
+        if _builtins_loaded:
+            return
         _builtins_loaded = True
-        for module in BUILTIN_STAGE_MODULES:
-            importlib.import_module(module)
+        for ref in BUILTIN_STAGES:
+            spec = resolve_callable(ref, allow_objects=True)
+            _REGISTRY.setdefault(spec.name, spec)
+            _BUILTIN_NAMES.add(spec.name)
+
+
+def register_stage(spec: StageSpec, *, replace: bool = False) -> StageSpec:
+    """Add a stage to the registry under ``spec.name``.
+
+    Registering a name that exists is an error unless ``replace=True``; replacing a built-in
+    stage warns (:class:`StageOverrideWarning`) so the override is never silent.
+    """
+    _load_builtins()
+    with _LOCK:
+        old = _REGISTRY.get(spec.name)
+        if old is not None and old != spec:
+            if not replace:
+                raise ValueError(f"a stage named {spec.name!r} is already registered; pass "
+                                 "replace=True to override it on purpose, or choose another name")
+            if spec.name in _BUILTIN_NAMES:
+                warnings.warn(f"stage {spec.name!r} ({_origin(spec)}) replaces the built-in stage "
+                              f"{spec.name!r} ({_origin(old)})", StageOverrideWarning, stacklevel=2)
+        _REGISTRY[spec.name] = spec
+    return spec
+
+
+def unregister_stage(name: str) -> None:
+    """Remove a plug-in stage (a built-in comes back as it was); for tests and notebooks."""
+    _load_builtins()
+    with _LOCK:
+        _REGISTRY.pop(name, None)
+        if name in _BUILTIN_NAMES:
+            for ref in BUILTIN_STAGES:
+                spec = resolve_callable(ref, allow_objects=True)
+                if spec.name == name:
+                    _REGISTRY[name] = spec
+
+
+def _origin(spec: StageSpec) -> str:
+    func = spec.func
+    return func if isinstance(func, str) else f"{func.__module__}:{func.__qualname__}"
 
 
 def get_stage(name: str) -> StageSpec:
@@ -215,102 +324,16 @@ def registered_stages() -> dict[str, StageSpec]:
 
 
 @functools.lru_cache(maxsize=None)
-def resolve_callable(ref: Callable | str) -> Callable:
+def resolve_callable(ref: Callable | str, allow_objects: bool = False) -> Callable:
     """``"package.module:function"`` → the function (callables pass through)."""
     if callable(ref):
         return ref
     module_name, _, attr = str(ref).partition(":")
     if not attr:
-        raise ValueError(f"stage function reference {ref!r} must look like 'module:function'")
+        raise ValueError(f"reference {ref!r} must look like 'module:function'")
     obj = importlib.import_module(module_name)
     for part in attr.split("."):
         obj = getattr(obj, part)
+    if not allow_objects and not callable(obj):
+        raise ValueError(f"{ref!r} is not callable")
     return obj
-
-
-# --------------------------------------------------------------------------- model cache
-@functools.lru_cache(maxsize=64)
-def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 of a file, computed once per (path, size, mtime) in this process."""
-    st = os.stat(path)
-    return _file_sha256(os.fspath(path), st.st_size, st.st_mtime_ns)
-
-
-_MODELS: dict[tuple, Any] = {}
-_MODEL_LOCK = threading.Lock()
-
-
-def cached_model(loader: Callable[[str], Any], path: str | os.PathLike, *, key: str | None = None):
-    """Load a model once per process: ``loader(path)`` cached under the file's SHA-256.
-
-    Stages call this instead of loading weights themselves; on a Dask worker the module-level
-    cache lives as long as the worker process, so each model loads once per worker, not per task.
-    ``key`` overrides the hash (e.g. a model name already hashed upstream).
-    """
-    cache_key = (getattr(loader, "__module__", ""), getattr(loader, "__qualname__", repr(loader)),
-                 key or file_sha256(path))
-    with _MODEL_LOCK:
-        if cache_key not in _MODELS:
-            _MODELS[cache_key] = loader(os.fspath(path))
-        return _MODELS[cache_key]
-
-
-def clear_model_cache() -> None:
-    with _MODEL_LOCK:
-        _MODELS.clear()
-
-
-# --------------------------------------------------------------------------- built-in stages
-NAN = float("nan")
-
-
-def _peak_status(outputs: dict) -> np.ndarray:
-    return np.where(outputs["peak_count"] == 0, 2, 0).astype(np.int8)
-
-
-def _peak_outputs() -> tuple[Variable, ...]:
-    return (
-        Variable("peak_count", (), "int32", -1, "1", "number of peaks found (-1: image not processed)"),
-        Variable("peak_col", ("peak",), "float32", NAN, "px", "centroid column, 0-based pixel coordinates"),
-        Variable("peak_row", ("peak",), "float32", NAN, "px", "centroid row, 0-based pixel coordinates"),
-        Variable("peak_col_int", ("peak",), "int32", -1, "px", "column of the local maximum"),
-        Variable("peak_row_int", ("peak",), "int32", -1, "px", "row of the local maximum"),
-        Variable("peak_intensity", ("peak",), "float32", NAN, "counts", "peak height above background"),
-        Variable("peak_integrated_intensity", ("peak",), "float32", NAN, "counts",
-                 "background-subtracted sum over the integration box"),
-        Variable("peak_background", ("peak",), "float32", NAN, "counts", "local background level"),
-        Variable("peak_noise", ("peak",), "float32", NAN, "counts", "local noise sigma"),
-    )
-
-
-PEAKS = register_stage(StageSpec(
-    name="peaks",
-    func="laueflow.stages.peaks:find_peaks",
-    inputs={"images": "images"},
-    optional_inputs={"mask": "mask"},
-    outputs=_peak_outputs(),
-    params={"threshold_sigma": 6.0, "threshold_counts": None, "min_distance_px": 3,
-            "box_size_px": 5, "max_peaks": 500},
-    dim_sizes={"peak": "max_peaks"},
-    status=_peak_status,
-    description="local-maximum peak search with centroid refinement",
-))
-
-ANGLES = register_stage(StageSpec(
-    name="angles",
-    func="laueflow.stages.angles:peak_angles",
-    inputs={"peak_col": "peak_col", "peak_row": "peak_row", "calibration": "calibration"},
-    outputs=(
-        Variable("peak_two_theta", ("peak",), "float32", NAN, "deg", "scattering angle 2θ of the peak"),
-        Variable("peak_chi", ("peak",), "float32", NAN, "deg", "azimuth χ of the peak (LaueTools)"),
-    ),
-    description="pixel → (2θ, χ) with the scan's detector calibration",
-))

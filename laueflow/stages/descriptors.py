@@ -3,30 +3,22 @@
 Contract (relied upon by the pipeline)::
 
     describe_spots(images, peak_col_int, peak_row_int, peak_background=None, *, method="cnn",
-                   batch_size=4096, weights=None, device=None, **other) -> dict[str, np.ndarray]
+                   batch_size=4096, model=None, device="cpu", **other) -> dict[str, np.ndarray]
 
 ``images``: ``(n, rows, cols)``; peak arrays ``(n, max_peaks)`` (``-1`` fill). For every valid
 peak the 32×32 cutout ``A(s)`` around ``s = (peak_col_int, peak_row_int)`` is cut
 (:mod:`laueflow.kernels.cutouts`); all cutouts of the batch go through the model (or the batched
-fit) at once, in batches of ``batch_size`` on the worker's device (CUDA when available). Outputs,
-``(n, max_peaks)``:
+fit) at once, in batches of ``batch_size``. Outputs ``(n, max_peaks)``, declared once in
+:data:`STAGE` ``.outputs``: ``spot_similarity`` (Sim ∈ [0, 1]), ``spot_col/spot_row`` (refined
+sub-pixel position ``s + μ``, 0-based), ``spot_area`` (``π σ1 σ2`` px², CNN saturates at 5π),
+``spot_aspect`` (``min σ / max σ``), ``spot_good`` (``Sim > 0.5`` and ``‖Pos − s‖ ≤ 0.9 px``),
+``spot_border`` (cutout padded at the frame border).
 
-=================== ======= ====== =========================================================
-key                 dtype   fill   meaning
-=================== ======= ====== =========================================================
-``spot_similarity`` float32 NaN    ``Sim`` ∈ [0, 1] (similarity to the fitted Gaussian)
-``spot_col``        float32 NaN    refined sub-pixel column ``s + μ1`` (0-based)
-``spot_row``        float32 NaN    refined sub-pixel row ``s + μ2`` (0-based)
-``spot_area``       float32 NaN    ``π σ1 σ2`` px² (CNN: saturates at 5π)
-``spot_aspect``     float32 NaN    ``min(σ)/max(σ)``
-``spot_good``       bool    False  ``Sim > 0.5`` and ``‖Pos − s‖ ≤ 0.9 px``
-``spot_border``     bool    False  the cutout crossed the frame border and was padded
-=================== ======= ====== =========================================================
-
-``method="cnn"`` uses the shipped weights (``laueflow/data/spotcnn.pt``, sha256-checked, loaded
-once per process, :func:`laueflow.models.spotcnn.get_spotcnn`); ``method="fit"`` runs the exact
-batched Levenberg–Marquardt fit (:mod:`laueflow.kernels.gaussfit`). CNN positions are limited to
-``s ± 1.1`` px by the ``Pos*`` encoding: spots further off are bad by definition.
+``method="cnn"``: ``model`` is the loaded spot CNN — in a workflow the ``model`` parameter names
+a weights file (null: the shipped ``laueflow/data/spotcnn.pt``, sha256-checked) and the pipeline
+loads it once per worker on the stage's ``device``; ``method="fit"`` runs the exact batched
+Levenberg–Marquardt fit (:mod:`laueflow.kernels.gaussfit`) on ``device``. CNN positions are
+limited to ``s ± 1.1`` px by the ``Pos*`` encoding: spots further off are bad by definition.
 ``peak_background`` is accepted for the contract but not needed: both methods estimate the
 background per cutout (documented in ``docs/spot-descriptors.md``).
 
@@ -40,34 +32,31 @@ import numpy as np
 from ..backend import to_numpy
 from ..kernels.cutouts import (area_from_star, extract_cutouts, good_spot, normalise_cutouts,
                                pos_from_star)
+from .base import StageSpec, Variable
 
-__all__ = ["DESCRIPTOR_OUTPUTS", "describe_spots", "describe_cutouts", "evaluate_descriptors",
+__all__ = ["STAGE", "describe_spots", "describe_cutouts", "evaluate_descriptors",
            "angular_error_medians", "format_evaluation"]
 
-DESCRIPTOR_OUTPUTS = {
-    "spot_similarity": (np.float32, np.nan),
-    "spot_col": (np.float32, np.nan),
-    "spot_row": (np.float32, np.nan),
-    "spot_area": (np.float32, np.nan),
-    "spot_aspect": (np.float32, np.nan),
-    "spot_good": (np.bool_, False),
-    "spot_border": (np.bool_, False),
-}
 
+def describe_cutouts(cutouts, valid=None, *, method="cnn", batch_size=4096, model=None, device="cpu"):
+    """Descriptors of cutouts ``(m, 32, 32)``: dict of ``sim, dcol, drow, area, aspect, good``.
 
-def describe_cutouts(cutouts, valid=None, *, method="cnn", batch_size=4096, weights=None, device=None):
-    """Descriptors of cutouts ``(m, 32, 32)``: dict of ``sim, dcol, drow, area, aspect, good``."""
+    ``model``: the loaded spot CNN for ``method="cnn"`` (on its device; e.g.
+    :func:`laueflow.io.model_files.load_spotcnn`); ``device`` is used by ``method="fit"``.
+    """
     if method == "fit":
-        from ..kernels.gaussfit import fit_descriptors, fit_gaussians
+        from ..kernels.gaussfit import fit_descriptors, fit_gaussians  # deferred: torch is heavy
 
         fit = fit_gaussians(cutouts, valid, batch_size=batch_size, device=device)
         d = fit_descriptors(cutouts, fit["params"], valid, fit["converged"])
         return {k: d[k] for k in ("sim", "dcol", "drow", "area", "aspect", "good")}
     if method != "cnn":
         raise ValueError(f"method must be 'cnn' or 'fit', got {method!r}")
-    from ..models.spotcnn import get_spotcnn, predict_descriptors
+    if model is None:
+        raise ValueError("method='cnn' needs the loaded spot CNN (model=...); `laueflow run` loads the "
+                         "shipped weights, in Python use laueflow.io.model_files.load_spotcnn()")
+    from ..models.spotcnn import predict_descriptors  # deferred: torch is heavy
 
-    model = get_spotcnn(weights, device)
     desc = predict_descriptors(model, normalise_cutouts(cutouts, valid), batch_size=batch_size).astype(np.float64)
     dcol, drow = pos_from_star(desc[:, 1]), pos_from_star(desc[:, 2])
     return {"sim": desc[:, 0], "dcol": dcol, "drow": drow, "area": area_from_star(desc[:, 4]),
@@ -75,7 +64,7 @@ def describe_cutouts(cutouts, valid=None, *, method="cnn", batch_size=4096, weig
 
 
 def describe_spots(images, peak_col_int, peak_row_int, peak_background=None, *, method="cnn",
-                   batch_size=4096, weights=None, device=None, **other) -> dict[str, np.ndarray]:
+                   batch_size=4096, model=None, device="cpu", **other) -> dict[str, np.ndarray]:
     """Descriptors of every peak of a batch of images (see the module docstring)."""
     images = to_numpy(images)
     if images.ndim == 2:
@@ -83,7 +72,7 @@ def describe_spots(images, peak_col_int, peak_row_int, peak_background=None, *, 
     ci = np.asarray(to_numpy(peak_col_int)).reshape(len(images), -1)
     ri = np.asarray(to_numpy(peak_row_int)).reshape(len(images), -1)
     n, max_peaks = ci.shape
-    out = {k: np.full((n, max_peaks), fill, dtype=dt) for k, (dt, fill) in DESCRIPTOR_OUTPUTS.items()}
+    out = STAGE.empty_outputs(n, {"max_peaks": max_peaks})
     cut, val, bord, where = [], [], [], []
     for i in range(n):
         k = np.flatnonzero((ci[i] >= 0) & (ri[i] >= 0))
@@ -100,7 +89,7 @@ def describe_spots(images, peak_col_int, peak_row_int, peak_background=None, *, 
     val = np.concatenate(val)
     bord = np.concatenate(bord)
     where = np.concatenate(where)
-    d = describe_cutouts(cut, val, method=method, batch_size=batch_size, weights=weights, device=device)
+    d = describe_cutouts(cut, val, method=method, batch_size=batch_size, model=model, device=device)
     i, k = where[:, 0], where[:, 1]
     out["spot_similarity"][i, k] = d["sim"]
     out["spot_col"][i, k] = ci[i, k] + d["dcol"]
@@ -234,31 +223,33 @@ def angular_error_medians(calibration, true_col, true_row, centroid_col, centroi
     return out
 
 
-# ------------------------------------------------------------------------------ registration
-def _register():
-    from .base import StageSpec, Variable, register_stage
-
-    nan = float("nan")
-    return register_stage(StageSpec(
-        name="descriptors",
-        func="laueflow.stages.descriptors:describe_spots",
-        inputs={"images": "images", "peak_col_int": "peak_col_int", "peak_row_int": "peak_row_int",
-                "peak_background": "peak_background"},
-        outputs=(
-            Variable("spot_similarity", ("peak",), "float32", nan, "1", "Sim: similarity to a 2-D Gaussian, 0–1"),
-            Variable("spot_col", ("peak",), "float32", nan, "px", "refined column, 0-based"),
-            Variable("spot_row", ("peak",), "float32", nan, "px", "refined row, 0-based"),
-            Variable("spot_area", ("peak",), "float32", nan, "px2", "pi sigma1 sigma2"),
-            Variable("spot_aspect", ("peak",), "float32", nan, "1", "min(sigma)/max(sigma)"),
-            Variable("spot_good", ("peak",), "bool", False, "1", "Sim > 0.5 and ‖Pos − s‖ ≤ 0.9 px"),
-            Variable("spot_border", ("peak",), "bool", False, "1", "cutout padded at the frame border"),
-        ),
-        params={"method": "cnn", "batch_size": 4096},
-        description="spot morphology descriptors (CNN of Kirstein, Petrich et al. 2023, or batched Gaussian fit)",
-    ), replace=True)
+# ------------------------------------------------------------------------------ declaration
+def check_params(params) -> None:
+    if params.get("method") not in ("cnn", "fit"):
+        raise ValueError(f"method must be 'cnn' or 'fit', got {params.get('method')!r}")
+    size = params.get("batch_size")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise ValueError(f"batch_size must be an integer ≥ 1 (cutouts per forward pass), got {size!r}")
 
 
-try:
-    DESCRIPTORS = _register()
-except Exception:  # noqa: BLE001 - registry API changed under us: the lead wires it explicitly
-    DESCRIPTORS = None
+_NAN = float("nan")
+
+STAGE = StageSpec(
+    name="descriptors",
+    func=describe_spots,
+    inputs={"images": "images", "peak_col_int": "peak_col_int", "peak_row_int": "peak_row_int",
+            "peak_background": "peak_background"},
+    outputs=(
+        Variable("spot_similarity", ("peak",), "float32", _NAN, "1", "Sim: similarity to a 2-D Gaussian, 0–1"),
+        Variable("spot_col", ("peak",), "float32", _NAN, "px", "refined column, 0-based"),
+        Variable("spot_row", ("peak",), "float32", _NAN, "px", "refined row, 0-based"),
+        Variable("spot_area", ("peak",), "float32", _NAN, "px2", "pi sigma1 sigma2"),
+        Variable("spot_aspect", ("peak",), "float32", _NAN, "1", "min(sigma)/max(sigma)"),
+        Variable("spot_good", ("peak",), "bool", False, "1", "Sim > 0.5 and ‖Pos − s‖ ≤ 0.9 px"),
+        Variable("spot_border", ("peak",), "bool", False, "1", "cutout padded at the frame border"),
+    ),
+    params={"method": "cnn", "batch_size": 4096, "model": None, "device": "auto"},
+    models={"model": "spot-cnn"},
+    check=check_params,
+    description="spot morphology descriptors (CNN of Kirstein, Petrich et al. 2023, or batched Gaussian fit)",
+)

@@ -7,20 +7,10 @@ Contract relied upon by the workflow runner (``laueflow run``)::
 
 ``images``: ``(n_images, n_rows, n_cols)`` numeric array (numpy or cupy; a single 2-D image is
 accepted too and treated as a batch of one). Each image is searched on its own
-(:func:`laueflow.kernels.peaks.find_peaks_2d`; never labelled across the stack). Returned numpy
-arrays, shape ``(n_images, max_peaks)``, peaks sorted by decreasing ``peak_intensity``:
-
-=============================== ======= ====== ==============================================
-key                             dtype   fill   meaning
-=============================== ======= ====== ==============================================
-``peak_col_int, peak_row_int``  int32   -1     hottest pixel, 0-based column / row
-``peak_col, peak_row``          float32 NaN    background-subtracted centroid (0-based)
-``peak_intensity``              float32 NaN    hottest pixel − local background (counts)
-``peak_integrated_intensity``   float32 NaN    Σ(I − background) in the (2·box+1)² box
-``peak_background``             float32 NaN    local background (counts)
-``peak_noise``                  float32 NaN    local per-pixel noise σ (counts)
-``peak_count``                  int32          (n_images,) number of peaks kept
-=============================== ======= ====== ==============================================
+(:func:`laueflow.kernels.peaks.find_peaks_2d`; never labelled across the stack). The outputs are
+declared once, in :data:`STAGE` ``.outputs`` (names, dtypes, fills, units): numpy arrays
+``(n_images, max_peaks)`` with peaks sorted by decreasing ``peak_intensity``, and
+``peak_count (n_images,)``.
 
 LaueTools users: ``threshold_counts`` ≈ ``IntensityThreshold`` (counts above the local
 background, auto-background ``A−B``), ``min_distance_px`` ≈ ``PixelNearRadius``,
@@ -38,35 +28,23 @@ import numpy as np
 
 from ..backend import get_array_module, to_numpy
 from ..kernels.peaks import find_peaks_2d
+from .base import StageSpec, Variable
 
-__all__ = ["PEAK_SEARCH_DEFAULTS", "PEAK_OUTPUTS", "find_peaks"]
+__all__ = ["STAGE", "find_peaks"]
 
-#: defaults of :func:`find_peaks` (documented above); the runner may read and override them
-PEAK_SEARCH_DEFAULTS: dict = {
-    "threshold_sigma": 6.0,     # detection threshold, in units of the local noise (3x3 box sum)
-    "threshold_counts": None,   # optional absolute threshold, counts above local background
-    "min_distance_px": 3,       # two peaks are at least this far apart (Chebyshev), px
-    "box_size_px": 5,           # half-size of the centroid / integration box, px
-    "max_peaks": 500,           # keep at most this many (the brightest) per image
-    "mask": None,               # (n_rows, n_cols) bool, True = bad pixel to ignore
-}
+NAN = float("nan")
 
-#: output key -> (kernel key, dtype, fill)
-PEAK_OUTPUTS = {
-    "peak_col_int": ("col_int", np.int32, -1),
-    "peak_row_int": ("row_int", np.int32, -1),
-    "peak_col": ("col", np.float32, np.nan),
-    "peak_row": ("row", np.float32, np.nan),
-    "peak_intensity": ("intensity", np.float32, np.nan),
-    "peak_integrated_intensity": ("integrated_intensity", np.float32, np.nan),
-    "peak_background": ("background", np.float32, np.nan),
-    "peak_noise": ("noise", np.float32, np.nan),
+#: results-store variable → field of :func:`laueflow.kernels.peaks.find_peaks_2d`
+_KERNEL_FIELD = {
+    "peak_col": "col", "peak_row": "row", "peak_col_int": "col_int", "peak_row_int": "row_int",
+    "peak_intensity": "intensity", "peak_integrated_intensity": "integrated_intensity",
+    "peak_background": "background", "peak_noise": "noise",
 }
 
 _KERNEL_EXTRA = {
     name for name, p in inspect.signature(find_peaks_2d).parameters.items()
     if p.kind is inspect.Parameter.KEYWORD_ONLY
-} - set(PEAK_SEARCH_DEFAULTS)
+} - {"threshold_sigma", "threshold_counts", "min_distance_px", "box_size_px", "max_peaks", "mask"}
 
 
 def find_peaks(images, *, threshold_sigma=6.0, threshold_counts=None, min_distance_px=3,
@@ -80,9 +58,8 @@ def find_peaks(images, *, threshold_sigma=6.0, threshold_counts=None, min_distan
         raise ValueError(f"images must be (n_images, n_rows, n_cols), got shape {images.shape}")
     max_peaks = int(max_peaks)
     n = images.shape[0]
-    out = {key: np.full((n, max_peaks), fill, dtype=dtype)
-           for key, (_, dtype, fill) in PEAK_OUTPUTS.items()}
-    out["peak_count"] = np.zeros(n, dtype=np.int32)
+    out = STAGE.empty_outputs(n, {"max_peaks": max_peaks})
+    out["peak_count"][:] = 0
     kwargs = {k: v for k, v in other.items() if k in _KERNEL_EXTRA}
     if mask is not None:
         mask = xp.asarray(mask, dtype=bool)
@@ -92,6 +69,52 @@ def find_peaks(images, *, threshold_sigma=6.0, threshold_counts=None, min_distan
                               box_size_px=box_size_px, max_peaks=max_peaks, mask=mask, **kwargs)
         k = int(found["col"].shape[0])
         out["peak_count"][i] = k
-        for key, (src, _, _) in PEAK_OUTPUTS.items():
+        for key, src in _KERNEL_FIELD.items():
             out[key][i, :k] = to_numpy(found[src])
     return out
+
+
+def check_params(params) -> None:
+    """Impossible peak-search parameters → ``ValueError`` saying which and why."""
+    sigma, counts = params.get("threshold_sigma"), params.get("threshold_counts")
+    if sigma is None and counts is None:
+        raise ValueError("give threshold_sigma and/or threshold_counts")
+    if sigma is not None and not sigma > 0:
+        raise ValueError(f"threshold_sigma must be > 0 (noise units), got {sigma}")
+    if counts is not None and not counts >= 0:
+        raise ValueError(f"threshold_counts must be ≥ 0 counts above background, got {counts}")
+    for name, low in (("max_peaks", 1), ("min_distance_px", 1), ("box_size_px", 1)):
+        value = params.get(name)
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
+            raise ValueError(f"{name} must be an integer ≥ {low}, got {value!r}")
+
+
+def _status(outputs: dict) -> np.ndarray:
+    return np.where(outputs["peak_count"] == 0, 2, 0).astype(np.int8)
+
+
+STAGE = StageSpec(
+    name="peaks",
+    func=find_peaks,
+    inputs={"images": "images"},
+    optional_inputs={"mask": "mask"},
+    outputs=(
+        Variable("peak_count", (), "int32", -1, "1", "number of peaks found (-1: image not processed)"),
+        Variable("peak_col", ("peak",), "float32", NAN, "px", "centroid column, 0-based pixel coordinates"),
+        Variable("peak_row", ("peak",), "float32", NAN, "px", "centroid row, 0-based pixel coordinates"),
+        Variable("peak_col_int", ("peak",), "int32", -1, "px", "column of the local maximum"),
+        Variable("peak_row_int", ("peak",), "int32", -1, "px", "row of the local maximum"),
+        Variable("peak_intensity", ("peak",), "float32", NAN, "counts", "peak height above background"),
+        Variable("peak_integrated_intensity", ("peak",), "float32", NAN, "counts",
+                 "background-subtracted sum over the integration box"),
+        Variable("peak_background", ("peak",), "float32", NAN, "counts", "local background level"),
+        Variable("peak_noise", ("peak",), "float32", NAN, "counts", "local noise sigma"),
+    ),
+    params={"threshold_sigma": 6.0, "threshold_counts": None, "min_distance_px": 3,
+            "box_size_px": 5, "max_peaks": 500},
+    dim_sizes={"peak": "max_peaks"},
+    check=check_params,
+    status=_status,
+    status_codes={2: "no_peaks"},
+    description="local-maximum peak search with centroid refinement",
+)

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..physics.geometry import DEFAULT_CALIBRATION, Calibration
+from ..physics.simulate import DEFAULT_ENERGY_BAND_KEV
 from .microstructure import DOMAIN_KINDS, Microstructure, build_microstructure
 from .render import background_model, compose_image, noise_sigma, render_components
 from .spots import QUALITY, SpotComponents, SpotTable, build_spots
@@ -44,7 +45,7 @@ class ScanParameters:
     grains: int = 12
     step_um: float = 1.0
     seed: int = 0
-    energy_band_kev: tuple = (5.0, 23.0)
+    energy_band_kev: tuple = DEFAULT_ENERGY_BAND_KEV
     beam_size_um: float | None = None  # footprint diameter, default 1.5 × step
     orientation_gradient_deg_per_um: float = 0.02
     strain_magnitude: float = 1e-3

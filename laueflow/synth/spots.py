@@ -17,6 +17,7 @@ from scipy.special import ndtri
 
 from ..physics.simulate import simulate_spots
 from .microstructure import Microstructure
+from ..physics.simulate import DEFAULT_ENERGY_BAND_KEV
 
 __all__ = ["QUALITY", "SpotTable", "SpotComponents", "build_spots"]
 
@@ -98,7 +99,7 @@ def build_spots(
     rng: np.random.Generator,
     *,
     seed: int,
-    energy_band_kev=(5.0, 23.0),
+    energy_band_kev=DEFAULT_ENERGY_BAND_KEV,
     background=None,
     halo_scale=None,
     read_noise: float = 2.5,

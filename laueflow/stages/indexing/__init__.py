@@ -1,9 +1,11 @@
 """LaueNN-style indexing: features, classes, training data, training, orientations, matching.
 
-Importing this package registers the built-in pipeline stage ``index`` (the registry imports
-it on first use); its model is found or trained once per run on the driver
-(:func:`laueflow.pipeline.indexers.prepare_index`; files: :mod:`laueflow.io.indexer_files`). Heavy
-dependencies (torch) load only when the stage runs. See ``docs/indexing.md``.
+:data:`STAGE` declares the built-in pipeline stage ``index`` (the registry reads it on first use).
+Its ``model`` parameter names an indexer file (null: the pipeline finds the cached model for the
+scan's materials and calibration, or trains it once on the driver —
+:mod:`laueflow.pipeline.indexers`; files: :mod:`laueflow.io.indexer_files`); the stage receives
+the loaded :class:`~.training.Indexer`. Heavy dependencies (torch) load only when the stage runs.
+See ``docs/indexing.md``.
 
 Modules
 -------
@@ -19,9 +21,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..base import StageSpec, Variable, register_stage
+from ..base import StageSpec, Variable
 
-__all__ = ["INDEX_STAGE", "index_status"]
+__all__ = ["STAGE", "index_status", "check_params"]
 
 NAN = float("nan")
 
@@ -31,7 +33,27 @@ def index_status(outputs: dict) -> np.ndarray:
     return np.where(np.asarray(outputs["grain_count"]) == 0, 3, 0).astype(np.int8)
 
 
-INDEX_STAGE = register_stage(StageSpec(
+def check_params(params) -> None:
+    """Impossible indexing parameters → ``ValueError``."""
+    if not isinstance(params["max_grains"], int) or params["max_grains"] < 1:
+        raise ValueError(f"max_grains must be an integer ≥ 1, got {params['max_grains']!r}")
+    for name in ("angle_tolerance_deg", "match_tolerance_deg", "max_residual_deg"):
+        if not params[name] > 0:
+            raise ValueError(f"{name} must be > 0 degrees, got {params[name]!r}")
+    for name in ("mr_accept", "mr_min"):
+        if not 0 <= params[name] <= 100:
+            raise ValueError(f"{name} is a matching rate in %, 0–100; got {params[name]!r}")
+    if params["mr_min"] > params["mr_accept"]:
+        raise ValueError(f"mr_min ({params['mr_min']}) must not exceed mr_accept ({params['mr_accept']})")
+    if not 0 <= params["confidence_threshold"] <= 1:
+        raise ValueError(f"confidence_threshold must be in [0, 1], got {params['confidence_threshold']!r}")
+    if not 0 <= params["max_overlap"] <= 1:
+        raise ValueError(f"max_overlap must be a fraction in [0, 1], got {params['max_overlap']!r}")
+    if not isinstance(params["min_matched"], int) or params["min_matched"] < 2:
+        raise ValueError(f"min_matched must be an integer ≥ 2, got {params['min_matched']!r}")
+
+
+STAGE = StageSpec(
     name="index",
     func="laueflow.stages.indexing.stage:index_stage",
     inputs={"peak_two_theta": "peak_two_theta", "peak_chi": "peak_chi", "peak_intensity": "peak_intensity",
@@ -52,9 +74,11 @@ INDEX_STAGE = register_stage(StageSpec(
     params={"model": None, "cache_dir": None, "train_if_missing": True, "max_grains": 5,
             "confidence_threshold": 0.5, "angle_tolerance_deg": 0.6, "match_tolerance_deg": 0.5,
             "mr_accept": 50.0, "mr_min": 25.0, "min_matched": 8, "max_residual_deg": 0.35,
-            "max_overlap": 0.3, "use_previous": False, "indexer_config": None},
+            "max_overlap": 0.3, "use_previous": False, "indexer_config": None, "device": "auto"},
     dim_sizes={"grain": "max_grains", "i3": 3, "j3": 3},
+    models={"model": "lauenn-indexer"},
+    check=check_params,
     status=index_status,
-    prepare="laueflow.pipeline.indexers:prepare_index",
+    status_codes={3: "not_indexed"},
     description="LaueNN hkl-family prediction + orientation matrices from spot pairs, matching-rate validation",
-))
+)

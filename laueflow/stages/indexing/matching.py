@@ -17,7 +17,7 @@ import numpy as np
 
 from ...physics.geometry import Calibration, angles_to_qhat
 from ...physics.materials import Material
-from ...physics.simulate import simulate_spots
+from ...physics.simulate import DEFAULT_ENERGY_BAND_KEV, simulate_spots
 
 __all__ = ["CandidateScores", "score_candidates", "match_one", "refine_orientation", "orientation_from_pairs"]
 
@@ -53,7 +53,7 @@ def _theoretical(material, ub, calibration, energy_band_kev, edges: bool = False
 
 
 def score_candidates(material: Material, ub, q_exp: np.ndarray, calibration: Calibration,
-                     energy_band_kev=(5.0, 23.0), tolerance_deg: float = 0.5,
+                     energy_band_kev=DEFAULT_ENERGY_BAND_KEV, tolerance_deg: float = 0.5,
                      claimed: np.ndarray | None = None) -> CandidateScores:
     """Score K candidate orientations ``ub`` (K, 3, 3) against measured ``q_exp`` (m, 3)."""
     ub = np.asarray(ub, dtype=float).reshape(-1, 3, 3)
@@ -85,7 +85,7 @@ def score_candidates(material: Material, ub, q_exp: np.ndarray, calibration: Cal
 
 
 def match_one(material: Material, ub, q_exp: np.ndarray, calibration: Calibration,
-              energy_band_kev=(5.0, 23.0), tolerance_deg: float = 0.5):
+              energy_band_kev=DEFAULT_ENERGY_BAND_KEV, tolerance_deg: float = 0.5):
     """Match one orientation: ``(exp_index (t,), hkl (t, 3), residual_deg (t,), n_theoretical)``.
 
     One row per measured spot matched (each measured spot keeps its closest theoretical spot).
@@ -113,7 +113,7 @@ def _kabsch(g: np.ndarray, q: np.ndarray) -> np.ndarray:
 
 
 def refine_orientation(material: Material, ub, q_exp: np.ndarray, calibration: Calibration,
-                       energy_band_kev=(5.0, 23.0), tolerances_deg=(0.5, 0.3, 0.2, 0.15, 0.1), min_pairs: int = 6):
+                       energy_band_kev=DEFAULT_ENERGY_BAND_KEV, tolerances_deg=(0.5, 0.3, 0.2, 0.15, 0.1), min_pairs: int = 6):
     """Least-squares rotation on matched (B0·h, q̂) pairs, re-matched at each tolerance.
 
     Decreasing tolerances drop noisy spots from the fit; a step with fewer than ``min_pairs``

@@ -4,8 +4,8 @@ Arrays in, arrays out (no Dask; the only file read is the model, once per proces
 
 :func:`index_peaks` is the science function (takes a loaded :class:`Indexer`);
 :func:`index_stage` is the pipeline entry (``laueflow.stages.indexing.stage:index_stage``): it
-loads the model file that the driver-side hook :func:`laueflow.pipeline.indexers.prepare_index`
-found (or trained) for the scan's materials and calibration.
+receives the indexer that the pipeline found (or trained) for the scan's materials and
+calibration and loaded once per worker.
 """
 from __future__ import annotations
 
@@ -14,26 +14,13 @@ from dataclasses import fields
 import numpy as np
 
 from ...backend import to_numpy
-from ...physics.geometry import Calibration
+from ...physics.geometry import Calibration, angles_to_qhat
 from ...physics.orientations import matrix_to_euler
+from . import STAGE
 from .orientation import ClassGeometry, IndexingParams, find_grains
 from .training import Indexer
 
-__all__ = ["index_peaks", "index_stage", "INDEX_OUTPUTS"]
-
-#: output name → (extra dims, dtype, fill)
-INDEX_OUTPUTS = {
-    "hkl": (("peak", "i3"), "int32", 0),
-    "peak_material": (("peak",), "int16", -1),
-    "peak_grain": (("peak",), "int16", -1),
-    "grain_material": (("grain",), "int16", -1),
-    "orientation_matrix": (("grain", "i3", "j3"), "float64", np.nan),
-    "euler_angles": (("grain", "i3"), "float64", np.nan),
-    "matching_rate": (("grain",), "float32", np.nan),
-    "matched_spots": (("grain",), "int32", 0),
-    "mean_residual_deg": (("grain",), "float32", np.nan),
-    "grain_count": ((), "int16", 0),
-}
+__all__ = ["index_peaks", "index_stage"]
 
 _GEOMETRY_CACHE: dict = {}
 
@@ -115,11 +102,7 @@ def index_peaks(peak_two_theta, peak_chi, peak_intensity=None, *, indexer: Index
         n_predict = max(int(indexer.config.n_centres), 25 * g_max)
     cls, conf = indexer.predict(tth_o, chi_o, n_centres=int(n_predict), device=device)
 
-    out = {name: np.full((n,) + ((mp,) if "peak" in dims else (g_max,) if "grain" in dims else ())
-                         + tuple(3 for d in dims if d in ("i3", "j3")), fill, dtype=dtype)
-           for name, (dims, dtype, fill) in INDEX_OUTPUTS.items()}
-    from ...physics.geometry import angles_to_qhat
-
+    out = STAGE.empty_outputs(n, {"max_grains": g_max}, peak=mp)
     for i in range(n):
         m = int(np.isfinite(tth_o[i]).sum())
         if m < 2:
@@ -155,27 +138,19 @@ def index_peaks(peak_two_theta, peak_chi, peak_intensity=None, *, indexer: Index
     return out
 
 
-def _load(path):
-    from ...io.indexer_files import load_indexer
-
-    return load_indexer(path)
-
-
 def index_stage(peak_two_theta, peak_chi, peak_intensity=None, calibration=None, materials=None, *,
-                model=None, max_grains: int = 5, cache_dir=None, train_if_missing: bool = True,
-                indexer_config: dict | None = None, **params) -> dict:
-    """Pipeline entry: load the indexer ``model`` (a file path; once per worker process), then
-    :func:`index_peaks`.
+                model: Indexer | None = None, max_grains: int = 5, cache_dir=None,
+                train_if_missing: bool = True, indexer_config: dict | None = None, device: str = "cpu",
+                **params) -> dict:
+    """Pipeline entry: :func:`index_peaks` with the loaded indexer ``model``.
 
-    ``materials``, ``cache_dir``, ``train_if_missing`` and ``indexer_config`` are read by the
-    driver-side hook :func:`laueflow.pipeline.indexers.prepare_index`, which sets ``model``.
+    ``materials``, ``cache_dir``, ``train_if_missing`` and ``indexer_config`` are used by the
+    pipeline to find or train the model (:mod:`laueflow.pipeline.indexers`), not here.
     """
-    from ..base import cached_model
+    if not isinstance(model, Indexer):
+        raise ValueError("the index stage needs a loaded indexer (parameter 'model'): run it through "
+                         "`laueflow run`, which finds or trains the model for the scan's materials, or "
+                         "pass laueflow.io.indexer_files.load_indexer(PATH)")
+    return index_peaks(peak_two_theta, peak_chi, peak_intensity, indexer=model, calibration=calibration,
+                       max_grains=max_grains, device=device, **params)
 
-    if model is None:
-        raise ValueError("the index stage needs a model file (parameter 'model'): run it through "
-                         "`laueflow run`, whose preparation step finds or trains the model for the scan's "
-                         "materials, or train one with `laueflow train indexer --material NAME`")
-    indexer = cached_model(_load, model)
-    return index_peaks(peak_two_theta, peak_chi, peak_intensity, indexer=indexer, calibration=calibration,
-                       max_grains=max_grains, **params)

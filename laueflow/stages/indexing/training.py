@@ -20,6 +20,7 @@ import numpy as np
 from ...kernels.histograms import angular_histograms, n_bins_for
 from ...physics.geometry import Calibration
 from ...physics.materials import Material, get_materials
+from ...physics.simulate import DEFAULT_ENERGY_BAND_KEV
 from .classes import ClassTable, build_class_table
 from .training_data import grain_count_table, simulate_patterns
 
@@ -42,7 +43,7 @@ class IndexerConfig:
     step_deg: float = 0.1
     smooth_bins: float = 0.0      # Gaussian σ (bins) applied to the histograms (training and prediction);
                                   # off: σ = 1 cost ZrO2 6 points (95.96 → 89.9 %) and Cu nothing
-    energy_band_kev: tuple = (5.0, 23.0)
+    energy_band_kev: tuple = DEFAULT_ENERGY_BAND_KEV
     n_train: int = 600            # patterns per grain-count combination (training)
     n_validation: int = 120       # patterns per grain-count combination (validation)
     max_train_patterns: int = 6000  # cap on all training patterns (validation: a tenth); multi-phase

@@ -26,7 +26,7 @@ import numpy as np
 from ...physics.geometry import Calibration, pixel_to_angles
 from ...physics.materials import Material
 from ...physics.orientations import random_orientations
-from ...physics.simulate import simulate_spots
+from ...physics.simulate import DEFAULT_ENERGY_BAND_KEV, simulate_spots
 
 __all__ = ["PatternSet", "grain_count_table", "simulate_patterns", "CORRUPTION_DEFAULTS"]
 
@@ -79,7 +79,7 @@ def grain_count_table(max_grains, n_per_combination: int) -> np.ndarray:
 
 
 def simulate_patterns(materials: list, calibration: Calibration, grain_counts, *, seed=0,
-                      energy_band_kev=(5.0, 23.0), mode: str = "lauenn", corruption: dict | None = None,
+                      energy_band_kev=DEFAULT_ENERGY_BAND_KEV, mode: str = "lauenn", corruption: dict | None = None,
                       orientations: list | None = None) -> PatternSet:
     """Simulate patterns with ``grain_counts[p, m]`` grains of material ``m`` in pattern ``p``.
 

@@ -1,7 +1,9 @@
 """Strain refinement stage: batched orientation + deviatoric-strain fits of indexed grains.
 
-:func:`refine_strain` is the pipeline entry point (padded per-image arrays in, per-grain arrays
-out); :func:`~laueflow.stages.strain.refine.refine_grains` works on a flat list of grains.
+:func:`refine_strain` works on padded per-image arrays (per-grain arrays out);
+:func:`~laueflow.stages.strain.refine.refine_grains` on a flat list of grains; the pipeline entry
+is :func:`laueflow.stages.strain.stage.strain_stage`. :data:`STAGE` declares the ``strain``
+stage and its outputs (the only place they are declared).
 """
 from __future__ import annotations
 
@@ -11,18 +13,13 @@ import numpy as np
 
 from ...physics.geometry import Calibration
 from ...physics.materials import Material
+from ...physics.simulate import DEFAULT_ENERGY_BAND_KEV
+from ..base import StageSpec, Variable
 from .outputs import deviatoric_stress, stiffness_matrix, strain_outputs
 from .refine import DEFAULT_TOLERANCES_DEG, STATUS, RefinementResult, refine_grains
 
-__all__ = ["refine_strain", "refine_grains", "strain_outputs", "stiffness_matrix", "deviatoric_stress", "STATUS", "RefinementResult", "STRAIN_DEFAULTS"]
-
-STRAIN_DEFAULTS = {
-    "tolerances_deg": list(DEFAULT_TOLERANCES_DEG),
-    "min_pairs": 8,
-    "huber_px": 0.5,
-    "energy_band_kev": [5.0, 23.0],
-    "sample_tilt_deg": 40.0,
-}
+__all__ = ["STAGE", "refine_strain", "refine_grains", "strain_outputs", "stiffness_matrix",
+           "deviatoric_stress", "STATUS", "RefinementResult"]
 
 
 def refine_strain(
@@ -39,7 +36,7 @@ def refine_strain(
     tolerances_deg=DEFAULT_TOLERANCES_DEG,
     min_pairs: int = 8,
     huber_px: float | None = 0.5,
-    energy_band_kev=(5.0, 23.0),
+    energy_band_kev=DEFAULT_ENERGY_BAND_KEV,
     sample_tilt_deg: float = 40.0,
 ) -> dict[str, np.ndarray]:
     """Refine every grain of a batch of images.
@@ -70,7 +67,7 @@ def refine_strain(
         peak_weight=peak_weight, tolerances_deg=tolerances_deg, min_pairs=min_pairs,
         huber_px=huber_px, energy_band_kev=energy_band_kev,
     )
-    out = _empty_outputs(n, m, np.shape(peak_col)[1])
+    out = STAGE.empty_outputs(n, {}, grain=m, peak=np.shape(peak_col)[1])
     ok = result.status == 0
     out["strain_status"][image, slot] = result.status
     out["strain_n_pairs"][image, slot] = result.n_pairs
@@ -88,20 +85,52 @@ def refine_strain(
     return out
 
 
-def _empty_outputs(n, m, n_peaks):
-    nan = lambda *shape: np.full(shape, np.nan)  # noqa: E731
-    return {
-        "refined_orientation": nan(n, m, 3, 3),
-        "strain_crystal": nan(n, m, 3, 3),
-        "strain_lab": nan(n, m, 3, 3),
-        "strain_sample": nan(n, m, 3, 3),
-        "stress_crystal": nan(n, m, 3, 3),
-        "stress_sample": nan(n, m, 3, 3),
-        "von_mises_strain": nan(n, m),
-        "lattice_parameters": nan(n, m, 6),
-        "strain_n_pairs": np.zeros((n, m), np.int32),
-        "strain_rms_px": nan(n, m),
-        "strain_status": np.full((n, m), 4, np.int8),
-        "peak_grain_refined": np.full((n, n_peaks), -1, np.int32),
-        "peak_hkl_refined": np.zeros((n, n_peaks, 3), np.int32),
-    }
+def check_params(params) -> None:
+    """Impossible strain-refinement parameters → ``ValueError``."""
+    if params["positions"] not in ("auto", "descriptors", "centroid"):
+        raise ValueError(f"positions must be 'auto', 'descriptors' or 'centroid', got {params['positions']!r}")
+    tolerances = params["tolerances_deg"]
+    if not tolerances or any(not t > 0 for t in tolerances):
+        raise ValueError(f"tolerances_deg must be a non-empty list of angles > 0, got {tolerances!r}")
+    if not isinstance(params["min_pairs"], int) or params["min_pairs"] < 4:
+        raise ValueError(f"min_pairs must be an integer ≥ 4 (8 unknowns need ≥ 4 spot pairs), "
+                         f"got {params['min_pairs']!r}")
+    if params["huber_px"] is not None and not params["huber_px"] > 0:
+        raise ValueError(f"huber_px must be > 0 px or null, got {params['huber_px']!r}")
+    low, high = params["energy_band_kev"]
+    if not 0 < low < high:
+        raise ValueError(f"energy_band_kev must be [low, high] keV with 0 < low < high, got {[low, high]}")
+
+
+_NAN = float("nan")
+_TENSOR = ("grain", "i3", "j3")
+
+STAGE = StageSpec(
+    name="strain",
+    func="laueflow.stages.strain.stage:strain_stage",
+    inputs={"peak_two_theta": "peak_two_theta", "peak_chi": "peak_chi", "peak_col": "peak_col",
+            "peak_row": "peak_row", "orientation_matrix": "orientation_matrix",
+            "grain_material": "grain_material", "calibration": "calibration", "materials": "materials"},
+    optional_inputs={"spot_col": "spot_col", "spot_row": "spot_row", "spot_good": "spot_good"},
+    outputs=(
+        Variable("refined_orientation", _TENSOR, "float64", _NAN, "1", "refined UB (q_lab = UB·B0·hkl), cell scale with tr F = 3"),
+        Variable("strain_crystal", _TENSOR, "float64", _NAN, "1", "deviatoric strain, direct crystal frame (x ∥ a, z ∥ c*)"),
+        Variable("strain_lab", _TENSOR, "float64", _NAN, "1", "deviatoric strain, LaueTools lab frame"),
+        Variable("strain_sample", _TENSOR, "float64", _NAN, "1", "deviatoric strain, sample frame (40° tilt)"),
+        Variable("stress_crystal", _TENSOR, "float64", _NAN, "GPa", "deviatoric stress C:ε, crystal frame (needs elastic constants)"),
+        Variable("stress_sample", _TENSOR, "float64", _NAN, "GPa", "deviatoric stress, sample frame"),
+        Variable("von_mises_strain", ("grain",), "float64", _NAN, "1", "equivalent strain sqrt(2/3 ε:ε)"),
+        Variable("lattice_parameters", ("grain", "k6"), "float64", _NAN, "Å, deg", "refined a, b, c (a fixed), alpha, beta, gamma"),
+        Variable("strain_n_pairs", ("grain",), "int32", 0, "1", "matched spots used in the last fit"),
+        Variable("strain_rms_px", ("grain",), "float32", _NAN, "px", "RMS pixel residual of the fit"),
+        Variable("strain_status", ("grain",), "int8", 4, "1", "0 ok, 1 too few pairs, 2 ill-conditioned, 3 not converged, 4 empty slot"),
+        Variable("peak_grain_refined", ("peak",), "int16", -1, "1", "grain slot the peak was matched to in the last fit"),
+        Variable("peak_hkl_refined", ("peak", "i3"), "int32", 0, "1", "Miller indices of that match"),
+    ),
+    params={"tolerances_deg": list(DEFAULT_TOLERANCES_DEG), "min_pairs": 8, "huber_px": 0.5,
+            "energy_band_kev": list(DEFAULT_ENERGY_BAND_KEV), "sample_tilt_deg": 40.0,
+            "positions": "auto", "good_only": True},
+    dim_sizes={"i3": 3, "j3": 3, "k6": 6},
+    check=check_params,
+    description="batched orientation + deviatoric-strain refinement of every indexed grain",
+)

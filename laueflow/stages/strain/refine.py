@@ -14,7 +14,7 @@ import numpy as np
 
 from ...physics.geometry import Calibration, angles_to_qhat
 from ...physics.materials import Material
-from ...physics.simulate import simulate_spots
+from ...physics.simulate import DEFAULT_ENERGY_BAND_KEV, simulate_spots
 from ...physics.strain import normalise_ub_scale
 from .fit import fit_orientation_strain
 
@@ -102,7 +102,7 @@ def refine_grains(
     peak_weight=None,
     tolerances_deg: Sequence[float] = DEFAULT_TOLERANCES_DEG,
     min_pairs: int = 8,
-    energy_band_kev=(5.0, 23.0),
+    energy_band_kev=DEFAULT_ENERGY_BAND_KEV,
     huber_px: float | None = 0.5,
     max_condition: float = 1e10,
 ) -> RefinementResult:

@@ -10,11 +10,11 @@ from __future__ import annotations
 import numpy as np
 
 from ...physics.materials import Material, get_materials
-from . import STRAIN_DEFAULTS, refine_strain
+from ...physics.simulate import DEFAULT_ENERGY_BAND_KEV
+from . import refine_strain
+from .refine import DEFAULT_TOLERANCES_DEG
 
-__all__ = ["strain_stage", "STRAIN_STAGE_PARAMS"]
-
-STRAIN_STAGE_PARAMS = {**STRAIN_DEFAULTS, "positions": "auto", "good_only": True}
+__all__ = ["strain_stage"]
 
 
 def _materials(materials) -> list[Material]:
@@ -27,7 +27,7 @@ def _materials(materials) -> list[Material]:
 def strain_stage(peak_two_theta, peak_chi, peak_col, peak_row, orientation_matrix, grain_material,
                  calibration, materials, spot_col=None, spot_row=None, spot_good=None, *,
                  positions: str = "auto", good_only: bool = True, tolerances_deg=None, min_pairs: int = 8,
-                 huber_px: float | None = 0.5, energy_band_kev=(5.0, 23.0), sample_tilt_deg: float = 40.0) -> dict:
+                 huber_px: float | None = 0.5, energy_band_kev=DEFAULT_ENERGY_BAND_KEV, sample_tilt_deg: float = 40.0) -> dict:
     """Refine every indexed grain of a batch of images; see :func:`~laueflow.stages.strain.refine_strain`."""
     if positions not in ("auto", "descriptors", "centroid"):
         raise ValueError(f"positions must be 'auto', 'descriptors' or 'centroid', got {positions!r}")
@@ -45,43 +45,7 @@ def strain_stage(peak_two_theta, peak_chi, peak_col, peak_row, orientation_matri
         weight = np.where(np.asarray(spot_good, bool), 1.0, 0.0)
     return refine_strain(
         peak_two_theta, peak_chi, col, row, orientation_matrix, grain_material, _materials(materials), calibration,
-        peak_weight=weight, tolerances_deg=tuple(tolerances_deg or STRAIN_DEFAULTS["tolerances_deg"]),
+        peak_weight=weight, tolerances_deg=tuple(tolerances_deg or DEFAULT_TOLERANCES_DEG),
         min_pairs=min_pairs, huber_px=huber_px, energy_band_kev=tuple(energy_band_kev),
         sample_tilt_deg=sample_tilt_deg,
     )
-
-
-def _register():
-    from ..base import StageSpec, Variable, register_stage
-
-    nan = float("nan")
-    tensor = ("grain", "i3", "j3")
-    return register_stage(StageSpec(
-        name="strain",
-        func="laueflow.stages.strain.stage:strain_stage",
-        inputs={"peak_two_theta": "peak_two_theta", "peak_chi": "peak_chi", "peak_col": "peak_col",
-                "peak_row": "peak_row", "orientation_matrix": "orientation_matrix",
-                "grain_material": "grain_material", "calibration": "calibration", "materials": "materials"},
-        optional_inputs={"spot_col": "spot_col", "spot_row": "spot_row", "spot_good": "spot_good"},
-        outputs=(
-            Variable("refined_orientation", tensor, "float64", nan, "1", "refined UB (q_lab = UB·B0·hkl), cell scale with tr F = 3"),
-            Variable("strain_crystal", tensor, "float64", nan, "1", "deviatoric strain, direct crystal frame (x ∥ a, z ∥ c*)"),
-            Variable("strain_lab", tensor, "float64", nan, "1", "deviatoric strain, LaueTools lab frame"),
-            Variable("strain_sample", tensor, "float64", nan, "1", "deviatoric strain, sample frame (40° tilt)"),
-            Variable("stress_crystal", tensor, "float64", nan, "GPa", "deviatoric stress C:ε, crystal frame (needs elastic constants)"),
-            Variable("stress_sample", tensor, "float64", nan, "GPa", "deviatoric stress, sample frame"),
-            Variable("von_mises_strain", ("grain",), "float64", nan, "1", "equivalent strain sqrt(2/3 ε:ε)"),
-            Variable("lattice_parameters", ("grain", "k6"), "float64", nan, "Å, deg", "refined a, b, c (a fixed), alpha, beta, gamma"),
-            Variable("strain_n_pairs", ("grain",), "int32", 0, "1", "matched spots used in the last fit"),
-            Variable("strain_rms_px", ("grain",), "float32", nan, "px", "RMS pixel residual of the fit"),
-            Variable("strain_status", ("grain",), "int8", 4, "1", "0 ok, 1 too few pairs, 2 ill-conditioned, 3 not converged, 4 empty slot"),
-            Variable("peak_grain_refined", ("peak",), "int16", -1, "1", "grain slot the peak was matched to in the last fit"),
-            Variable("peak_hkl_refined", ("peak", "i3"), "int32", 0, "1", "Miller indices of that match"),
-        ),
-        params=dict(STRAIN_STAGE_PARAMS),
-        dim_sizes={"i3": 3, "j3": 3, "k6": 6},
-        description="batched orientation + deviatoric-strain refinement of every indexed grain",
-    ), replace=True)
-
-
-STRAIN_STAGE = _register()

@@ -1,0 +1,83 @@
+"""Model weight files: file hashes and the spot CNN's shipped weights.
+
+``laueflow/data/spotcnn.pt`` (a torch ``state_dict``) ships with ``spotcnn.json`` next to it
+(sha256 of the ``.pt``, the command and seed that produced it, training data summary);
+:func:`load_spotcnn` refuses a weights file whose sha256 differs from the recorded one. The
+LaueNN indexer files are in :mod:`laueflow.io.indexer_files`.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+from pathlib import Path
+
+__all__ = ["WeightsHashError", "file_sha256", "default_spotcnn_path", "spotcnn_expected_sha256",
+           "check_spotcnn_file", "load_spotcnn"]
+
+
+class WeightsHashError(RuntimeError):
+    """The weights file does not match the sha256 recorded in its metadata."""
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file, computed once per (path, size, mtime) in this process."""
+    st = os.stat(path)
+    return _sha256(os.fspath(path), st.st_size, st.st_mtime_ns)
+
+
+def default_spotcnn_path() -> Path:
+    """The shipped spot CNN weights (package data)."""
+    return Path(__file__).resolve().parent.parent / "data" / "spotcnn.pt"
+
+
+def spotcnn_expected_sha256(path: str | os.PathLike) -> str | None:
+    """The sha256 recorded next to ``path`` (``spotcnn.pt`` → ``spotcnn.json``), or None."""
+    meta = Path(path).with_suffix(".json")
+    return json.loads(meta.read_text()).get("sha256") if meta.exists() else None
+
+
+def check_spotcnn_file(path: str | os.PathLike, expected_sha256: str | None = None) -> Path:
+    """``path`` exists and matches its recorded sha256; raises with the fix otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"spot CNN weights not found: {path} (re-install laueflow, or train "
+                                "them with `laueflow train spots --out FILE.pt`)")
+    expected = expected_sha256 or spotcnn_expected_sha256(path)
+    if expected is None:
+        raise WeightsHashError(f"{path}: no sha256 to check against (missing {path.with_suffix('.json').name})")
+    actual = file_sha256(path)
+    if actual != expected:
+        raise WeightsHashError(
+            f"{path}: sha256 {actual[:16]}… does not match the recorded {expected[:16]}… — the weights "
+            f"file was modified or replaced; re-install laueflow or retrain with 'laueflow train spots'")
+    return path
+
+
+def load_spotcnn(path=None, device: str = "cpu", *, expected_sha256: str | None = None,
+                 check_hash: bool = True):
+    """A :class:`~laueflow.models.spotcnn.SpotCNN` in eval mode on ``device`` from a weights file
+    (default: the shipped one), after checking its sha256 (``check_hash=False``: fresh files)."""
+    import torch  # deferred: torch is heavy
+
+    from ..models.spotcnn import SpotCNN
+
+    path = Path(path) if path is not None else default_spotcnn_path()
+    if check_hash:
+        check_spotcnn_file(path, expected_sha256)
+    elif not path.is_file():
+        raise FileNotFoundError(f"spot CNN weights not found: {path}")
+    model = SpotCNN()
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    model.eval()
+    return model.to(torch.device(device))

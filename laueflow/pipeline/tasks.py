@@ -1,0 +1,229 @@
+"""What a Dask worker runs: typed tile tasks, per-worker caches, device resolution.
+
+The driver cuts the chain of map stages into *stage groups* (consecutive stages with the same Dask
+resources, :func:`laueflow.pipeline.run.stage_groups`) and submits, for each tile, one task per
+group: :func:`run_tile_group` (group 1) → its :class:`TileState` (the tile's outputs so far,
+small: peak tables, not images) → group 2 … → the last group writes the tile and returns a
+:class:`TileReport`. A tile is one results chunk: no two tasks write the same chunk.
+
+Everything a task needs is in a frozen :class:`TileTask` with absolute paths. The scan's
+calibration, materials and bad-pixel mask are read once per worker process (keyed by the scan's
+``token``, which the driver derives from their content), not once per tile.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+from ..physics.geometry import Calibration
+from ..stages.base import StageSpec, Variable
+from .models import load_models
+from .store import write_tile
+
+__all__ = ["ScanRef", "StageCall", "TileTask", "TileState", "TileReport", "run_tile_group",
+           "resolve_device", "worker_resources", "calibration_from_json"]
+
+
+@dataclass(frozen=True)
+class ScanRef:
+    """The scan store a run reads: absolute path, content token and its small attributes."""
+
+    path: str
+    token: str
+    calibration_json: str | None
+    materials_json: str | None
+    has_mask: bool
+    has_valid: bool
+    has_status: bool
+
+
+@dataclass(frozen=True)
+class StageCall:
+    """One stage with its merged, prepared parameters (model parameters hold absolute paths)."""
+
+    spec: StageSpec
+    params: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class TileTask:
+    """One stage group on one tile (``ys``/``xs``: half-open index ranges of the scan grid)."""
+
+    scan: ScanRef
+    results: str
+    tile: tuple[int, int]
+    ys: tuple[int, int]
+    xs: tuple[int, int]
+    stages: tuple[StageCall, ...]
+    group: int
+    variables: tuple[Variable, ...] = ()  # written by the last group only
+    dim_sizes: tuple[tuple[str, int], ...] = ()
+    write: bool = False
+    delay_s: float = 0.0
+
+
+@dataclass
+class TileState:
+    """A tile between stage groups: which images are valid, status so far, outputs so far."""
+
+    shape: tuple[int, int]
+    valid: np.ndarray
+    status: np.ndarray
+    scan_status: np.ndarray
+    outputs: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+    cold: bool = False
+
+
+@dataclass(frozen=True)
+class TileReport:
+    tile: tuple[int, int]
+    n_images: int
+    n_valid: int
+    timings: dict
+    worker: int
+    cold: bool
+
+
+# --------------------------------------------------------------------------- per-worker caches
+@functools.lru_cache(maxsize=8)
+def calibration_from_json(calibration_json: str | None) -> Calibration | None:
+    """The scan's calibration, parsed once per process."""
+    return Calibration.from_dict(json.loads(calibration_json)) if calibration_json else None
+
+
+@functools.lru_cache(maxsize=8)
+def _materials(materials_json: str | None):
+    return json.loads(materials_json) if materials_json else None
+
+
+@functools.lru_cache(maxsize=4)
+def _mask(path: str, token: str) -> np.ndarray:
+    import zarr  # deferred: only workers read stores
+
+    return np.asarray(zarr.open_group(path, mode="r")["mask"][...], dtype=bool)
+
+
+_WARM: set = set()  # (results, group) already run in this process: later tasks are "warm"
+
+
+def worker_resources() -> dict:
+    """Resources this Dask worker offers ({} outside a worker)."""
+    try:
+        from distributed import get_worker  # deferred: distributed is heavy
+
+        worker = get_worker()
+    except (ImportError, ValueError):
+        return {}
+    state = getattr(worker, "state", None)
+    return dict(getattr(state, "total_resources", None) or getattr(worker, "total_resources", {}) or {})
+
+
+def resolve_device(requested: str, resources: Mapping[str, float]) -> str:
+    """``auto`` → ``cuda`` when this worker offers the ``GPU`` resource, else ``cpu``."""
+    device = "cuda" if requested == "cuda" or (requested == "auto" and resources.get("GPU", 0) > 0) else "cpu"
+    if device == "cuda":
+        import torch  # deferred: torch is heavy
+
+        if not torch.cuda.is_available():
+            raise RuntimeError("this worker offers the GPU resource (or the stage asks for device: cuda) "
+                               "but torch sees no CUDA device; fix the worker's resources or set device: cpu")
+    return device
+
+
+# --------------------------------------------------------------------------- the task
+def _read_inputs(task: TileTask, need_images: bool, valid: np.ndarray | None):
+    import zarr  # deferred: only workers read stores
+
+    scan = zarr.open_group(task.scan.path, mode="r")
+    ys, xs = slice(*task.ys), slice(*task.xs)
+    shape = (ys.stop - ys.start, xs.stop - xs.start)
+    n = shape[0] * shape[1]
+    if valid is None:
+        valid = (np.asarray(scan["valid"][ys, xs], bool) if task.scan.has_valid
+                 else np.ones(shape, bool)).reshape(n)
+    images = None
+    if need_images and valid.any():
+        images = np.asarray(scan["images"][ys, xs])
+        images = images.reshape(n, *images.shape[2:])[valid]
+    scan_status = (np.asarray(scan["status"][ys, xs], np.int8) if task.scan.has_status
+                   else np.full(shape, -1, np.int8)).reshape(n)
+    return shape, valid, images, scan_status
+
+
+def _batch(task: TileTask, state: TileState, images) -> dict:
+    yy, xx = np.meshgrid(np.arange(*task.ys), np.arange(*task.xs), indexing="ij")
+    index = np.stack([yy.reshape(-1), xx.reshape(-1)], axis=1)[state.valid]
+    return {"images": images, "scan_index": index, "calibration": calibration_from_json(task.scan.calibration_json),
+            "materials": _materials(task.scan.materials_json),
+            "mask": _mask(task.scan.path, task.scan.token) if task.scan.has_mask else None,
+            **state.outputs}
+
+
+def _needs_images(stages) -> bool:
+    return any("images" in {**c.spec.inputs, **c.spec.optional_inputs}.values() for c in stages)
+
+
+def run_tile_group(task: TileTask, state: TileState | None = None):
+    """Run one stage group on one tile; returns the :class:`TileState` for the next group, or
+    (last group) writes the tile and returns a :class:`TileReport`."""
+    t0 = time.perf_counter()
+    shape, valid, images, scan_status = _read_inputs(task, _needs_images(task.stages),
+                                                     None if state is None else state.valid)
+    if state is None:
+        state = TileState(shape, valid, np.where(valid, 0, 1).astype(np.int8), scan_status)
+    state.timings["read"] = state.timings.get("read", 0.0) + time.perf_counter() - t0
+    warm_key = (task.results, task.group)
+    state.cold = state.cold or warm_key not in _WARM
+    _WARM.add(warm_key)
+
+    batch = _batch(task, state, images)
+    resources = worker_resources()
+    n_valid = int(state.valid.sum())
+    for call in task.stages:
+        t = time.perf_counter()
+        if n_valid:
+            params = dict(call.params)
+            device = resolve_device(params["device"], resources) if call.spec.uses_device else "cpu"
+            if call.spec.uses_device:
+                params["device"] = device
+            outputs = call.spec(batch, load_models(call.spec, params, device))
+            if call.spec.status is not None:
+                codes = np.asarray(call.spec.status(outputs), dtype=np.int8)
+                sub = state.status[state.valid]
+                state.status[state.valid] = np.where(sub == 0, codes, sub)
+            batch.update(outputs)
+            state.outputs.update(outputs)
+        state.timings[call.spec.name] = time.perf_counter() - t
+    if task.delay_s:
+        time.sleep(task.delay_s)
+    if not task.write:
+        return state
+    return _write(task, state)
+
+
+def _write(task: TileTask, state: TileState) -> TileReport:
+    t = time.perf_counter()
+    cy, cx = state.shape
+    n = cy * cx
+    sizes = dict(task.dim_sizes)
+    arrays = {}
+    for var in task.variables:
+        if var.name == "status":
+            full = state.status
+        elif var.name == "scan_status":
+            full = state.scan_status
+        else:
+            full = var.full((n,), sizes)
+            if state.valid.any():
+                full[state.valid] = state.outputs[var.name]
+        arrays[var.name] = full.reshape(cy, cx, *full.shape[1:])
+    write_tile(task.results, *task.tile, slice(*task.ys), slice(*task.xs), arrays)
+    state.timings["write"] = time.perf_counter() - t
+    return TileReport(task.tile, n, int(state.valid.sum()), dict(state.timings), os.getpid(), state.cold)
