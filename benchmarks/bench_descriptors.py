@@ -23,8 +23,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from laueflow.io.model_files import load_spotcnn  # noqa: E402
 from laueflow.kernels.cutouts import normalise_cutouts  # noqa: E402
 from laueflow.kernels.gaussfit import fit_gaussians, fit_spot_scipy  # noqa: E402
+from laueflow.models.spotcnn import predict_descriptors  # noqa: E402
 from laueflow.stages.spot_training import crop_cutouts, simulate_spot_scan  # noqa: E402
 
 
@@ -77,20 +79,12 @@ def main(argv=None) -> int:
     t_fit32 = _best(lambda: fit_gaussians(cut, dtype=torch.float32), args.repeat)
     add("batched LM fit (torch float32)", "CPU 1 thr", t_fit32, m)
 
-    have_cnn = True
-    try:
-        from laueflow.models.spotcnn import load_spotcnn, predict_descriptors
-
-        model = load_spotcnn(device="cpu")
-    except FileNotFoundError:
-        have_cnn = False
-        print("no shipped CNN weights: CNN rows skipped")
-    if have_cnn:
-        for threads in (1, 2):
-            torch.set_num_threads(threads)
-            predict_descriptors(model, x[:256])
-            t = _best(lambda: predict_descriptors(model, x, batch_size=1024), args.repeat)
-            add("CNN fp32", f"CPU {threads} thr", t, m)
+    model = load_spotcnn(device="cpu")  # the shipped weights (sha256-checked); missing = broken install
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        predict_descriptors(model, x[:256])
+        t = _best(lambda: predict_descriptors(model, x, batch_size=1024), args.repeat)
+        add("CNN fp32", f"CPU {threads} thr", t, m)
 
     if torch.cuda.is_available():
         dev = torch.cuda.get_device_name(0)
@@ -101,38 +95,37 @@ def main(argv=None) -> int:
             _sync()
             t = _best(lambda: (fit_gaussians(big, device="cuda", dtype=dt, batch_size=20000), _sync()), args.repeat)
             add(f"batched LM fit (torch {name})", "GPU", t, len(big), dev)
-        if have_cnn:
-            gm = load_spotcnn(device="cuda")
-            xt = torch.as_tensor(xb)[:, None].cuda()
-            with torch.inference_mode():
-                gm(xt[:64]); _sync()
-                add("CNN fp32", "GPU", _best(lambda: (gm(xt), _sync()), args.repeat), len(xb), dev)
-                gh = load_spotcnn(device="cuda").to(memory_format=torch.channels_last).half()
-                xh = xt.half().contiguous(memory_format=torch.channels_last)
-                gh(xh[:64]); _sync()
-                add("CNN fp16 channels-last", "GPU", _best(lambda: (gh(xh), _sync()), args.repeat), len(xb), dev)
-                try:
-                    gc = torch.compile(gh, mode="max-autotune")
-                    gc(xh); _sync()
-                    add("CNN fp16 channels-last torch.compile (max-autotune, CUDA graphs)", "GPU",
-                        _best(lambda: (gc(xh), _sync()), args.repeat), len(xb), dev)
-                except Exception as err:  # noqa: BLE001 - report, do not fail the benchmark
-                    print(f"torch.compile skipped: {err}")
+        gm = load_spotcnn(device="cuda")
+        xt = torch.as_tensor(xb)[:, None].cuda()
+        with torch.inference_mode():
+            gm(xt[:64]); _sync()
+            add("CNN fp32", "GPU", _best(lambda: (gm(xt), _sync()), args.repeat), len(xb), dev)
+            gh = load_spotcnn(device="cuda").to(memory_format=torch.channels_last).half()
+            xh = xt.half().contiguous(memory_format=torch.channels_last)
+            gh(xh[:64]); _sync()
+            add("CNN fp16 channels-last", "GPU", _best(lambda: (gh(xh), _sync()), args.repeat), len(xb), dev)
             try:
-                static_in = xh.clone()
-                g = torch.cuda.CUDAGraph()
-                with torch.inference_mode():
-                    s = torch.cuda.Stream()
-                    s.wait_stream(torch.cuda.current_stream())
-                    with torch.cuda.stream(s):
-                        gh(static_in)
-                    torch.cuda.current_stream().wait_stream(s)
-                    with torch.cuda.graph(g):
-                        static_out = gh(static_in)  # noqa: F841
-                add("CNN fp16 channels-last, manual CUDA graph", "GPU", _best(lambda: (g.replay(), _sync()), args.repeat),
-                    len(xb), dev)
-            except Exception as err:  # noqa: BLE001
-                print(f"CUDA graph skipped: {err}")
+                gc = torch.compile(gh, mode="max-autotune")
+                gc(xh); _sync()
+                add("CNN fp16 channels-last torch.compile (max-autotune, CUDA graphs)", "GPU",
+                    _best(lambda: (gc(xh), _sync()), args.repeat), len(xb), dev)
+            except Exception as err:  # noqa: BLE001 - report, do not fail the benchmark
+                print(f"torch.compile skipped: {err}")
+        try:
+            static_in = xh.clone()
+            g = torch.cuda.CUDAGraph()
+            with torch.inference_mode():
+                s = torch.cuda.Stream()
+                s.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(s):
+                    gh(static_in)
+                torch.cuda.current_stream().wait_stream(s)
+                with torch.cuda.graph(g):
+                    static_out = gh(static_in)  # noqa: F841
+            add("CNN fp16 channels-last, manual CUDA graph", "GPU", _best(lambda: (g.replay(), _sync()), args.repeat),
+                len(xb), dev)
+        except Exception as err:  # noqa: BLE001
+            print(f"CUDA graph skipped: {err}")
     else:
         print("no CUDA: GPU rows skipped")
     load1 = os.getloadavg()

@@ -14,7 +14,7 @@ def get_array_module(*arrays):
     """Return `cupy` if any argument is a cupy array, else `numpy`."""
     for array in arrays:
         if type(array).__module__.split(".")[0] == "cupy":
-            import cupy
+            import cupy  # deferred: optional (GPU extra) and heavy
 
             return cupy
     return np
@@ -23,7 +23,7 @@ def get_array_module(*arrays):
 def gpu_available() -> bool:
     """True when cupy imports and sees a CUDA device (never raises)."""
     try:
-        import cupy
+        import cupy  # deferred: optional (GPU extra) and heavy
 
         return bool(cupy.cuda.is_available())
     except Exception:  # noqa: BLE001 - any import/driver failure means "no GPU"
@@ -43,7 +43,7 @@ def native_bfloat16(device="cpu") -> bool:
     CUDA: ``torch.cuda.is_bf16_supported()``. CPU: the x86 ``avx512_bf16`` or ``amx_bf16`` flag
     in ``/proc/cpuinfo`` (elsewhere False: bf16 would be emulated, slower than float32).
     """
-    import torch
+    import torch  # deferred: torch is heavy
 
     device = torch.device(device)
     if device.type == "cuda":

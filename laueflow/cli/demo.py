@@ -6,6 +6,14 @@ import json
 import time
 from pathlib import Path
 
+from ..io.detfile import read_det
+from ..pipeline.cluster import ClusterConfig, connect, describe
+from ..pipeline.evaluate import evaluate, format_report, to_json
+from ..pipeline.ingest import format_summary, ingest
+from ..pipeline.workflow import load_workflow
+from ..stages.base import registered_stages
+from .main import UserError
+
 EXAMPLE = """\
 example:
   laueflow demo --out demo/                 # 10×10 Cu scan, LocalCluster, local Zarr, ~2 minutes
@@ -38,8 +46,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _shape(text):
-    from .main import UserError
-
     try:
         ny, nx = (int(v) for v in text.lower().split("x"))
         if ny < 1 or nx < 1:
@@ -59,15 +65,10 @@ def _workflow_yaml(out: Path, stages: list[str]) -> Path:
 
 
 def run_demo(args) -> int:
-    from ..pipeline.cluster import ClusterConfig, connect, describe
-    from ..pipeline.evaluate import evaluate, format_report, to_json
-    from ..pipeline.ingest import format_summary, ingest
-    from ..pipeline.run import format_stage_table, run_workflow
-    from ..pipeline.workflow import load_workflow
-    from ..physics.detfile import read_det
-    from ..stages.base import registered_stages
-    from ..synth.scan import simulate_scan
-    from .main import UserError
+    import xarray as xr  # deferred: xarray is heavy
+
+    from ..pipeline.run import format_stage_table, run_workflow  # deferred: imports scipy (~0.6 s)
+    from ..synth.scan import simulate_scan  # deferred: imports scipy and xarray (~1.5 s)
 
     ny, nx = _shape(args.shape)
     out = Path(args.out)
@@ -98,8 +99,6 @@ def run_demo(args) -> int:
         run_summary = run_workflow(workflow, client, overwrite=args.overwrite, cluster_description=description)
         print(format_stage_table(run_summary))
         timings["run_s"] = time.perf_counter() - t
-    import xarray as xr
-
     print("[4/4] evaluate against the simulator's truth")
     report = evaluate(xr.open_zarr(out / "results.zarr"), xr.open_zarr(out / "truth.zarr"))
     print(format_report(report))

@@ -3,7 +3,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import warnings
 from pathlib import Path
+
+from ..pipeline.evaluate import evaluate, format_report, to_json
+from .main import UserError
 
 EXAMPLE = """\
 example:
@@ -36,14 +40,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _open(path, what):
-    import xarray as xr
-
-    from .main import UserError
+    import xarray as xr  # deferred: xarray is heavy
 
     if not Path(path).exists():
         raise UserError(f"{what} store {path} does not exist")
-    import warnings
-
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*consolidated metadata")
@@ -53,8 +53,6 @@ def _open(path, what):
 
 
 def evaluate_command(args) -> int:
-    from ..pipeline.evaluate import evaluate, format_report, to_json
-
     results = _open(args.results, "results")
     truth = _open(args.truth, "truth")
     report = evaluate(results, truth, radius_px=args.radius, snr_min=args.snr_min,

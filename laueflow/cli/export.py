@@ -4,6 +4,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
+
+from ..physics.geometry import Calibration
+from ..physics.materials import get_material
+from .main import UserError
+
 EXAMPLE = """\
 examples:
   laueflow export demo/results.zarr --point 3,4 --out demo/lauetools/
@@ -30,13 +36,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run_export(args) -> int:
-    import numpy as np
-    import xarray as xr
+    import xarray as xr  # deferred: xarray is heavy
 
-    from ..io.lauetools_files import write_cor, write_dat, write_fit
-    from ..physics.geometry import Calibration
-    from ..physics.materials import get_material
-    from .main import UserError
+    from ..io.lauetools_files import write_cor, write_dat, write_fit  # deferred: imports scipy (~0.5 s)
 
     try:
         y, x = (int(v) for v in args.point.split(","))

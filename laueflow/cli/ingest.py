@@ -4,6 +4,12 @@ from __future__ import annotations
 import argparse
 import re
 
+from ..io.detfile import read_det
+from ..physics.materials import get_material
+from ..pipeline.cluster import ClusterConfig, connect
+from ..pipeline.ingest import IngestError, ingest
+from .main import UserError
+
 EXAMPLE = """\
 examples:
   laueflow ingest demo/images/ --calibration demo/calib.det --shape 20x20 --out demo/scan.zarr
@@ -70,13 +76,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from ..pipeline.ingest import IngestError, ingest
-    from .main import UserError
-
     if not args.inputs and not args.index_list:
         raise UserError("give image files/folders or --index-list")
-    from ..physics.materials import get_material
-
     for name in args.material:
         try:
             get_material(name)
@@ -84,8 +85,6 @@ def run(args) -> int:
             raise UserError(f"--material: {err}") from None
     calibration = None
     if args.calibration:
-        from ..physics.detfile import read_det
-
         calibration = read_det(args.calibration)
     kwargs = dict(shape=args.shape, order=args.order, index_list=args.index_list,
                   first_index=args.first_index, h5_dataset=args.h5_dataset,
@@ -97,8 +96,6 @@ def run(args) -> int:
         if args.serial:
             summary = ingest(args.inputs, args.out, client=None, **kwargs)
         else:
-            from ..pipeline.cluster import ClusterConfig, connect
-
             opts = {"dashboard_address": ":0"}
             if args.workers:
                 opts["n_workers"] = args.workers

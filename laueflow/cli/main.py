@@ -9,6 +9,8 @@ import argparse
 import importlib
 import sys
 
+from .. import __version__
+
 #: subcommand modules, in the order they are listed by ``laueflow --help``
 SUBCOMMANDS = ["demo", "simulate", "ingest", "run", "evaluate", "train", "export"]
 
@@ -18,8 +20,6 @@ class UserError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .. import __version__
-
     parser = argparse.ArgumentParser(
         prog="laueflow",
         description="Laue microdiffraction scans → orientation, strain and microstructure maps.",

@@ -2,6 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
+
+from ..pipeline.cluster import ClusterConfigError, connect, describe, load_cluster_config
+from ..pipeline.store import ResultsStoreError
+from ..pipeline.workflow import WorkflowError, load_workflow
+from .main import UserError
 
 EXAMPLE = """\
 examples:
@@ -35,11 +41,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run_command(args) -> int:
-    from ..pipeline.cluster import ClusterConfigError, connect, describe, load_cluster_config
-    from ..pipeline.run import format_stage_table, run_workflow
-    from ..pipeline.store import ResultsStoreError
-    from ..pipeline.workflow import WorkflowError, load_workflow
-    from .main import UserError
+    from ..pipeline.run import format_stage_table, run_workflow  # deferred: imports scipy (~0.6 s)
 
     try:
         workflow = load_workflow(args.workflow, output=args.output)
@@ -54,14 +56,18 @@ def run_command(args) -> int:
     except (WorkflowError, ClusterConfigError, ResultsStoreError) as err:
         raise UserError(str(err)) from None
     except RuntimeError as err:  # a task failed: finished tiles are kept for the next run
-        import sys
-
         print(f"laueflow run: error: {err}", file=sys.stderr)
         return 1
-    print(f"laueflow run: {summary.n_tiles_run} tiles ({summary.n_images_run} images) in "
-          f"{summary.wall_s:.1f} s ({summary.images_per_s:.2f} images/s); "
-          f"{summary.n_tiles_done_before} tiles were already done → {summary.results}"
-          + ("" if summary.complete else " (incomplete: run again to resume)"))
+    if summary.n_tiles_run:
+        print(f"laueflow run: {summary.n_tiles_run} tiles ({summary.n_images_run} images) in "
+              f"{summary.wall_s:.1f} s ({summary.images_per_s:.2f} images/s); "
+              f"{summary.n_tiles_done_before} tiles were already done → {summary.results}")
+    else:
+        print(f"laueflow run: no tiles left to run ({summary.n_tiles_done_before} tiles were already done)"
+              + (f"; reduce stages run: {', '.join(summary.reduce_timings_s)}" if summary.reduce_timings_s else "")
+              + f" → {summary.results}")
+    if not summary.complete:
+        print("laueflow run: the results store is not complete yet: run the same command again to resume")
     table = format_stage_table(summary)
     if table:
         print(table)

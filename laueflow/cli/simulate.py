@@ -3,8 +3,12 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
+from ..io.detfile import read_det
+from ..physics.materials import get_material
 from ..physics.simulate import DEFAULT_ENERGY_BAND_KEV
+from .main import UserError
 
 EXAMPLE = """\
 examples:
@@ -94,10 +98,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from pathlib import Path
-
-    from .main import UserError
-
     if args.grains < 1:
         raise UserError(f"--grains must be >= 1, got {args.grains}")
     if args.step <= 0:
@@ -112,15 +112,12 @@ def run(args) -> int:
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
         raise UserError(f"output directory {out} exists and is not empty; use --overwrite to replace its scan")
 
-    from ..physics.materials import get_material
-    from ..synth.scan import simulate_scan
+    from ..synth.scan import simulate_scan  # deferred: imports scipy and xarray (~1.5 s)
 
     for name in filter(None, (args.material, args.second_phase, args.substrate)):
         get_material(name)  # ValueError listing the known materials
     calibration = None
     if args.calibration:
-        from ..physics.detfile import read_det
-
         if not Path(args.calibration).is_file():
             raise UserError(f"calibration file {args.calibration} not found")
         calibration = read_det(args.calibration)

@@ -12,7 +12,10 @@ import argparse
 import importlib
 import sys
 
+from ..io.detfile import read_det
+from ..physics.geometry import DEFAULT_CALIBRATION
 from ..physics.simulate import DEFAULT_ENERGY_BAND_KEV
+from .main import UserError, main
 
 #: modules providing ``add_train_target(train_subparsers)``, in ``laueflow train --help`` order
 TRAIN_TARGETS = ["laueflow.cli.train", "laueflow.cli.train_spots"]
@@ -88,7 +91,7 @@ def add_train_target(targets) -> argparse.ArgumentParser:
 
 
 def config_from_args(args):
-    from ..stages.indexing.training import IndexerConfig
+    from ..stages.indexing.training import IndexerConfig  # deferred: imports scipy (~0.5 s)
 
     kw = dict(energy_band_kev=tuple(args.energy_band), seed=args.seed, extinction_rule=args.extinction_rule)
     for key, value in (("max_angle_deg", args.max_angle), ("step_deg", args.step), ("n_train", args.patterns),
@@ -103,15 +106,11 @@ def config_from_args(args):
 
 
 def train_indexer_command(args) -> int:
-    from ..physics.geometry import DEFAULT_CALIBRATION
-    from ..io.indexer_files import save_indexer
-    from ..pipeline.indexers import get_indexer, model_path
-    from ..stages.indexing.training import train_indexer
-    from .main import UserError
+    from ..io.indexer_files import save_indexer  # deferred: imports scipy (~0.5 s)
+    from ..pipeline.indexers import get_indexer, model_path  # deferred: imports scipy (~0.5 s)
+    from ..stages.indexing.training import train_indexer  # deferred: imports scipy (~0.5 s)
 
     if args.calibration:
-        from ..physics.detfile import read_det
-
         calibration = read_det(args.calibration)
     else:
         calibration = DEFAULT_CALIBRATION
@@ -133,6 +132,4 @@ def train_indexer_command(args) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    from .main import main
-
     sys.exit(main(["train", *sys.argv[1:]]))

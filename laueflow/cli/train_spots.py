@@ -9,7 +9,12 @@ import argparse
 import shlex
 import sys
 import time
-from pathlib import Path
+
+import numpy as np
+
+from ..io.model_files import load_spotcnn, save_spotcnn
+from ..pipeline.spot_data import patches_from_scan_zarr
+from ..stages.spot_training import TRAIN_DEFAULTS as D, simulate_spot_scans, simulated_dataset, train_spotcnn
 
 EXAMPLE = """\
 examples:
@@ -29,8 +34,6 @@ EVAL_SEED_BASE = 900_000
 
 def add_train_target(train_subparsers) -> argparse.ArgumentParser:
     """Register ``spots`` under the ``train`` command's sub-parsers."""
-    from ..stages.spot_training import TRAIN_DEFAULTS as D
-
     p = train_subparsers.add_parser(
         "spots", help="train / fine-tune the spot-descriptor CNN (Sim, Pos, Asp, Area)",
         description="Train the 32×32 spot CNN on simulated and/or user scans labelled by the batched "
@@ -66,12 +69,6 @@ def add_train_target(train_subparsers) -> argparse.ArgumentParser:
 
 
 def run_train_spots(args) -> int:
-    import numpy as np
-
-    from ..pipeline.spot_data import patches_from_scan_zarr
-    from ..stages.spot_training import (save_weights, simulate_spot_scans, simulated_dataset,
-                                        train_spotcnn)
-
     if args.train_scans + len(args.scan_zarr) == 0:
         raise ValueError("nothing to train on: give --train-scans > 0 or --scan-zarr")
     base = args.seed * 1000
@@ -98,15 +95,16 @@ def run_train_spots(args) -> int:
         val = patches_from_scan_zarr(args.val_scan_zarr, max_images=args.max_images, scan_id=-100)
     else:
         val = simulate_spot_scans(range(base + 500, base + 500 + max(args.val_scans, 1)), args.spots_per_scan)
+    init_state = load_spotcnn(args.init, check_hash=False).state_dict() if args.init else None
     model, hist = train_spotcnn(datasets, val, seed=args.seed, epochs=args.epochs, batch_size=args.batch_size,
                                 lr=args.lr, per_bin=args.per_bin, threads=args.threads,
                                 hold_epochs=None if args.hold_epochs < 0 else args.hold_epochs, lr_min=args.lr_min,
-                                pos_weight=args.pos_weight, patience=args.patience, init_weights=args.init,
+                                pos_weight=args.pos_weight, patience=args.patience, init_state=init_state,
                                 log=lambda m: print(m, flush=True))
     argv = sys.argv[1:]
     rest = argv[argv.index("spots") + 1:] if "spots" in argv else argv
     command = "laueflow train spots " + shlex.join(rest)
-    meta = save_weights(model, args.out, metadata={
+    meta = save_spotcnn(model, args.out, metadata={
         "command": getattr(args, "command_line", None) or command.strip(),
         "seed": args.seed,
         "train_scan_seeds": [base, base + args.train_scans - 1] if args.train_scans else [],

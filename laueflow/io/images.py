@@ -15,7 +15,9 @@ import os
 import re
 from pathlib import Path
 
+import h5py
 import numpy as np
+import tifffile
 
 __all__ = ["STATUS_CODES", "ImageReadError", "ImageReader", "READERS", "reader_for",
            "read_frame", "h5_find_dataset", "h5_n_frames", "file_index", "IMAGE_EXTENSIONS"]
@@ -49,8 +51,6 @@ class TiffReader(ImageReader):
     extensions = (".tif", ".tiff")
 
     def read(self, path, frame=None, **options):
-        import tifffile
-
         with tifffile.TiffFile(path) as tif:
             page = tif.pages[frame or 0]
             size = os.path.getsize(path)
@@ -67,7 +67,7 @@ class FabioReader(ImageReader):
                   ".tif.gz")
 
     def read(self, path, frame=None, **options):
-        import fabio
+        import fabio  # deferred: fabio takes ~0.7 s to import; most scans are TIFF or HDF5
 
         with fabio.open(str(path)) as img:
             if frame:
@@ -85,8 +85,6 @@ class HDF5Reader(ImageReader):
     is_stack = True
 
     def read(self, path, frame=None, h5_dataset=None, **options):
-        import h5py
-
         with h5py.File(path, "r") as f:
             name = h5_dataset or h5_find_dataset(f)
             if name not in f:
@@ -111,8 +109,6 @@ def reader_for(path) -> ImageReader:
 
 def h5_find_dataset(f) -> str:
     """Name of the image stack in an open HDF5 file: BLISS/LIMA layouts, else the largest 3-D."""
-    import h5py
-
     if "entry_0000/measurement/data" in f:
         return "entry_0000/measurement/data"
     candidates = []
@@ -128,8 +124,6 @@ def h5_find_dataset(f) -> str:
 
 
 def h5_n_frames(path, h5_dataset=None) -> tuple[str, int]:
-    import h5py
-
     with h5py.File(path, "r") as f:
         name = h5_dataset or h5_find_dataset(f)
         if name not in f:

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..physics.detfile import parse_key_value_comments
 from ..physics.geometry import LAUETOOLS_PIXEL_OFFSET, Calibration, pixel_to_angles
 from ..physics.materials import Material
 from ..physics.orientations import matrix_to_euler
@@ -23,6 +22,8 @@ from ..physics.strain import (
     strain_crystal_to_sample,
     von_mises_strain,
 )
+from ..stages.strain.model import predict_pixels
+from .detfile import parse_key_value_comments
 
 __all__ = ["write_dat", "write_cor", "read_cor", "write_fit", "read_fit"]
 
@@ -106,8 +107,6 @@ def write_fit(path, *, ub, material: Material, calibration: Calibration, hkl, ob
     Theoretical positions, energies and ``Q`` (LT frame) are computed from ``ub``; strain blocks
     are in 10⁻³ units, crystal and sample (40°) frames.
     """
-    from ..stages.strain.model import predict_pixels
-
     ub = np.asarray(ub, float)
     hkl = np.asarray(hkl, float)
     obs_col, obs_row = np.asarray(obs_col, float), np.asarray(obs_row, float)

@@ -1,4 +1,4 @@
-"""Model weight files: file hashes and the spot CNN's shipped weights.
+"""Model weight files: file hashes, the spot CNN's shipped weights, saving trained weights.
 
 ``laueflow/data/spotcnn.pt`` (a torch ``state_dict``) ships with ``spotcnn.json`` next to it
 (sha256 of the ``.pt``, the command and seed that produced it, training data summary);
@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 __all__ = ["WeightsHashError", "file_sha256", "default_spotcnn_path", "spotcnn_expected_sha256",
-           "check_spotcnn_file", "load_spotcnn"]
+           "check_spotcnn_file", "load_spotcnn", "save_spotcnn"]
 
 
 class WeightsHashError(RuntimeError):
@@ -70,7 +70,7 @@ def load_spotcnn(path=None, device: str = "cpu", *, expected_sha256: str | None 
     (default: the shipped one), after checking its sha256 (``check_hash=False``: fresh files)."""
     import torch  # deferred: torch is heavy
 
-    from ..models.spotcnn import SpotCNN
+    from ..models.spotcnn import SpotCNN  # deferred: imports torch
 
     path = Path(path) if path is not None else default_spotcnn_path()
     if check_hash:
@@ -81,3 +81,18 @@ def load_spotcnn(path=None, device: str = "cpu", *, expected_sha256: str | None 
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     model.eval()
     return model.to(torch.device(device))
+
+
+def save_spotcnn(model, path, *, metadata: dict) -> dict:
+    """Write the spot CNN's ``state_dict`` to ``path`` and, next to it, ``path.with_suffix('.json')``
+    with its sha256, parameter count and ``metadata`` (what :func:`load_spotcnn` checks); returns it."""
+    import torch  # deferred: torch is heavy
+
+    from ..models.spotcnn import count_parameters  # deferred: imports torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({k: v.cpu() for k, v in model.state_dict().items()}, path)
+    meta = {"sha256": file_sha256(path), "parameters": count_parameters(model), **metadata}
+    path.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+    return meta

@@ -38,7 +38,7 @@ PARAM_NAMES = ("amplitude", "mu_col", "mu_row", "log_sigma_col", "log_sigma_row"
 
 
 def _torch():
-    import torch
+    import torch  # deferred: torch is heavy
 
     return torch
 
@@ -304,7 +304,7 @@ def fit_descriptors(cutouts, params, valid=None, converged=None, *, centre: int 
 def fit_spot_scipy(cutout, valid=None, start=None, *, centre: int = CUTOUT_CENTRE, tol: float = 1e-12):
     """Careful per-spot reference: ``scipy.optimize.least_squares`` (MINPACK LM, analytic Jacobian,
     tolerances ``tol``) on the same model, parameters and start values. Returns ``(params, success)``."""
-    from scipy.optimize import least_squares
+    from scipy.optimize import least_squares  # deferred: scipy.optimize takes ~1 s to import
 
     data = np.asarray(cutout, dtype=np.float64)
     h, w = data.shape

@@ -56,7 +56,7 @@ def _smooth_last_axis(hist, sigma_bins: float, xp):
     """Zero-padded Gaussian convolution along the last axis (numpy, cupy or torch)."""
     w = gaussian_kernel_1d(sigma_bins)
     if xp is np:  # one C pass (same weights and zero padding as the loop below)
-        from scipy.ndimage import correlate1d
+        from scipy.ndimage import correlate1d  # deferred: scipy.ndimage takes ~0.5 s to import
 
         return correlate1d(hist, w.astype(hist.dtype), axis=-1, mode="constant", cval=0.0)
     half = len(w) // 2
@@ -147,7 +147,7 @@ def angular_histograms_torch(two_theta, chi, *, max_angle_deg: float = 20.0, ste
     (default: the input tensor's device, else CPU). Angles are computed in float64 on CPU and in
     ``dtype`` (default float32) on an accelerator.
     """
-    import torch
+    import torch  # deferred: torch is heavy
 
     if device is None:
         device = two_theta.device if isinstance(two_theta, torch.Tensor) else torch.device("cpu")

@@ -1,5 +1,7 @@
-"""Laue physics: detector geometry, crystallography, spot simulation, strain conventions."""
-from .detfile import read_det, write_det
+"""Laue physics: detector geometry, crystallography, spot simulation, strain conventions.
+
+(LaueTools ``.det`` files are read and written by :mod:`laueflow.io.detfile`.)
+"""
 from .geometry import (
     DEFAULT_CALIBRATION,
     Calibration,
@@ -13,6 +15,6 @@ from .simulate import LaueSpots, simulate_spots
 
 __all__ = [
     "Calibration", "DEFAULT_CALIBRATION", "pixel_to_angles", "angles_to_pixel", "angles_to_qhat",
-    "angular_distance", "read_det", "write_det", "Material", "get_material", "list_materials",
+    "angular_distance", "Material", "get_material", "list_materials",
     "LaueSpots", "simulate_spots",
 ]

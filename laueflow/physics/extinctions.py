@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+import gemmi
 import numpy as np
 
 __all__ = ["LAUETOOLS_CODES", "lauetools_allowed", "space_group_allowed"]
@@ -58,8 +59,6 @@ def lauetools_allowed(hkl, code: str) -> np.ndarray:
 
 @lru_cache(maxsize=64)
 def _group_ops(space_group):
-    import gemmi
-
     if isinstance(space_group, str):
         return gemmi.SpaceGroup(space_group).operations()
     if not 1 <= int(space_group) <= 230:

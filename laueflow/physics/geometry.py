@@ -23,6 +23,8 @@ from ..kernels.vectors import angles_to_qhat
 __all__ = [
     "Calibration",
     "DEFAULT_CALIBRATION",
+    "LAUETOOLS_PARAMETERS",
+    "calibration_from_lauetools",
     "LAUETOOLS_PIXEL_OFFSET",
     "pixel_to_angles",
     "angles_to_pixel",
@@ -104,6 +106,29 @@ class Calibration:
 
 #: BM32 sCMOS calibration of the LaueNN GaN/Si example (Si calibrant), used as default.
 DEFAULT_CALIBRATION = Calibration(79.612, 977.81, 932.17, 0.477, 0.447, 0.0734, (2018, 2016), "sCMOS")
+
+#: LaueTools' names of the 5 geometric parameters → :class:`Calibration` fields.
+LAUETOOLS_PARAMETERS = {"dd": "distance_mm", "xcen": "xcen_px", "ycen": "ycen_px", "xbet": "xbet_deg",
+                        "xgam": "xgam_deg"}
+
+
+def calibration_from_lauetools(values, overrides=None, *, detector_name: str = "sCMOS",
+                               extra=None) -> Calibration:
+    """A :class:`Calibration` from LaueTools' numbers (as in a ``.det`` file).
+
+    ``values``: ``[dd, xcen, ycen, xbet, xgam, pixelsize[, dim1, dim2]]`` (frame 2018×2016 when
+    ``dim1, dim2`` are absent); ``overrides``: ``{LaueTools name: value}`` for the 5 geometric
+    parameters, which take precedence over ``values``.
+    """
+    values = [float(v) for v in values]
+    if len(values) < 6:
+        raise ValueError(f"need dd, xcen, ycen, xbet, xgam, pixelsize[, dim1, dim2], got {values}")
+    fields = ["distance_mm", "xcen_px", "ycen_px", "xbet_deg", "xgam_deg", "pixel_size_mm"]
+    params = dict(zip(fields, values))
+    for key, value in (overrides or {}).items():
+        params[LAUETOOLS_PARAMETERS[key]] = float(value)
+    frame = (int(values[6]), int(values[7])) if len(values) >= 8 else (2018, 2016)
+    return Calibration(frame_shape=frame, detector_name=detector_name, extra=dict(extra or {}), **params)
 
 
 def _frame_vectors(calibration: Calibration, xp):

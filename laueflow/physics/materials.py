@@ -16,13 +16,14 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property, lru_cache
 from importlib import resources
 
+import gemmi
 import numpy as np
 import yaml
 
 from .extinctions import LAUETOOLS_CODES, lauetools_allowed, space_group_allowed
 from .lattice import b_matrix, reciprocal_metric
 
-__all__ = ["AtomSite", "Material", "get_material", "get_materials", "list_materials", "load_materials_file"]
+__all__ = ["AtomSite", "Material", "get_material", "get_materials", "list_materials", "material_from_entry"]
 
 #: |F|² below this fraction of Σf² counts as a structure-factor zero
 _STRUCTURE_FACTOR_ZERO = 1e-6
@@ -82,8 +83,6 @@ class Material:
     @cached_property
     def spacegroup(self):
         """The gemmi ``SpaceGroup``."""
-        import gemmi
-
         try:
             return gemmi.SpaceGroup(self.space_group) if isinstance(self.space_group, str) else gemmi.SpaceGroup(int(self.space_group))
         except (ValueError, RuntimeError) as err:
@@ -180,8 +179,6 @@ def _unique_positions(points, tol=1e-6):
 
 @lru_cache(maxsize=None)
 def _it92(element: str):
-    import gemmi
-
     coefficients = gemmi.Element(element).it92
     return np.array(coefficients.a), np.array(coefficients.b), float(coefficients.c)
 
@@ -199,14 +196,9 @@ def _library() -> dict:
     return yaml.safe_load(text)
 
 
-def load_materials_file(path) -> dict[str, Material]:
-    """Read a user materials YAML file with the same layout as ``laueflow/data/materials.yaml``."""
-    with open(path) as f:
-        entries = yaml.safe_load(f) or {}
-    return {name: _from_entry(name, entry) for name, entry in entries.items()}
-
-
-def _from_entry(name: str, entry: dict) -> Material:
+def material_from_entry(name: str, entry: dict) -> Material:
+    """A :class:`Material` from one entry of a materials YAML mapping (layout of
+    ``laueflow/data/materials.yaml``; user files: :func:`laueflow.io.materials_file.load_materials_file`)."""
     unknown = set(entry) - {"lattice", "space_group", "atoms", "lauetools_extinction", "extinction_rule", "elastic_constants_gpa", "source"}
     if unknown:
         raise ValueError(f"material {name!r}: unknown keys {sorted(unknown)}")
@@ -240,7 +232,7 @@ def get_material(name: str, extinction_rule: str = "space_group") -> Material:
             f"unknown material {name!r}; known: {', '.join(list_materials())}. "
             "Define others with Material(name, lattice_parameters, space_group, ...) or a materials YAML file."
         )
-    return _from_entry(key, library[key]).with_rule(extinction_rule)
+    return material_from_entry(key, library[key]).with_rule(extinction_rule)
 
 
 def get_materials(materials, extinction_rule: str = "space_group") -> list[Material]:

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+import gemmi
 import numpy as np
 
 from .materials import Material
+from .strain import polar_rotation
 
 __all__ = ["hkl_operators", "rotation_operators", "hkl_family", "reduce_misorientation"]
 
@@ -21,8 +23,6 @@ __all__ = ["hkl_operators", "rotation_operators", "hkl_family", "reduce_misorien
 @lru_cache(maxsize=64)
 def _point_rotations(space_group_xhm: str) -> np.ndarray:
     """Distinct rotation parts of the space-group operations, fractional basis (n, 3, 3)."""
-    import gemmi
-
     ops = gemmi.SpaceGroup(space_group_xhm).operations()
     rots = {tuple(np.array(op.rot).ravel() // op.DEN) for op in ops.sym_ops}
     return np.array(sorted(rots), dtype=np.int64).reshape(-1, 3, 3)
@@ -57,8 +57,6 @@ def reduce_misorientation(ub_1, ub_2, material: Material):
 
     ``ub_1``, ``ub_2``: (..., 3, 3) orientation matrices (rotation parts are used); broadcasting.
     """
-    from .strain import polar_rotation
-
     r1 = polar_rotation(ub_1)
     r2 = polar_rotation(ub_2)
     delta = np.swapaxes(r1, -1, -2) @ r2  # crystal-frame misorientation

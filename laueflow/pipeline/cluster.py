@@ -28,11 +28,16 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import inspect
 import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
+
+import yaml
+
+from ..backend import gpu_available
 
 __all__ = [
     "ClusterConfigError",
@@ -178,8 +183,6 @@ def parse_cluster_config(data: Any, source: str | None = None) -> ClusterConfig:
 
 
 def load_cluster_config(path: str | os.PathLike) -> ClusterConfig:
-    import yaml
-
     path = Path(path)
     if not path.is_file():
         raise ClusterConfigError(f"cluster config {path} does not exist; see cluster-configs/local.yaml "
@@ -193,17 +196,15 @@ def load_cluster_config(path: str | os.PathLike) -> ClusterConfig:
 
 def _check_slurm():
     try:
-        import dask_jobqueue  # noqa: F401
+        import dask_jobqueue  # noqa: F401  # deferred: optional package, checked here
     except ImportError:
         raise ClusterConfigError("cluster type 'slurm' needs dask-jobqueue, which is not installed: "
                                  "pip install dask-jobqueue") from None
 
 
 def _check_cuda():
-    from ..backend import gpu_available
-
     try:
-        import dask_cuda  # noqa: F401
+        import dask_cuda  # noqa: F401  # deferred: optional package (GPU extra), checked here
     except ImportError:
         raise ClusterConfigError("cluster type 'local-cuda' needs dask-cuda, which is not installed: "
                                  "pip install 'laueflow[gpu]' (dask-cuda[cu12] + cupy)") from None
@@ -241,8 +242,6 @@ def describe(client) -> dict:
 
 
 def _accepts_n_workers(client) -> bool:
-    import inspect
-
     try:
         return "n_workers" in inspect.signature(client.scheduler_info).parameters
     except (TypeError, ValueError):
@@ -256,7 +255,7 @@ def connect(config: ClusterConfig | None = None, *, address: str | None = None) 
     ``address`` (``--scheduler tcp://…``) overrides the config. Clusters started here are closed
     on exit; an external scheduler is left running.
     """
-    from distributed import Client, LocalCluster
+    from distributed import Client, LocalCluster  # deferred: distributed is heavy; the CLI imports this module
 
     config = config or ClusterConfig()
     if address:
@@ -274,7 +273,7 @@ def connect(config: ClusterConfig | None = None, *, address: str | None = None) 
     if config.type == "local":
         cluster = LocalCluster(**local_cluster_kwargs(**opts))
     elif config.type == "local-cuda":
-        from dask_cuda import LocalCUDACluster
+        from dask_cuda import LocalCUDACluster  # deferred: optional package (GPU extra)
 
         opts.setdefault("resources", {"GPU": 1})
         opts.pop("processes", None)
@@ -282,7 +281,7 @@ def connect(config: ClusterConfig | None = None, *, address: str | None = None) 
             opts.pop("n_workers")
         cluster = LocalCUDACluster(**opts)
     else:  # slurm
-        from dask_jobqueue import SLURMCluster
+        from dask_jobqueue import SLURMCluster  # deferred: optional package
 
         jobs = int(opts.pop("jobs", 1))
         cluster = SLURMCluster(**opts)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -31,7 +32,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
+from .. import __version__
 from ..io.images import (IMAGE_EXTENSIONS, MISSING, OK, STATUS_CODES, ALL_ZERO, WRONG_DTYPE,
                          WRONG_SHAPE, ImageReadError, file_index, h5_n_frames, read_frame,
                          reader_for)
@@ -176,7 +179,7 @@ def _ingest_task(store, points, frame_shape, dtype, h5_dataset):
     ``points`` are either single points (chunked layout) or all points of one shard
     (``iy`` equal, consecutive ``ix``), written in one assignment.
     """
-    import zarr
+    import zarr  # deferred: zarr is heavy; the CLI imports this module
 
     images = zarr.open_array(f"{store}/images", mode="r+")
     results, stack = [], []
@@ -222,7 +225,7 @@ def _probe_reference(plan: IngestPlan, frame_shape=None, dtype=None):
 
 
 def _compressors(compression: str, level: int):
-    from zarr.codecs import BloscCodec, ZstdCodec
+    from zarr.codecs import BloscCodec, ZstdCodec  # deferred: zarr is heavy; the CLI imports this module
 
     if compression == "zstd":
         return [ZstdCodec(level=level)]
@@ -239,7 +242,7 @@ def _dir_bytes(path: Path) -> int:
 
 def _create_store(out: Path, plan, frame_shape, dtype, *, layout, shard_x, compression, level,
                   attrs):
-    import zarr
+    import zarr  # deferred: zarr is heavy; the CLI imports this module
 
     ny, nx = plan.shape
     group = zarr.open_group(str(out), mode="w", zarr_format=3)
@@ -321,9 +324,7 @@ def ingest(inputs, out, *, shape=None, order="raster", index_list=None, first_in
     ``client``: a ``distributed.Client`` (tasks run on its cluster) or None (run in this
     process, serially — for tests and small scans).
     """
-    import zarr
-
-    from .. import __version__
+    import zarr  # deferred: zarr is heavy; the CLI imports this module
 
     out = Path(out)
     plan = plan_scan(inputs, shape=shape, order=order, index_list=index_list,
@@ -336,8 +337,6 @@ def ingest(inputs, out, *, shape=None, order="raster", index_list=None, first_in
     prev = None
     if out.exists():
         if overwrite:
-            import shutil
-
             shutil.rmtree(out) if out.is_dir() else out.unlink()
         else:
             prev = _previous(out, plan)
@@ -433,7 +432,7 @@ def ingest(inputs, out, *, shape=None, order="raster", index_list=None, first_in
 
 
 def _previous(out: Path, plan: IngestPlan) -> dict:
-    import zarr
+    import zarr  # deferred: zarr is heavy; the CLI imports this module
 
     try:
         group = zarr.open_group(str(out), mode="r")
@@ -451,8 +450,6 @@ def _previous(out: Path, plan: IngestPlan) -> dict:
 
 
 def _run_tasks(tasks, store, frame_shape, dtype, h5_dataset, client, progress):
-    from tqdm.auto import tqdm
-
     bar = tqdm(total=sum(len(t) for t in tasks), unit="img", disable=not progress,
                desc="ingest")
     results = []
@@ -461,7 +458,7 @@ def _run_tasks(tasks, store, frame_shape, dtype, h5_dataset, client, progress):
             results.append(_ingest_task(store, t, frame_shape, dtype, h5_dataset))
             bar.update(len(t))
     else:
-        from distributed import as_completed
+        from distributed import as_completed  # deferred: distributed is heavy; the CLI imports this module
 
         futures = [client.submit(_ingest_task, store, t, frame_shape, dtype, h5_dataset,
                                  pure=False) for t in tasks]

@@ -29,10 +29,10 @@ def lazy_outputs(results: Path, names) -> dict:
     return {name: da.from_zarr(group[name]) for name in names}
 
 
-def _store_chunk(block, *, results: str, name: str, block_info=None):
+def _store_chunk(block, *, results: str, variable: str, block_info=None):
     """Write one block of a dask array into its region of the results store."""
     region = tuple(slice(start, stop) for start, stop in block_info[0]["array-location"])
-    write_region(results, name, block, region)
+    write_region(results, variable, block, region)
     return np.zeros((1,) * block.ndim, dtype=bool)
 
 
@@ -59,7 +59,7 @@ class ReduceWriter:
                              f"the store expects {shape}")
         if hasattr(array, "dask"):
             chunked = array.astype(var.dtype).rechunk(self.layout.chunks(var))
-            marks = chunked.map_blocks(_store_chunk, results=str(self.results), name=name,
+            marks = chunked.map_blocks(_store_chunk, results=str(self.results), variable=name,
                                        dtype=bool, chunks=tuple((1,) * len(c) for c in chunked.chunks))
             self.client.compute(marks).result()
         else:

@@ -229,7 +229,9 @@ def _store_attrs(workflow, config, scan: ScanRef, scan_attrs, layout) -> dict:
         "calibration": scan_attrs.get("calibration"),
         "materials": scan_attrs.get("materials"),
         "step_um": scan_attrs.get("step_um"),
-        "laueflow_layout": {"stages": config["stages"]},
+        # resume only into a store of the same stages and parameters, and the same scan
+        # calibration, materials, detector mask and shape (the token covers them)
+        "laueflow_layout": {"stages": config["stages"], "scan_token": scan.token},
     }
 
 
@@ -257,7 +259,7 @@ def prepare_run(plan: RunPlan) -> dict[str, dict]:
 def _tile_chain(plan: RunPlan, params: dict, ty, tx, ys, xs, delay_s: float):
     """One TileTask per stage group (the last writes); dim sizes and variables for the write."""
     layout = plan.layout
-    map_variables = tuple(v for v in layout.variables if v.per_point and not _is_reduce_output(plan, v.name))
+    map_variables = _map_variables(plan)
     tasks = []
     for g, (stages, resources) in enumerate(plan.groups):
         last = g == len(plan.groups) - 1
@@ -269,13 +271,16 @@ def _tile_chain(plan: RunPlan, params: dict, ty, tx, ys, xs, delay_s: float):
     return tasks
 
 
-def _is_reduce_output(plan: RunPlan, name: str) -> bool:
-    return any(name in s.spec.output_names for s in plan.reduce_stages)
+def _map_variables(plan: RunPlan) -> tuple:
+    """The variables the map phase writes (the pipeline's and the map stages' outputs)."""
+    reduce_outputs = {name for s in plan.reduce_stages for name in s.spec.output_names}
+    return tuple(v for v in plan.layout.variables if v.per_point and v.name not in reduce_outputs)
 
 
 def map_phase(plan: RunPlan, params: dict, client, *, progress: bool = True, delay_s: float = 0.0,
-              max_tiles: int | None = None, log=print) -> list:
-    """Phase 3: create (or reopen) the store, run every tile not yet done; returns TileReports."""
+              max_tiles: int | None = None, log=print, reports: list | None = None) -> list:
+    """Phase 3: create (or reopen) the store, run every tile not yet done; returns the
+    TileReports (appended to ``reports`` as they come, so a failed run still has them)."""
     from distributed import as_completed
 
     prepare_results_store(plan.workflow.output, plan.layout, coords=plan.coords, attrs=plan.attrs,
@@ -292,14 +297,13 @@ def map_phase(plan: RunPlan, params: dict, client, *, progress: bool = True, del
             future = client.submit(run_tile_group, task, future, key=f"laueflow-g{task.group}-{ty}-{tx}-{token}",
                                    resources=resources or None, pure=False, retries=1)
         finals.append(future)
-    reports = []
+    reports = [] if reports is None else reports
     bar = _progress_bar(len(finals)) if progress and finals else None
     try:
         for future in as_completed(finals):
             if future.status == "error":
                 err = future.exception()
-                for other in finals:
-                    other.cancel()
+                _stop(client, finals)
                 raise RuntimeError(f"task {future.key} failed: {type(err).__name__}: {err} "
                                    "(finished tiles are kept; fix the cause and re-run to resume)") from err
             reports.append(future.result())
@@ -309,6 +313,20 @@ def map_phase(plan: RunPlan, params: dict, client, *, progress: bool = True, del
         if bar is not None:
             bar.close()
     return reports
+
+
+def _stop(client, finals, timeout_s: float = 600) -> None:
+    """After a failure: cancel the tiles not started, let the running ones finish, so the store
+    does not change after the driver reports (a cancelled running task would still write)."""
+    from distributed import wait
+
+    processing = {key for keys in client.processing().values() for key in keys}
+    running = [f for f in finals if f.key in processing]
+    for future in finals:
+        if future.key not in processing:
+            future.cancel()
+    if running:
+        wait(running, timeout=timeout_s, return_when="ALL_COMPLETED")
 
 
 def _progress_bar(total: int):
@@ -354,8 +372,9 @@ def _warm_costs(reports) -> tuple[dict, int]:
     return ({k: 1000 * v / n for k, v in totals.items()} if n else {}), sum(r.cold for r in reports)
 
 
-def finalize_run(plan: RunPlan, reports, reduce_timings: dict, client) -> RunSummary:
-    """Phase 5: provenance and ``complete`` (every tile and every reduce stage done)."""
+def finalize_run(plan: RunPlan, reports, reduce_timings: dict, client, error: str | None = None) -> RunSummary:
+    """Phase 5: provenance and ``complete`` (every tile and every reduce stage done); also after
+    a failed map or reduce phase (``error``), so the failed attempt is on record."""
     from .. import __version__
 
     wall = time.perf_counter() - plan.t_start
@@ -379,6 +398,8 @@ def finalize_run(plan: RunPlan, reports, reduce_timings: dict, client) -> RunSum
         "stage_groups": [[s.name for s in stages] for stages, _ in plan.groups],
         "cluster": plan.cluster,
     }
+    if error:
+        record["error"] = error
     finalize_results_store(results, {"complete": complete, "run": record})
     return RunSummary(Path(results), plan.layout.grid[0] * plan.layout.grid[1], int(plan.done.sum()),
                       len(reports), n_images, wall, totals, client.dashboard_link, warm, cold,
@@ -420,7 +441,13 @@ def run_workflow(workflow: Workflow, client, *, overwrite: bool = False, progres
         + " | ".join(", ".join(s.name for s in stages) + (f" {res}" if res else "") for stages, res in plan.groups)
         + (f"; reduce: {', '.join(s.name for s in plan.reduce_stages)}" if plan.reduce_stages else ""))
     params = prepare_run(plan)
-    reports = map_phase(plan, params, client, progress=progress, delay_s=delay_s, max_tiles=max_tiles, log=log)
-    reduce_timings = reduce_phase(plan, params, client, log=log)
+    reports: list = []
+    try:
+        map_phase(plan, params, client, progress=progress, delay_s=delay_s, max_tiles=max_tiles, log=log,
+                  reports=reports)
+        reduce_timings = reduce_phase(plan, params, client, log=log)
+    except RuntimeError as err:
+        finalize_run(plan, reports, {}, client, error=str(err))
+        raise
     return finalize_run(plan, reports, reduce_timings, client)
 

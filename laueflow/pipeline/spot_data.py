@@ -1,4 +1,5 @@
-"""Training cutouts from a user's ``scan.zarr`` (file reading for :mod:`laueflow.stages.spot_training`)."""
+"""Training cutouts from a user's ``scan.zarr`` (the file reading of :mod:`laueflow.stages.spot_training`;
+weight files: :mod:`laueflow.io.model_files`)."""
 from __future__ import annotations
 
 import numpy as np
@@ -11,7 +12,7 @@ __all__ = ["patches_from_scan_zarr"]
 def patches_from_scan_zarr(path, *, max_images: int | None = None, peak_kwargs=None, scan_id: int = -1,
                            max_peaks: int = 300) -> SpotPatches:
     """37×37 patches around the peaks of (up to ``max_images`` evenly spread) images of a scan store."""
-    import zarr
+    import zarr  # deferred: zarr is heavy and `laueflow --help` imports this module
 
     group = zarr.open_group(str(path), mode="r")
     images = group["images"]

@@ -195,11 +195,11 @@ class StageSpec:
         try:
             if self.uses_device and params.get("device") not in DEVICES:
                 raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {params.get('device')!r}")
+            if self.check is not None:
+                resolve_callable(self.check)(params)
             for dim, size in self.resolved_dim_sizes(params).items():
                 if size < 1:
                     raise ValueError(f"dimension {dim!r} must have size ≥ 1, got {size}")
-            if self.check is not None:
-                resolve_callable(self.check)(params)
         except (TypeError, ValueError, KeyError) as err:
             raise ValueError(f"stage {self.name!r}: {err}") from None
 

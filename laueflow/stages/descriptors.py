@@ -72,7 +72,7 @@ def describe_spots(images, peak_col_int, peak_row_int, peak_background=None, *, 
     ci = np.asarray(to_numpy(peak_col_int)).reshape(len(images), -1)
     ri = np.asarray(to_numpy(peak_row_int)).reshape(len(images), -1)
     n, max_peaks = ci.shape
-    out = STAGE.empty_outputs(n, {"max_peaks": max_peaks})
+    out = STAGE.empty_outputs(n, {}, peak=max_peaks)
     cut, val, bord, where = [], [], [], []
     for i in range(n):
         k = np.flatnonzero((ci[i] >= 0) & (ri[i] >= 0))

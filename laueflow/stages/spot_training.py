@@ -39,18 +39,23 @@ sub-pixel position being the descriptor that needs the most precision), lr 1e-3 
 the epoch with the lowest weighted validation loss is kept (optional ``patience``). Data are split **by scan** (training,
 validation and test scans have different seeds, never shared spots). Deterministic by seed:
 ``torch.manual_seed``, numpy generators from the seed, ``torch.use_deterministic_algorithms``.
+
+Arrays in, model out: reading scans and weight files and writing weights is done by the callers
+(``laueflow train spots``, :mod:`laueflow.pipeline.spot_data`, :mod:`laueflow.io.model_files`).
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from ..kernels.cutouts import (CUTOUT_CENTRE, CUTOUT_SIZE, dihedral_transform, normalise_cutouts)
+from ..kernels.cutouts import (CUTOUT_CENTRE, CUTOUT_SIZE, dihedral_transform, extract_patches,
+                               normalise_cutouts)
 from ..kernels.gaussfit import fit_descriptors, fit_gaussians
+from ..physics.geometry import DEFAULT_CALIBRATION
+from .descriptors import angular_error_medians, describe_cutouts, describe_spots, evaluate_descriptors
+from .peaks import find_peaks
 
 __all__ = ["PATCH_HALF", "SpotPatches", "simulate_spot_scan", "simulate_spot_scans", "crop_cutouts",
            "label_cutouts", "resample_uniform_sim", "simulated_dataset", "lr_at", "patches_from_images", "train_spotcnn",
@@ -275,9 +280,6 @@ def patches_from_images(images, *, peak_kwargs=None, scan_id: int = -1, max_peak
     Arrays in, arrays out; :func:`laueflow.pipeline.spot_data.patches_from_scan_zarr` reads the
     images of a ``scan.zarr`` and calls this.
     """
-    from ..kernels.cutouts import extract_patches
-    from .peaks import find_peaks
-
     parts = []
     kw = {"max_peaks": max_peaks, **(peak_kwargs or {})}
     for img in images:
@@ -311,7 +313,7 @@ def _augment(patches, rng, shift_prob=0.25):
 
 def _val_errors(model, x, y, batch=2048):
     """Per-output mean absolute error (5,) of the model on normalised cutouts ``x``."""
-    import torch
+    import torch  # deferred: torch is heavy
 
     model.eval()
     with torch.inference_mode():
@@ -330,8 +332,8 @@ def lr_at(step, total_steps, hold_steps, lr, lr_min):
 def train_spotcnn(datasets, val: SpotPatches, *, seed: int = 0, epochs: int = 14, batch_size: int = 32,
                   lr: float = 1e-3, per_bin: int = 2000, bins: int = 12, threads: int = 1,
                   hold_epochs: int | None = 5, lr_min: float = 1e-5, pos_weight: float = 2.0,
-                  patience: int | None = None, init_weights=None, log=print, fit_kwargs=None):
-    """Train (or fine-tune from ``init_weights``) the spot CNN; returns ``(model, history)``.
+                  patience: int | None = None, init_state=None, log=print, fit_kwargs=None):
+    """Train (or fine-tune from the ``state_dict`` ``init_state``) the spot CNN; returns ``(model, history)``.
 
     ``datasets``: list of :class:`SpotPatches`, each resampled to a uniform Sim on its own.
     Adam at ``lr`` for ``hold_epochs`` epochs, then cosine decay per batch to ``lr_min`` at the
@@ -340,9 +342,9 @@ def train_spotcnn(datasets, val: SpotPatches, *, seed: int = 0, epochs: int = 14
     Asp, Area*)``. The epoch with the lowest weighted validation loss is kept (early stopping:
     ``patience`` epochs without improvement end training; None: run all epochs).
     """
-    import torch
+    import torch  # deferred: torch is heavy
 
-    from ..models.spotcnn import SpotCNN
+    from ..models.spotcnn import SpotCNN  # deferred: imports torch
 
     torch.manual_seed(seed)
     torch.set_num_threads(int(threads))
@@ -365,8 +367,8 @@ def train_spotcnn(datasets, val: SpotPatches, *, seed: int = 0, epochs: int = 14
     w = w / w.sum()
     wt = torch.as_tensor(w, dtype=torch.float32)
     model = SpotCNN()
-    if init_weights is not None:
-        model.load_state_dict(torch.load(init_weights, map_location="cpu", weights_only=True))
+    if init_state is not None:
+        model.load_state_dict(init_state)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     steps_per_epoch = sum(1 for lo in range(0, len(train), batch_size) if len(train) - lo >= 2)
     total_steps = epochs * steps_per_epoch
@@ -418,39 +420,24 @@ def train_spotcnn(datasets, val: SpotPatches, *, seed: int = 0, epochs: int = 14
     return model, {"epochs": history, "best_epoch": best[2], "best_val_loss": best[0], "n_train": len(train)}
 
 
-def save_weights(model, path, *, metadata: dict):
-    """Write ``path`` (state_dict) and ``path.with_suffix('.json')`` with its sha256 + metadata."""
-    import torch
-
-    from ..models.spotcnn import count_parameters, file_sha256
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({k: v.cpu() for k, v in model.state_dict().items()}, path)
-    meta = {"sha256": file_sha256(path), "parameters": count_parameters(model), **metadata}
-    path.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
-    return meta
-
-
 # ------------------------------------------------------------------------------ evaluation
 #: seeds of the held-out evaluation scans (training seeds are < 900000, enforced by the CLI)
 EVAL_SEEDS = tuple(range(900_000, 900_006))
 
 
-def heldout_evaluation(seeds=EVAL_SEEDS, n_spots: int = 3000, *, weights=None, device=None, uniform_sim=True,
+def heldout_evaluation(seeds=EVAL_SEEDS, n_spots: int = 3000, *, model, uniform_sim=True,
                        per_bin: int = 2000, seed: int = 12345):
-    """CNN vs batched fit on held-out simulated scans (Tables 1–3 of the paper).
+    """CNN ``model`` (loaded, e.g. :func:`laueflow.io.model_files.load_spotcnn`) vs batched fit on
+    held-out simulated scans (Tables 1–3 of the paper).
 
     Returns ``{"natural": evaluate_descriptors(...), "uniform_sim": ...}`` — on every spot of the
     scans as simulated, and on the set resampled to a uniform Sim (as the training data); position
     errors are also given against the simulator's true positions.
     """
-    from .descriptors import describe_cutouts, evaluate_descriptors
-
     data = simulate_spot_scans(seeds, n_spots)
     cut = crop_cutouts(data.patches)
     ref = label_cutouts(cut)
-    pred = describe_cutouts(cut, method="cnn", weights=weights, device=device)
+    pred = describe_cutouts(cut, method="cnn", model=model)
     keys = ("sim", "dcol", "drow", "area", "aspect")
     out = {"n_spots": len(data), "seeds": list(seeds),
            "natural": evaluate_descriptors({k: ref[k] for k in keys}, pred, true_dcol=data.true_dcol,
@@ -462,7 +449,7 @@ def heldout_evaluation(seeds=EVAL_SEEDS, n_spots: int = 3000, *, weights=None, d
     return out
 
 
-def mosaic_angle_check(scan_seed: int = 900_100, n_spots: int = 3000, *, method: str = "cnn", weights=None,
+def mosaic_angle_check(scan_seed: int = 900_100, n_spots: int = 3000, *, method: str = "cnn", model=None,
                        calibration=None, match_px: float = 1.5):
     """2θ/χ of good spots from refined vs centroid positions, against the simulator's truth.
 
@@ -471,10 +458,9 @@ def mosaic_angle_check(scan_seed: int = 900_100, n_spots: int = 3000, *, method:
     gives ``peak_col/peak_row`` centroids and ``peak_*_int`` peak pixels, :func:`describe_spots`
     refines them, and :func:`~laueflow.stages.descriptors.angular_error_medians` compares the
     angles over the spots the method calls good (detected within ``match_px`` of a true centre).
+    ``model``: the loaded spot CNN for ``method="cnn"`` (:func:`laueflow.io.model_files.load_spotcnn`).
     """
-    from ..physics.geometry import DEFAULT_CALIBRATION
-    from .descriptors import angular_error_medians, describe_spots
-    from .peaks import find_peaks
+    from scipy.spatial import cKDTree  # deferred: scipy.spatial is heavy for `laueflow --help`
 
     cal = DEFAULT_CALIBRATION if calibration is None else calibration
     data = simulate_spot_scan(scan_seed, n_spots)
@@ -491,11 +477,9 @@ def mosaic_angle_check(scan_seed: int = 900_100, n_spots: int = 3000, *, method:
     pk = find_peaks(frame[None].astype(np.uint16), max_peaks=4 * len(data))
     n = int(pk["peak_count"][0])
     desc = describe_spots(frame[None].astype(np.uint16), pk["peak_col_int"][:, :n], pk["peak_row_int"][:, :n],
-                          method=method, weights=weights)
+                          method=method, model=model)
     pc, pr = pk["peak_col"][0, :n], pk["peak_row"][0, :n]
     # match each true spot to the nearest detected peak pixel within match_px
-    from scipy.spatial import cKDTree
-
     tree = cKDTree(np.stack([pk["peak_col_int"][0, :n], pk["peak_row_int"][0, :n]], 1))
     dist, j = tree.query(np.stack([true_col, true_row], 1))
     ok = dist <= match_px

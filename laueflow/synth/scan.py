@@ -23,8 +23,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import tifffile
+import xarray as xr
+from tqdm.auto import tqdm
 
+from ..io.detfile import write_det
 from ..physics.geometry import DEFAULT_CALIBRATION, Calibration
+from ..physics.materials import get_material
 from ..physics.simulate import DEFAULT_ENERGY_BAND_KEV
 from .microstructure import DOMAIN_KINDS, Microstructure, build_microstructure
 from .render import background_model, compose_image, noise_sigma, render_components
@@ -124,8 +129,6 @@ def _rng(seed, stream):
 
 def plan_scan(params: ScanParameters | None = None, *, calibration: Calibration | None = None, **kwargs) -> ScanPlan:
     """Build the microstructure, truth spots and background of a scan (no images yet)."""
-    from ..physics.materials import get_material
-
     params = ScanParameters(**kwargs) if params is None else params
     cal = DEFAULT_CALIBRATION if calibration is None else calibration
     if int(params.seed) < 0:
@@ -187,8 +190,6 @@ def plan_scan(params: ScanParameters | None = None, *, calibration: Calibration 
 # ------------------------------------------------------------------------------------------ truth
 def truth_dataset(plan: ScanPlan):
     """The ground truth as an :class:`xarray.Dataset` (names in ``docs/truth-format.md``)."""
-    import xarray as xr
-
     m, s, p = plan.micro, plan.spots, plan.params
     ny, nx = m.shape
     yxs = ("y", "x", "grain_slot")
@@ -282,11 +283,6 @@ def simulate_scan(
     ``compression``: passed to ``tifffile.imwrite`` (default None: uncompressed, like the
     beamline; ``"zlib"`` is ≈3× smaller but ≈40× slower to write). Returns a summary dict.
     """
-    import tifffile
-    from tqdm.auto import tqdm
-
-    from ..physics.detfile import write_det
-
     out_dir = Path(out_dir)
     p = ScanParameters(**params)
     p.shape = tuple(int(v) for v in p.shape)

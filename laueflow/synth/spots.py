@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import ndtri
 
-from ..physics.simulate import simulate_spots
+from ..physics.simulate import DEFAULT_ENERGY_BAND_KEV, simulate_spots
 from .microstructure import Microstructure
-from ..physics.simulate import DEFAULT_ENERGY_BAND_KEV
+from .render import render_components
 
 __all__ = ["QUALITY", "SpotTable", "SpotComponents", "build_spots"]
 
@@ -238,8 +238,6 @@ def build_spots(
     multi = np.flatnonzero(n_comp[spot_of] > 1)
     if len(multi):
         frame = calibration.frame_shape
-        from .render import render_components
-
         ci, idx, val = render_components(
             c_col[multi], c_row[multi], c_amp[multi], c_major[multi], c_minor[multi], c_angle[multi], frame
         )

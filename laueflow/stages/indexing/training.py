@@ -12,11 +12,13 @@ import hashlib
 import json
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
+from ...backend import native_bfloat16, to_numpy
 from ...kernels.histograms import angular_histograms, n_bins_for
 from ...physics.geometry import Calibration
 from ...physics.materials import Material, get_materials
@@ -138,8 +140,6 @@ class Indexer:
 
     def features(self, two_theta, chi, n_centres=None):
         """Histograms (n_images, n_centres, n_bins) float32 numpy (numpy/cupy in)."""
-        from ...backend import to_numpy
-
         c = self.config
         return to_numpy(angular_histograms(two_theta, chi, max_angle_deg=c.max_angle_deg, step_deg=c.step_deg,
                                            n_centres=n_centres or c.n_centres, smooth_bins=c.smooth_bins))
@@ -149,7 +149,7 @@ class Indexer:
 
         Returns ``(class (n, c) int64, −1 where no spot; confidence (n, c) float32)``.
         """
-        import torch
+        import torch  # deferred: torch is heavy
 
         tth = np.asarray(two_theta, dtype=float)
         single = tth.ndim == 1
@@ -208,7 +208,7 @@ def train_indexer(materials, calibration: Calibration, config: IndexerConfig | N
     torch's setting. On a shared machine use 1: with more OpenMP threads than free cores, torch's
     spinning threads made each batch ~15× slower in our measurements.
     """
-    import torch
+    import torch  # deferred: torch is heavy
 
     old_threads = torch.get_num_threads()
     if not threads and (config or IndexerConfig()).fresh_data and old_threads > 1:
@@ -223,9 +223,7 @@ def train_indexer(materials, calibration: Calibration, config: IndexerConfig | N
 
 def _autocast_dtype(precision: str, device):
     """bfloat16 for mixed-precision training, or None for float32 (see ``IndexerConfig.precision``)."""
-    import torch
-
-    from ...backend import native_bfloat16
+    import torch  # deferred: torch is heavy
 
     if precision == "float32":
         return None
@@ -272,8 +270,6 @@ class _TrainingData:
             out = self._pending.result() if self._pending is not None else self._make(epoch)
         self._pending = None
         if self.config.fresh_data and epoch + 1 < self.config.epochs:
-            from concurrent.futures import ThreadPoolExecutor
-
             self._pool = self._pool or ThreadPoolExecutor(1, thread_name_prefix="lauenn-data")
             self._pending = self._pool.submit(self._make, epoch + 1)
         return out
@@ -288,9 +284,9 @@ class _TrainingData:
 
 
 def _train(materials, calibration, config, device, verbose, log) -> Indexer:
-    import torch
+    import torch  # deferred: torch is heavy
 
-    from ...models.lauenn import LaueNN
+    from ...models.lauenn import LaueNN  # deferred: imports torch
 
     config = config or IndexerConfig()
     mats = resolve_materials(materials, config.extinction_rule)
@@ -386,7 +382,7 @@ def _train(materials, calibration, config, device, verbose, log) -> Indexer:
 
 
 def _accuracy(model, x, y, batch: int = 65536) -> float:
-    import torch
+    import torch  # deferred: torch is heavy
 
     model.eval()
     correct = 0

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...physics.geometry import Calibration
-from .model import N_PARAMS, apply_step, parameter_jacobian
+from .model import N_PARAMS, apply_step, parameter_jacobian, predict_pixels
 
 __all__ = ["FitResult", "fit_orientation_strain"]
 
@@ -121,8 +121,6 @@ def _damped_steps(ub, b0, hkl, obs_col, obs_row, weight, calibration, huber_px, 
 
 
 def _cost(ub, b0, hkl, obs_col, obs_row, weight, calibration, huber_px):
-    from .model import predict_pixels
-
     q = np.einsum("gij,gsj->gsi", ub @ b0, hkl)
     col, row = predict_pixels(q, calibration)
     r = np.hypot(obs_col - col, obs_row - row)

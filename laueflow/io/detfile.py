@@ -3,7 +3,8 @@
 Layout (LaueTools ``IOLaueTools.readCalib_det_file``): line 1 holds
 ``dd, xcen, ycen, xbet, xgam, pixelsize, dim1, dim2``; line 6 the calibrant's UB matrix; then
 ``# key : value`` lines, which take precedence for the 5 geometric parameters. ``xcen, ycen``
-are in LaueTools' 1-based X, Y pixel convention, exactly as stored in :class:`Calibration`.
+are in LaueTools' 1-based X, Y pixel convention, exactly as stored in :class:`Calibration`
+(numbers → geometry: :func:`laueflow.physics.geometry.calibration_from_lauetools`).
 """
 from __future__ import annotations
 
@@ -14,11 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .geometry import Calibration
+from ..physics.geometry import LAUETOOLS_PARAMETERS, Calibration, calibration_from_lauetools
 
 __all__ = ["read_det", "write_det", "parse_key_value_comments"]
 
-_KEYS = {"dd": "distance_mm", "xcen": "xcen_px", "ycen": "ycen_px", "xbet": "xbet_deg", "xgam": "xgam_deg"}
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 
 
@@ -49,20 +49,16 @@ def read_det(path) -> Calibration:
             f"{path}: line 1 must hold 'dd, xcen, ycen, xbet, xgam, pixelsize[, dim1, dim2]', "
             f"got {lines[0]!r}"
         )
-    params = dict(zip(["distance_mm", "xcen_px", "ycen_px", "xbet_deg", "xgam_deg", "pixel_size_mm"], first))
-    frame = (int(first[6]), int(first[7])) if len(first) >= 8 else (2018, 2016)
     comments = parse_key_value_comments(lines)
-    for key, name in _KEYS.items():
-        if key in comments:
-            params[name] = float(comments[key])
-    name = comments.get("CCDLabel", "sCMOS")
     extra = {}
     matrix = _read_matrix(lines)
     if matrix is not None:
         extra["calibrant_ub"] = matrix.tolist()
     if "Material" in comments:
         extra["calibrant_material"] = comments["Material"]
-    return Calibration(frame_shape=frame, detector_name=name, extra=extra, **params)
+    overrides = {key: comments[key] for key in LAUETOOLS_PARAMETERS if key in comments}
+    return calibration_from_lauetools(first, overrides, detector_name=comments.get("CCDLabel", "sCMOS"),
+                                      extra=extra)
 
 
 def _read_matrix(lines):

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from laueflow.physics.detfile import read_det, write_det
-from laueflow.physics.geometry import DEFAULT_CALIBRATION, Calibration
+from laueflow.io.detfile import read_det, write_det
+from laueflow.physics.geometry import DEFAULT_CALIBRATION, Calibration, calibration_from_lauetools
 
 LAUETOOLS_EXAMPLE = """81.25000, 1011.5000, 948.2500, 0.3120000, -0.2150000, 0.07340000, 2018, 2016
 Sample-Detector distance(IM), xO, yO, angle1, angle2, pixelsize, dim1, dim2
@@ -59,3 +59,11 @@ def test_bad_files_say_what_is_wrong(tmp_path):
     bad.write_text("hello\n")
     with pytest.raises(ValueError, match="line 1"):
         read_det(bad)
+
+
+def test_calibration_from_lauetools_numbers():
+    cal = calibration_from_lauetools([70.0, 1024.0, 1024.0, 0.0, 0.0, 0.079142], {"dd": "70.5"})
+    assert cal.parameters == [70.5, 1024.0, 1024.0, 0.0, 0.0]
+    assert cal.frame_shape == (2018, 2016) and cal.detector_name == "sCMOS"
+    with pytest.raises(ValueError, match="pixelsize"):
+        calibration_from_lauetools([70.0, 1024.0])

@@ -1,43 +1,33 @@
 """``laueflow evaluate`` metrics of the science stages: spot descriptors, indexing, strain.
 
-Each metric compares the results store with the simulator's truth (``docs/truth-format.md``)
-and registers itself with :func:`laueflow.pipeline.evaluate.register_metric`; it runs only
-when its variables are present in both stores. Detected peaks are paired with truth spots of
+Each metric compares arrays of the results store with the simulator's truth
+(``docs/truth-format.md``) and registers itself with :func:`.metrics.register_metric`; it runs
+only when its variables are present in both stores. Detected peaks are paired with truth spots of
 the same scan point by nearest distance within ``radius_px`` (1.5 px).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ..physics.geometry import Calibration, pixel_to_angles
-from ..physics.materials import get_materials
-from ..physics.strain import strain_crystal_to_sample
-from ..physics.symmetry import reduce_misorientation
-from .evaluate import Metric, _pct, register_metric, spots_by_point
+from ...physics.geometry import Calibration, pixel_to_angles
+from ...physics.materials import get_materials
+from ...physics.strain import strain_crystal_to_sample
+from ...physics.symmetry import reduce_misorientation
+from ..indexing.evaluate import evaluate_indexing
+from .matching import peak_truth_table
+from .metrics import Metric, StoreArrays, percentile, register_metric
 
-__all__ = ["peak_truth_table", "descriptor_metrics", "indexing_metrics", "strain_metrics"]
-
-
-def _values(ds, name, dtype=np.float64):
-    return np.asarray(ds[name].values, dtype=dtype)
+__all__ = ["descriptor_metrics", "indexing_metrics", "strain_metrics"]
 
 
-def peak_truth_table(results, truth, radius_px: float = 1.5) -> dict:
-    """For every detected peak (y, x, peak): the index of its truth spot (−1: none within radius)."""
-    pc, pr = _values(results, "peak_col"), _values(results, "peak_row")
-    ny, nx, n_peaks = pc.shape
-    sy, sx = _values(truth, "spot_y", np.int64), _values(truth, "spot_x", np.int64)
-    sc, sr = _values(truth, "spot_col"), _values(truth, "spot_row")
-    spot = np.full(pc.shape, -1, np.int64)
-    for p, sel in enumerate(spots_by_point(sy, sx, ny, nx)):
-        y, x = divmod(p, nx)
-        ok = np.isfinite(pc[y, x])
-        if not len(sel) or not ok.any():
-            continue
-        d = np.hypot(pc[y, x][ok][:, None] - sc[sel][None], pr[y, x][ok][:, None] - sr[sel][None])
-        nearest = d.argmin(axis=1)
-        spot[y, x, np.flatnonzero(ok)] = np.where(d.min(axis=1) <= radius_px, sel[nearest], -1)
-    return {"spot": spot}
+def _values(arrays: StoreArrays, name, dtype=np.float64):
+    return np.asarray(arrays[name], dtype=dtype)
+
+
+def _truth_spot_of_peaks(results: StoreArrays, truth: StoreArrays, radius_px: float) -> np.ndarray:
+    """:func:`.matching.peak_truth_table` of the two stores' arrays."""
+    return peak_truth_table(results["peak_col"], results["peak_row"], truth["spot_y"], truth["spot_x"],
+                            truth["spot_col"], truth["spot_row"], radius_px)
 
 
 def _calibration(results) -> Calibration | None:
@@ -45,10 +35,10 @@ def _calibration(results) -> Calibration | None:
     return Calibration.from_dict(cal) if cal else None
 
 
-def descriptor_metrics(results, truth, opts) -> dict:
-    spot = peak_truth_table(results, truth, float(opts["radius_px"]))["spot"]
+def descriptor_metrics(results: StoreArrays, truth: StoreArrays, opts) -> dict:
+    spot = _truth_spot_of_peaks(results, truth, float(opts["radius_px"]))
     matched = spot >= 0
-    good = np.asarray(results["spot_good"].values, bool) & matched
+    good = np.asarray(results["spot_good"], bool) & matched
     quality = _values(truth, "spot_quality", np.int64)
     tc, tr = _values(truth, "spot_col")[spot[good]], _values(truth, "spot_row")[spot[good]]
     cc, cr = _values(results, "peak_col")[good], _values(results, "peak_row")[good]
@@ -56,10 +46,10 @@ def descriptor_metrics(results, truth, opts) -> dict:
     summary = {
         "peaks_matched_to_truth": int(matched.sum()),
         "flagged_good": int(good.sum()),
-        "good_flag_on_good_truth_spots": float(np.mean(np.asarray(results["spot_good"].values, bool)[matched & (quality[spot] == 0)])) if (matched & (quality[spot] == 0)).any() else float("nan"),
-        "good_flag_on_bad_truth_spots": float(np.mean(np.asarray(results["spot_good"].values, bool)[matched & np.isin(quality[spot], [1, 2, 3])])) if (matched & np.isin(quality[spot], [1, 2, 3])).any() else float("nan"),
-        "position_error_refined_median_px": _pct(np.hypot(rc - tc, rr - tr), 50),
-        "position_error_centroid_median_px": _pct(np.hypot(cc - tc, cr - tr), 50),
+        "good_flag_on_good_truth_spots": float(np.mean(np.asarray(results["spot_good"], bool)[matched & (quality[spot] == 0)])) if (matched & (quality[spot] == 0)).any() else float("nan"),
+        "good_flag_on_bad_truth_spots": float(np.mean(np.asarray(results["spot_good"], bool)[matched & np.isin(quality[spot], [1, 2, 3])])) if (matched & np.isin(quality[spot], [1, 2, 3])).any() else float("nan"),
+        "position_error_refined_median_px": percentile(np.hypot(rc - tc, rr - tr), 50),
+        "position_error_centroid_median_px": percentile(np.hypot(cc - tc, cr - tr), 50),
     }
     cal = _calibration(results)
     if cal is not None and good.any():
@@ -67,10 +57,10 @@ def descriptor_metrics(results, truth, opts) -> dict:
         c_tth, c_chi = pixel_to_angles(cc, cr, cal)
         r_tth, r_chi = pixel_to_angles(rc, rr, cal)
         summary.update({
-            "two_theta_error_refined_median_deg": _pct(np.abs(r_tth - t_tth), 50),
-            "two_theta_error_centroid_median_deg": _pct(np.abs(c_tth - t_tth), 50),
-            "chi_error_refined_median_deg": _pct(np.abs(r_chi - t_chi), 50),
-            "chi_error_centroid_median_deg": _pct(np.abs(c_chi - t_chi), 50),
+            "two_theta_error_refined_median_deg": percentile(np.abs(r_tth - t_tth), 50),
+            "two_theta_error_centroid_median_deg": percentile(np.abs(c_tth - t_tth), 50),
+            "chi_error_refined_median_deg": percentile(np.abs(r_chi - t_chi), 50),
+            "chi_error_centroid_median_deg": percentile(np.abs(c_chi - t_chi), 50),
         })
     return {"summary": summary, "notes": [
         "good spots = descriptor flag spot_good; errors against the simulator's true positions; "
@@ -90,13 +80,11 @@ def _truth_slots(truth):
     return np.where(hit.any(axis=1), hit.argmax(axis=1), -1)
 
 
-def indexing_metrics(results, truth, opts) -> dict:
-    from ..stages.indexing.evaluate import evaluate_indexing
-
+def indexing_metrics(results: StoreArrays, truth: StoreArrays, opts) -> dict:
     materials = _materials(results)
     if not materials:
         raise ValueError("results store has no 'materials' attribute")
-    spot = peak_truth_table(results, truth, float(opts["radius_px"]))["spot"]
+    spot = _truth_spot_of_peaks(results, truth, float(opts["radius_px"]))
     ny, nx, n_peaks = spot.shape
     slot = _truth_slots(truth)
     hkl = np.stack([_values(truth, f"spot_{c}", np.int64) for c in "hkl"], axis=-1)
@@ -108,22 +96,22 @@ def indexing_metrics(results, truth, opts) -> dict:
     tmat = _values(truth, "grain_material", np.int64)
     tmat = np.where(tmat >= 0, material_map[np.maximum(tmat, 0)], -1)
     n = ny * nx
-    result = {k: np.asarray(results[k].values).reshape(n, *results[k].shape[2:])
+    result = {k: np.asarray(results[k]).reshape(n, *results[k].shape[2:])
               for k in ("orientation_matrix", "grain_material", "peak_grain", "hkl")}
     out = evaluate_indexing(result, _values(truth, "orientation_matrix").reshape(n, -1, 3, 3),
                             tmat.reshape(n, -1), materials, truth_hkl=truth_hkl.reshape(n, n_peaks, 3),
                             truth_grain=truth_grain.reshape(n, n_peaks))
     mis = out.pop("misorientation_deg")
     summary = {k: (float(v) if isinstance(v, (float, np.floating)) else int(v)) for k, v in out.items()}
-    summary["misorientation_median_deg"] = _pct(mis, 50)
-    summary["misorientation_p95_deg"] = _pct(mis, 95)
+    summary["misorientation_median_deg"] = percentile(mis, 50)
+    summary["misorientation_p95_deg"] = percentile(mis, 95)
     return {"summary": summary, "notes": [
         "grains: found = same material within 1° (symmetry-reduced); found_precise < 0.1°; "
         "hkl accuracy over detected peaks matched to truth spots (after the symmetry operator "
         "relating found and true orientations)"]}
 
 
-def strain_metrics(results, truth, opts) -> dict:
+def strain_metrics(results: StoreArrays, truth: StoreArrays, opts) -> dict:
     materials = _materials(results)
     ub = _values(results, "refined_orientation")
     ny, nx, n_slots = ub.shape[:3]
@@ -156,11 +144,11 @@ def strain_metrics(results, truth, opts) -> dict:
         "grains_compared": len(errors),
         "grains_too_few_pairs": int((status == 1).sum()),
         "grains_ill_conditioned": int((status == 2).sum()),
-        "strain_error_median": _pct(component, 50),
-        "strain_error_p95": _pct(component, 95),
+        "strain_error_median": percentile(component, 50),
+        "strain_error_p95": percentile(component, 95),
         "strain_error_rms": float(np.sqrt(np.mean(component**2))) if len(component) else float("nan"),
-        "orientation_error_median_deg": _pct(np.asarray(orientation_errors), 50),
-        "orientation_error_p95_deg": _pct(np.asarray(orientation_errors), 95),
+        "orientation_error_median_deg": percentile(np.asarray(orientation_errors), 50),
+        "orientation_error_p95_deg": percentile(np.asarray(orientation_errors), 95),
     }
     return {"summary": summary, "notes": [
         "strain error: |Δε| per independent component of the deviatoric strain in the sample frame; "
@@ -168,10 +156,11 @@ def strain_metrics(results, truth, opts) -> dict:
 
 
 register_metric(Metric("descriptors", ("spot_col", "spot_row", "spot_good", "peak_col", "peak_row"),
-                       ("spot_col", "spot_row", "spot_quality"), descriptor_metrics,
+                       ("spot_col", "spot_row", "spot_quality", "spot_y", "spot_x"), descriptor_metrics,
                        "refined spot positions and good flags vs true positions"))
-register_metric(Metric("indexing", ("orientation_matrix", "grain_material", "peak_grain", "hkl"),
-                       ("orientation_matrix", "grain_material", "spot_h", "spot_grain", "grain_id"),
+register_metric(Metric("indexing", ("orientation_matrix", "grain_material", "peak_grain", "hkl", "peak_col", "peak_row"),
+                       ("orientation_matrix", "grain_material", "spot_h", "spot_k", "spot_l", "spot_grain",
+                        "grain_id", "spot_y", "spot_x", "spot_col", "spot_row"),
                        indexing_metrics, "grains found/missed/spurious, misorientation, hkl accuracy"))
 register_metric(Metric("strain", ("refined_orientation", "strain_sample", "strain_status", "grain_material"),
                        ("orientation_matrix", "deviatoric_strain", "grain_id"), strain_metrics,
