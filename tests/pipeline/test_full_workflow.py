@@ -6,13 +6,13 @@ import pytest
 import xarray as xr
 import yaml
 
-from laueflow.physics.detfile import read_det
+from laueflow.io.detfile import read_det
 from laueflow.pipeline.evaluate import evaluate
 from laueflow.pipeline.ingest import ingest
 from laueflow.pipeline.run import run_workflow
 from laueflow.pipeline.workflow import load_workflow
 from laueflow.synth.scan import simulate_scan
-from test_indexing import TINY
+from tiny_models import TINY
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +83,7 @@ def test_every_variable_is_documented(full_run):
     from pathlib import Path
 
     root, _ = full_run
-    text = (Path(__file__).parents[1] / "docs" / "results-schema.md").read_text()
+    text = (Path(__file__).resolve().parents[2] / "docs" / "results-schema.md").read_text()
     section = text.split("## Variables", 1)[1].split("\n## ", 1)[0]
     doc = {}
     for line in section.splitlines():

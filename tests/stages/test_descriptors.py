@@ -5,20 +5,17 @@ import shutil
 
 import numpy as np
 import pytest
+import zarr
 
-torch = pytest.importorskip("torch")
-
-from laueflow.kernels.cutouts import (area_from_star, area_star, dihedral_transform,  # noqa: E402
-                                      extract_cutouts, good_spot, normalise_cutouts, pos_from_star, pos_star,
-                                      sim_from_sim0, transform_targets)
-from laueflow.kernels.gaussfit import model_image  # noqa: E402
-from laueflow.models.spotcnn import (PAPER_PARAMETERS, SpotCNN, WeightsHashError, count_parameters,  # noqa: E402
-                                     default_weights_path, load_spotcnn)
-from laueflow.stages.descriptors import angular_error_medians, describe_spots, evaluate_descriptors  # noqa: E402
-from laueflow.stages.spot_training import (crop_cutouts, label_cutouts, resample_uniform_sim,  # noqa: E402
-                                           simulate_spot_scan)
-
-HAVE_WEIGHTS = default_weights_path().exists()
+from laueflow.io.model_files import (WeightsHashError, check_spotcnn_file, default_spotcnn_path, file_sha256,
+                                     load_spotcnn)
+from laueflow.kernels.cutouts import (area_from_star, area_star, dihedral_transform, extract_cutouts, good_spot,
+                                      normalise_cutouts, pos_from_star, pos_star, sim_from_sim0, transform_targets)
+from laueflow.kernels.gaussfit import model_image
+from laueflow.models.spotcnn import PAPER_PARAMETERS, SpotCNN, count_parameters
+from laueflow.stages.descriptors import (angular_error_medians, describe_cutouts, describe_spots,
+                                         evaluate_descriptors)
+from laueflow.stages.spot_training import crop_cutouts, label_cutouts, resample_uniform_sim, simulate_spot_scan
 
 
 def test_transforms():
@@ -115,16 +112,20 @@ def test_describe_spots_fit_contract():
     assert out["spot_col"][0, 0] == pytest.approx(30.3, abs=0.02) and out["spot_row"][0, 0] == pytest.approx(20.8, abs=0.02)
     assert out["spot_border"].tolist() == [[False, False, False], [True, False, False]]
     assert out["spot_good"][:, 0].all() and not out["spot_good"][:, 1:].any()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="method must be 'cnn' or 'fit'"):
         describe_spots(images, ci, ri, method="magic")
+    with pytest.raises(ValueError, match="needs the loaded spot CNN"):
+        describe_spots(images, ci, ri, method="cnn")  # a model is required, never loaded behind the back
 
 
-@pytest.mark.skipif(not HAVE_WEIGHTS, reason="no shipped weights")
 def test_shipped_weights_hash_check(tmp_path):
-    path = default_weights_path()
+    path = default_spotcnn_path()
+    assert path.is_file(), f"shipped weights missing: {path}"  # a broken install, never a skip
     meta = json.loads(path.with_suffix(".json").read_text())
     assert {"sha256", "command", "seed"} <= set(meta)
+    assert file_sha256(path) == meta["sha256"] and check_spotcnn_file(path) == path
     model = load_spotcnn(path, device="cpu")
+    assert isinstance(model, SpotCNN) and not model.training
     assert count_parameters(model) == 346_481
     bad = tmp_path / "spotcnn.pt"
     shutil.copy(path, bad)
@@ -136,21 +137,27 @@ def test_shipped_weights_hash_check(tmp_path):
         fh.write(bytes([b[0] ^ 0xFF]))
     with pytest.raises(WeightsHashError, match="does not match"):
         load_spotcnn(bad, device="cpu")
+    with pytest.raises(WeightsHashError, match="does not match"):
+        check_spotcnn_file(bad)
+    # an explicit expected hash overrides the metadata file (and is checked too)
+    with pytest.raises(WeightsHashError, match="does not match"):
+        load_spotcnn(path, device="cpu", expected_sha256="0" * 64)
     (tmp_path / "spotcnn.json").unlink()
     with pytest.raises(WeightsHashError, match="no sha256"):
         load_spotcnn(bad, device="cpu")
+    with pytest.raises(FileNotFoundError, match="spot CNN weights not found"):
+        load_spotcnn(tmp_path / "nowhere.pt", device="cpu")
 
 
-@pytest.mark.skipif(not HAVE_WEIGHTS, reason="no shipped weights")
 def test_cnn_sanity_on_heldout_scan():
     """The issue's bars on one small held-out scan (seed 900000, 1500 spots); the rates get slack
     for the small sample (documented evaluation on 18,000 spots: 0.63 % / 0.43 %)."""
-    from laueflow.stages.descriptors import describe_cutouts
-
     sp = simulate_spot_scan(900_000, 1500)
     cut = crop_cutouts(sp.patches)
     ref = label_cutouts(cut)
-    pred = describe_cutouts(cut, method="cnn", device="cpu")
+    with pytest.raises(ValueError, match="needs the loaded spot CNN"):
+        describe_cutouts(cut, method="cnn")
+    pred = describe_cutouts(cut, method="cnn", model=load_spotcnn(device="cpu"))
     r = evaluate_descriptors({k: ref[k] for k in ("sim", "dcol", "drow", "area", "aspect")}, pred)
     assert r["all"]["r2_sim"] >= 0.93
     assert r["reference_good"]["pos_err_mean"] <= 0.035
@@ -158,8 +165,38 @@ def test_cnn_sanity_on_heldout_scan():
     assert r["confusion"]["rate_good_predicted_bad"] <= 0.021
 
 
+def test_stage_through_the_pipeline_model_path():
+    """The ``descriptors`` StageSpec as the pipeline runs it: model resolved to the shipped file on
+    the driver, loaded once per worker (``load_models``), the loaded CNN handed to the stage."""
+    from laueflow.pipeline.models import clear_model_cache, load_models, resolve_models
+    from laueflow.stages.base import get_stage
+
+    spec = get_stage("descriptors")
+    assert spec.models == {"model": "spot-cnn"}
+    assert set(spec.params) == {"method", "batch_size", "model", "device"}
+    params = resolve_models(spec, spec.params, {})
+    assert params["model"] == str(default_spotcnn_path().resolve())
+    assert resolve_models(spec, {**spec.params, "method": "fit"}, {})["model"] is None
+    clear_model_cache()
+    loaded = load_models(spec, {**params, "device": "cpu"}, "cpu")
+    assert isinstance(loaded["model"], SpotCNN)
+    assert load_models(spec, params, "cpu")["model"] is loaded["model"]  # once per process
+    rng = np.random.default_rng(5)
+    images = (1000 + rng.normal(0, 4, (1, 64, 64))).astype(np.float32)
+    yy, xx = np.mgrid[:64, :64]
+    images[0] += 4000 * np.exp(-0.5 * ((xx - 30.3) ** 2 + (yy - 20.8) ** 2) / 1.2 ** 2)
+    batch = {"images": images.astype(np.uint16), "peak_col_int": np.array([[30, -1]], np.int32),
+             "peak_row_int": np.array([[21, -1]], np.int32), "peak_background": None}
+    out = spec(batch, {**loaded, "device": "cpu"})
+    assert set(out) == set(spec.output_names) and out["spot_col"].dtype == np.float32
+    assert out["spot_good"].tolist() == [[True, False]]
+    assert out["spot_col"][0, 0] == pytest.approx(30.3, abs=0.1) and out["spot_row"][0, 0] == pytest.approx(20.8, abs=0.1)
+    assert np.isnan(out["spot_similarity"][0, 1])
+    with pytest.raises(ValueError, match="needs the loaded spot CNN"):
+        spec(batch, {**params, "model": None, "device": "cpu"})
+
+
 def test_patches_from_user_scan_zarr(tmp_path):
-    zarr = pytest.importorskip("zarr")
     from laueflow.kernels.testing import synthetic_frame
     from laueflow.pipeline.spot_data import patches_from_scan_zarr
 

@@ -11,14 +11,13 @@ from laueflow.stages.indexing.classes import ClassTable, build_class_table, prim
 from laueflow.stages.indexing.evaluate import evaluate_indexing
 from laueflow.stages.indexing.stage import index_peaks, index_stage
 from laueflow.io.indexer_files import load_indexer
-from laueflow.pipeline.indexers import IndexerNotTrainedError, get_indexer, model_path, prepare_index
+from laueflow.pipeline.indexers import (IndexerNotTrainedError, check_index_model, get_indexer, model_path,
+                                        resolve_index_model)
+from laueflow.pipeline.models import clear_model_cache, load_models
+from laueflow.stages.base import get_stage
 from laueflow.stages.indexing.training import IndexerConfig, train_indexer
 from laueflow.stages.indexing.training_data import grain_count_table, simulate_patterns
-
-#: a tiny, fast configuration (Cu, ≤ 2 grains, small network): trains in a few seconds
-TINY = IndexerConfig(max_index=(4,), max_grains=(2,), n_train=150, n_validation=30, n_centres=40,
-                     hidden=(96, 96, 96), epochs=20, batch_size=256, learning_rate=3e-3,
-                     min_class_count=5, patience=3, seed=0)
+from tiny_models import TINY, forbid_indexer_training
 
 
 # --------------------------------------------------------------------------- features
@@ -195,13 +194,16 @@ def test_model_cache_reuse(tiny_cache, monkeypatch):
     path = model_path(["Cu"], DEFAULT_CALIBRATION, TINY, cache)
     assert path.exists() and indexer.path == path
     assert 0.0 < indexer.validation_accuracy <= 1.0
+    mtime = path.stat().st_mtime_ns
 
-    def boom(*a, **k):
-        raise AssertionError("must not train again")
-
-    monkeypatch.setattr("laueflow.stages.indexing.training.train_indexer", boom)
+    forbid_indexer_training(monkeypatch)
     again = get_indexer(["Cu"], DEFAULT_CALIBRATION, TINY, cache_dir=cache, verbose=False)
     assert again.path == path and again.classes.n_classes == indexer.classes.n_classes
+    assert path.stat().st_mtime_ns == mtime  # read, not rewritten
+    # …and a model that is not cached is trained (the patched trainer raises), not made up
+    with pytest.raises(AssertionError, match="must not train again"):
+        get_indexer(["Cu"], DEFAULT_CALIBRATION, IndexerConfig(**{**TINY.__dict__, "seed": 1}), cache_dir=cache,
+                    verbose=False)
     # env var cache location
     monkeypatch.setenv("LAUEFLOW_CACHE", str(cache.parent / "envcache"))
     assert str(model_path(["Cu"], DEFAULT_CALIBRATION, TINY)).startswith(str(cache.parent / "envcache" / "indexers"))
@@ -215,13 +217,21 @@ def test_model_cache_reuse(tiny_cache, monkeypatch):
     c2, p2 = load_indexer(path).predict(ps.two_theta, ps.chi)
     np.testing.assert_array_equal(c1, c2)
     np.testing.assert_allclose(p1, p2, rtol=1e-6)
-    # the pipeline entry finds the cached model by materials + calibration (no training)
-    params = prepare_index({"cache_dir": str(cache), "train_if_missing": False, "indexer_config": TINY.to_dict()},
-                           {"materials": ["Cu"], "calibration": DEFAULT_CALIBRATION})
-    assert params["model"] == str(path)
+    # the pipeline finds the cached model by materials + calibration (no training): validate phase,
+    # prepare phase (driver), then the worker loads it once and hands the stage the loaded indexer
+    params = {"cache_dir": str(cache), "train_if_missing": False, "indexer_config": TINY.to_dict()}
+    context = {"materials": ["Cu"], "calibration": DEFAULT_CALIBRATION}
+    check_index_model(params, context)
+    assert resolve_index_model(params, context) == path
+    spec = get_stage("index")
+    clear_model_cache()
+    loaded = load_models(spec, {**params, "model": str(path)}, "cpu")["model"]
+    assert loaded.path == path and loaded.classes.n_classes == indexer.classes.n_classes
+    assert load_models(spec, {**params, "model": str(path)}, "cpu")["model"] is loaded  # once per process
     out = index_stage(ps.two_theta, ps.chi, ps.intensity, calibration=DEFAULT_CALIBRATION, max_grains=2,
-                      **params)
+                      model=loaded, **params)
     assert out["grain_count"].tolist() == [1, 1]
+    assert path.stat().st_mtime_ns == mtime
 
 
 def test_training_is_deterministic():
@@ -237,50 +247,61 @@ def test_errors_unknown_and_untrained_material(tmp_path):
     with pytest.raises(ValueError, match="unknown material 'Unobtainium'"):
         get_indexer(["Unobtainium"], DEFAULT_CALIBRATION, TINY, cache_dir=tmp_path)
     context = {"materials": ["Si"], "calibration": DEFAULT_CALIBRATION}
+    no_training = {"cache_dir": str(tmp_path), "train_if_missing": False}
     with pytest.raises(IndexerNotTrainedError, match="laueflow train indexer --material Si"):
-        prepare_index({"cache_dir": str(tmp_path), "train_if_missing": False}, context)
+        check_index_model(no_training, context)
+    with pytest.raises(IndexerNotTrainedError, match="laueflow train indexer --material Si"):
+        resolve_index_model(no_training, context)
     with pytest.raises(ValueError, match="materials"):
-        prepare_index({"cache_dir": str(tmp_path)}, {"materials": None, "calibration": DEFAULT_CALIBRATION})
+        check_index_model({"cache_dir": str(tmp_path)}, {"materials": None, "calibration": DEFAULT_CALIBRATION})
     with pytest.raises(ValueError, match="calibration"):
-        prepare_index({"cache_dir": str(tmp_path)}, {"materials": ["Si"], "calibration": None})
-    with pytest.raises(ValueError, match="needs a model file"):
-        index_stage(np.full((1, 5), np.nan), np.full((1, 5), np.nan), None, calibration=DEFAULT_CALIBRATION,
-                    materials=["Si"])
-
-
-def test_cli_train_indexer_uses_cache(tiny_cache, capsys):
-    from laueflow.cli.main import build_parser
-
-    parser = build_parser()
-    args = parser.parse_args(["train", "indexer", "--material", "Cu"])
-    assert args.func.__name__ == "train_indexer_command" and args.material == ["Cu"]
-    assert parser.parse_args(["train", "indexer", "--material", "GaN", "--material", "Si",
-                              "--max-grains", "3", "--max-grains", "1"]).max_grains == [3, 1]
+        check_index_model({"cache_dir": str(tmp_path)}, {"materials": ["Si"], "calibration": None})
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        check_index_model({"model": str(tmp_path / "missing.pt")}, context)
+    assert list(tmp_path.iterdir()) == []  # nothing was trained or written
+    for model in (None, str(tmp_path / "missing.pt")):  # a path is not a loaded indexer
+        with pytest.raises(ValueError, match="needs a loaded indexer"):
+            index_stage(np.full((1, 5), np.nan), np.full((1, 5), np.nan), None, calibration=DEFAULT_CALIBRATION,
+                        materials=["Si"], model=model)
 
 
 def test_stage_registered():
-    import laueflow.stages.indexing  # noqa: F401  (registers the stage)
-    from laueflow.stages.base import get_stage
+    from laueflow.stages.indexing import STAGE
 
-    spec = get_stage("index")
+    spec = get_stage("index")  # the registry reads the built-in declaration on first use
+    assert spec is STAGE
     assert "orientation_matrix" in spec.output_names and spec.inputs["peak_chi"] == "peak_chi"
     assert spec.resolved_dim_sizes(spec.params) == {"grain": 5, "i3": 3, "j3": 3}
+    spec.validate_params(spec.params)
+    for changes, message in [({"max_grains": 0}, "max_grains must be an integer ≥ 1"),
+                             ({"mr_min": 60.0}, r"mr_min \(60.0\) must not exceed mr_accept"),
+                             ({"confidence_threshold": 1.5}, r"confidence_threshold must be in \[0, 1\]"),
+                             ({"device": "gpu"}, "device must be one of auto, cpu, cuda")]:
+        with pytest.raises(ValueError, match=f"stage 'index': {message}"):
+            spec.validate_params({**spec.params, **changes})
 
 
-def test_stage_spec_call_with_model_path(tiny_cache):
+def test_stage_spec_call_with_loaded_model(tiny_cache):
+    """The ``index`` StageSpec as a worker runs it: the model path loaded through the model cache."""
     import laueflow.stages.indexing  # noqa: F401
-    from laueflow.stages.base import get_stage
 
     _, indexer = tiny_cache
     spec = get_stage("index")
+    assert spec.models == {"model": "lauenn-indexer"} and "device" in spec.params
     ps = simulate_patterns(indexer.materials, DEFAULT_CALIBRATION, np.full((2, 1), 2), seed=8, mode="all")
     batch = {"peak_two_theta": ps.two_theta.astype("float32"), "peak_chi": ps.chi.astype("float32"),
              "peak_intensity": ps.intensity.astype("float32"), "calibration": DEFAULT_CALIBRATION,
              "materials": ["Cu"]}
-    out = spec(batch, {**spec.params, "model": str(indexer.path), "max_grains": 3})
+    params = {**spec.params, "model": str(indexer.path), "max_grains": 3, "device": "cpu"}
+    with pytest.raises(ValueError, match="needs a loaded indexer"):
+        spec(batch, params)  # a path is not enough: the pipeline loads it
+    out = spec(batch, load_models(spec, params, "cpu"))
     assert out["orientation_matrix"].shape == (2, 3, 3, 3) and out["hkl"].dtype == np.int32
     assert out["grain_count"].tolist() == [2, 2] and spec.status(out).tolist() == [0, 0]
-
+    # the same answer from a file loaded by hand
+    direct = spec(batch, {**params, "model": load_indexer(indexer.path)})
+    for name in spec.output_names:
+        np.testing.assert_array_equal(direct[name], out[name], err_msg=name)
 
 
 def test_precision_option_and_old_model_files(tiny_cache, tmp_path):

@@ -1,9 +1,8 @@
-"""GPU checks of the spot descriptors (skipped without CUDA)."""
+"""GPU checks of the spot descriptors (torch on CUDA; skipped where torch sees no CUDA device)."""
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+pytestmark = pytest.mark.requires_torch_cuda
 
 
 def test_batched_fit_gpu_matches_cpu():
@@ -19,13 +18,12 @@ def test_batched_fit_gpu_matches_cpu():
 
 
 def test_cnn_gpu_matches_cpu():
+    from laueflow.io.model_files import load_spotcnn
     from laueflow.kernels.cutouts import normalise_cutouts
-    from laueflow.models.spotcnn import default_weights_path, load_spotcnn, predict_descriptors
+    from laueflow.models.spotcnn import predict_descriptors
     from laueflow.stages.spot_training import crop_cutouts, simulate_spot_scan
 
-    if not default_weights_path().exists():
-        pytest.skip("no shipped weights")
     x = normalise_cutouts(crop_cutouts(simulate_spot_scan(4, 300).patches))
-    cpu = predict_descriptors(load_spotcnn(device="cpu"), x)
+    cpu = predict_descriptors(load_spotcnn(device="cpu"), x)  # shipped weights: missing is a failure
     gpu = predict_descriptors(load_spotcnn(device="cuda"), x)
     assert np.abs(cpu - gpu).max() < 1e-3

@@ -7,7 +7,12 @@ from laueflow.kernels.peaks import PEAK_FIELDS, find_peaks_2d
 from laueflow.kernels.testing import synthetic_frame
 from laueflow.physics.geometry import DEFAULT_CALIBRATION, pixel_to_angles
 from laueflow.stages.angles import peak_angles
-from laueflow.stages.peaks import PEAK_OUTPUTS, PEAK_SEARCH_DEFAULTS, find_peaks
+from laueflow.stages.base import get_stage
+from laueflow.stages.peaks import STAGE, find_peaks
+from laueflow.synth import scan as synth_scan
+
+#: per-peak outputs of the stage (all but ``peak_count``), as declared in its StageSpec
+PEAK_VARS = {v.name: v for v in STAGE.outputs if v.dims == ("peak",)}
 
 
 def _own_frames():
@@ -16,9 +21,8 @@ def _own_frames():
 
 def _simulator_frames():
     """Frames and spot tables from the scan simulator (``laueflow.synth.scan``)."""
-    scan = pytest.importorskip("laueflow.synth.scan")
-    plan = scan.plan_scan(shape=(1, 2), seed=0)
-    truth = scan.truth_dataset(plan)
+    plan = synth_scan.plan_scan(shape=(1, 2), seed=0)
+    truth = synth_scan.truth_dataset(plan)
     frames = []
     for index in range(2):
         iy, ix = divmod(index, plan.shape[1])
@@ -86,18 +90,40 @@ def test_stage_contract_shapes_dtypes_fill_and_order():
     image, _ = synthetic_frame((128, 144), 20, seed=3)
     blank = np.full((128, 144), 1000, np.uint16)
     res = find_peaks(np.stack([image, blank]), max_peaks=8)
-    assert set(res) == set(PEAK_OUTPUTS) | {"peak_count"}
+    assert set(res) == set(STAGE.output_names) == set(PEAK_VARS) | {"peak_count"}
     assert res["peak_count"].dtype == np.int32 and res["peak_count"].tolist() == [8, 0]
-    for key, (_, dtype, fill) in PEAK_OUTPUTS.items():
-        assert res[key].shape == (2, 8) and res[key].dtype == dtype
-        if dtype == np.int32:
-            assert (res[key][1] == -1).all()
+    assert len(PEAK_VARS) == 8
+    for key, var in PEAK_VARS.items():
+        assert res[key].shape == (2, 8) and res[key].dtype == np.dtype(var.dtype)
+        if res[key].dtype == np.int32:
+            assert var.fill_value == -1 and (res[key][1] == -1).all()
         else:
-            assert np.isnan(res[key][1]).all()
+            assert np.isnan(var.fill_value) and np.isnan(res[key][1]).all()
     inten = res["peak_intensity"][0]
     assert (np.diff(inten) <= 0).all()  # decreasing
-    assert set(PEAK_SEARCH_DEFAULTS) >= {"threshold_sigma", "threshold_counts", "min_distance_px",
-                                         "box_size_px", "max_peaks", "mask"}
+    assert set(STAGE.params) >= {"threshold_sigma", "threshold_counts", "min_distance_px", "box_size_px",
+                                 "max_peaks"}
+    assert STAGE.optional_inputs == {"mask": "mask"}
+    # the registry serves the same declaration; empty_outputs allocates exactly the declared fills
+    assert get_stage("peaks") is STAGE
+    empty = STAGE.empty_outputs(3, {**STAGE.params, "max_peaks": 4})
+    assert set(empty) == set(STAGE.output_names) and empty["peak_count"].shape == (3,)
+    assert (empty["peak_count"] == -1).all() and empty["peak_col"].shape == (3, 4)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"threshold_sigma": 0}, "threshold_sigma must be > 0"),
+    ({"threshold_sigma": -2.0}, "threshold_sigma must be > 0"),
+    ({"threshold_sigma": None, "threshold_counts": None}, "threshold_sigma and/or threshold_counts"),
+    ({"threshold_counts": -1}, "threshold_counts must be ≥ 0"),
+    ({"max_peaks": 0}, "max_peaks must be an integer ≥ 1"),
+    ({"max_peaks": 2.5}, "max_peaks must be an integer ≥ 1"),
+    ({"min_distance_px": 0}, "min_distance_px must be an integer ≥ 1"),
+])
+def test_validate_params_rejects_impossible_values(changes, message):
+    STAGE.validate_params(STAGE.params)  # the defaults are fine
+    with pytest.raises(ValueError, match=rf"stage 'peaks': .*{message}"):
+        STAGE.validate_params({**STAGE.params, **changes})
 
 
 def test_single_spot_values_and_counts_threshold():
@@ -138,7 +164,7 @@ def test_no_labelling_across_frames():
     image, _ = synthetic_frame((96, 96), 10, seed=5)
     single = find_peaks(image)
     stacked = find_peaks(np.stack([image, image, image]))
-    for key in PEAK_OUTPUTS:
+    for key in STAGE.output_names:
         np.testing.assert_array_equal(stacked[key][2], single[key][0])
 
 

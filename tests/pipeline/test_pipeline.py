@@ -14,17 +14,16 @@ import pytest
 import xarray as xr
 import yaml
 
-TESTS = Path(__file__).parent
-if str(TESTS) not in sys.path:  # the stand-in plug-in must import here, in workers and subprocesses
-    sys.path.insert(0, str(TESTS))
+# the stand-in plug-in: tests/ is on sys.path (pyproject `pythonpath`) and on PYTHONPATH for the
+# workers and subprocesses (tests/conftest.py)
+import test_pipeline_standin as standin
+from laueflow.pipeline.cluster import ClusterConfig, connect
+from laueflow.pipeline.run import run_workflow
+from laueflow.pipeline.store import ResultsStoreError
+from laueflow.pipeline.workflow import parse_workflow
+from laueflow.stages import angles, peaks
 
-import test_pipeline_standin as standin  # noqa: E402
-
-from laueflow.pipeline.cluster import ClusterConfig, connect  # noqa: E402
-from laueflow.pipeline.run import run_workflow  # noqa: E402
-from laueflow.pipeline.store import ResultsStoreError  # noqa: E402
-from laueflow.pipeline.workflow import parse_workflow  # noqa: E402
-
+TESTS = Path(standin.__file__).parent
 REPO = TESTS.parent
 INVALID = [(1, 2)]
 EMPTY = [(3, 0)]
@@ -59,7 +58,7 @@ def scan(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client2():
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])
+    assert str(TESTS) in os.environ["PYTHONPATH"].split(os.pathsep)  # workers import the plug-in
     with connect(ClusterConfig("local", {"n_workers": 2, "threads_per_worker": 1,
                                          "dashboard_address": ":0", "processes": True})) as client:
         yield client
@@ -174,8 +173,6 @@ def test_stage_failure_stops_the_run_and_resume_completes_it(scan, client2, resu
 
 
 def test_real_peak_and_angle_stages(scan, client2, tmp_path):
-    peaks = pytest.importorskip("laueflow.stages.peaks")
-    angles = pytest.importorskip("laueflow.stages.angles")
     from laueflow.physics.geometry import Calibration
 
     out = tmp_path / "results.zarr"
@@ -211,7 +208,8 @@ def test_resume_after_sigkill(scan, client2, tmp_path):
         "input": str(scan), "output": str(out), "chunk": [1, 1], "cluster": str(cluster),
         "plugins": ["test_pipeline_standin"],
         "stages": [{"test_peaks": {"delay_s": 0.25}}, "test_angles"]}))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    env = dict(os.environ)  # PYTHONPATH holds tests/ (conftest): the subprocess imports the plug-in
+    assert str(TESTS) in env["PYTHONPATH"].split(os.pathsep)
     cmd = [sys.executable, "-m", "laueflow.cli.main", "run", str(wf), "--no-progress"]
     proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

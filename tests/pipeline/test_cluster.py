@@ -7,7 +7,7 @@ import pytest
 
 from laueflow.pipeline import cluster as cl
 
-REPO = Path(__file__).parents[1]
+REPO = Path(__file__).resolve().parents[2]  # tests/pipeline/ → the repository
 
 
 @pytest.fixture

@@ -93,9 +93,11 @@ def test_noisy_positions_meet_the_bars(name):
     error = deviatoric_strain_crystal(result.ub, material.lattice_parameters) - eps
     component_rms = lambda sel: np.sqrt(np.mean(error[sel] ** 2))  # noqa: E731
     ge20, ge50 = ok & (result.n_pairs >= 20), ok & (result.n_pairs >= 50)
-    if ge20.any():
-        assert component_rms(ge20) <= 1e-4
-    if ge50.any():
+    assert ge20.sum() >= 0.9 * n  # the ≥ 20-pair bar is checked on (nearly) every grain, never on none
+    assert component_rms(ge20) <= 1e-4
+    # Cu (fcc: few reflections in the band) has no grain with ≥ 50 pairs here; the others have many
+    assert ge50.sum() == 0 if name == "Cu" else ge50.sum() >= 20, ge50.sum()
+    if name != "Cu":
         assert component_rms(ge50) <= 5e-5
     misorientation = reduce_misorientation(result.ub[ge20], ub[ge20], material)
     assert np.sqrt(np.mean(misorientation**2)) <= 0.005
@@ -183,11 +185,16 @@ def test_grain_at_the_detector_edge():
         ub = ub_from_deviatoric_strain(u, eps, material.lattice_parameters)
         spots = simulate_spots(material, ub, CAL)
         margin = np.minimum.reduce([spots.col + 0.5, spots.row + 0.5, CAL.n_cols - 0.5 - spots.col, CAL.n_rows - 0.5 - spots.row])
-        if (margin < 3).sum() >= 3 and 10 <= len(spots) <= 30:
+        # (W in the default geometry always has 43–59 spots: a "10–30 spots" condition never held,
+        # and the test used to run on whatever the last seed gave)
+        if (margin < 3).sum() >= 3:
             break
+    else:
+        pytest.fail("no orientation with ≥ 3 spots within 3 px of the detector edge")
     obs = observed(spots, 1, 0.0, rng)
     result = refine(material, start_orientations(u[None], rng), obs)
     assert result.status[0] == 0
+    assert result.n_pairs[0] == len(spots)  # the edge spots are paired too
     assert np.abs(deviatoric_strain_crystal(result.ub, material.lattice_parameters)[0] - eps).max() <= 1e-7
 
 

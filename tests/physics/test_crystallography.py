@@ -3,8 +3,9 @@ import itertools
 import numpy as np
 import pytest
 
+from laueflow.io.materials_file import load_materials_file
 from laueflow.physics.lattice import angle_between_normals, b_matrix, d_spacing
-from laueflow.physics.materials import Material, get_material, list_materials, load_materials_file
+from laueflow.physics.materials import Material, get_material, list_materials
 from laueflow.physics.orientations import euler_to_matrix, matrix_to_euler, random_orientations, rotation_about_axis
 from laueflow.physics.symmetry import hkl_family, hkl_operators, reduce_misorientation, rotation_operators
 

@@ -91,7 +91,7 @@ def test_simulate_scan_writes_truth_and_images(tmp_path):
     assert ds.spot_quality.dtype == np.int8
     image = tifffile.imread(out / "images" / "cu_0004.tif")
     assert image.dtype == np.uint16 and image.shape == (2018, 2016)
-    from laueflow.physics.detfile import read_det
+    from laueflow.io.detfile import read_det
 
     assert read_det(out / "calib.det").frame_shape == (2018, 2016)
     # the bad-pixel mask marks exactly the dead pixels (zero in every image)

@@ -4,10 +4,8 @@ import math
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-
-from laueflow.kernels.cutouts import extract_cutouts  # noqa: E402
-from laueflow.kernels.gaussfit import fit_descriptors, fit_gaussians, fit_spot_scipy, model_image  # noqa: E402
+from laueflow.kernels.cutouts import extract_cutouts
+from laueflow.kernels.gaussfit import fit_descriptors, fit_gaussians, fit_spot_scipy, model_image
 
 
 def _gauss(m, rng, *, noise=4.0, amp=(60, 30000), offset=1000.0):

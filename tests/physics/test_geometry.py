@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from conftest import calibration_from_block
+from reference_data import calibration_from_block
 from laueflow.physics.geometry import (
     DEFAULT_CALIBRATION,
     Calibration,

@@ -1,7 +1,6 @@
 """Workflow-file validation: every mistake gives a message that says what and how to fix."""
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -9,13 +8,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-sys.path.insert(0, str(Path(__file__).parent))
-import test_pipeline_standin as standin  # noqa: E402
+import test_pipeline_standin as standin  # tests/ is on sys.path (pyproject `pythonpath`)
+from laueflow.pipeline.models import cached_model
+from laueflow.pipeline.workflow import WorkflowError, load_workflow, parse_workflow
+from laueflow.stages.base import StageOverrideWarning, StageSpec, Variable, get_stage, register_stage, unregister_stage
 
-from laueflow.pipeline.models import cached_model  # noqa: E402
-from laueflow.pipeline.workflow import WorkflowError, load_workflow, parse_workflow  # noqa: E402
-from laueflow.stages.base import (StageOverrideWarning, StageSpec, Variable, get_stage, register_stage,  # noqa: E402
-                                  unregister_stage)
+REPO = Path(standin.__file__).parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +43,7 @@ def test_valid_workflow_and_defaults(scan, tmp_path):
 
 
 def test_demo_workflow_is_valid():
-    repo = Path(__file__).parents[1]
-    wf = load_workflow(repo / "workflows" / "demo.yaml", check_input=False)
+    wf = load_workflow(REPO / "workflows" / "demo.yaml", check_input=False)
     assert [s.name for s in wf.stages] == ["peaks", "angles", "descriptors", "index", "strain", "scan_summary"]
     assert wf.cluster.name == "local.yaml" and wf.cluster.is_file()
 

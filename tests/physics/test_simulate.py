@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from conftest import calibration_from_block
+from reference_data import calibration_from_block
 from laueflow.physics.geometry import DEFAULT_CALIBRATION
 from laueflow.physics.materials import Material, get_material
 from laueflow.physics.orientations import random_orientations

@@ -1,16 +1,15 @@
-"""The peak-search kernel on cupy arrays gives the numpy answer (skips without cupy / GPU)."""
+"""The peak-search kernel on cupy arrays gives the numpy answer (skipped without cupy and a device)."""
 import numpy as np
 import pytest
 
-from laueflow.backend import gpu_available
 from laueflow.kernels.testing import synthetic_frame
 
-cupy = pytest.importorskip("cupy")
-pytestmark = [pytest.mark.gpu,
-              pytest.mark.skipif(not gpu_available(), reason="no CUDA GPU")]
+pytestmark = pytest.mark.requires_cupy_gpu
 
 
 def test_kernel_cupy_matches_numpy():
+    import cupy  # optional dependency (laueflow[gpu]); the marker skips where it is absent
+
     from laueflow.kernels.peaks import find_peaks_2d
     from laueflow.stages.peaks import find_peaks
 
