@@ -22,7 +22,7 @@ _FORMAT1_DEFAULTS = {"smooth_bins": 0.0, "fresh_data": False, "precision": "floa
 
 def save_indexer(indexer: Indexer, path) -> Path:
     """Write ``indexer`` to ``path`` atomically (concurrent readers never see half a file)."""
-    import torch
+    import torch  # deferred: torch is heavy
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -61,9 +61,9 @@ def _material(entry: dict) -> Material:
 
 def load_indexer(path) -> Indexer:
     """Read a model written by :func:`save_indexer` (format 1 or 2)."""
-    import torch
+    import torch  # deferred: torch is heavy
 
-    from ..models.lauenn import LaueNN
+    from ..models.lauenn import LaueNN  # deferred: imports torch
 
     payload = torch.load(Path(path), map_location="cpu", weights_only=False)
     config = dict(payload["config"])

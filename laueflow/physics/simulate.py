@@ -20,7 +20,7 @@ import numpy as np
 from .geometry import Calibration, in_frame, outgoing_to_pixel
 from .materials import Material
 
-__all__ = ["HC_KEV_ANGSTROM", "DEFAULT_ENERGY_BAND_KEV", "LaueSpots", "ReflectionTable", "reflection_table", "simulate_spots", "spectrum"]
+__all__ = ["HC_KEV_ANGSTROM", "DEFAULT_ENERGY_BAND_KEV", "SPOT_QUALITIES", "SPOT_QUALITY", "LaueSpots", "ReflectionTable", "reflection_table", "simulate_spots", "spectrum"]
 
 #: hc in keV·Å, LaueTools' value (``CST_ENERGYKEV``)
 HC_KEV_ANGSTROM = 12.398
@@ -144,6 +144,11 @@ def _build_table(material: Material, q_max: float) -> ReflectionTable:
     factor[:, 1 : n_max + 1] = f2 * np.exp(-2 * _B_ISO * s2)
     return ReflectionTable(primitive.astype(np.int32), next_allowed, factor)
 
+
+#: morphologies of simulated spots; a spot's quality code is its index (truth stores'
+#: ``spot_quality``, the spot-CNN training data, ``laueflow evaluate``'s recall by quality)
+SPOT_QUALITIES: tuple[str, ...] = ("good", "streaked", "split", "irregular", "saturated")
+SPOT_QUALITY: dict[str, int] = {name: code for code, name in enumerate(SPOT_QUALITIES)}
 
 #: the default energy band of the simulated and indexed spots, keV (BM32's polychromatic beam)
 DEFAULT_ENERGY_BAND_KEV: tuple[float, float] = (5.0, 23.0)

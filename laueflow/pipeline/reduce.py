@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import dask.array as da
 import numpy as np
+import zarr
 
 from ..stages.base import StageSpec
 from .store import Layout, mark_reduce_done, write_region
@@ -22,9 +24,6 @@ __all__ = ["ReduceWriter", "run_reduce_stage", "lazy_outputs"]
 
 def lazy_outputs(results: Path, names) -> dict:
     """``{name: dask array}`` of results-store variables, chunked as stored (nothing is read)."""
-    import dask.array as da
-    import zarr
-
     group = zarr.open_group(str(results), mode="r", use_consolidated=False)
     return {name: da.from_zarr(group[name]) for name in names}
 

@@ -20,9 +20,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+import xarray as xr
+import zarr
+from distributed import as_completed, wait
+from tqdm.auto import tqdm
 
+from .. import __version__
 from ..physics.materials import get_materials
 from ..stages.base import status_table
+from .cluster import describe
 from .models import check_models, resolve_models
 from .reduce import run_reduce_stage
 from .store import (Layout, check_results_store, choose_chunk, finalize_results_store,
@@ -83,9 +89,6 @@ class RunSummary:
 
 # --------------------------------------------------------------------------- validate
 def _open_scan(path: Path):
-    import xarray as xr
-    import zarr
-
     group = zarr.open_group(str(path), mode="r")
     images = group["images"]
     dims = tuple(getattr(images.metadata, "dimension_names", None) or ())
@@ -181,8 +184,6 @@ def _check_scan_inputs(workflow: Workflow, attrs: dict) -> None:
 def validate_run(workflow: Workflow, client, *, overwrite: bool = False, cluster_description=None,
                  grouping: str = "split", log=print) -> RunPlan:
     """Phase 1: check everything that can be checked without computing; create nothing."""
-    from .cluster import describe
-
     if grouping not in GROUPINGS:
         raise ValueError(f"grouping must be one of {GROUPINGS}, got {grouping!r}")
     group, images, attrs, coords = _open_scan(Path(workflow.input))
@@ -217,8 +218,6 @@ def _where(workflow: Workflow) -> str:
 
 
 def _store_attrs(workflow, config, scan: ScanRef, scan_attrs, layout) -> dict:
-    from .. import __version__
-
     return {
         "title": "laueflow results",
         "laueflow_version": __version__,
@@ -281,8 +280,6 @@ def map_phase(plan: RunPlan, params: dict, client, *, progress: bool = True, del
               max_tiles: int | None = None, log=print, reports: list | None = None) -> list:
     """Phase 3: create (or reopen) the store, run every tile not yet done; returns the
     TileReports (appended to ``reports`` as they come, so a failed run still has them)."""
-    from distributed import as_completed
-
     prepare_results_store(plan.workflow.output, plan.layout, coords=plan.coords, attrs=plan.attrs,
                           overwrite=plan.store_action == "replace")
     token = uuid.uuid4().hex[:8]
@@ -318,8 +315,6 @@ def map_phase(plan: RunPlan, params: dict, client, *, progress: bool = True, del
 def _stop(client, finals, timeout_s: float = 600) -> None:
     """After a failure: cancel the tiles not started, let the running ones finish, so the store
     does not change after the driver reports (a cancelled running task would still write)."""
-    from distributed import wait
-
     processing = {key for keys in client.processing().values() for key in keys}
     running = [f for f in finals if f.key in processing]
     for future in finals:
@@ -330,8 +325,6 @@ def _stop(client, finals, timeout_s: float = 600) -> None:
 
 
 def _progress_bar(total: int):
-    from tqdm.auto import tqdm
-
     return tqdm(total=total, unit="tile", desc="laueflow run", file=sys.stderr)
 
 
@@ -375,8 +368,6 @@ def _warm_costs(reports) -> tuple[dict, int]:
 def finalize_run(plan: RunPlan, reports, reduce_timings: dict, client, error: str | None = None) -> RunSummary:
     """Phase 5: provenance and ``complete`` (every tile and every reduce stage done); also after
     a failed map or reduce phase (``error``), so the failed attempt is on record."""
-    from .. import __version__
-
     wall = time.perf_counter() - plan.t_start
     results = plan.workflow.output
     totals: dict = {}

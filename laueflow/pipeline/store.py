@@ -93,8 +93,8 @@ def choose_chunk(ny: int, nx: int, images_per_task: int, chunk=None) -> tuple[in
 
 
 def _template(layout: Layout, coords: dict, attrs: dict):
-    import dask.array as da
-    import xarray as xr
+    import dask.array as da  # deferred (this module): the CLI imports it for --help
+    import xarray as xr  # deferred: heavy
 
     data_vars = {}
     encoding = {}
@@ -115,7 +115,7 @@ def _template(layout: Layout, coords: dict, attrs: dict):
 
 
 def _consolidate(path) -> None:
-    import zarr
+    import zarr  # deferred: the CLI imports this module for --help
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "consolidated metadata is not part of the v3 spec"
@@ -130,7 +130,7 @@ def check_results_store(path, fingerprint: dict, *, overwrite: bool = False) -> 
     """What a run would do with ``path``, without touching it: ``"create"``, ``"resume"`` or
     ``"replace"`` (ours, and ``overwrite`` or killed while being created); raises
     :class:`ResultsStoreError` (with the fix) for anything else."""
-    import zarr
+    import zarr  # deferred: the CLI imports this module for --help
 
     path = Path(path)
     if not path.exists():
@@ -164,7 +164,7 @@ def prepare_results_store(path, layout: Layout, *, coords: dict, attrs: dict,
     A store is resumed only when its layout fingerprint (shape, chunk, variables, stages and
     parameters in ``attrs["laueflow_layout"]``) equals this run's; otherwise a clear error.
     """
-    import zarr
+    import zarr  # deferred: the CLI imports this module for --help
 
     path = Path(path)
     fingerprint = layout_fingerprint(layout, attrs)
@@ -187,7 +187,7 @@ def prepare_results_store(path, layout: Layout, *, coords: dict, attrs: dict,
 
 def write_tile(path, ty: int, tx: int, ys: slice, xs: slice, arrays: dict[str, np.ndarray]) -> None:
     """Write one tile's variables (whole chunks), then mark the tile done (last)."""
-    import zarr
+    import zarr  # deferred: the CLI imports this module for --help
 
     group = zarr.open_group(str(path), mode="r+", use_consolidated=False)
     for name, array in arrays.items():
@@ -197,7 +197,7 @@ def write_tile(path, ty: int, tx: int, ys: slice, xs: slice, arrays: dict[str, n
 
 def write_region(path, name: str, array, region: tuple = ()) -> None:
     """Write ``array`` (numpy) into variable ``name`` at ``region`` (slices; () = whole)."""
-    import zarr
+    import zarr  # deferred: the CLI imports this module for --help
 
     target = zarr.open_group(str(path), mode="r+", use_consolidated=False)[name]
     target[region if region else ...] = array
@@ -205,13 +205,13 @@ def write_region(path, name: str, array, region: tuple = ()) -> None:
 
 def read_reduce_done(path) -> list[str]:
     """Reduce stages whose outputs are fully written (in the order they finished)."""
-    import zarr
+    import zarr  # deferred: the CLI imports this module for --help
 
     return list(zarr.open_group(str(path), mode="r", use_consolidated=False).attrs.get("reduce_done", []))
 
 
 def mark_reduce_done(path, stage: str) -> None:
-    import zarr
+    import zarr  # deferred: the CLI imports this module for --help
 
     group = zarr.open_group(str(path), mode="r+", use_consolidated=False)
     done = list(group.attrs.get("reduce_done", []))
@@ -220,7 +220,7 @@ def mark_reduce_done(path, stage: str) -> None:
 
 
 def read_chunk_done(path) -> np.ndarray:
-    import zarr
+    import zarr  # deferred: the CLI imports this module for --help
 
     group = zarr.open_group(str(path), mode="r", use_consolidated=False)
     return np.asarray(group["chunk_done"][...], dtype=bool)
@@ -228,7 +228,7 @@ def read_chunk_done(path) -> np.ndarray:
 
 def finalize_results_store(path, attrs_update: dict) -> None:
     """Record provenance (appended to ``history``) and re-consolidate the metadata."""
-    import zarr
+    import zarr  # deferred: the CLI imports this module for --help
 
     group = zarr.open_group(str(path), mode="r+", use_consolidated=False)
     attrs = group.attrs.asdict()

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import numpy as np
+import zarr
+from distributed import get_worker
 
 from ..physics.geometry import Calibration
 from ..stages.base import StageSpec, Variable
@@ -105,8 +107,6 @@ def _materials(materials_json: str | None):
 
 @functools.lru_cache(maxsize=4)
 def _mask(path: str, token: str) -> np.ndarray:
-    import zarr  # deferred: only workers read stores
-
     return np.asarray(zarr.open_group(path, mode="r")["mask"][...], dtype=bool)
 
 
@@ -116,10 +116,8 @@ _WARM: set = set()  # (results, group) already run in this process: later tasks 
 def worker_resources() -> dict:
     """Resources this Dask worker offers ({} outside a worker)."""
     try:
-        from distributed import get_worker  # deferred: distributed is heavy
-
         worker = get_worker()
-    except (ImportError, ValueError):
+    except ValueError:
         return {}
     state = getattr(worker, "state", None)
     return dict(getattr(state, "total_resources", None) or getattr(worker, "total_resources", {}) or {})
@@ -139,8 +137,6 @@ def resolve_device(requested: str, resources: Mapping[str, float]) -> str:
 
 # --------------------------------------------------------------------------- the task
 def _read_inputs(task: TileTask, need_images: bool, valid: np.ndarray | None):
-    import zarr  # deferred: only workers read stores
-
     scan = zarr.open_group(task.scan.path, mode="r")
     ys, xs = slice(*task.ys), slice(*task.xs)
     shape = (ys.stop - ys.start, xs.stop - xs.start)

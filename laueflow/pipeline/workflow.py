@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from ..stages.base import BATCH_KEYS, StageSpec, get_stage, registered_stages
 
 __all__ = ["WorkflowError", "StageConfig", "Workflow", "load_workflow", "parse_workflow",
@@ -127,8 +129,6 @@ def import_plugins(plugins) -> None:
 def load_workflow(path: str | os.PathLike, *, output: str | os.PathLike | None = None,
                   check_input: bool = True) -> Workflow:
     """Read and validate a workflow YAML file (``output`` overrides its ``output:``)."""
-    import yaml
-
     path = Path(path)
     if not path.is_file():
         raise WorkflowError(f"workflow file {path} does not exist (see workflows/demo.yaml)")
@@ -288,7 +288,7 @@ def check_scan_store(path: Path, where: str = "") -> None:
     if not path.exists():
         raise WorkflowError(f"{where}input scan store {path} does not exist; create it with "
                             "`laueflow ingest IMAGES/ --out scan.zarr` or fix 'input:'")
-    import zarr
+    import zarr  # deferred: the CLI imports this module for --help; zarr is heavy
 
     try:
         group = zarr.open_group(str(path), mode="r")

@@ -54,6 +54,8 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from ..backend import to_numpy
+
 __all__ = [
     "Variable",
     "StageSpec",
@@ -220,14 +222,8 @@ class StageSpec:
         missing = [name for name in self.output_names if name not in result]
         if missing:
             raise RuntimeError(f"stage {self.name!r} did not return {missing}")
-        return {var.name: _to_host(result[var.name]).astype(var.dtype, copy=False)
+        return {var.name: to_numpy(result[var.name]).astype(var.dtype, copy=False)
                 for var in self.outputs}
-
-
-def _to_host(array):
-    from ..backend import to_numpy  # deferred: backend probes cupy on import
-
-    return to_numpy(array)
 
 
 def status_table(specs) -> dict[int, str]:

@@ -32,6 +32,7 @@ import numpy as np
 from ..backend import to_numpy
 from ..kernels.cutouts import (area_from_star, extract_cutouts, good_spot, normalise_cutouts,
                                pos_from_star)
+from ..physics.geometry import angular_distance, pixel_to_angles
 from .base import StageSpec, Variable
 
 __all__ = ["STAGE", "describe_spots", "describe_cutouts", "evaluate_descriptors",
@@ -197,8 +198,6 @@ def angular_error_medians(calibration, true_col, true_row, centroid_col, centroi
     Returns ``{"n", "median_centroid_deg", "median_refined_deg", "median_d2theta_centroid",
     "median_d2theta_refined", "median_dchi_centroid", "median_dchi_refined", "refined_better"}``.
     """
-    from ..physics.geometry import angular_distance, pixel_to_angles
-
     arrs = [np.asarray(a, float).reshape(-1) for a in (true_col, true_row, centroid_col, centroid_row,
                                                          refined_col, refined_row)]
     sel = np.all([np.isfinite(a) for a in arrs], axis=0)

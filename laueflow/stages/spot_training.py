@@ -54,6 +54,7 @@ from ..kernels.cutouts import (CUTOUT_CENTRE, CUTOUT_SIZE, dihedral_transform, e
                                normalise_cutouts)
 from ..kernels.gaussfit import fit_descriptors, fit_gaussians
 from ..physics.geometry import DEFAULT_CALIBRATION
+from ..physics.simulate import SPOT_QUALITIES, SPOT_QUALITY
 from .descriptors import angular_error_medians, describe_cutouts, describe_spots, evaluate_descriptors
 from .peaks import find_peaks
 
@@ -62,7 +63,7 @@ __all__ = ["PATCH_HALF", "SpotPatches", "simulate_spot_scan", "simulate_spot_sca
            "TRAIN_DEFAULTS"]
 
 PATCH_HALF = 18  # patches are (2·18+1)² = 37×37 around s
-QUALITY_NAMES = ("good", "streaked", "split", "irregular", "saturated")
+QUALITY_NAMES = SPOT_QUALITIES  # code = index
 
 TRAIN_DEFAULTS = {
     "seed": 0,
@@ -110,15 +111,15 @@ class SpotPatches:
 def _components(n, rng):
     """Up to 5 Gaussian components per spot (4 for the spot, 1 neighbour): arrays (n, 5)."""
     k = 5
-    quality = rng.choice(5, size=n, p=[0.5, 0.13, 0.13, 0.13, 0.11])
+    quality = rng.choice(len(SPOT_QUALITIES), size=n, p=[0.5, 0.13, 0.13, 0.13, 0.11])
     amp = 10 ** rng.uniform(1.5, 4.7, n)
     s_minor = np.clip(1.05 * np.exp(0.25 * rng.standard_normal(n)), 0.7, 2.2)
     s_major = s_minor * (1.0 + np.abs(0.18 * rng.standard_normal(n)))
-    broad = (quality == 0) & (rng.random(n) < 0.1)
+    broad = (quality == SPOT_QUALITY["good"]) & (rng.random(n) < 0.1)
     widen = 1.6 + 1.4 * rng.random(n)
     s_major = np.where(broad, s_major * widen, s_major)
     s_minor = np.where(broad, s_minor * (1 + (widen - 1) * rng.random(n)), s_minor)
-    s_major = np.where(quality == 1, 2.5 + 3.5 * rng.random(n), s_major)
+    s_major = np.where(quality == SPOT_QUALITY["streaked"], 2.5 + 3.5 * rng.random(n), s_major)
     angle = rng.uniform(0, np.pi, n)
     c_amp = np.zeros((n, k))
     c_maj = np.ones((n, k))
@@ -126,20 +127,20 @@ def _components(n, rng):
     c_ang = np.zeros((n, k))
     off = np.zeros((n, k, 2))
     c_amp[:, 0], c_maj[:, 0], c_min[:, 0], c_ang[:, 0] = amp, s_major, s_minor, angle
-    split = quality == 2
+    split = quality == SPOT_QUALITY["split"]
     sep = 1.5 + 2.5 * rng.random(n)
     d = rng.uniform(0, 2 * np.pi, n)
     c_amp[split, 1] = amp[split] * rng.uniform(0.3, 0.9, split.sum())
     c_maj[split, 1], c_min[split, 1], c_ang[split, 1] = s_major[split], s_minor[split], angle[split]
     off[split, 1] = (sep[:, None] * np.stack([np.cos(d), np.sin(d)], -1))[split]
-    irr = quality == 3
+    irr = quality == SPOT_QUALITY["irregular"]
     for j in range(1, 4):
         c_amp[irr, j] = amp[irr] * rng.uniform(0.25, 0.9, irr.sum())
         c_maj[irr, j] = s_major[irr] * rng.uniform(0.7, 1.5, irr.sum())
         c_min[irr, j] = np.minimum(s_minor[irr] * rng.uniform(0.7, 1.5, irr.sum()), c_maj[irr, j])
         c_ang[irr, j] = rng.uniform(0, np.pi, irr.sum())
         off[irr, j] = rng.normal(0, 1.3, (irr.sum(), 2))
-    sat = quality == 4  # any shape, driven far past saturation
+    sat = quality == SPOT_QUALITY["saturated"]  # any shape, driven far past saturation
     c_amp[sat, :4] *= (rng.uniform(65000, 200000, sat.sum()) / amp[sat])[:, None]
     # flux-weighted centroid of the spot's components on its nominal centre
     flux = c_amp[:, :4] * c_maj[:, :4] * c_min[:, :4]

@@ -15,14 +15,14 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import ndtri
 
-from ..physics.simulate import DEFAULT_ENERGY_BAND_KEV, simulate_spots
+from ..physics.simulate import DEFAULT_ENERGY_BAND_KEV, SPOT_QUALITY, simulate_spots
 from .microstructure import Microstructure
 from .render import render_components
 
 __all__ = ["QUALITY", "SpotTable", "SpotComponents", "build_spots"]
 
 #: ``spot_quality`` codes
-QUALITY = {"good": 0, "streaked": 1, "split": 2, "irregular": 3, "saturated": 4}
+QUALITY = SPOT_QUALITY  # the one vocabulary (laueflow.physics.simulate)
 _N_COMPONENTS = np.array([1, 1, 2, 4])
 
 
@@ -173,7 +173,7 @@ def build_spots(
     angle = np.pi * u(8)
     bad = u(9) < bad_spot_fraction
     quality = np.where(bad, 1 + np.minimum((u(10) * 3).astype(np.int64), 2), 0).astype(np.int8)
-    streak = quality == 1
+    streak = quality == QUALITY["streaked"]
     s_major = np.where(streak, 2.0 + 2.5 * u(11), s_major)
 
     # --- components (1 for good / streaked, 2 for split, 4 for irregular)

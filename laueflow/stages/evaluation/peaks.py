@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...physics.simulate import SPOT_QUALITIES, SPOT_QUALITY
 from .matching import overlapped_spots, spots_by_point
 from .metrics import Metric, StoreArrays, percentile, register_metric
 
@@ -45,7 +46,7 @@ def peak_metrics(results: StoreArrays, truth: StoreArrays, opts) -> dict:
     noise = np.asarray(truth["spot_noise_sigma"], dtype=np.float64)
     quality = np.asarray(truth["spot_quality"]) if "spot_quality" in truth \
         else np.zeros(len(scol), np.int8)
-    fragmented = (quality >= 1) & (quality <= 3)  # streaked, split, irregular: several maxima
+    fragmented = np.isin(quality, [SPOT_QUALITY[q] for q in ("streaked", "split", "irregular")])  # several maxima
     with np.errstate(divide="ignore", invalid="ignore"):
         snr = np.where(noise > 0, amp / noise, np.inf)
 
@@ -93,7 +94,7 @@ def peak_metrics(results: StoreArrays, truth: StoreArrays, opts) -> dict:
                      "error_median_px": percentile(err, 50), "error_p95_px": percentile(err, 95)})
     err = distance[primary & found]
     n_primary = int(primary.sum())
-    good_found = primary & found & (quality == 0)
+    good_found = primary & found & (quality == SPOT_QUALITY["good"])
     summary = {
         "recall": float((primary & found).sum() / n_primary) if n_primary else float("nan"),
         "precision": float(n_true_peaks / n_peaks) if n_peaks else float("nan"),
@@ -113,7 +114,7 @@ def peak_metrics(results: StoreArrays, truth: StoreArrays, opts) -> dict:
     tables = {"peak recall by SNR (amplitude / noise σ)": rows}
     if "spot_quality" in truth:
         quality = np.asarray(truth["spot_quality"])
-        names = {0: "good", 1: "streak", 2: "split", 3: "irregular", 4: "saturated"}
+        names = dict(enumerate(SPOT_QUALITIES))
         qrows = []
         for q in np.unique(quality):
             sel = primary & (quality == q)
