@@ -17,6 +17,7 @@ import yaml
 # the stand-in plug-in: tests/ is on sys.path (pyproject `pythonpath`) and on PYTHONPATH for the
 # workers and subprocesses (tests/conftest.py)
 import test_pipeline_standin as standin
+from store_asserts import assert_stores_identical
 from laueflow.pipeline.cluster import ClusterConfig, connect
 from laueflow.pipeline.run import run_workflow
 from laueflow.pipeline.store import ResultsStoreError
@@ -34,19 +35,6 @@ def _workflow(scan, out, **extra):
             "plugins": ["test_pipeline_standin"], "stages": ["test_peaks", "test_angles"]}
     data.update(extra)
     return parse_workflow(data)
-
-
-def _data(path) -> dict:
-    with xr.open_zarr(str(path)) as ds:
-        return {name: ds[name].values for name in ds.data_vars}
-
-
-def _assert_identical(a, b):
-    da, db = _data(a), _data(b)
-    assert sorted(da) == sorted(db)
-    for name in da:
-        assert da[name].dtype == db[name].dtype, name
-        np.testing.assert_array_equal(da[name], db[name], err_msg=name)
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +119,7 @@ def test_one_and_two_workers_identical(scan, results2, tmp_path):
     out = tmp_path / "results1.zarr"
     with connect(ClusterConfig("local", {"n_workers": 1, "dashboard_address": ":0"})) as client:
         run_workflow(_workflow(scan, out), client, progress=False, log=lambda *a: None)
-    _assert_identical(out, results2)
+    assert_stores_identical(out, results2)
 
 
 def test_rerun_skips_done_and_checks_layout(scan, client2, tmp_path):
@@ -169,7 +157,7 @@ def test_stage_failure_stops_the_run_and_resume_completes_it(scan, client2, resu
     assert summary.n_tiles_done_before == int(done.sum()) and summary.n_tiles_run == done.size - done.sum()
     with xr.open_zarr(str(out)) as ds:
         assert ds.attrs["complete"] is True
-    _assert_identical(out, results2)  # nothing lost, nothing computed twice differently
+    assert_stores_identical(out, results2)  # nothing lost, nothing computed twice differently
 
 
 def test_real_peak_and_angle_stages(scan, client2, tmp_path):
@@ -234,7 +222,7 @@ def test_resume_after_sigkill(scan, client2, tmp_path):
 
     reference = tmp_path / "reference.zarr"  # same tiling and stages, uninterrupted, no delay
     run_workflow(_workflow(scan, reference, chunk=[1, 1]), client2, progress=False, log=lambda *a: None)
-    _assert_identical(out, reference)
+    assert_stores_identical(out, reference)
 
 
 def _already(stdout: str) -> int:

@@ -14,6 +14,7 @@ import xarray as xr
 # the stand-in plug-in: tests/ is on sys.path (pyproject `pythonpath`) and on PYTHONPATH for the
 # workers (tests/conftest.py)
 import test_pipeline_standin as standin
+from store_asserts import assert_stores_identical
 from laueflow.pipeline.cluster import ClusterConfig, connect
 from laueflow.pipeline.run import _tile_chain, run_workflow, stage_groups, validate_run
 from laueflow.pipeline.tasks import resolve_device
@@ -27,18 +28,6 @@ QUIET = {"progress": False, "log": lambda *a: None}
 def _workflow(scan, out, stages, **extra):
     return parse_workflow({"input": str(scan), "output": str(out), "images_per_task": 3,
                            "plugins": ["test_pipeline_standin"], "stages": stages, **extra})
-
-
-def _data(path) -> dict:
-    with xr.open_zarr(str(path)) as ds:
-        return {name: ds[name].values for name in ds.data_vars}
-
-
-def _assert_identical(a, b):
-    da, db = _data(a), _data(b)
-    assert sorted(da) == sorted(db)
-    for name in da:
-        np.testing.assert_array_equal(da[name], db[name], err_msg=name)
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +143,7 @@ def test_reduce_one_and_two_workers_identical(scan, client2, tmp_path):
     one = tmp_path / "one.zarr"
     with connect(ClusterConfig("local", {"n_workers": 1, "dashboard_address": ":0"})) as client:
         run_workflow(_workflow(scan, one, stages), client, **QUIET)
-    _assert_identical(one, two)
+    assert_stores_identical(one, two)
 
 
 def _flaky_summary(peak_count, *, client, writer, fail_while_exists=""):
@@ -186,7 +175,7 @@ def test_killed_reduce_resumes_without_redoing_tiles(scan, client2, tmp_path):
         assert again.n_tiles_run == 0 and set(again.reduce_timings_s) == {"flaky_total"} and again.complete
         reference = tmp_path / "reference.zarr"
         run_workflow(_workflow(scan, reference, stages), client2, **QUIET)
-        _assert_identical(out, reference)
+        assert_stores_identical(out, reference)
         with xr.open_zarr(str(out)) as ds:
             assert ds.peak_total.values == np.clip(ds.peak_count.values, 0, None).sum()
     finally:
@@ -235,7 +224,7 @@ def test_split_groups_on_gpu_resource_workers_give_identical_results(scan, clien
         run_workflow(_workflow(scan, whole, stages), client2, grouping="whole", **QUIET)
         with xr.open_zarr(str(whole)) as ds:
             assert ds.attrs["history"][-1]["stage_groups"] == [["test_peaks", "gpu_angles"]]
-        _assert_identical(split, whole)
+        assert_stores_identical(split, whole)
         assert summary.warm_ms_per_image and "gpu_angles" in summary.warm_ms_per_image
     finally:
         unregister_stage("gpu_angles")
