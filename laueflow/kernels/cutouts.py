@@ -31,10 +31,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from .stats import median_last_axis
+
 __all__ = [
     "CUTOUT_SIZE", "CUTOUT_CENTRE", "POS_LIMIT_PX", "AREA_LIMIT_PX2", "SIM0_THRESHOLD",
     "GOOD_SIM", "GOOD_DISTANCE_PX",
-    "extract_cutouts", "extract_patches", "normalise_cutouts",
+    "extract_cutouts", "extract_cutouts_batch", "extract_patches", "normalise_cutouts",
     "sim_from_sim0", "pos_star", "pos_from_star", "area_star", "area_from_star",
     "descriptor_targets", "good_spot", "dihedral_transform", "transform_targets",
 ]
@@ -57,7 +59,13 @@ def extract_patches(image, col_int, row_int, *, before: int = 16, after: int = 1
     patch's valid pixels (``valid`` False there, ``border`` True for that patch).
     """
     image = np.asarray(image)
-    n_rows, n_cols = image.shape
+    return _patches(image, None, col_int, row_int, before, after)
+
+
+def _patches(images, image_index, col_int, row_int, before, after):
+    """Patches of ``images[image_index]`` (a stack), or of ``images`` (one frame) when
+    ``image_index`` is None; see :func:`extract_patches`."""
+    n_rows, n_cols = images.shape[-2:]
     col_int = np.asarray(col_int, dtype=np.int64).reshape(-1)
     row_int = np.asarray(row_int, dtype=np.int64).reshape(-1)
     t = np.arange(-before, after + 1)
@@ -65,7 +73,12 @@ def extract_patches(image, col_int, row_int, *, before: int = 16, after: int = 1
     cc = col_int[:, None] + t[None, :]
     row_ok = (rr >= 0) & (rr < n_rows)
     col_ok = (cc >= 0) & (cc < n_cols)
-    patches = image[np.clip(rr, 0, n_rows - 1)[:, :, None], np.clip(cc, 0, n_cols - 1)[:, None, :]]
+    ri = np.clip(rr, 0, n_rows - 1)[:, :, None]
+    ci = np.clip(cc, 0, n_cols - 1)[:, None, :]
+    if image_index is None:
+        patches = images[ri, ci]
+    else:
+        patches = images[np.asarray(image_index, dtype=np.int64).reshape(-1)[:, None, None], ri, ci]
     patches = patches.astype(np.float32)
     valid = row_ok[:, :, None] & col_ok[:, None, :]
     border = ~valid.reshape(len(valid), -1).all(axis=1)
@@ -82,16 +95,24 @@ def extract_cutouts(image, col_int, row_int):
     return extract_patches(image, col_int, row_int, before=CUTOUT_CENTRE, after=CUTOUT_SIZE - CUTOUT_CENTRE - 1)
 
 
+def extract_cutouts_batch(images, image_index, col_int, row_int):
+    """:func:`extract_cutouts` of many frames in one gather: cutout ``j`` is cut from
+    ``images[image_index[j]]`` (``images`` ``(n, rows, cols)``); same arrays as cutting each
+    frame's peaks separately and concatenating."""
+    images = np.asarray(images)
+    return _patches(images, image_index, col_int, row_int, CUTOUT_CENTRE, CUTOUT_SIZE - CUTOUT_CENTRE - 1)
+
+
 def normalise_cutouts(cutouts, valid=None):
     """CNN input normalisation ``(I − b) / h`` (see the module docstring); float32 (m, 32, 32)."""
     x = np.asarray(cutouts, dtype=np.float32)
     m = len(x)
     flat = x.reshape(m, -1)
     if valid is None:
-        b = np.median(flat, axis=1)
+        b = median_last_axis(flat)
     else:
         v = np.asarray(valid, dtype=bool).reshape(m, -1)
-        b = np.where(v.all(axis=1), np.median(flat, axis=1), 0.0).astype(np.float32)
+        b = np.where(v.all(axis=1), median_last_axis(flat), 0.0).astype(np.float32)
         for k in np.flatnonzero(~v.all(axis=1)):
             b[k] = np.median(flat[k][v[k]]) if v[k].any() else 0.0
     y = x - b[:, None, None].astype(np.float32)

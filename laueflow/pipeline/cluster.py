@@ -20,6 +20,9 @@ Schema (one YAML mapping; every key but ``type`` optional)::
     walltime: "01:00:00"
     wait_timeout_s: 300         # how long to wait for the first worker
 
+Local worker processes start with :func:`worker_environment` (thread and ``malloc`` settings,
+applied before each worker process starts; see there why).
+
 "Auto" sizes come from the CPUs this process may actually use — its CPU affinity, the SLURM
 allocation (``SLURM_CPUS_PER_TASK`` / ``SLURM_CPUS_ON_NODE``) and a cgroup CPU quota — never
 from ``os.cpu_count()``, which counts the whole node.
@@ -44,6 +47,7 @@ __all__ = [
     "ClusterConfig",
     "available_cpus",
     "local_cluster_kwargs",
+    "worker_environment",
     "load_cluster_config",
     "parse_cluster_config",
     "connect",
@@ -128,6 +132,61 @@ def local_cluster_kwargs(
     if resources:
         kwargs["resources"] = dict(resources)
     return kwargs
+
+
+#: glibc malloc thresholds of worker processes (bytes). Any explicit threshold turns glibc's
+#: dynamic mmap threshold off; distributed sets ``MALLOC_TRIM_THRESHOLD_=65536`` in its workers,
+#: which leaves every allocation above 128 kB to mmap: each frame-sized temporary (a 2018×2016
+#: float32 frame is 16 MB; the peak search makes ~20 per image) was mmap'ed and page-faulted
+#: afresh, and the peak search ran 1.6–2.5× slower in a worker than in a plain process. With
+#: these, frame-sized blocks are reused from the heap (32 MiB is glibc's largest mmap threshold).
+MALLOC_MMAP_THRESHOLD_BYTES = 32 << 20
+MALLOC_TRIM_THRESHOLD_BYTES = 256 << 20
+
+
+#: Dask settings of local workers: distributed's statistical profiler (a stack sample of every
+#: thread each 10 ms, for the dashboard's Profile page) costs the busy workers ≈ 5 % throughput
+WORKER_DASK_CONFIG = {"distributed.worker.profile.enabled": False}
+
+
+def worker_environment() -> dict[str, str]:
+    """Environment of local worker processes, set before each starts (distributed's
+    ``pre-spawn-environ``): one OpenMP/MKL/OpenBLAS (hence torch) thread per task (the workers
+    already fill the CPUs with processes × task threads; more would oversubscribe them, as
+    distributed's defaults also say) and the ``malloc`` thresholds above."""
+    return {
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "MALLOC_MMAP_THRESHOLD_": str(MALLOC_MMAP_THRESHOLD_BYTES),
+        "MALLOC_TRIM_THRESHOLD_": str(MALLOC_TRIM_THRESHOLD_BYTES),
+    }
+
+
+@contextlib.contextmanager
+def _worker_environment(env: dict[str, str]) -> Iterator[None]:
+    """Make worker processes started inside the block use ``env`` (and :data:`WORKER_DASK_CONFIG`).
+
+    Nannies read ``distributed.nanny.pre-spawn-environ`` (and the Dask config they hand to their
+    worker) when they are created, but a variable already in ``os.environ`` wins over it, and
+    every nanny copies its variables into ``os.environ`` (so an earlier cluster of this process
+    would impose distributed's defaults): both are set for the duration of the block. Restarted
+    workers keep what their nanny read.
+    """
+    import dask  # deferred: dask is heavy; the CLI imports this module
+
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        with dask.config.set({**WORKER_DASK_CONFIG, "distributed.nanny.pre-spawn-environ": {
+                **dask.config.get("distributed.nanny.pre-spawn-environ", {}), **env}}):
+            yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 @dataclass
@@ -271,7 +330,9 @@ def connect(config: ClusterConfig | None = None, *, address: str | None = None) 
             client.close()
         return
     if config.type == "local":
-        cluster = LocalCluster(**local_cluster_kwargs(**opts))
+        kwargs = local_cluster_kwargs(**opts)
+        with _worker_environment(worker_environment()):
+            cluster = LocalCluster(**kwargs)
     elif config.type == "local-cuda":
         from dask_cuda import LocalCUDACluster  # deferred: optional package (GPU extra)
 
@@ -279,7 +340,8 @@ def connect(config: ClusterConfig | None = None, *, address: str | None = None) 
         opts.pop("processes", None)
         if opts.get("n_workers") == "auto":
             opts.pop("n_workers")
-        cluster = LocalCUDACluster(**opts)
+        with _worker_environment(worker_environment()):
+            cluster = LocalCUDACluster(**opts)
     else:  # slurm
         from dask_jobqueue import SLURMCluster  # deferred: optional package
 

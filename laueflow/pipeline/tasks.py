@@ -147,7 +147,9 @@ def _read_inputs(task: TileTask, need_images: bool, valid: np.ndarray | None):
     images = None
     if need_images and valid.any():
         images = np.asarray(scan["images"][ys, xs])
-        images = images.reshape(n, *images.shape[2:])[valid]
+        images = images.reshape(n, *images.shape[2:])
+        if not valid.all():  # a copy of the valid frames only when needed (~8 MB a frame)
+            images = images[valid]
     scan_status = (np.asarray(scan["status"][ys, xs], np.int8) if task.scan.has_status
                    else np.full(shape, -1, np.int8)).reshape(n)
     return shape, valid, images, scan_status

@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import to_numpy
-from ..kernels.cutouts import (area_from_star, extract_cutouts, good_spot, normalise_cutouts,
+from ..kernels.cutouts import (area_from_star, extract_cutouts_batch, good_spot, normalise_cutouts,
                                pos_from_star)
 from ..physics.geometry import angular_distance, pixel_to_angles
 from .base import StageSpec, Variable
@@ -74,24 +74,12 @@ def describe_spots(images, peak_col_int, peak_row_int, peak_background=None, *, 
     ri = np.asarray(to_numpy(peak_row_int)).reshape(len(images), -1)
     n, max_peaks = ci.shape
     out = STAGE.empty_outputs(n, {}, peak=max_peaks)
-    cut, val, bord, where = [], [], [], []
-    for i in range(n):
-        k = np.flatnonzero((ci[i] >= 0) & (ri[i] >= 0))
-        if len(k) == 0:
-            continue
-        c, v, b = extract_cutouts(images[i], ci[i, k], ri[i, k])
-        cut.append(c)
-        val.append(v)
-        bord.append(b)
-        where.append(np.stack([np.full(len(k), i), k], 1))
-    if not cut:
+    # every valid peak of the batch, image by image (row-major), cut in one gather
+    i, k = np.nonzero((ci >= 0) & (ri >= 0))
+    if len(i) == 0:
         return out
-    cut = np.concatenate(cut)
-    val = np.concatenate(val)
-    bord = np.concatenate(bord)
-    where = np.concatenate(where)
+    cut, val, bord = extract_cutouts_batch(images, i, ci[i, k], ri[i, k])
     d = describe_cutouts(cut, val, method=method, batch_size=batch_size, model=model, device=device)
-    i, k = where[:, 0], where[:, 1]
     out["spot_similarity"][i, k] = d["sim"]
     out["spot_col"][i, k] = ci[i, k] + d["dcol"]
     out["spot_row"][i, k] = ri[i, k] + d["drow"]

@@ -27,7 +27,7 @@ import inspect
 import numpy as np
 
 from ..backend import get_array_module, to_numpy
-from ..kernels.peaks import find_peaks_2d
+from ..kernels.peaks import find_peaks_2d, prepare_mask
 from .base import StageSpec, Variable
 
 __all__ = ["STAGE", "find_peaks"]
@@ -61,8 +61,7 @@ def find_peaks(images, *, threshold_sigma=6.0, threshold_counts=None, min_distan
     out = STAGE.empty_outputs(n, {"max_peaks": max_peaks})
     out["peak_count"][:] = 0
     kwargs = {k: v for k, v in other.items() if k in _KERNEL_EXTRA}
-    if mask is not None:
-        mask = xp.asarray(mask, dtype=bool)
+    mask = prepare_mask(mask, xp)  # bad pixels listed once per batch, not once per image
     for i in range(n):
         found = find_peaks_2d(images[i], threshold_sigma=threshold_sigma,
                               threshold_counts=threshold_counts, min_distance_px=min_distance_px,

@@ -108,6 +108,14 @@ class ClassGeometry:
             self._angles[key] = (ang.ravel(), a, b)
         return self._angles[key]
 
+    def pair_vectors(self, ci: int, cj: int):
+        """:meth:`pair_table` with the vectors gathered: (angles, h1 vectors (n, 3), h2 vectors (n, 3))."""
+        key = ("vectors", ci, cj)
+        if key not in self._angles:
+            ang, a, b = self.pair_table(ci, cj)
+            self._angles[key] = (ang, self.first_cart[ci][a], self.members_cart[cj][b])
+        return self._angles[key]
+
 
 def _unit(v):
     v = np.asarray(v, dtype=float)
@@ -115,20 +123,20 @@ def _unit(v):
 
 
 def _candidates(geom: ClassGeometry, pairs, cls, q, delta, tol):
-    """Candidate U (K, 3, 3) for a list of spot pairs (P, 2)."""
-    g1s, g2s, q1s, q2s = [], [], [], []
-    for (i, j), d in zip(pairs, delta):
-        ang, a, b = geom.pair_table(cls[i], cls[j])
-        sel = np.abs(ang - d) < tol
-        if not sel.any():
-            continue
-        g1s.append(geom.first_cart[cls[i]][a[sel]])
-        g2s.append(geom.members_cart[cls[j]][b[sel]])
-        q1s.append(np.broadcast_to(q[i], (sel.sum(), 3)))
-        q2s.append(np.broadcast_to(q[j], (sel.sum(), 3)))
-    if not g1s:
+    """Candidate U (K, 3, 3) for a list of spot pairs (P, 2): every (h1, h2) of a pair's class
+    table whose angle matches the pair's within ``tol``, pair by pair (one pass over all pairs)."""
+    pairs = np.asarray(pairs).reshape(-1, 2)
+    if not len(pairs):
         return np.zeros((0, 3, 3))
-    return orientation_from_pairs(np.concatenate(g1s), np.concatenate(g2s), np.concatenate(q1s), np.concatenate(q2s))
+    tables = [geom.pair_vectors(cls[i], cls[j]) for i, j in pairs.tolist()]
+    pair_of = np.repeat(np.arange(len(pairs)), [len(t[0]) for t in tables])
+    sel = np.abs(np.concatenate([t[0] for t in tables]) - np.asarray(delta)[pair_of]) < tol
+    if not sel.any():
+        return np.zeros((0, 3, 3))
+    g1 = np.concatenate([t[1] for t in tables])[sel]
+    g2 = np.concatenate([t[2] for t in tables])[sel]
+    p = pair_of[sel]
+    return orientation_from_pairs(g1, g2, q[pairs[p, 0]], q[pairs[p, 1]])
 
 
 def _passes(sc, p: IndexingParams):
