@@ -77,3 +77,16 @@ def test_missing_optional_backends_say_what_to_install(monkeypatch):
 def test_missing_config_file(tmp_path):
     with pytest.raises(cl.ClusterConfigError, match="does not exist"):
         cl.load_cluster_config(tmp_path / "nope.yaml")
+
+
+def test_local_workers_get_the_worker_environment():
+    """Fixed malloc thresholds and one BLAS thread reach every local worker process."""
+    import os
+
+    from laueflow.pipeline.cluster import ClusterConfig, connect, worker_environment
+
+    with connect(ClusterConfig("local", {"n_workers": 2, "dashboard_address": ":0"})) as client:
+        seen = client.run(lambda: {k: os.environ.get(k) for k in worker_environment()})
+    assert len(seen) == 2
+    for env in seen.values():
+        assert env == worker_environment()
