@@ -186,13 +186,28 @@ def prepare_results_store(path, layout: Layout, *, coords: dict, attrs: dict,
 
 
 def write_tile(path, ty: int, tx: int, ys: slice, xs: slice, arrays: dict[str, np.ndarray]) -> None:
-    """Write one tile's variables (whole chunks), then mark the tile done (last)."""
+    """Write one tile's variables (whole chunks, concurrently), then mark the tile done (last)."""
+    import zarr  # deferred: the CLI imports this module for --help
+    from zarr.core.sync import sync  # zarr's own event loop (the sync API runs on it too)
+
+    sync(_write_arrays(str(path), arrays, (ys, xs)))
+    zarr.open_group(str(path), mode="r+", use_consolidated=False)["chunk_done"][ty, tx] = True
+
+
+async def _write_arrays(path: str, arrays: dict, region: tuple) -> None:
+    """All of a tile's chunk writes at once (compression and file writes overlap: ≈ 2× faster
+    than one blocking write after the other)."""
+    import asyncio
+
     import zarr  # deferred: the CLI imports this module for --help
 
-    group = zarr.open_group(str(path), mode="r+", use_consolidated=False)
-    for name, array in arrays.items():
-        group[name][ys, xs] = array
-    group["chunk_done"][ty, tx] = True
+    group = await zarr.api.asynchronous.open_group(store=path, mode="r+", use_consolidated=False)
+
+    async def write(name, array):
+        target = await group.getitem(name)
+        await target.setitem(region, array)
+
+    await asyncio.gather(*(write(name, array) for name, array in arrays.items()))
 
 
 def write_region(path, name: str, array, region: tuple = ()) -> None:
