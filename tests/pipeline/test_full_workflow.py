@@ -12,6 +12,7 @@ from laueflow.pipeline.ingest import ingest
 from laueflow.pipeline.run import run_workflow
 from laueflow.pipeline.workflow import load_workflow
 from laueflow.synth.scan import simulate_scan
+from store_asserts import documented_variables
 from tiny_models import TINY
 
 
@@ -80,16 +81,8 @@ def test_evaluation_against_truth(full_run):
 
 
 def test_every_variable_is_documented(full_run):
-    from pathlib import Path
-
     root, _ = full_run
-    text = (Path(__file__).resolve().parents[2] / "docs" / "results-schema.md").read_text()
-    section = text.split("## Variables", 1)[1].split("\n## ", 1)[0]
-    doc = {}
-    for line in section.splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) == 6 and cells[0].startswith("`"):
-            doc[cells[0].strip("`")] = cells
+    doc = documented_variables()
     results = xr.open_zarr(root / "results.zarr")
     for name, var in results.data_vars.items():
         assert name in doc, f"{name} missing from docs/results-schema.md"

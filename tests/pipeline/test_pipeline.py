@@ -17,7 +17,7 @@ import yaml
 # the stand-in plug-in: tests/ is on sys.path (pyproject `pythonpath`) and on PYTHONPATH for the
 # workers and subprocesses (tests/conftest.py)
 import test_pipeline_standin as standin
-from store_asserts import assert_stores_identical
+from store_asserts import assert_stores_identical, documented_variables
 from laueflow.pipeline.cluster import ClusterConfig, connect
 from laueflow.pipeline.run import run_workflow
 from laueflow.pipeline.store import ResultsStoreError
@@ -25,7 +25,6 @@ from laueflow.pipeline.workflow import parse_workflow
 from laueflow.stages import angles, peaks
 
 TESTS = Path(standin.__file__).parent
-REPO = TESTS.parent
 INVALID = [(1, 2)]
 EMPTY = [(3, 0)]
 
@@ -60,19 +59,8 @@ def results2(scan, client2, tmp_path_factory):
     return out
 
 
-def _doc_table():
-    text = (REPO / "docs" / "results-schema.md").read_text()
-    section = text.split("## Variables", 1)[1].split("\n## ", 1)[0]
-    rows = {}
-    for line in section.splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) == 6 and cells[0].startswith("`"):
-            rows[cells[0].strip("`")] = cells
-    return rows
-
-
 def test_schema_matches_doc(results2):
-    doc = _doc_table()
+    doc = documented_variables()
     with xr.open_zarr(str(results2)) as ds:
         assert set(ds.data_vars) <= set(doc), f"undocumented: {set(ds.data_vars) - set(doc)}"
         for name, var in ds.data_vars.items():
