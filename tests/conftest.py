@@ -79,7 +79,7 @@ def pytest_collection_modifyitems(config, items):
         for name in gates:
             probe, reason = GPU_GATES[name]
             if not probe():
-                item.add_marker(pytest.mark.skip(reason=reason))
+                item.add_marker(pytest.mark.skip(reason=reason))  # only GPU gates skip
                 break
 
 
