@@ -136,23 +136,23 @@ def resolve_device(requested: str, resources: Mapping[str, float]) -> str:
 
 
 # --------------------------------------------------------------------------- the task
-def _read_inputs(task: TileTask, need_images: bool, valid: np.ndarray | None):
-    scan = zarr.open_group(task.scan.path, mode="r")
+def _new_state(task: TileTask, scan) -> TileState:
+    """The tile before its first stage group: which images are valid, the scan's status."""
     ys, xs = slice(*task.ys), slice(*task.xs)
     shape = (ys.stop - ys.start, xs.stop - xs.start)
     n = shape[0] * shape[1]
-    if valid is None:
-        valid = (np.asarray(scan["valid"][ys, xs], bool) if task.scan.has_valid
-                 else np.ones(shape, bool)).reshape(n)
-    images = None
-    if need_images and valid.any():
-        images = np.asarray(scan["images"][ys, xs])
-        images = images.reshape(n, *images.shape[2:])
-        if not valid.all():  # a copy of the valid frames only when needed (~8 MB a frame)
-            images = images[valid]
+    valid = (np.asarray(scan["valid"][ys, xs], bool) if task.scan.has_valid
+             else np.ones(shape, bool)).reshape(n)
     scan_status = (np.asarray(scan["status"][ys, xs], np.int8) if task.scan.has_status
                    else np.full(shape, -1, np.int8)).reshape(n)
-    return shape, valid, images, scan_status
+    return TileState(shape, valid, np.where(valid, 0, 1).astype(np.int8), scan_status)
+
+
+def _read_images(task: TileTask, scan, valid: np.ndarray):
+    """The tile's valid frames ``(n_valid, rows, cols)`` (a copy only when some are invalid)."""
+    images = np.asarray(scan["images"][slice(*task.ys), slice(*task.xs)])
+    images = images.reshape(len(valid), *images.shape[2:])
+    return images if valid.all() else images[valid]
 
 
 def _batch(task: TileTask, state: TileState, images) -> dict:
@@ -172,10 +172,11 @@ def run_tile_group(task: TileTask, state: TileState | None = None):
     """Run one stage group on one tile; returns the :class:`TileState` for the next group, or
     (last group) writes the tile and returns a :class:`TileReport`."""
     t0 = time.perf_counter()
-    shape, valid, images, scan_status = _read_inputs(task, _needs_images(task.stages),
-                                                     None if state is None else state.valid)
-    if state is None:
-        state = TileState(shape, valid, np.where(valid, 0, 1).astype(np.int8), scan_status)
+    need_images = _needs_images(task.stages)
+    scan = zarr.open_group(task.scan.path, mode="r") if state is None or need_images else None
+    if state is None:  # the first group reads valid/status once; later groups get them passed
+        state = _new_state(task, scan)
+    images = _read_images(task, scan, state.valid) if need_images and state.valid.any() else None
     state.timings["read"] = state.timings.get("read", 0.0) + time.perf_counter() - t0
     warm_key = (task.results, task.group)
     state.cold = state.cold or warm_key not in _WARM
