@@ -107,7 +107,8 @@ def make_scan_store(path, ny=4, nx=5, rows=64, cols=80, invalid=(), seed=0, n_sp
         {"images": (("y", "x", "row", "col"), images), "valid": (("y", "x"), valid),
          "status": (("y", "x"), status)},
         coords={"y_um": ("y", np.arange(ny) * 1.0), "x_um": ("x", np.arange(nx) * 1.0)},
-        attrs={"calibration": calibration.to_dict(), "materials": ["Cu"], "step_um": [1.0, 1.0]},
+        attrs={"calibration": calibration.to_dict(), "materials": ["Cu"], "step_um": [1.0, 1.0],
+               "laueflow_scan": True, "ingest_complete": True, "scan_id": f"standin-{seed}"},
     )
     import warnings
 

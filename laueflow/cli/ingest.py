@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 
 from ..io.detfile import read_det
+from ..io.store_lock import StoreLockedError
 from ..physics.materials import get_material
 from ..pipeline.cluster import ClusterConfig, connect
 from ..pipeline.ingest import IngestError, ingest
@@ -20,8 +22,15 @@ examples:
 
 Scan index = the last number of each file name (<prefix>_<index:04d>.tif), counted from the
 smallest one (or --first-index), mapped to (y, x) row by row (raster) or with every second
-row reversed (snake). Re-running on an existing store skips the points already ingested from
-the same file; replacing a store needs --overwrite. Inputs are never modified.
+row reversed (snake). The images must have the detector's size (from --calibration, or
+--frame-shape, else a sample of the files, which must agree).
+
+Re-running the same command on an existing store resumes it: only points not read yet, failed,
+or whose file changed (size or modification time) are read again; other options than the
+store's are refused with the list of differences. --overwrite replaces a scan store (never
+any other folder). One process writes a store at a time. Inputs are never modified.
+Exit status: 0 every point ok, 1 some points missing or rejected (listed; the store is usable
+and `laueflow run` skips them), 2 bad input (nothing written).
 """
 
 
@@ -59,6 +68,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--material", action="append", default=[], help="material name (repeatable)")
     p.add_argument("--mask", help="bad-pixel mask of the detector (TIFF/EDF/… or .npy, same size as "
                                   "the images, non-zero = bad): the peak search ignores those pixels")
+    p.add_argument("--frame-shape", type=_shape, metavar="ROWSxCOLS",
+                   help="size of the detector images (default: the calibration's)")
     p.add_argument("--step-um", type=_step, default=(1.0, 1.0), help="scan step, µm (Y or YxX)")
     p.add_argument("--layout", choices=("chunked", "sharded"), default="chunked",
                    help="one image per chunk (default) or chunks grouped in shards of a row")
@@ -91,7 +102,7 @@ def run(args) -> int:
                   calibration=calibration, materials=args.material, step_um=args.step_um,
                   layout=args.layout, shard_x=args.shard_x, compression=args.compression,
                   level=args.level, overwrite=args.overwrite, mask=args.mask,
-                  progress=not args.no_progress)
+                  frame_shape=args.frame_shape, progress=not args.no_progress)
     try:
         if args.serial:
             summary = ingest(args.inputs, args.out, client=None, **kwargs)
@@ -102,6 +113,12 @@ def run(args) -> int:
             with connect(ClusterConfig("local", opts), address=args.scheduler) as client:
                 print(f"Dask dashboard: {client.dashboard_link}")
                 summary = ingest(args.inputs, args.out, client=client, **kwargs)
-    except IngestError as err:
+    except (IngestError, StoreLockedError) as err:
         raise UserError(str(err)) from None
-    return 0 if summary["counts"]["ok"] > 0 else 1
+    n_bad = summary["n_points"] - summary["counts"]["ok"]
+    if n_bad:
+        print(f"laueflow ingest: {n_bad} of {summary['n_points']} points are not ok (listed above). The store "
+              "is usable: `laueflow run` processes the valid points and marks the others. Fix or add those "
+              "files and re-run this command: only they are read again.", file=sys.stderr)
+        return 1
+    return 0

@@ -24,8 +24,8 @@ __all__ = ["STATUS_CODES", "ImageReadError", "ImageReader", "READERS", "reader_f
 
 #: per-point status codes of a scan store (``status`` array)
 STATUS_CODES = {0: "ok", 1: "missing", 2: "unreadable", 3: "truncated", 4: "wrong shape",
-                5: "wrong dtype", 6: "all-zero"}
-OK, MISSING, UNREADABLE, TRUNCATED, WRONG_SHAPE, WRONG_DTYPE, ALL_ZERO = range(7)
+                5: "wrong dtype", 6: "all-zero", 7: "not read yet"}
+OK, MISSING, UNREADABLE, TRUNCATED, WRONG_SHAPE, WRONG_DTYPE, ALL_ZERO, NOT_READ = range(8)
 
 
 class ImageReadError(Exception):

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
+import uuid
 import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -35,9 +35,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .. import __version__
-from ..io.images import (IMAGE_EXTENSIONS, MISSING, OK, STATUS_CODES, ALL_ZERO, WRONG_DTYPE,
-                         WRONG_SHAPE, ImageReadError, file_index, h5_n_frames, read_frame,
-                         reader_for)
+from ..io.images import (ALL_ZERO, IMAGE_EXTENSIONS, MISSING, NOT_READ, OK, STATUS_CODES, WRONG_DTYPE,
+                         WRONG_SHAPE, ImageReadError, file_index, h5_n_frames, read_frame, reader_for)
+from ..io.store_kind import KIND_NAMES, SCAN_MARKER, NotOurStoreError, remove_store, store_kind
+from ..io.store_lock import StoreLock
+from .scan_store import (content_id, mask_sha256, read_point_tables, settings_differences,
+                         write_point_tables)
 
 __all__ = ["Source", "IngestPlan", "IngestError", "discover_sources", "plan_scan", "ingest",
            "read_point", "scan_positions", "load_mask"]
@@ -174,7 +177,8 @@ def read_point(source: Source, frame_shape, dtype, h5_dataset=None):
 
 
 def _ingest_task(store, points, frame_shape, dtype, h5_dataset):
-    """Dask task: read the images of ``points`` [(iy, ix, Source)] and write whole chunks.
+    """Dask task: read the images of ``points`` [(iy, ix, Source)] and write whole chunks;
+    returns ``([(iy, ix, status, reason, bytes read, (file size, mtime ns))], read s, total s)``.
 
     ``points`` are either single points (chunked layout) or all points of one shard
     (``iy`` equal, consecutive ``ix``), written in one assignment.
@@ -185,8 +189,13 @@ def _ingest_task(store, points, frame_shape, dtype, h5_dataset):
     results, stack = [], []
     t0 = time.perf_counter()
     for iy, ix, source in points:
+        try:
+            st = os.stat(source.path)
+            signature = (int(st.st_size), int(st.st_mtime_ns))
+        except OSError:
+            signature = (-1, -1)
         image, status, reason = read_point(source, frame_shape, dtype, h5_dataset)
-        results.append((iy, ix, status, reason, 0 if image is None else image.nbytes))
+        results.append((iy, ix, status, reason, 0 if image is None else image.nbytes, signature))
         stack.append(image)
     t_read = time.perf_counter() - t0
     iy0, ix0 = points[0][0], points[0][1]
@@ -208,20 +217,35 @@ def _ingest_task(store, points, frame_shape, dtype, h5_dataset):
     return results, t_read, time.perf_counter() - t0
 
 
-def _probe_reference(plan: IngestPlan, frame_shape=None, dtype=None):
-    """Frame shape and dtype: given, else those of the first readable point."""
+def _probe_reference(plan: IngestPlan, calibration=None, frame_shape=None, dtype=None):
+    """Frame shape and dtype the images must have: ``frame_shape`` given, else the calibration's
+    (the detector's size), else that of a sample of readable frames (which must agree: a
+    wrong-size first file must not decide for the others); dtype given, else the sample's."""
+    if frame_shape is None and calibration is not None:
+        frame_shape = tuple(int(n) for n in calibration.frame_shape)
     if frame_shape is not None and dtype is not None:
-        return tuple(frame_shape), np.dtype(dtype)
-    for key in sorted(plan.points):
+        return tuple(int(n) for n in frame_shape), np.dtype(dtype)
+    found = {}
+    keys = sorted(plan.points)
+    for key in [keys[int(i)] for i in np.unique(np.linspace(0, len(keys) - 1, min(len(keys), 9)).round())]:
         try:
-            image = read_frame(plan.points[key].path, plan.points[key].frame,
-                               h5_dataset=plan.h5_dataset)
+            image = read_frame(plan.points[key].path, plan.points[key].frame, h5_dataset=plan.h5_dataset)
         except ImageReadError:
             continue
         if image.any():
-            return (tuple(frame_shape) if frame_shape else image.shape,
-                    np.dtype(dtype) if dtype else image.dtype)
-    raise IngestError("no readable image among the inputs")
+            found.setdefault((tuple(image.shape), image.dtype.name), []).append(plan.points[key].label)
+    if not found:
+        raise IngestError("no readable image among the inputs (sampled up to 9 files)")
+    if frame_shape is None and len({shape for shape, _ in found}) > 1:
+        listing = "; ".join(f"{shape[0]} x {shape[1]} {dt} ({len(v)}, e.g. {v[0]})" for (shape, dt), v in found.items())
+        raise IngestError(f"the sampled images do not all have the same size: {listing}. Give the detector "
+                          "size with --calibration FILE.det or --frame-shape ROWSxCOLS")
+    if dtype is None and len({dt for _, dt in found}) > 1:
+        raise IngestError(f"the sampled images have different dtypes ({', '.join(sorted({d for _, d in found}))}); "
+                          "give --dtype")
+    (shape, dt), _ = next(iter(found.items()))
+    return (tuple(int(n) for n in frame_shape) if frame_shape is not None else shape,
+            np.dtype(dtype) if dtype is not None else np.dtype(dt))
 
 
 def _compressors(compression: str, level: int):
@@ -242,15 +266,12 @@ def _dir_bytes(path: Path) -> int:
 
 def _create_store(out: Path, plan, frame_shape, dtype, *, layout, shard_x, compression, level,
                   attrs):
+    """A new scan store (``attrs``: the ingest settings), marked laueflow's, ingest not complete."""
     import zarr  # deferred: zarr is heavy; the CLI imports this module
 
     ny, nx = plan.shape
     group = zarr.open_group(str(out), mode="w", zarr_format=3)
-    shards = None
-    if layout == "sharded":
-        shards = (1, min(shard_x, nx), *frame_shape)
-    elif layout != "chunked":
-        raise IngestError(f"layout must be chunked or sharded, got {layout!r}")
+    shards = (1, min(shard_x, nx), *frame_shape) if layout == "sharded" else None
     group.create_array("images", shape=(ny, nx, *frame_shape), dtype=dtype,
                        chunks=(1, 1, *frame_shape), shards=shards,
                        compressors=_compressors(compression, level), fill_value=0,
@@ -261,7 +282,12 @@ def _create_store(out: Path, plan, frame_shape, dtype, *, layout, shard_x, compr
         arr = group.create_array(name, shape=(n,), dtype="float64", dimension_names=(name,),
                                  attributes={"units": "um", "long_name": f"scan position {name}"})
         arr[:] = np.arange(n) * float(step)
-    group.attrs.update(attrs)
+    group.attrs.update({
+        SCAN_MARKER: True, "scan_id": uuid.uuid4().hex, "ingest_complete": False, "ingest_settings": attrs,
+        **{k: attrs[k] for k in ("calibration", "materials", "step_um", "frame_shape", "dtype", "scan_shape",
+                                 "scan_order", "layout", "compression")},
+        "laueflow_version": __version__, "status_codes": {str(k): v for k, v in STATUS_CODES.items()},
+    })
     return group
 
 
@@ -293,127 +319,222 @@ def _write_mask(group, mask: np.ndarray) -> None:
     arr[...] = mask
 
 
-def _write_point_tables(group, status, reason, source_file):
-    def put(name, data, dtype, attributes):
-        if name in group:
-            arr = group[name]
-        else:
-            arr = group.create_array(name, shape=data.shape, dtype=dtype,
-                                     dimension_names=("y", "x"), attributes=attributes,
-                                     fill_value=("" if dtype is str else None))
-        arr[...] = data
-
-    codes = {str(k): v for k, v in STATUS_CODES.items()}
-    put("status", status.astype(np.int8), "int8",
-        {"flag_values": list(STATUS_CODES), "flag_meanings": " ".join(
-            v.replace(" ", "_") for v in STATUS_CODES.values()), "status_codes": codes})
-    put("valid", status == OK, "bool", {"long_name": "image ingested and usable"})
-    put("status_reason", reason, str, {"long_name": "why a point is not ok"})
-    put("source_file", source_file, str, {"long_name": "source image (path or path::frame)"})
-
-
 def ingest(inputs, out, *, shape=None, order="raster", index_list=None, first_index=None,
            h5_dataset=None, calibration=None, materials=(), step_um=(1.0, 1.0),
            frame_shape=None, dtype=None, layout="chunked", shard_x=16, compression="blosc",
-           level=3, overwrite=False, mask=None, client=None, progress=True, log=print) -> dict:
+           level=3, overwrite=False, mask=None, client=None, progress=True, log=print,
+           checkpoint_s: float = 5.0) -> dict:
     """Ingest images into ``out``; returns the summary dict (also stored as an attribute).
 
-    ``mask``: bad detector pixels (array, ``.npy`` or image file; see :func:`load_mask`), stored
-    as ``mask``; on a re-run it replaces the stored mask.
+    Everything is checked before the store is touched; the store is locked for the whole
+    ingest (one writer at a time, :class:`~laueflow.io.store_lock.StoreLock`). An existing scan
+    store is resumed: only points not yet read, failed, or whose file changed (size or
+    modification time) are read again, and the ingest settings must be the same (else an
+    :class:`IngestError` lists the differences). The per-point tables are saved every
+    ``checkpoint_s`` seconds, so a killed ingest loses at most that much work.
+    ``overwrite`` replaces a scan store (never anything else: see
+    :func:`~laueflow.io.store_kind.remove_store`).
 
-    ``client``: a ``distributed.Client`` (tasks run on its cluster) or None (run in this
-    process, serially — for tests and small scans).
+    ``frame_shape``: ``(rows, cols)`` the images must have (default: the calibration's, else a
+    sample of the images, which must agree). ``mask``: bad detector pixels (array, ``.npy`` or
+    image file; :func:`load_mask`). ``client``: a ``distributed.Client`` or None (serial).
     """
-    import zarr  # deferred: zarr is heavy; the CLI imports this module
-
     out = Path(out)
     plan = plan_scan(inputs, shape=shape, order=order, index_list=index_list,
                      first_index=first_index, h5_dataset=h5_dataset)
-    for source in plan.points.values():
-        for p in map(Path, [source.path] + [str(i) for i in inputs]):
-            if p.exists() and out.resolve() == p.resolve():
-                raise IngestError("the output store must not be one of the inputs")
+    _check_output_path(out, plan, inputs)
+    if layout not in ("chunked", "sharded"):
+        raise IngestError(f"layout must be chunked or sharded, got {layout!r}")
+    _compressors(compression, level)
+    with StoreLock(out, "ingest", log=log):
+        kind = store_kind(out)
+        _refuse_foreign_output(out, kind)
+        prev = _previous(out, plan) if kind == "scan" and not overwrite else None
+        if prev:
+            frame_shape = frame_shape or prev["settings"].get("frame_shape")
+            dtype = dtype or prev["settings"].get("dtype")
+        frame_shape, dtype = _probe_reference(plan, calibration, frame_shape, dtype)
+        bad_pixels = load_mask(mask, frame_shape) if mask is not None else None
+        settings = _settings(plan, calibration, materials, step_um, frame_shape, dtype, layout,
+                             shard_x, compression, level, bad_pixels)
+        if prev:
+            _check_same_settings(out, prev, settings)
+        signatures = _signatures(plan)
+        tables, todo, changed = _plan_points(out, plan, prev, signatures)
+        if kind == "scan" and overwrite:
+            remove_store(out, "scan")
+        group = (_open_for_resume(out) if prev else
+                 _create_store(out, plan, frame_shape, dtype, layout=layout, shard_x=shard_x,
+                               compression=compression, level=level, attrs=settings))
+        if bad_pixels is not None and not prev:
+            _write_mask(group, bad_pixels)
+        tasks = _tasks(group, plan, todo, tables)
+        if tasks or not prev:  # nothing to read: a complete store stays as it is
+            group.attrs["ingest_complete"] = False
+            write_point_tables(group, tables)
+        t0 = time.perf_counter()
+        checkpoint = _Checkpoint(group, tables, checkpoint_s)
+        try:
+            results = _run_tasks(tasks, str(out), frame_shape, dtype, plan.h5_dataset, client, progress,
+                                 on_result=checkpoint)
+        except BaseException:  # Ctrl-C, a failed task: keep what was read (a re-run resumes)
+            write_point_tables(group, tables)
+            raise
+        wall = time.perf_counter() - t0
+        summary = _summary(out, plan, tables, results, todo, changed, frame_shape, dtype, wall)
+        _finish(out, group, tables, summary)
+    if log:
+        log(format_summary(summary, tables["status"], tables["status_reason"], tables["source_file"]))
+    return summary
+
+
+def _check_output_path(out: Path, plan: IngestPlan, inputs) -> None:
+    """The output must not be, nor contain, an input."""
+    target = out.resolve()
+    sources = {Path(s.path).resolve() for s in plan.points.values()} | {Path(i).resolve() for i in inputs}
+    for source in sources:
+        if source == target or target in source.parents:
+            raise IngestError(f"--out {out} is or contains the input {source}: the store must be a new "
+                              "path of its own, e.g. scan.zarr next to the images folder")
+
+
+def _refuse_foreign_output(out: Path, kind) -> None:
+    if kind in (None, "scan") or (kind == "folder" and not any(out.iterdir())):
+        return
+    raise NotOurStoreError(
+        f"--out {out} exists and is {KIND_NAMES.get(kind, kind)}: laueflow writes a scan store only to a new "
+        "path, an empty folder or a scan store of its own, and never deletes anything else (not even "
+        "with --overwrite). Choose another --out, e.g. scan.zarr")
+
+
+def _settings(plan, calibration, materials, step_um, frame_shape, dtype, layout, shard_x, compression,
+              level, bad_pixels) -> dict:
+    """What an ingest into an existing store must repeat (stored as ``ingest_settings``)."""
+    return {
+        "calibration": calibration.to_dict() if calibration is not None else None,
+        "materials": list(materials),
+        "step_um": [float(step_um[0]), float(step_um[1])],
+        "scan_shape": [int(n) for n in plan.shape],
+        "scan_order": plan.order,
+        "h5_dataset": plan.h5_dataset,
+        "frame_shape": [int(n) for n in frame_shape],
+        "dtype": np.dtype(dtype).name,
+        "layout": layout,
+        "shard_x": int(shard_x) if layout == "sharded" else None,
+        "compression": compression,
+        "compression_level": int(level),
+        "mask_sha256": mask_sha256(bad_pixels),
+    }
+
+
+def _check_same_settings(out: Path, prev: dict, settings: dict) -> None:
+    diffs = settings_differences(prev["settings"], settings)
+    if diffs:
+        raise IngestError(
+            f"{out} was ingested with other settings than this command's:\n  " + "\n  ".join(diffs)
+            + "\nRe-run with the same options to resume it, or pass --overwrite to ingest the scan again "
+              "from scratch (every image is read again); the store was not changed")
+
+
+def _signatures(plan: IngestPlan) -> dict:
+    """``(size bytes, mtime ns)`` of each point's file; (-1, -1) when it cannot be stat'ed."""
+    cache: dict = {}
+    out = {}
+    for key, source in plan.points.items():
+        if source.path not in cache:
+            try:
+                st = os.stat(source.path)
+                cache[source.path] = (int(st.st_size), int(st.st_mtime_ns))
+            except OSError:
+                cache[source.path] = (-1, -1)
+        out[key] = cache[source.path]
+    return out
+
+
+def _plan_points(out: Path, plan: IngestPlan, prev, signatures) -> tuple[dict, list, list]:
+    """The per-point tables to start from, the points to read, and those whose file changed."""
     ny, nx = plan.shape
-    prev = None
-    if out.exists():
-        if overwrite:
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
-        else:
-            prev = _previous(out, plan)
-    frame_shape, dtype = (prev["frame_shape"], prev["dtype"]) if prev else _probe_reference(
-        plan, frame_shape, dtype)
-    bad_pixels = load_mask(mask, frame_shape) if mask is not None else None
-    if calibration is not None and tuple(calibration.frame_shape) != tuple(frame_shape) and log:
-        log(f"warning: calibration frame_shape {calibration.frame_shape} differs from the "
-            f"images' {tuple(frame_shape)}")
-    status = np.full((ny, nx), MISSING, np.int8)
-    reason = np.full((ny, nx), "no image file for this scan index", dtype=object)
-    source_file = np.full((ny, nx), "", dtype=object)
-    todo = []
+    tables = {"status": np.full((ny, nx), MISSING, np.int8),
+              "status_reason": np.full((ny, nx), "no image file for this scan index", dtype=object),
+              "source_file": np.full((ny, nx), "", dtype=object),
+              "source_size": np.full((ny, nx), -1, np.int64),
+              "source_mtime_ns": np.full((ny, nx), -1, np.int64)}
+    old = prev["tables"] if prev else {}
+    todo, changed, moved = [], [], []
     for (iy, ix), source in sorted(plan.points.items()):
-        source_file[iy, ix] = source.label
-        if prev and prev["status"][iy, ix] == OK and prev["source_file"][iy, ix] == source.label:
-            status[iy, ix], reason[iy, ix] = OK, ""
+        tables["source_file"][iy, ix] = source.label
+        was_ok = bool(old) and old["status"][iy, ix] == OK
+        if was_ok and old["source_file"][iy, ix] != source.label:
+            moved.append((iy, ix))
+        same_file = was_ok and "source_size" in old and (
+            (int(old["source_size"][iy, ix]), int(old["source_mtime_ns"][iy, ix])) == signatures[(iy, ix)])
+        if was_ok and (same_file or ("source_size" not in old and old["source_file"][iy, ix] == source.label)):
+            tables["status"][iy, ix], tables["status_reason"][iy, ix] = OK, ""
+            tables["source_size"][iy, ix], tables["source_mtime_ns"][iy, ix] = signatures[(iy, ix)]
             continue
+        if was_ok:
+            changed.append((iy, ix))
         todo.append((iy, ix, source))
-    if prev:
-        changed = [(iy, ix) for iy, ix, s in todo if prev["source_file"][iy, ix] not in ("", s.label)
-                   and prev["status"][iy, ix] == OK]
-        if changed:
-            raise IngestError(f"{out} exists and {len(changed)} point(s) would get a different "
-                              f"source file (e.g. {changed[0]}): use --overwrite")
-        group = zarr.open_group(str(out), mode="r+")
-    else:
-        attrs = {
-            "calibration": calibration.to_dict() if calibration is not None else None,
-            "materials": list(materials),
-            "step_um": [float(step_um[0]), float(step_um[1])],
-            "frame_shape": list(frame_shape),
-            "dtype": np.dtype(dtype).name,
-            "scan_shape": [ny, nx],
-            "scan_order": plan.order,
-            "layout": layout,
-            "compression": compression,
-            "laueflow_version": __version__,
-            "status_codes": {str(k): v for k, v in STATUS_CODES.items()},
-        }
-        group = _create_store(out, plan, frame_shape, dtype, layout=layout, shard_x=shard_x,
-                              compression=compression, level=level, attrs=attrs)
-    if bad_pixels is not None:
-        _write_mask(group, bad_pixels)
-    layout = group.attrs.get("layout", layout)
-    # tasks: one per point (chunked) or one per shard (sharded, full shard rewritten)
-    if layout == "sharded":
-        sx = group["images"].shards[1]
-        by_shard = {}
-        for iy, ix, s in todo:
-            by_shard.setdefault((iy, ix // sx), []).append((iy, ix, s))
-        tasks = []
-        for (iy, k), _ in sorted(by_shard.items()):
-            pts = [(iy, ix, plan.points[(iy, ix)]) for ix in range(k * sx, min(nx, (k + 1) * sx))
-                   if (iy, ix) in plan.points]
-            # points of the shard not to redo are re-read too: a shard is written whole
-            tasks.append(pts)
-    else:
+    if moved:
+        iy, ix = moved[0]
+        raise IngestError(f"{out} exists and {len(moved)} point(s) already ingested would get a different "
+                          f"source file (e.g. ({iy}, {ix}): {old['source_file'][iy, ix]} → "
+                          f"{plan.points[(iy, ix)].label}); use --overwrite to ingest the new files from scratch")
+    return tables, todo, changed
+
+
+def _open_for_resume(out: Path):
+    import zarr  # deferred: zarr is heavy; the CLI imports this module
+
+    return zarr.open_group(str(out), mode="r+", use_consolidated=False)
+
+
+def _tasks(group, plan: IngestPlan, todo, tables) -> list:
+    """One task per point (chunked) or per shard (sharded: the shard is rewritten whole, so all
+    its points are read again and marked not read until their task is back)."""
+    if group.attrs.get("layout", "chunked") != "sharded":
         tasks = [[p] for p in todo]
-    t0 = time.perf_counter()
-    raw_bytes = 0
-    results = _run_tasks(tasks, str(out), frame_shape, dtype, plan.h5_dataset, client, progress)
-    for res, _, _ in results:
-        for iy, ix, st, why, nbytes in res:
-            status[iy, ix], reason[iy, ix] = st, why
-            raw_bytes += nbytes
-    wall = time.perf_counter() - t0
-    reason = np.where(status == OK, "", reason)
-    _write_point_tables(group, status, reason.astype(str), source_file.astype(str))
+    else:
+        nx = plan.shape[1]
+        sx = group["images"].shards[1]
+        shards = sorted({(iy, ix // sx) for iy, ix, _ in todo})
+        tasks = [[(iy, ix, plan.points[(iy, ix)]) for ix in range(k * sx, min(nx, (k + 1) * sx))
+                  if (iy, ix) in plan.points] for iy, k in shards]
+    for task in tasks:
+        for iy, ix, _ in task:
+            tables["status"][iy, ix], tables["status_reason"][iy, ix] = NOT_READ, "not read yet"
+    return tasks
+
+
+class _Checkpoint:
+    """Record each finished task in the tables; save them every ``every_s`` seconds."""
+
+    def __init__(self, group, tables, every_s: float):
+        self.group, self.tables, self.every_s = group, tables, every_s
+        self.last = time.monotonic()
+
+    def __call__(self, result) -> None:
+        for iy, ix, status, reason, _, signature in result[0]:
+            self.tables["status"][iy, ix], self.tables["status_reason"][iy, ix] = status, reason
+            self.tables["source_size"][iy, ix], self.tables["source_mtime_ns"][iy, ix] = signature
+        if time.monotonic() - self.last >= self.every_s:
+            write_point_tables(self.group, self.tables)
+            self.last = time.monotonic()
+
+
+def _summary(out, plan, tables, results, todo, changed, frame_shape, dtype, wall) -> dict:
+    status = tables["status"]
+    ny, nx = plan.shape
     stored = _dir_bytes(out / "images")
     n_ok = int((status == OK).sum())
     total_raw = n_ok * int(np.prod(frame_shape)) * np.dtype(dtype).itemsize
-    summary = {
-        "counts": {STATUS_CODES[k]: int((status == k).sum()) for k in STATUS_CODES},
+    raw_bytes = sum(r[4] for res, _, _ in results for r in res)
+    return {
+        "counts": {STATUS_CODES[k]: int((status == k).sum()) for k in STATUS_CODES if k != NOT_READ},
         "n_points": ny * nx,
         "n_written_now": sum(1 for res, _, _ in results for r in res if r[2] == OK),
         "n_skipped": len(plan.points) - len(todo),
+        "n_changed_files": len(changed),
         "raw_mb": total_raw / 1e6,
         "stored_mb": stored / 1e6,
         "compression_ratio": (total_raw / stored) if stored else float("nan"),
@@ -421,67 +542,97 @@ def ingest(inputs, out, *, shape=None, order="raster", index_list=None, first_in
         "mb_per_s": (raw_bytes / 1e6 / wall) if wall > 0 and raw_bytes else 0.0,
         "ingest_time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def _finish(out: Path, group, tables, summary) -> None:
+    """Final tables, content id, ``ingest_complete`` (last), consolidated metadata."""
+    import zarr  # deferred: zarr is heavy; the CLI imports this module
+
+    tables["status_reason"] = np.where(tables["status"] == OK, "", tables["status_reason"])
+    write_point_tables(group, tables)
     group.attrs.update({"ingest_time": summary["ingest_time"],
-                        "ingest_summary": json.loads(json.dumps(summary))})
+                        "ingest_summary": json.loads(json.dumps(summary)),
+                        "content_id": content_id(group.attrs["scan_id"], tables),
+                        "ingest_complete": True})
     with warnings.catch_warnings():  # "consolidated metadata not in the v3 spec": wanted here
         warnings.simplefilter("ignore", UserWarning)
         zarr.consolidate_metadata(str(out))
-    if log:
-        log(format_summary(summary, status, reason))
-    return summary
 
 
 def _previous(out: Path, plan: IngestPlan) -> dict:
+    """Settings and per-point tables of the scan store being resumed."""
     import zarr  # deferred: zarr is heavy; the CLI imports this module
 
     try:
-        group = zarr.open_group(str(out), mode="r")
+        group = zarr.open_group(str(out), mode="r", use_consolidated=False)
+        attrs = group.attrs.asdict()
         images = group["images"]
-        prev = {"status": np.asarray(group["status"][...]),
-                "source_file": np.asarray(group["source_file"][...]).astype(object),
-                "frame_shape": tuple(images.shape[2:]), "dtype": images.dtype}
-    except Exception:  # noqa: BLE001
-        raise FileExistsError(f"{out} exists and is not a complete laueflow scan store; "
-                              f"use --overwrite to replace it") from None
-    if prev["status"].shape != plan.shape:
-        raise FileExistsError(f"{out} exists with scan shape {prev['status'].shape}, not "
-                              f"{plan.shape}; use --overwrite to replace it")
-    return prev
+    except Exception as err:  # noqa: BLE001
+        raise IngestError(f"{out} is a laueflow scan store that cannot be opened ({err}); move it away "
+                          "or pass --overwrite to ingest again from scratch") from None
+    settings = dict(attrs.get("ingest_settings") or {
+        "calibration": attrs.get("calibration"), "materials": attrs.get("materials"),
+        "step_um": attrs.get("step_um"), "scan_order": attrs.get("scan_order"), "layout": attrs.get("layout"),
+        "compression": attrs.get("compression"), "dtype": attrs.get("dtype")})
+    settings.setdefault("scan_shape", [int(n) for n in images.shape[:2]])
+    settings.setdefault("frame_shape", [int(n) for n in images.shape[2:]])
+    if "ingest_settings" not in attrs:  # laueflow 0.x: mask is compared with the stored one
+        settings["mask_sha256"] = mask_sha256(group["mask"][...]) if "mask" in group else None
+    tables = read_point_tables(group)
+    if "status" not in tables:
+        tables["status"] = np.full(images.shape[:2], NOT_READ, np.int8)
+        tables["source_file"] = np.full(images.shape[:2], "", dtype=object)
+    return {"settings": settings, "tables": tables}
 
 
-def _run_tasks(tasks, store, frame_shape, dtype, h5_dataset, client, progress):
-    bar = tqdm(total=sum(len(t) for t in tasks), unit="img", disable=not progress,
+def _run_tasks(tasks, store, frame_shape, dtype, h5_dataset, client, progress, on_result=None):
+    bar = tqdm(total=sum(len(t) for t in tasks), unit="img", disable=not progress or not tasks,
                desc="ingest")
     results = []
-    if client is None:
-        for t in tasks:
-            results.append(_ingest_task(store, t, frame_shape, dtype, h5_dataset))
-            bar.update(len(t))
-    else:
-        from distributed import as_completed  # deferred: distributed is heavy; the CLI imports this module
+    try:
+        if client is None:
+            for t in tasks:
+                results.append(_ingest_task(store, t, frame_shape, dtype, h5_dataset))
+                if on_result:
+                    on_result(results[-1])
+                bar.update(len(t))
+        else:
+            from distributed import as_completed  # deferred: distributed is heavy; the CLI imports this module
 
-        futures = [client.submit(_ingest_task, store, t, frame_shape, dtype, h5_dataset,
-                                 pure=False) for t in tasks]
-        for fut in as_completed(futures):
-            res = fut.result()
-            results.append(res)
-            bar.update(len(res[0]))
-    bar.close()
+            futures = [client.submit(_ingest_task, store, t, frame_shape, dtype, h5_dataset,
+                                     pure=False) for t in tasks]
+            for fut in as_completed(futures):
+                res = fut.result()
+                fut.release()
+                results.append(res)
+                if on_result:
+                    on_result(res)
+                bar.update(len(res[0]))
+    finally:
+        bar.close()
     return results
 
 
-def format_summary(summary: dict, status=None, reason=None) -> str:
+def format_summary(summary: dict, status=None, reason=None, source_file=None, limit: int = 10) -> str:
+    """The table printed at the end of an ingest: counts, throughput, the first failing points
+    (missing ones included) with their reasons."""
     lines = ["", f"{'status':<14}{'points':>8}"]
     for name, n in summary["counts"].items():
         lines.append(f"{name:<14}{n:>8}")
     lines.append(f"{'total':<14}{summary['n_points']:>8}")
-    lines.append(f"written now {summary['n_written_now']}, skipped (already ingested) "
-                 f"{summary['n_skipped']}")
+    lines.append(f"written now {summary['n_written_now']}, skipped (already ingested) {summary['n_skipped']}"
+                 + (f", read again because the file changed {summary['n_changed_files']}"
+                    if summary.get("n_changed_files") else ""))
     lines.append(f"images {summary['raw_mb']:.1f} MB raw -> {summary['stored_mb']:.1f} MB stored "
                  f"(compression ratio {summary['compression_ratio']:.2f}), "
                  f"{summary['mb_per_s']:.1f} MB/s over {summary['wall_s']:.1f} s")
     if status is not None:
-        bad = np.argwhere((status != OK) & (status != MISSING))[:10]
-        for iy, ix in bad:
-            lines.append(f"  ({iy}, {ix}) {STATUS_CODES[int(status[iy, ix])]}: {reason[iy, ix]}")
+        bad = np.argwhere(status != OK)
+        if len(bad):
+            lines.append(f"{len(bad)} point(s) not ok:")
+        for iy, ix in bad[:limit]:
+            where = f" [{source_file[iy, ix]}]" if source_file is not None and source_file[iy, ix] else ""
+            lines.append(f"  ({iy}, {ix}) {STATUS_CODES[int(status[iy, ix])]}: {reason[iy, ix]}{where}")
+        if len(bad) > limit:
+            lines.append(f"  … and {len(bad) - limit} more (the store's status_reason array lists them all)")
     return "\n".join(lines)

@@ -26,11 +26,14 @@ from distributed import as_completed, wait
 from tqdm.auto import tqdm
 
 from .. import __version__
+from ..io.model_files import file_sha256
+from ..io.store_lock import StoreLock
 from ..physics.materials import get_materials
 from ..stages.base import status_table
 from .cluster import describe
 from .models import check_models, resolve_models
 from .reduce import run_reduce_stage
+from .scan_store import ScanStoreError, mask_sha256, scan_state
 from .store import (Layout, check_results_store, choose_chunk, finalize_results_store,
                     layout_fingerprint, pipeline_variables, prepare_results_store, read_chunk_done,
                     read_reduce_done)
@@ -105,19 +108,22 @@ def _open_scan(path: Path):
     return group, images, dict(group.attrs.asdict()), coords
 
 
-def _scan_ref(path: Path, group, images, attrs) -> ScanRef:
-    """The scan as the workers will see it, with a token over what they cache per process."""
+def _scan_ref(path: Path, group, images, attrs) -> tuple[ScanRef, str | None]:
+    """The scan as the workers will see it (with a token over what they cache per process),
+    and the SHA-256 of its bad-pixel mask (None without one)."""
     calibration = json.dumps(attrs["calibration"], sort_keys=True) if attrs.get("calibration") else None
     materials = json.dumps(attrs["materials"], sort_keys=True) if attrs.get("materials") else None
     digest = hashlib.sha256(f"{calibration}|{materials}|{images.shape}".encode())
+    mask_hash = None
     if "mask" in group:
         mask = np.asarray(group["mask"][...], dtype=bool)
         if mask.shape != tuple(images.shape[2:]):
             raise WorkflowError(f"{path}: the bad-pixel mask is {mask.shape} but images are "
                                 f"{tuple(images.shape[2:])}; re-ingest with a mask of the detector's shape")
-        digest.update(np.packbits(mask).tobytes())
+        mask_hash = mask_sha256(mask)
+        digest.update(mask_hash.encode())
     return ScanRef(str(path.resolve()), digest.hexdigest()[:16], calibration, materials, "mask" in group,
-                   "valid" in group, "status" in group)
+                   "valid" in group, "status" in group), mask_hash
 
 
 def build_layout(workflow: Workflow, ny: int, nx: int) -> Layout:
@@ -182,12 +188,25 @@ def _check_scan_inputs(workflow: Workflow, attrs: dict) -> None:
 
 
 def validate_run(workflow: Workflow, client, *, overwrite: bool = False, cluster_description=None,
-                 grouping: str = "split", log=print) -> RunPlan:
-    """Phase 1: check everything that can be checked without computing; create nothing."""
+                 grouping: str = "split", allow_incomplete_scan: bool = False, log=print) -> RunPlan:
+    """Phase 1: check everything that can be checked without computing; create nothing.
+
+    The scan store must be a complete ingest (``allow_incomplete_scan``: the points read so far,
+    said in the log and recorded); a results store to resume must have been computed from the
+    same scan content, calibration, materials, mask and stage parameters (models: at the start
+    of the map phase, once they are resolved)."""
     if grouping not in GROUPINGS:
         raise ValueError(f"grouping must be one of {GROUPINGS}, got {grouping!r}")
+    try:
+        state = scan_state(workflow.input, allow_incomplete=allow_incomplete_scan)
+    except ScanStoreError as err:
+        raise WorkflowError(f"{_where(workflow)}input: {err}") from None
+    if not state["complete"]:
+        log(f"warning: the ingest of {workflow.input} is not complete: only the {state['n_valid']} of "
+            f"{state['n_points']} points read so far are processed (the others get status invalid_input); "
+            "the results store records scan_complete: false")
     group, images, attrs, coords = _open_scan(Path(workflow.input))
-    scan = _scan_ref(Path(workflow.input), group, images, attrs)
+    scan, mask_hash = _scan_ref(Path(workflow.input), group, images, attrs)
     _check_scan_inputs(workflow, attrs)
     context = {"calibration": calibration_from_json(scan.calibration_json), "materials": attrs.get("materials"),
                "log": log}
@@ -204,7 +223,7 @@ def validate_run(workflow: Workflow, client, *, overwrite: bool = False, cluster
 
     layout = build_layout(workflow, *images.shape[:2])
     config = workflow.to_dict()
-    store_attrs = _store_attrs(workflow, config, scan, attrs, layout)
+    store_attrs = _store_attrs(workflow, config, scan, attrs, state, mask_hash)
     fingerprint = layout_fingerprint(layout, store_attrs)
     action = check_results_store(workflow.output, fingerprint, overwrite=overwrite)
     done = read_chunk_done(workflow.output) if action == "resume" else np.zeros(layout.grid, bool)
@@ -217,7 +236,7 @@ def _where(workflow: Workflow) -> str:
     return f"{workflow.source}: " if workflow.source else "workflow: "
 
 
-def _store_attrs(workflow, config, scan: ScanRef, scan_attrs, layout) -> dict:
+def _store_attrs(workflow, config, scan: ScanRef, scan_attrs, state: dict, mask_hash) -> dict:
     return {
         "title": "laueflow results",
         "laueflow_version": __version__,
@@ -225,13 +244,29 @@ def _store_attrs(workflow, config, scan: ScanRef, scan_attrs, layout) -> dict:
         "status_codes": {str(k): v for k, v in status_table([s.spec for s in workflow.stages]).items()},
         "workflow": config,
         "scan_store": scan.path,
+        "scan_complete": state["complete"],
         "calibration": scan_attrs.get("calibration"),
         "materials": scan_attrs.get("materials"),
         "step_um": scan_attrs.get("step_um"),
-        # resume only into a store of the same stages and parameters, and the same scan
-        # calibration, materials, detector mask and shape (the token covers them)
-        "laueflow_layout": {"stages": config["stages"], "scan_token": scan.token},
+        # what the results are computed from: a resume must match all of it (docs/reliability.md)
+        "laueflow_provenance": {
+            "scan_id": state["scan_id"], "scan_content_id": state["content_id"],
+            "scan_complete": state["complete"], "calibration": scan_attrs.get("calibration"),
+            "materials": scan_attrs.get("materials"), "mask_sha256": mask_hash,
+            "stages": config["stages"], "models": {},
+        },
     }
+
+
+def _model_hashes(plan: RunPlan, params: dict) -> dict:
+    """``{"stage.parameter": sha256}`` of every model file the run's tasks will load."""
+    out = {}
+    for stage in plan.workflow.stages:
+        for parameter in stage.spec.models:
+            path = params.get(stage.name, {}).get(parameter)
+            if path is not None and Path(path).is_file():
+                out[f"{stage.name}.{parameter}"] = file_sha256(path)
+    return out
 
 
 # --------------------------------------------------------------------------- prepare
@@ -251,6 +286,7 @@ def prepare_run(plan: RunPlan) -> dict[str, dict]:
     for stage in plan.workflow.stages:
         needed = map_todo if stage.spec.kind == "map" else stage.name not in plan.reduce_done
         params[stage.name] = _prepare_stage(stage, plan.context) if needed else dict(stage.params)
+    plan.attrs["laueflow_provenance"]["models"] = _model_hashes(plan, params)
     return params
 
 
@@ -416,15 +452,26 @@ def format_stage_table(summary: RunSummary) -> str:
 # --------------------------------------------------------------------------- all phases
 def run_workflow(workflow: Workflow, client, *, overwrite: bool = False, progress: bool = True,
                  cluster_description: dict | None = None, log=print, delay_s: float = 0.0,
-                 max_tiles: int | None = None, grouping: str = "split") -> RunSummary:
+                 max_tiles: int | None = None, grouping: str = "split",
+                 allow_incomplete_scan: bool = False) -> RunSummary:
     """Run ``workflow`` on the cluster behind ``client``; resumes an unfinished results store.
 
+    The results store is locked for the whole run (one writer at a time) and the scan store
+    shared-locked (no ingest changes it meanwhile): a second run or ingest is refused at once,
+    naming this one (:class:`~laueflow.io.store_lock.StoreLockedError`).
     ``delay_s`` (testing) sleeps in each task; ``max_tiles`` (testing/benchmarks) stops after
-    submitting that many tiles; ``grouping`` (``split`` | ``whole``, see :func:`stage_groups`).
+    submitting that many tiles; ``grouping`` (``split`` | ``whole``, see :func:`stage_groups`);
+    ``allow_incomplete_scan``: run on the points of an unfinished ingest (see :func:`validate_run`).
     """
-    plan = validate_run(workflow, client, overwrite=overwrite, cluster_description=cluster_description,
-                        grouping=grouping, log=log)
-    layout = plan.layout
+    with StoreLock(workflow.output, "run", log=log), \
+            StoreLock(workflow.input, "run (reading the scan)", shared=True):
+        plan = validate_run(workflow, client, overwrite=overwrite, cluster_description=cluster_description,
+                            grouping=grouping, allow_incomplete_scan=allow_incomplete_scan, log=log)
+        return _run_phases(plan, client, progress=progress, delay_s=delay_s, max_tiles=max_tiles, log=log)
+
+
+def _run_phases(plan: RunPlan, client, *, progress, delay_s, max_tiles, log) -> RunSummary:
+    workflow, layout = plan.workflow, plan.layout
     log(f"laueflow run: {workflow.input} → {workflow.output}")
     log(f"  dashboard: {client.dashboard_link}")
     log(f"  {layout.ny}×{layout.nx} images, tiles of {layout.cy}×{layout.cx}: {layout.grid[0] * layout.grid[1]} "
@@ -441,4 +488,3 @@ def run_workflow(workflow: Workflow, client, *, overwrite: bool = False, progres
         finalize_run(plan, reports, {}, client, error=str(err))
         raise
     return finalize_run(plan, reports, reduce_timings, client)
-

@@ -8,20 +8,21 @@ and a chunk marked done was fully written. Layout: ``docs/results-schema.md``.
 from __future__ import annotations
 
 import json
-import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..io.store_kind import KIND_NAMES, RESULTS_MARKER, read_store_attrs, remove_store, store_kind
 from ..stages.base import STATUS_CODES, Variable
+from .scan_store import settings_differences
 
 __all__ = ["pipeline_variables", "Layout", "ResultsStoreError", "check_results_store",
            "prepare_results_store", "write_tile", "write_region", "read_chunk_done",
            "read_reduce_done", "mark_reduce_done", "finalize_results_store", "SCHEMA_VERSION"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def pipeline_variables(status_codes: dict[int, str] | None = None) -> tuple[Variable, ...]:
@@ -122,47 +123,63 @@ def _consolidate(path) -> None:
         zarr.consolidate_metadata(str(path))
 
 
-def _looks_like_zarr(path: Path) -> bool:
-    return (path / "zarr.json").is_file() or (path / ".zgroup").is_file()
+def provenance_differences(stored: dict, given: dict) -> list[str]:
+    """What differs between a store's recorded provenance and this run's, one line each.
+
+    ``models`` (file hashes, known only once the prepare phase has resolved them) is compared
+    only for the models this run names."""
+    stored, given = dict(stored), dict(given)
+    models_stored, models_given = stored.pop("models", {}) or {}, given.pop("models", {}) or {}
+    diffs = [f"{k}: missing from the store (written by an older laueflow)" for k in given if k not in stored]
+    diffs += settings_differences({k: v for k, v in stored.items() if k in given}, given)
+    diffs += [f"models.{k}: stored {models_stored.get(k)}, now {v}" for k, v in sorted(models_given.items())
+              if k in models_stored and models_stored[k] != v]
+    return diffs
 
 
 def check_results_store(path, fingerprint: dict, *, overwrite: bool = False) -> str:
     """What a run would do with ``path``, without touching it: ``"create"``, ``"resume"`` or
     ``"replace"`` (ours, and ``overwrite`` or killed while being created); raises
-    :class:`ResultsStoreError` (with the fix) for anything else."""
-    import zarr  # deferred: the CLI imports this module for --help
-
+    :class:`ResultsStoreError` (with the fix) for anything else — a folder, file or store that
+    is not a laueflow results store, or a results store computed from anything else (scan,
+    calibration, materials, mask, stage parameters, models, layout: each difference listed)."""
     path = Path(path)
-    if not path.exists():
+    kind = store_kind(path)
+    if kind is None or (kind == "folder" and not any(path.iterdir())):
         return "create"
-    if not _looks_like_zarr(path):
-        raise ResultsStoreError(f"output {path} exists and is not a Zarr store; "
-                                "choose another output path")
-    old = zarr.open_group(str(path), mode="r").attrs.asdict()
-    if old.get("laueflow_results") is not True:
-        raise ResultsStoreError(f"output {path} exists and is not a laueflow results store; "
-                                "choose another output path")
+    if kind != "results":
+        raise ResultsStoreError(f"output {path} exists and is {KIND_NAMES.get(kind, kind)}, not a laueflow "
+                                "results store: laueflow never writes into or deletes it (not even with "
+                                "--overwrite); choose another --output")
+    old = read_store_attrs(path)
     if overwrite or not old.get("layout_complete"):
         return "replace"
-    previous = old.get("laueflow_layout", {})
-    if previous != fingerprint:
-        diff = sorted(k for k in set(fingerprint) | set(previous) if fingerprint.get(k) != previous.get(k))
+    previous = old.get("laueflow_provenance")
+    if previous is None:
+        raise ResultsStoreError(f"output {path} was written by an older laueflow (results schema "
+                                f"{old.get('laueflow_layout', {}).get('schema_version', '?')}, now {SCHEMA_VERSION}); "
+                                "use `--overwrite` to compute it again or choose another --output")
+    diffs = provenance_differences(previous, fingerprint)
+    if diffs:
         raise ResultsStoreError(
-            f"output {path} was written by a different workflow or scan (differs in: "
-            f"{', '.join(diff)}); use `--overwrite` to start again or choose another --output")
+            f"output {path} was computed from other inputs than this run's, so resuming would mix "
+            "results:\n  " + "\n  ".join(diffs) + "\nUse `--overwrite` to compute it again from scratch, "
+            "or choose another --output")
     return "resume"
 
 
 def layout_fingerprint(layout: Layout, attrs: dict) -> dict:
-    return {**layout.fingerprint(), **attrs.get("laueflow_layout", {})}
+    """Layout + provenance (``attrs["laueflow_provenance"]``): what must match for a resume."""
+    return {**attrs.get("laueflow_provenance", {}), "layout": layout.fingerprint()}
 
 
 def prepare_results_store(path, layout: Layout, *, coords: dict, attrs: dict,
                           overwrite: bool = False) -> np.ndarray:
     """Create the store (or reopen it to resume); return ``chunk_done`` as a numpy array.
 
-    A store is resumed only when its layout fingerprint (shape, chunk, variables, stages and
-    parameters in ``attrs["laueflow_layout"]``) equals this run's; otherwise a clear error.
+    A store is resumed only when its provenance and layout (:func:`layout_fingerprint`) equal
+    this run's; it is replaced only when it is a laueflow results store (checked first). The
+    caller holds the store's lock (:class:`~laueflow.io.store_lock.StoreLock`).
     """
     import zarr  # deferred: the CLI imports this module for --help
 
@@ -172,8 +189,8 @@ def prepare_results_store(path, layout: Layout, *, coords: dict, attrs: dict,
     if action == "resume":
         return read_chunk_done(path)
     if action == "replace":
-        shutil.rmtree(path)  # ours (checked above), and either asked for or killed while being created
-    attrs = {**attrs, "laueflow_results": True, "laueflow_layout": fingerprint,
+        remove_store(path, "results")
+    attrs = {**attrs, RESULTS_MARKER: True, "laueflow_provenance": fingerprint,
              "layout_complete": False, "reduce_done": []}
     ds, encoding = _template(layout, coords, attrs)
     path.parent.mkdir(parents=True, exist_ok=True)

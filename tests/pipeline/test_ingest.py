@@ -35,12 +35,15 @@ def _ingest(inputs, out, **kw):
 def test_tiff_ingest_layout_and_xarray(tmp_path):
     import xarray as xr
 
+    from dataclasses import replace
+
     from laueflow.physics.geometry import DEFAULT_CALIBRATION
 
+    calibration = replace(DEFAULT_CALIBRATION, frame_shape=SHAPE)  # the detector's size is the images'
     src = _tiffs(tmp_path / "images", 6)
     before = {p.name: p.read_bytes() for p in src.iterdir()}
     summary = _ingest([src], tmp_path / "scan.zarr", shape=(2, 3), order="snake",
-                      calibration=DEFAULT_CALIBRATION, materials=["Si"], step_um=(0.5, 1.0))
+                      calibration=calibration, materials=["Si"], step_um=(0.5, 1.0))
     assert summary["counts"]["ok"] == 6 and summary["compression_ratio"] > 1
     g = zarr.open_group(str(tmp_path / "scan.zarr"), mode="r")
     images = g["images"]
@@ -100,7 +103,7 @@ def test_bad_inputs_are_recorded_and_ingest_goes_on(tmp_path):
     tifffile.imwrite(src / "img_0005.tif", _frame(5, np.float32))              # wrong dtype
     tifffile.imwrite(src / "img_0006.tif", np.zeros(SHAPE, np.uint16))         # all-zero
     (src / "img_0007.tif").unlink()                                            # missing
-    summary = _ingest([src], tmp_path / "scan.zarr", shape=(3, 3))
+    summary = _ingest([src], tmp_path / "scan.zarr", shape=(3, 3), frame_shape=SHAPE, dtype=np.uint16)
     g = zarr.open_group(str(tmp_path / "scan.zarr"), mode="r")
     status = g["status"][...].ravel().tolist()
     assert status == [0, 2, 3, 3, 4, 5, 6, 1, 0]
@@ -125,7 +128,7 @@ def test_overwrite_refusal_and_idempotent_rerun(tmp_path):
     s3 = _ingest([src], out, shape=(2, 2))
     assert s3["n_written_now"] == 1 and s3["counts"]["ok"] == 4
     np.testing.assert_array_equal(zarr.open_array(str(out / "images"))[1, 0], _frame(2))
-    with pytest.raises(FileExistsError):
+    with pytest.raises(IngestError, match=r"scan_shape: stored \[2, 2\], given \[1, 4\]"):
         _ingest([src], out, shape=(1, 4))
     other = _tiffs(tmp_path / "other", 4, prefix="b")
     with pytest.raises(IngestError, match="overwrite"):

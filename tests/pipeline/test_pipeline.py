@@ -121,7 +121,7 @@ def test_rerun_skips_done_and_checks_layout(scan, client2, tmp_path):
     with xr.open_zarr(str(out)) as ds:
         assert len(ds.attrs["history"]) == 3 and ds.attrs["complete"] is True
     changed = _workflow(scan, out, stages=[{"test_peaks": {"max_peaks": 8}}, "test_angles"])
-    with pytest.raises(ResultsStoreError, match="different workflow.*--overwrite"):
+    with pytest.raises(ResultsStoreError, match=r"(?s)other inputs.*stages.test_peaks.max_peaks: stored 16, given 8.*--overwrite"):
         run_workflow(changed, client2, progress=False, log=lambda *a: None)
     run_workflow(changed, client2, overwrite=True, progress=False, log=lambda *a: None)
     with xr.open_zarr(str(out)) as ds:
