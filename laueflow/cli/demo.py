@@ -7,8 +7,9 @@ import time
 from pathlib import Path
 
 from ..io.detfile import read_det
+from ..physics.materials import get_material
 from ..pipeline.cluster import ClusterConfig, connect, describe
-from ..pipeline.evaluate import evaluate, format_report, to_json
+from ..pipeline.evaluate import check_stores, evaluate, format_report, to_json
 from ..pipeline.ingest import format_summary, ingest
 from ..pipeline.workflow import load_workflow
 from ..stages.base import registered_stages
@@ -55,6 +56,38 @@ def _shape(text):
     return ny, nx
 
 
+def _workers(text) -> dict:
+    if text == "auto":
+        return {}
+    try:
+        n = int(text)
+        if n < 1:
+            raise ValueError
+    except ValueError:
+        raise UserError(f"--workers must be 'auto' or an integer >= 1, got {text!r}") from None
+    return {"n_workers": n}
+
+
+def _check_args(args) -> tuple[tuple[int, int], dict]:
+    """Every argument, before anything is created: ``((ny, nx), worker options)`` or UserError."""
+    shape = _shape(args.shape)
+    try:
+        get_material(args.material)
+    except ValueError as err:
+        raise UserError(f"--material: {err}") from None
+    if args.grains < 1:
+        raise UserError(f"--grains must be >= 1, got {args.grains}")
+    if args.seed < 0:
+        raise UserError(f"--seed must be >= 0, got {args.seed}")
+    workers = _workers(args.workers)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder; choose a folder")
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        raise UserError(f"{out} exists and is not empty; pass --overwrite to replace it or choose another --out")
+    return shape, workers
+
+
 def _workflow_yaml(out: Path, stages: list[str]) -> Path:
     lines = ["# Written by `laueflow demo`; run again with:  laueflow run " + str(out / "workflow.yaml"),
              "input: scan.zarr", "output: results.zarr", "images_per_task: 10", "stages:"]
@@ -65,22 +98,19 @@ def _workflow_yaml(out: Path, stages: list[str]) -> Path:
 
 
 def run_demo(args) -> int:
+    (ny, nx), workers = _check_args(args)  # before anything is created
     import xarray as xr  # deferred: xarray is heavy
 
     from ..pipeline.run import format_stage_table, run_workflow  # deferred: imports scipy (~0.6 s)
     from ..synth.scan import simulate_scan  # deferred: imports scipy and xarray (~1.5 s)
 
-    ny, nx = _shape(args.shape)
     out = Path(args.out)
-    if out.exists() and any(out.iterdir()) and not args.overwrite:
-        raise UserError(f"{out} exists and is not empty; pass --overwrite to replace it or choose another --out")
     timings = {}
     start = time.perf_counter()
     print(f"[1/4] simulate: {ny}×{nx} {args.material} scan, {args.grains} grains → {out}")
     simulate_scan(out, material=args.material, shape=(ny, nx), grains=args.grains, seed=args.seed, overwrite=args.overwrite)
     timings["simulate_s"] = time.perf_counter() - start
     stages = [s for s in DEMO_STAGES if s in registered_stages()]
-    workers = {} if args.workers == "auto" else {"n_workers": int(args.workers)}
     config = ClusterConfig("local", {"threads_per_worker": 1, "dashboard_address": ":0", **workers})
     with connect(config) as client:
         print(f"      Dask dashboard: {client.dashboard_link}")
@@ -100,7 +130,9 @@ def run_demo(args) -> int:
         print(format_stage_table(run_summary))
         timings["run_s"] = time.perf_counter() - t
     print("[4/4] evaluate against the simulator's truth")
-    report = evaluate(xr.open_zarr(out / "results.zarr"), xr.open_zarr(out / "truth.zarr"))
+    results, truth = xr.open_zarr(out / "results.zarr"), xr.open_zarr(out / "truth.zarr")
+    check_stores(results, truth)
+    report = evaluate(results, truth)
     print(format_report(report))
     timings["total_s"] = time.perf_counter() - start
     result = {**to_json(report), "timings": timings}

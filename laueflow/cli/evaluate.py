@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import warnings
 from pathlib import Path
 
-from ..pipeline.evaluate import evaluate, format_report, to_json
+from ..pipeline.evaluate import (check_evaluated, check_stores, evaluate, format_report, incomplete_warning,
+                                  to_json)
 from .main import UserError
 
 EXAMPLE = """\
@@ -55,8 +57,16 @@ def _open(path, what):
 def evaluate_command(args) -> int:
     results = _open(args.results, "results")
     truth = _open(args.truth, "truth")
-    report = evaluate(results, truth, radius_px=args.radius, snr_min=args.snr_min,
-                      overlap_px=args.overlap)
+    try:  # before any metric: the right kinds of store, of the same scan shape
+        check_stores(results, truth, results_name=str(args.results), truth_name=f"--truth {args.truth}")
+        report = evaluate(results, truth, radius_px=args.radius, snr_min=args.snr_min,
+                          overlap_px=args.overlap)
+        check_evaluated(report)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    warning = incomplete_warning(report, str(args.results))
+    if warning:
+        print(f"laueflow evaluate: warning: {warning}", file=sys.stderr)
     report["results"] = str(args.results)
     report["truth"] = str(args.truth)
     print(format_report(report))

@@ -6,7 +6,7 @@ import re
 import sys
 
 from ..io.detfile import read_det
-from ..io.store_lock import StoreLockedError
+from ..io.store_lock import StoreLock, StoreLockedError
 from ..physics.materials import get_material
 from ..pipeline.cluster import ClusterConfig, connect
 from ..pipeline.ingest import IngestError, ingest
@@ -107,6 +107,7 @@ def run(args) -> int:
         if args.serial:
             summary = ingest(args.inputs, args.out, client=None, **kwargs)
         else:
+            StoreLock(args.out, "ingest").acquire().release()  # busy: refused before any worker starts
             opts = {"dashboard_address": ":0"}
             if args.workers:
                 opts["n_workers"] = args.workers

@@ -10,6 +10,7 @@ import importlib
 import sys
 
 from .. import __version__
+from ..io.store_lock import StoreLockedError
 
 #: subcommand modules, in the order they are listed by ``laueflow --help``
 SUBCOMMANDS = ["demo", "simulate", "ingest", "run", "evaluate", "train", "export"]
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return int(args.func(args) or 0)
-    except (UserError, FileNotFoundError, FileExistsError, ValueError) as err:
+    except (UserError, FileNotFoundError, FileExistsError, ValueError, StoreLockedError) as err:
         print(f"laueflow {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -55,5 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # `python -m laueflow.cli.main`: the module's classes, not __main__'s copies
+    from laueflow.cli.main import main as _main
+
+    sys.exit(_main())

@@ -4,8 +4,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..io.store_lock import StoreLock, StoreLockedError
+from ..pipeline.scan_store import ScanStoreError, scan_state
 from ..pipeline.cluster import ClusterConfigError, connect, describe, load_cluster_config
-from ..pipeline.store import ResultsStoreError
+from ..pipeline.store import ResultsStoreError, read_chunk_done
 from ..pipeline.workflow import WorkflowError, load_workflow
 from .main import UserError
 
@@ -16,7 +18,11 @@ examples:
   laueflow run workflows/demo.yaml --scheduler tcp://10.0.0.5:8786  # an existing Dask scheduler
 
 A killed or failed run resumes where it stopped: run the same command again (finished tiles are
-skipped). --overwrite starts from scratch. Schema of the output: docs/results-schema.md.
+skipped) — only into a store computed from the same scan, calibration, materials, mask, stage
+parameters and models (differences are listed). --overwrite starts from scratch (it deletes
+only a laueflow results store). One run writes a store at a time; the scan store must come
+from a finished `laueflow ingest`. Ctrl-C stops cleanly: running tiles finish and are kept.
+Guarantees: docs/reliability.md. Schema of the output: docs/results-schema.md.
 """
 
 
@@ -35,29 +41,67 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--output", metavar="ZARR", help="results store (overrides the workflow's 'output:')")
     parser.add_argument("--overwrite", action="store_true",
                         help="delete an existing results store and start again (default: resume)")
+    parser.add_argument("--allow-incomplete-scan", action="store_true",
+                        help="run on a scan store whose ingest did not finish: only the points read so "
+                             "far are processed (the others are marked invalid_input); recorded in the store")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run_command)
     return parser
 
 
 def run_command(args) -> int:
-    from ..pipeline.run import format_stage_table, run_workflow  # deferred: imports scipy (~0.6 s)
-
+    workflow = None
     try:
         workflow = load_workflow(args.workflow, output=args.output)
         cluster_path = args.cluster or workflow.cluster
         config = load_cluster_config(cluster_path) if cluster_path and not args.scheduler else None
-        with connect(config, address=args.scheduler) as client:
-            description = describe(client)
-            description["config"] = config.to_dict() if config else (
-                {"type": "scheduler", "address": args.scheduler} if args.scheduler else {"type": "local"})
-            summary = run_workflow(workflow, client, overwrite=args.overwrite,
-                                   progress=not args.no_progress, cluster_description=description)
-    except (WorkflowError, ClusterConfigError, ResultsStoreError) as err:
+        # the stores' locks and the scan's state before any worker starts: refused at once
+        with StoreLock(workflow.output, "run", log=print), \
+                StoreLock(workflow.input, "run (reading the scan)", shared=True):
+            try:
+                scan_state(workflow.input, allow_incomplete=args.allow_incomplete_scan)
+            except ScanStoreError as err:
+                raise WorkflowError(f"{workflow.source or 'workflow'}: input: {err}") from None
+            summary = _run(workflow, config, args)
+    except (WorkflowError, ClusterConfigError, ResultsStoreError, StoreLockedError) as err:
         raise UserError(str(err)) from None
+    except KeyboardInterrupt:  # Ctrl-C (the driver's alone: workers ignore it), the cluster is shut down
+        print(_interrupted(workflow), file=sys.stderr)
+        return 130
     except RuntimeError as err:  # a task failed: finished tiles are kept for the next run
         print(f"laueflow run: error: {err}", file=sys.stderr)
         return 1
+    _report(summary)
+    return 0
+
+
+def _interrupted(workflow) -> str:
+    """The one line after Ctrl-C: the tiles kept, as the store says once the cluster is down."""
+    try:
+        done = read_chunk_done(workflow.output) if workflow is not None else None
+    except (OSError, KeyError, ValueError):  # no results store yet, or one being created
+        done = None
+    if done is None:
+        return "laueflow run: interrupted before any tile was run; run the same command again to start"
+    return (f"laueflow run: interrupted — {int(done.sum())} of {done.size} tiles are done and kept; "
+            "run the same command again to resume")
+
+
+def _run(workflow, config, args):
+    from ..pipeline.run import run_workflow  # deferred: imports scipy (~0.6 s)
+
+    with connect(config, address=args.scheduler) as client:
+        description = describe(client)
+        description["config"] = config.to_dict() if config else (
+            {"type": "scheduler", "address": args.scheduler} if args.scheduler else {"type": "local"})
+        return run_workflow(workflow, client, overwrite=args.overwrite,
+                            progress=not args.no_progress, cluster_description=description,
+                            allow_incomplete_scan=args.allow_incomplete_scan)
+
+
+def _report(summary) -> None:
+    from ..pipeline.run import format_stage_table  # deferred: imports scipy (~0.6 s)
+
     if summary.n_tiles_run:
         print(f"laueflow run: {summary.n_tiles_run} tiles ({summary.n_images_run} images) in "
               f"{summary.wall_s:.1f} s ({summary.images_per_s:.2f} images/s); "
@@ -71,4 +115,3 @@ def run_command(args) -> int:
     table = format_stage_table(summary)
     if table:
         print(table)
-    return 0

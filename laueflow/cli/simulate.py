@@ -18,7 +18,9 @@ examples:
       --strain 2e-3 --seed 7 --calibration my.det --prefix cu --out cu/
 
 Writes OUT/images/<prefix>_NNNN.tif (uint16, one per scan point, NNNN = iy*nx + ix),
-OUT/calib.det, OUT/mask.tif (dead pixels) and OUT/truth.zarr (ground truth; see docs/truth-format.md).
+OUT/calib.det, OUT/mask.tif (dead pixels), OUT/truth.zarr (ground truth; see docs/truth-format.md)
+and OUT/simulation.json (the list of these files: --overwrite deletes only files listed there and
+refuses a folder holding a calib.det, mask.tif, truth.zarr or image that simulate did not write).
 The same --seed gives identical images and truth.
 """
 
@@ -91,7 +93,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--bad-spots", type=_fraction, default=0.1, metavar="FRACTION",
                         help="fraction of streaked / split / irregular spots (default 0.1)")
     parser.add_argument("--compress", action="store_true", help="zlib-compress the TIFFs (smaller, slower)")
-    parser.add_argument("--overwrite", action="store_true", help="replace the scan in a non-empty --out")
+    parser.add_argument("--overwrite", action="store_true", help="replace the scan that simulate wrote in a non-empty --out (only its own files)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
     return parser
@@ -109,7 +111,9 @@ def run(args) -> int:
     if args.deep_grains < 0:
         raise UserError(f"--deep-grains must be >= 0, got {args.deep_grains}")
     out = Path(args.out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder; choose a folder")
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
         raise UserError(f"output directory {out} exists and is not empty; use --overwrite to replace its scan")
 
     from ..synth.scan import simulate_scan  # deferred: imports scipy and xarray (~1.5 s)

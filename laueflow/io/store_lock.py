@@ -17,15 +17,19 @@ import json
 import os
 import socket
 import sys
+import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
 __all__ = ["StoreLock", "StoreLockedError", "lock_path"]
 
 _NO_FLOCK = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
+#: locks this process holds: lock file → [thread id, shared, depth, holder info] (re-entrant in one thread)
+_HELD: dict[Path, list] = {}
+_HELD_LOCK = threading.Lock()
 
 
-class StoreLockedError(RuntimeError):
+class StoreLockedError(Exception):
     """Another process writes (or, for a shared lock, reads) the store."""
 
 
@@ -83,10 +87,26 @@ class StoreLock:
         self.taken_over: dict | None = None
         self._fd: int | None = None
         self._excl_file = False
+        self._nested = False
 
     def acquire(self) -> "StoreLock":
-        if self._fd is not None:
+        """Take the lock, or raise :class:`StoreLockedError` naming its holder. Re-entrant in one
+        thread (the CLI takes the locks before it starts a cluster, the driver again inside)."""
+        if self._fd is not None or self._nested:
             raise RuntimeError(f"{self.path} is already held by this StoreLock")
+        with _HELD_LOCK:
+            held = _HELD.get(self.path)
+            if held is not None:
+                if held[0] != threading.get_ident() or (held[1] and not self.shared):
+                    raise StoreLockedError(self._busy_message(held[3]))
+                held[2] += 1
+                self._nested = True
+                return self
+            self._take()
+            _HELD[self.path] = [threading.get_ident(), self.shared, 1, _holder_info(self.purpose, self.shared)]
+        return self
+
+    def _take(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -99,7 +119,8 @@ class StoreLock:
             except OSError as err:
                 os.close(fd)
                 if err.errno in _NO_FLOCK:
-                    return self._acquire_without_flock()
+                    self._acquire_without_flock()
+                    return
                 raise
             if self._same_file(fd):
                 break
@@ -113,7 +134,6 @@ class StoreLock:
                 self.log(f"note: took over the lock {self.path} left by {_describe(previous)}, "
                          "which is no longer running")
         self._write_info(fd)  # readers write theirs too: the message of a blocked writer names one
-        return self
 
     def _same_file(self, fd: int) -> bool:
         try:
@@ -154,8 +174,17 @@ class StoreLock:
                 f"re-run then resumes) and try again. Lock file: {self.path}")
 
     def release(self) -> None:
-        if self._fd is None:
-            return
+        with _HELD_LOCK:
+            if self._nested:
+                _HELD[self.path][2] -= 1
+                self._nested = False
+                return
+            if self._fd is None:
+                return
+            _HELD.pop(self.path, None)
+            self._release_file()
+
+    def _release_file(self) -> None:
         try:
             if not self.shared or self._excl_file:
                 self.path.unlink(missing_ok=True)  # while still held: waiters see a new file
@@ -165,7 +194,7 @@ class StoreLock:
 
     @property
     def held(self) -> bool:
-        return self._fd is not None
+        return self._fd is not None or self._nested
 
     def __enter__(self) -> "StoreLock":
         return self.acquire()

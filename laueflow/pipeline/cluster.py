@@ -21,7 +21,8 @@ Schema (one YAML mapping; every key but ``type`` optional)::
     wait_timeout_s: 300         # how long to wait for the first worker
 
 Local worker processes start with :func:`worker_environment` (thread and ``malloc`` settings,
-applied before each worker process starts; see there why).
+applied before each worker process starts; see there why) and leave Ctrl-C to the driver
+(:func:`_sigint_to_driver_only`): the driver stops the run and shuts the cluster down.
 
 "Auto" sizes come from the CPUs this process may actually use — its CPU affinity, the SLURM
 allocation (``SLURM_CPUS_PER_TASK`` / ``SLURM_CPUS_ON_NODE``) and a cgroup CPU quota — never
@@ -34,6 +35,7 @@ import difflib
 import inspect
 import math
 import os
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -148,6 +150,9 @@ MALLOC_TRIM_THRESHOLD_BYTES = 256 << 20
 #: thread each 10 ms, for the dashboard's Profile page) costs the busy workers ≈ 5 % throughput
 WORKER_DASK_CONFIG = {"distributed.worker.profile.enabled": False}
 
+#: worker preload of local clusters: its ``dask_setup`` makes the worker process ignore SIGINT
+WORKER_PRELOAD = "laueflow.pipeline.tasks"
+
 
 def worker_environment() -> dict[str, str]:
     """Environment of local worker processes, set before each starts (distributed's
@@ -165,7 +170,8 @@ def worker_environment() -> dict[str, str]:
 
 @contextlib.contextmanager
 def _worker_environment(env: dict[str, str]) -> Iterator[None]:
-    """Make worker processes started inside the block use ``env`` (and :data:`WORKER_DASK_CONFIG`).
+    """Make worker processes started inside the block use ``env`` (and :data:`WORKER_DASK_CONFIG`,
+    and the preload :data:`WORKER_PRELOAD`, which nannies also read when they are created).
 
     Nannies read ``distributed.nanny.pre-spawn-environ`` (and the Dask config they hand to their
     worker) when they are created, but a variable already in ``os.environ`` wins over it, and
@@ -177,9 +183,13 @@ def _worker_environment(env: dict[str, str]) -> Iterator[None]:
 
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
+    preload = list(dask.config.get("distributed.worker.preload", None) or [])
+    if WORKER_PRELOAD not in preload:
+        preload.append(WORKER_PRELOAD)
     try:
         with dask.config.set({**WORKER_DASK_CONFIG, "distributed.nanny.pre-spawn-environ": {
-                **dask.config.get("distributed.nanny.pre-spawn-environ", {}), **env}}):
+                **dask.config.get("distributed.nanny.pre-spawn-environ", {}), **env},
+                "distributed.worker.preload": preload}):
             yield
     finally:
         for k, v in saved.items():
@@ -187,6 +197,33 @@ def _worker_environment(env: dict[str, str]) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+@contextlib.contextmanager
+def _sigint_to_driver_only() -> Iterator[None]:
+    """Start a local cluster inside the block: its worker processes never get SIGINT.
+
+    A terminal sends Ctrl-C's SIGINT to every process of its foreground process group: the
+    worker processes of a local cluster too, which printed a ``KeyboardInterrupt`` traceback each
+    and died with the tiles they were finishing. SIGINT is blocked in this thread for the block:
+    the threads that start here (the cluster's event loop, which starts the worker processes now
+    and again when one is restarted) and the processes they start inherit the signal mask, so
+    Ctrl-C reaches only the driver (a Ctrl-C during the start-up is delivered when the block
+    ends). Second line: the workers' preload (:data:`WORKER_PRELOAD`) ignores SIGINT.
+    multiprocessing's resource tracker, when it starts, unblocks SIGINT in the thread that starts
+    it: it is started first, here.
+    """
+    if not hasattr(signal, "pthread_sigmask"):  # not POSIX
+        yield
+        return
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 @dataclass
@@ -329,26 +366,27 @@ def connect(config: ClusterConfig | None = None, *, address: str | None = None) 
         finally:
             client.close()
         return
-    if config.type == "local":
-        kwargs = local_cluster_kwargs(**opts)
-        with _worker_environment(worker_environment()):
-            cluster = LocalCluster(**kwargs)
-    elif config.type == "local-cuda":
-        from dask_cuda import LocalCUDACluster  # deferred: optional package (GPU extra)
+    cluster = None
+    try:  # a Ctrl-C held back while a local cluster starts lands as soon as it has: close it then too
+        if config.type == "local":
+            kwargs = local_cluster_kwargs(**opts)
+            with _worker_environment(worker_environment()), _sigint_to_driver_only():
+                cluster = LocalCluster(**kwargs)
+        elif config.type == "local-cuda":
+            from dask_cuda import LocalCUDACluster  # deferred: optional package (GPU extra)
 
-        opts.setdefault("resources", {"GPU": 1})
-        opts.pop("processes", None)
-        if opts.get("n_workers") == "auto":
-            opts.pop("n_workers")
-        with _worker_environment(worker_environment()):
-            cluster = LocalCUDACluster(**opts)
-    else:  # slurm
-        from dask_jobqueue import SLURMCluster  # deferred: optional package
+            opts.setdefault("resources", {"GPU": 1})
+            opts.pop("processes", None)
+            if opts.get("n_workers") == "auto":
+                opts.pop("n_workers")
+            with _worker_environment(worker_environment()), _sigint_to_driver_only():
+                cluster = LocalCUDACluster(**opts)
+        else:  # slurm
+            from dask_jobqueue import SLURMCluster  # deferred: optional package
 
-        jobs = int(opts.pop("jobs", 1))
-        cluster = SLURMCluster(**opts)
-        cluster.scale(jobs=jobs)
-    try:
+            jobs = int(opts.pop("jobs", 1))
+            cluster = SLURMCluster(**opts)
+            cluster.scale(jobs=jobs)
         client = Client(cluster)
         try:
             if config.type == "slurm":
@@ -357,4 +395,5 @@ def connect(config: ClusterConfig | None = None, *, address: str | None = None) 
         finally:
             client.close()
     finally:
-        cluster.close()
+        if cluster is not None:
+            cluster.close()

@@ -4,6 +4,10 @@
 registered metric needs (the metrics — science — are in :mod:`laueflow.stages.evaluation`),
 runs the metrics whose variables are present and returns the report; :func:`format_report` and
 :func:`to_json` turn it into text and JSON.
+
+Before any metric, :func:`check_stores` makes sure the two stores are what they claim (a results
+store of `laueflow run`, a truth store of `laueflow simulate`) and cover the same scan shape;
+:func:`check_evaluated` refuses a report in which no metric could run.
 """
 from __future__ import annotations
 
@@ -11,9 +15,81 @@ import math
 
 import numpy as np
 
+from ..io.store_kind import KIND_NAMES, RESULTS_MARKER, SCAN_MARKER, TRUTH_MARKER
 from ..stages.evaluation import DEFAULT_OPTIONS, METRICS, StoreArrays
 
-__all__ = ["evaluate", "format_report", "to_json"]
+__all__ = ["evaluate", "check_stores", "check_evaluated", "store_kind", "incomplete_warning",
+           "format_report", "to_json"]
+
+#: the store each side of an evaluation must be, and the command that writes it (for messages)
+_WANTED = {"results": ("a results store", "`laueflow run`"),
+           "truth": ("a truth store", "`laueflow simulate`")}
+TRUTH_FORMAT_VERSIONS = (1,)
+
+
+def store_kind(store) -> str | None:
+    """``"results"``, ``"truth"``, ``"scan"`` or None, from a Dataset's markers (those of
+    :mod:`laueflow.io.store_kind`: ``laueflow_results: True``, ``truth_format_version``,
+    ``laueflow_scan: True``; scan stores written before that marker: an ``images`` array)."""
+    attrs = store.attrs
+    if attrs.get(RESULTS_MARKER) is True:
+        return "results"
+    if TRUTH_MARKER in attrs:
+        return "truth"
+    if attrs.get(SCAN_MARKER) is True or "images" in store.variables:
+        return "scan"
+    return None
+
+
+def _check_kind(store, kind: str, name) -> None:
+    found = store_kind(store)
+    if found == kind:
+        return
+    what = KIND_NAMES[found] if found else (
+        f"not a laueflow store (no attribute {RESULTS_MARKER}, {TRUTH_MARKER} or {SCAN_MARKER})")
+    wanted, writer = _WANTED[kind]
+    raise ValueError(f"{name} is {what}, not {wanted}: give the store written by {writer}")
+
+
+def _scan_shape(store, name) -> tuple[int, int]:
+    if "y" not in store.sizes or "x" not in store.sizes:
+        raise ValueError(f"{name} has no y, x (scan point) dimensions, so its scan shape is unknown")
+    return int(store.sizes["y"]), int(store.sizes["x"])
+
+
+def check_stores(results, truth, *, results_name="the results store", truth_name="the truth store") -> None:
+    """ValueError, naming the store, unless ``results`` is a results store and ``truth`` a truth
+    store (of a known format version) of the same scan shape (y, x)."""
+    _check_kind(results, "results", results_name)
+    _check_kind(truth, "truth", truth_name)
+    version = truth.attrs["truth_format_version"]
+    if version not in TRUTH_FORMAT_VERSIONS:
+        raise ValueError(f"{truth_name} has truth_format_version {version!r}; this laueflow reads "
+                         f"{list(TRUTH_FORMAT_VERSIONS)}: upgrade laueflow or simulate the scan again")
+    (ny, nx), (ty, tx) = _scan_shape(results, results_name), _scan_shape(truth, truth_name)
+    if (ny, nx) != (ty, tx):
+        raise ValueError(f"scan shapes differ: {results_name} is {ny}×{nx} (y × x) but {truth_name} is "
+                         f"{ty}×{tx}: give the truth of the scan that was run")
+
+
+def check_evaluated(report: dict) -> None:
+    """ValueError listing why each metric was skipped when none could run."""
+    if report["metrics"]:
+        return
+    why = "; ".join(f"{name}: {reason}" for name, reason in report["skipped"].items())
+    raise ValueError(f"no metric could be run: {why}. Each metric needs the variables listed (truth: "
+                     "from the truth store); run a workflow with the stages that write them (at least "
+                     "`peaks`), then evaluate again")
+
+
+def incomplete_warning(report: dict, name="the results store") -> str | None:
+    """The warning for a report of a partial results store (None when it is complete)."""
+    if report.get("complete", True):
+        return None
+    tiles = report.get("tiles_done")
+    done = f" ({tiles[0]} of {tiles[1]} tiles)" if tiles else ""
+    return (f"{name} is incomplete{done}: the numbers cover only the finished tiles; re-run "
+            "`laueflow run` on its workflow to finish it, then evaluate again")
 
 
 def _select(store, needs, optional) -> StoreArrays:
@@ -23,9 +99,15 @@ def _select(store, needs, optional) -> StoreArrays:
 
 
 def evaluate(results, truth, **options) -> dict:
-    """Run every metric whose variables are present; ``{"metrics": {...}, "skipped": {...}}``."""
+    """Run every metric whose variables are present: ``{"metrics": {...}, "skipped": {...},
+    "complete": results.attrs["complete"] is True, "tiles_done": [done, total] (if chunk_done)}``.
+    Checks nothing about the stores: call :func:`check_stores` first."""
     opts = {**DEFAULT_OPTIONS, **{k: v for k, v in options.items() if v is not None}}
-    out: dict = {"metrics": {}, "skipped": {}, "options": _jsonable(opts)}
+    out: dict = {"metrics": {}, "skipped": {}, "options": _jsonable(opts),
+                 "complete": results.attrs.get("complete") is True}
+    if "chunk_done" in results.variables:
+        done = np.asarray(results["chunk_done"].values)
+        out["tiles_done"] = [int(done.sum()), int(done.size)]
     for metric in METRICS:
         missing = [v for v in metric.needs_results if v not in results.variables]
         missing += [f"truth:{v}" for v in metric.needs_truth if v not in truth.variables]
@@ -73,7 +155,8 @@ def _table(rows: list[dict]) -> list[str]:
 
 
 def format_report(report: dict) -> str:
-    lines = []
+    warning = incomplete_warning(report)
+    lines = [f"WARNING: {warning}"] if warning else []
     for name, result in report["metrics"].items():
         lines.append(f"== {name} ==")
         width = max(len(k) for k in result["summary"])

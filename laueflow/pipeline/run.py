@@ -315,49 +315,78 @@ def _map_variables(plan: RunPlan) -> tuple:
 def map_phase(plan: RunPlan, params: dict, client, *, progress: bool = True, delay_s: float = 0.0,
               max_tiles: int | None = None, log=print, reports: list | None = None) -> list:
     """Phase 3: create (or reopen) the store, run every tile not yet done; returns the
-    TileReports (appended to ``reports`` as they come, so a failed run still has them)."""
+    TileReports (appended to ``reports`` as they come, so a failed run still has them).
+
+    Ctrl-C (KeyboardInterrupt): the tiles not started are cancelled, the running ones finish
+    (Ctrl-C again: at once), then :class:`~laueflow.pipeline.tasks.RunInterrupted`."""
+    from .tasks import RunInterrupted
+
     prepare_results_store(plan.workflow.output, plan.layout, coords=plan.coords, attrs=plan.attrs,
                           overwrite=plan.store_action == "replace")
     token = uuid.uuid4().hex[:8]
-    finals = []
-    for ty, tx, ys, xs in plan.layout.tiles():
-        if plan.done[ty, tx]:
-            continue
-        if max_tiles is not None and len(finals) >= max_tiles:
-            break
-        future = None
-        for task, resources in _tile_chain(plan, params, ty, tx, ys, xs, delay_s):
-            future = client.submit(run_tile_group, task, future, key=f"laueflow-g{task.group}-{ty}-{tx}-{token}",
-                                   resources=resources or None, pure=False, retries=1)
-        finals.append(future)
     reports = [] if reports is None else reports
-    bar = _progress_bar(len(finals)) if progress and finals else None
+    pending: dict = {}  # key → future of each tile's last task, until the tile's report is in
+    bar = None
     try:
-        for future in as_completed(finals):
+        for ty, tx, ys, xs in plan.layout.tiles():
+            if plan.done[ty, tx]:
+                continue
+            if max_tiles is not None and len(pending) >= max_tiles:
+                break
+            future = None
+            for task, resources in _tile_chain(plan, params, ty, tx, ys, xs, delay_s):
+                future = client.submit(run_tile_group, task, future, key=f"laueflow-g{task.group}-{ty}-{tx}-{token}",
+                                       resources=resources or None, pure=False, retries=1)
+            pending[future.key] = future
+        bar = _progress_bar(len(pending)) if progress and pending else None
+        for future in as_completed(list(pending.values())):
             if future.status == "error":
                 err = future.exception()
-                _stop(client, finals)
+                _stop(client, pending, reports)
                 raise RuntimeError(f"task {future.key} failed: {type(err).__name__}: {err} "
                                    "(finished tiles are kept; fix the cause and re-run to resume)") from err
             reports.append(future.result())
+            # the tile is written: the scheduler forgets its result, so a worker lost later
+            # makes it recompute nothing (tasks also skip a tile marked done: tasks.py)
+            del pending[future.key]
+            future.release()
             if bar is not None:
                 bar.update(1)
+    except KeyboardInterrupt:  # Ctrl-C (only the driver gets it: cluster.py)
+        if bar is not None:
+            bar.close()
+            bar = None
+        _stop(client, pending, reports, notice=lambda n: log(
+            f"laueflow run: interrupted — letting the {n} running tile(s) finish (Ctrl-C again to stop now)"))
+        raise RunInterrupted("interrupted (Ctrl-C); the tiles done are kept: run the same command "
+                             "again to resume") from None
     finally:
         if bar is not None:
             bar.close()
     return reports
 
 
-def _stop(client, finals, timeout_s: float = 600) -> None:
-    """After a failure: cancel the tiles not started, let the running ones finish, so the store
-    does not change after the driver reports (a cancelled running task would still write)."""
-    processing = {key for keys in client.processing().values() for key in keys}
-    running = [f for f in finals if f.key in processing]
-    for future in finals:
-        if future.key not in processing:
+def _stop(client, pending: dict, reports: list, timeout_s: float = 600, notice=None) -> None:
+    """After a failure or Ctrl-C: cancel the tiles not started, let the running ones finish (a
+    cancelled running task would still write, after the driver has reported) and add their
+    reports, and those of tiles finished meanwhile, to ``reports``. ``pending``: key → future of
+    each tile's last task whose report is not in; ``notice(n)`` is told how many are running."""
+    from .tasks import executing_keys
+
+    executing = {key for keys in client.run(executing_keys, on_error="ignore").values() for key in keys}
+    running = []
+    for key, future in pending.items():
+        if future.status == "finished":
+            reports.append(future.result())
+        elif key in executing:
+            running.append(future)
+        else:
             future.cancel()
     if running:
+        if notice is not None:
+            notice(len(running))
         wait(running, timeout=timeout_s, return_when="ALL_COMPLETED")
+        reports.extend(f.result() for f in running if f.status == "finished")
 
 
 def _progress_bar(total: int):

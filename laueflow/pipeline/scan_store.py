@@ -22,9 +22,15 @@ from ..io.store_kind import KIND_NAMES, SCAN_MARKER, read_store_attrs, store_kin
 __all__ = ["ScanStoreError", "settings_differences", "content_id", "scan_state", "write_point_tables",
            "read_point_tables", "POINT_TABLES", "mask_sha256"]
 
-#: per-point arrays the ingest driver writes (name → dtype)
-POINT_TABLES = {"status": "int8", "valid": "bool", "status_reason": str, "source_file": str,
-                "source_size": "int64", "source_mtime_ns": "int64"}
+#: per-point arrays the ingest driver writes (name → dtype), in this order: ``status`` last, so
+#: a point saved as ok always has its source signature (each chunk file is written atomically)
+POINT_TABLES = {"source_file": str, "source_size": "int64", "source_mtime_ns": "int64",
+                "status_reason": str, "valid": "bool", "status": "int8"}
+
+
+#: fill values: an array created but not yet written (a killed ingest) reads as "not read yet"
+_FILL = {"source_file": "", "source_size": -1, "source_mtime_ns": -1, "status_reason": "", "valid": False,
+         "status": NOT_READ}
 
 
 class ScanStoreError(ValueError):
@@ -97,7 +103,7 @@ def write_point_tables(group, tables: dict) -> None:
         data = np.asarray(tables[name]).astype(dtype)
         if name not in group:
             group.create_array(name, shape=data.shape, dtype=dtype, dimension_names=("y", "x"),
-                               attributes=attributes[name], fill_value=("" if dtype is str else None))
+                               attributes=attributes[name], fill_value=_FILL[name])
         group[name][...] = data
 
 

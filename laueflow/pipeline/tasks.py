@@ -6,6 +6,10 @@ group: :func:`run_tile_group` (group 1) → its :class:`TileState` (the tile's o
 small: peak tables, not images) → group 2 … → the last group writes the tile and returns a
 :class:`TileReport`. A tile is one results chunk: no two tasks write the same chunk.
 
+A tile is computed and written once: each task first reads the tile's ``chunk_done`` and, once it
+is set (a tile recomputed by Dask after the worker holding its result died, or a second driver),
+returns at once with a report that says ``skipped`` — no images read, nothing written.
+
 Everything a task needs is in a frozen :class:`TileTask` with absolute paths. The scan's
 calibration, materials and bad-pixel mask are read once per worker process (keyed by the scan's
 ``token``, which the driver derives from their content), not once per tile.
@@ -15,6 +19,8 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -28,8 +34,8 @@ from ..stages.base import StageSpec, Variable
 from .models import load_models
 from .store import write_tile
 
-__all__ = ["ScanRef", "StageCall", "TileTask", "TileState", "TileReport", "run_tile_group",
-           "resolve_device", "worker_resources", "calibration_from_json"]
+__all__ = ["ScanRef", "StageCall", "TileTask", "TileState", "TileReport", "RunInterrupted", "run_tile_group",
+           "resolve_device", "worker_resources", "calibration_from_json", "executing_keys", "dask_setup"]
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,7 @@ class TileState:
     outputs: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
     cold: bool = False
+    skipped: bool = False  # the tile was already done: later groups pass it on
 
 
 @dataclass(frozen=True)
@@ -91,6 +98,14 @@ class TileReport:
     timings: dict
     worker: int
     cold: bool
+    skipped: bool = False  # already done (``chunk_done`` set) when its task ran: nothing computed
+
+
+class RunInterrupted(RuntimeError, KeyboardInterrupt):
+    """Ctrl-C during the map phase, once the running tiles have finished: the tiles done are kept
+    and running the same command resumes. A ``RuntimeError``, so that ``run_workflow`` records
+    the attempt like a failed one (``complete: false``, the error in ``history``); a
+    ``KeyboardInterrupt``, so that callers handle it as the Ctrl-C it is."""
 
 
 # --------------------------------------------------------------------------- per-worker caches
@@ -135,6 +150,20 @@ def resolve_device(requested: str, resources: Mapping[str, float]) -> str:
     return device
 
 
+def executing_keys(dask_worker) -> list:
+    """Keys of the tasks this worker is executing now (``client.run(executing_keys)``)."""
+    return [ts.key for ts in dask_worker.state.executing]
+
+
+def dask_setup(worker) -> None:
+    """Worker preload of local clusters (:func:`laueflow.pipeline.cluster.connect`): the worker
+    process ignores SIGINT. A terminal sends Ctrl-C to its whole foreground process group, worker
+    processes included; the driver handles it (stops the run, shuts the cluster down), workers
+    would only die printing tracebacks and lose the tiles they are finishing."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 # --------------------------------------------------------------------------- the task
 def _new_state(task: TileTask, scan) -> TileState:
     """The tile before its first stage group: which images are valid, the scan's status."""
@@ -168,9 +197,27 @@ def _needs_images(stages) -> bool:
     return any("images" in {**c.spec.inputs, **c.spec.optional_inputs}.values() for c in stages)
 
 
+def _tile_done(task: TileTask) -> bool:
+    """The tile's ``chunk_done`` element in the results store (one small chunk read)."""
+    done = zarr.open_group(task.results, mode="r", use_consolidated=False)["chunk_done"]
+    return bool(done[task.tile])
+
+
+def _skipped(task: TileTask):
+    """A tile found done: a state that says so for the next group or, last group, the report."""
+    shape = (task.ys[1] - task.ys[0], task.xs[1] - task.xs[0])
+    if task.write:
+        return TileReport(task.tile, shape[0] * shape[1], 0, {}, os.getpid(), False, skipped=True)
+    empty = np.zeros(0, np.int8)
+    return TileState(shape, empty.astype(bool), empty, empty, skipped=True)
+
+
 def run_tile_group(task: TileTask, state: TileState | None = None):
     """Run one stage group on one tile; returns the :class:`TileState` for the next group, or
-    (last group) writes the tile and returns a :class:`TileReport`."""
+    (last group) writes the tile and returns a :class:`TileReport` — unless the tile is already
+    done (module docstring): then a skipped state or report, at once."""
+    if (state is not None and state.skipped) or _tile_done(task):
+        return _skipped(task)
     t0 = time.perf_counter()
     need_images = _needs_images(task.stages)
     scan = zarr.open_group(task.scan.path, mode="r") if state is None or need_images else None

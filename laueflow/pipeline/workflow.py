@@ -236,6 +236,10 @@ def _parse_stage(item, index, where) -> StageConfig:
             raise WorkflowError(f"{where}stage {name!r}: parameter {key!r} must be "
                                 f"{type(default).__name__} like its default {default!r}, got {value!r}")
         params[key] = value
+    try:  # impossible values (ranges, choices, devices) stop the workflow here, before any cluster
+        spec.validate_params(params)
+    except ValueError as err:
+        raise WorkflowError(f"{where}{err}; fix it under `stages:` in the workflow") from None
     return StageConfig(name, params)
 
 

@@ -9,6 +9,7 @@ directory::
         calib.det                  LaueTools calibration file of the detector
         mask.tif                   bad-pixel mask (uint8, 1 = dead pixel), for ``ingest --mask``
         truth.zarr                 ground truth (docs/truth-format.md)
+        simulation.json            the files above (``overwrite=True`` deletes only files listed there)
 
 Randomness: one ``numpy.random.SeedSequence(seed)`` with separate streams for the
 microstructure, the spots, the background and each image's noise, so the same seed gives
@@ -16,6 +17,8 @@ identical images and truth, whatever the order images are rendered in.
 """
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import time
 import warnings
@@ -27,6 +30,7 @@ import tifffile
 import xarray as xr
 from tqdm.auto import tqdm
 
+from .. import __version__
 from ..io.detfile import write_det
 from ..physics.geometry import DEFAULT_CALIBRATION, Calibration
 from ..physics.materials import get_material
@@ -250,21 +254,81 @@ def write_truth(truth, path) -> Path:
 
 
 # ----------------------------------------------------------------------------------------- output
-def _prepare_out_dir(out_dir: Path, prefix: str, overwrite: bool) -> None:
+#: written by :func:`simulate_scan` next to its output: the files it wrote (``--overwrite`` deletes
+#: only those)
+MANIFEST = "simulation.json"
+_WRITTEN_BY = "laueflow simulate"
+_OWN_NAMES = ("calib.det", "mask.tif", "truth.zarr")
+
+
+def output_files(prefix: str, n_images: int) -> list[str]:
+    """Paths (relative to the output folder, ``/``-separated) that a simulation writes."""
+    return [*_OWN_NAMES, *(f"images/{prefix}_{i:04d}.tif" for i in range(n_images))]
+
+
+def _read_manifest(out_dir: Path) -> set[str]:
+    """Files recorded in ``out_dir/simulation.json`` (empty set if none); FileExistsError if that
+    file is not a manifest of laueflow simulate or lists a path simulate never writes."""
+    path = out_dir / MANIFEST
+    if not path.exists():
+        return set()
+    try:
+        data = json.loads(path.read_text())
+        files = data["files"] if data.get("written_by") == _WRITTEN_BY else None
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        files = None
+    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+        raise FileExistsError(f"{path} was not written by `laueflow simulate` (no 'written_by': "
+                              f"{_WRITTEN_BY!r} and 'files' list), so --overwrite will not delete anything "
+                              f"in {out_dir}; choose another --out or move the folder's files away")
+    odd = [f for f in files if f not in _OWN_NAMES and not re.fullmatch(r"images/[^/\\]+\.tif", f)]
+    if odd:
+        raise FileExistsError(f"{path} lists {odd[:3]}, which `laueflow simulate` never writes; "
+                              f"not deleting anything in {out_dir}: choose another --out")
+    return set(files)
+
+
+def _unrecorded(out_dir: Path, recorded: set[str]) -> list[str]:
+    """calib.det, mask.tif, truth.zarr and files in images/ that the manifest does not record."""
+    found = [name for name in _OWN_NAMES if (out_dir / name).exists()]
+    if (out_dir / "images").is_dir():
+        found += sorted(f"images/{p.name}" for p in (out_dir / "images").iterdir())
+    return [name for name in found if name not in recorded]
+
+
+def _check_out_dir(out_dir: Path, overwrite: bool) -> set[str]:
+    """What ``--overwrite`` must delete before writing into ``out_dir`` (deletes nothing);
+    FileExistsError for a file, a non-empty folder without ``overwrite``, or a folder holding
+    scan files that simulate did not write."""
     if out_dir.exists() and not out_dir.is_dir():
-        raise FileExistsError(f"{out_dir} exists and is not a directory")
-    if out_dir.exists() and any(out_dir.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"output directory {out_dir} is not empty (use --overwrite to replace its scan)")
-        # remove only what a previous simulate wrote
-        shutil.rmtree(out_dir / "truth.zarr", ignore_errors=True)
-        (out_dir / "calib.det").unlink(missing_ok=True)
-        (out_dir / "mask.tif").unlink(missing_ok=True)
-        images = out_dir / "images"
-        if images.is_dir():
-            for f in images.glob(f"{prefix}_*.tif"):
-                f.unlink()
+        raise FileExistsError(f"--out {out_dir} is a file, not a folder; choose a folder")
+    if not out_dir.exists() or not any(out_dir.iterdir()):
+        return set()
+    if not overwrite:
+        raise FileExistsError(f"output directory {out_dir} is not empty (use --overwrite to replace its scan)")
+    recorded = _read_manifest(out_dir)
+    foreign = _unrecorded(out_dir, recorded)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise FileExistsError(
+            f"--overwrite refused: {out_dir} holds {shown}, which `laueflow simulate` did not write "
+            f"(not listed in {out_dir / MANIFEST}); laueflow deletes only its own files. Move them "
+            "away or choose another --out")
+    return recorded
+
+
+def _clear_and_record(out_dir: Path, recorded: set[str], files: list[str]) -> None:
+    """Delete the files of the previous simulation, then record ``files`` (before writing them,
+    so that an interrupted simulation can still be overwritten)."""
+    for name in sorted(recorded):
+        path = out_dir / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    manifest = {"written_by": _WRITTEN_BY, "laueflow_version": __version__, "files": files}
+    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
 
 
 def simulate_scan(
@@ -276,7 +340,12 @@ def simulate_scan(
     compression=None,
     **params,
 ) -> dict:
-    """Simulate a scan and write images, ``calib.det``, ``mask.tif`` and ``truth.zarr`` into ``out_dir``.
+    """Simulate a scan and write images, ``calib.det``, ``mask.tif``, ``truth.zarr`` and the
+    manifest ``simulation.json`` into ``out_dir``.
+
+    ``overwrite``: replace the simulation in a non-empty ``out_dir``, deleting only the files its
+    manifest lists; a ``calib.det``, ``mask.tif``, ``truth.zarr`` or image the manifest does not
+    list (a user's own) is refused with ``FileExistsError``, before anything is deleted.
 
     Keyword arguments are the fields of :class:`ScanParameters` (``material="Cu"``,
     ``shape=(ny, nx)``, ``grains``, ``step_um``, ``seed``, ``twin_fraction``, ``substrate`` …).
@@ -286,10 +355,11 @@ def simulate_scan(
     out_dir = Path(out_dir)
     p = ScanParameters(**params)
     p.shape = tuple(int(v) for v in p.shape)
-    _prepare_out_dir(out_dir, p.prefix, overwrite)
+    recorded = _check_out_dir(out_dir, overwrite)  # before the (long) plan; deletes nothing
     t0 = time.perf_counter()
-    plan = plan_scan(p, calibration=calibration)
+    plan = plan_scan(p, calibration=calibration)  # validates every parameter
     t_plan = time.perf_counter() - t0
+    _clear_and_record(out_dir, recorded, output_files(p.prefix, plan.n_images))
     cal = plan.calibration
     ub0 = plan.micro.orientation_matrix[0, 0, 0]
     write_det(out_dir / "calib.det", cal, material=plan.materials[0].name, ub=ub0, source="laueflow simulate")

@@ -67,3 +67,73 @@ def test_calibration_from_lauetools_numbers():
     assert cal.frame_shape == (2018, 2016) and cal.detector_name == "sCMOS"
     with pytest.raises(ValueError, match="pixelsize"):
         calibration_from_lauetools([70.0, 1024.0])
+
+
+GOOD_LINE1 = "70.0, 1024.5, 1020.3, 0.5, 0.3, 0.0734, 2018.0, 2016.0"
+
+
+def _det(tmp_path, line1, *comments):
+    """A .det file: ``line1``, LaueTools' line 2, then ``comments`` from line 3 on."""
+    path = tmp_path / "calib.det"
+    line2 = "Sample-Detector distance(IM), xO, yO, angle1, angle2, pixelsize, dim1, dim2"
+    path.write_text("\n".join([line1, line2, *comments]) + "\n")
+    return path
+
+
+def test_lauetools_line1_with_float_frame_size(tmp_path):
+    cal = read_det(_det(tmp_path, GOOD_LINE1))
+    assert cal.parameters == [70.0, 1024.5, 1020.3, 0.5, 0.3]
+    assert cal.pixel_size_mm == 0.0734 and cal.frame_shape == (2018, 2016)
+    assert read_det(_det(tmp_path, GOOD_LINE1.replace(",", " "))) == cal  # whitespace-separated
+    assert read_det(_det(tmp_path, GOOD_LINE1 + ",")) == cal  # a trailing comma (LaueTools reads it too)
+
+
+@pytest.mark.parametrize("line1, token, name", [
+    ("70.0, 1024.5, nan, 0.5, 0.3, 0.0734, 2018.0, 2016.0", "nan", "ycen"),
+    ("70.0, 1024.5, 1020.3, abc, 0.3, 0.0734, 2018.0, 2016.0", "abc", "xbet"),
+    ("70.0, 1024.5, , 0.5, 0.3, 0.0734, 2018.0, 2016.0", "''", "ycen"),
+    ("70.0, 1024.5, 1020.3, 0.5, 0.3, inf, 2018.0, 2016.0", "inf", "pixelsize"),
+    ("70.0, 1024.5, 1020.3, 0.5, 0.3, 0.0734, 2018.0, 2_016", "2_016", "dim2"),
+])
+def test_line1_non_number_is_refused_not_shifted(tmp_path, line1, token, name):
+    path = _det(tmp_path, line1)
+    with pytest.raises(ValueError) as err:
+        read_det(path)
+    message = str(err.value)
+    assert str(path) in message and "line 1" in message and token in message and name in message
+
+
+@pytest.mark.parametrize("line1, expected", [
+    ("70.0, 1024.5, 1020.3, 0.5, 0.3", "5 values"),
+    ("70.0, 1024.5, 1020.3, 0.5, 0.3, 0.0734, 2018.0", "7 values"),
+    ("70.0, 1024.5, 1020.3, 0.5, 0.3, 0.0734, 2018.0, 2016.0, 1.0", "9 values"),
+    ("0.0, 1024.5, 1020.3, 0.5, 0.3, 0.0734, 2018.0, 2016.0", "dd"),
+    ("-70.0, 1024.5, 1020.3, 0.5, 0.3, 0.0734, 2018.0, 2016.0", "dd"),
+    ("70.0, 1024.5, 1020.3, 0.5, 0.3, 0.0, 2018.0, 2016.0", "pixelsize"),
+    ("70.0, 1024.5, 1020.3, 0.5, 0.3, 0.0734, 2018.5, 2016.0", "dim1"),
+    ("70.0, 1024.5, 1020.3, 0.5, 0.3, 0.0734, 2018.0, 0", "dim2"),
+])
+def test_line1_wrong_count_or_impossible_value(tmp_path, line1, expected):
+    path = _det(tmp_path, line1)
+    with pytest.raises(ValueError, match="line 1") as err:
+        read_det(path)
+    assert str(path) in str(err.value) and expected in str(err.value)
+
+
+@pytest.mark.parametrize("comment, key", [
+    ("# dd : abc", "dd"), ("# xcen : nan", "xcen"), ("# ycen :", "ycen"), ("# xbet : 0.5 deg", "xbet"),
+    ("# xgam : 1,5", "xgam"), ("# dd : -70", "dd"),
+])
+def test_bad_override_line_is_refused(tmp_path, comment, key):
+    path = _det(tmp_path, GOOD_LINE1, "# Material : Ge", comment)
+    with pytest.raises(ValueError, match="line 4") as err:
+        read_det(path)
+    assert str(path) in str(err.value) and f"'{key}'" in str(err.value)
+
+
+def test_write_det_with_numpy_numbers_reads_back(tmp_path):
+    # numpy 2 repr is 'np.float64(70.5)': the file must still hold plain numbers
+    cal = Calibration(*map(np.float64, (70.5, 1024.25, 1020.5, 0.5, -0.25, 0.0734)), (np.int64(2018), 2016))
+    path = write_det(tmp_path / "np.det", cal)
+    assert "np." not in path.read_text()
+    assert read_det(path) == cal

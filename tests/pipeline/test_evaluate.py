@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from laueflow.pipeline.evaluate import evaluate, format_report
+from laueflow.pipeline.evaluate import check_evaluated, check_stores, evaluate, format_report
 
 NAN = np.nan
 
@@ -79,8 +79,11 @@ def test_wrong_grid_is_an_error():
 def test_cli_json(tmp_path, capsys):
     from laueflow.cli.main import main
 
-    _results().to_zarr(tmp_path / "r.zarr", zarr_format=3, consolidated=False)
-    _truth().to_zarr(tmp_path / "t.zarr", zarr_format=3, consolidated=False)
+    # the markers of `laueflow run` and `laueflow simulate` stores, and the truth's scan grid
+    _results().assign_attrs(laueflow_results=True, complete=True).to_zarr(
+        tmp_path / "r.zarr", zarr_format=3, consolidated=False)
+    truth = _truth().assign(n_spots=(("y", "x"), np.array([[4, 2, 1]], np.int32)))
+    truth.assign_attrs(truth_format_version=1).to_zarr(tmp_path / "t.zarr", zarr_format=3, consolidated=False)
     out = tmp_path / "e.json"
     code = main(["evaluate", str(tmp_path / "r.zarr"), "--truth", str(tmp_path / "t.zarr"),
                  "--json", str(out)])
@@ -90,3 +93,46 @@ def test_cli_json(tmp_path, capsys):
     assert data["metrics"]["peaks"]["summary"]["recall"] == pytest.approx(2 / 3)
     assert data["options"]["radius_px"] == 1.5
     assert main(["evaluate", str(tmp_path / "missing.zarr"), "--truth", str(tmp_path / "t.zarr")]) == 2
+
+
+def _marked(results_shape=(1, 3), truth_shape=(1, 3)):
+    """Minimal stores carrying the markers of `laueflow run` / `laueflow simulate` / `ingest`."""
+    results = xr.Dataset({"status": (("y", "x"), np.zeros(results_shape, np.int8))},
+                         attrs={"laueflow_results": True, "complete": True})
+    truth = xr.Dataset({"n_spots": (("y", "x"), np.zeros(truth_shape, np.int32))},
+                       attrs={"truth_format_version": 1})
+    scan = xr.Dataset({"images": (("y", "x", "row", "col"), np.zeros((*results_shape, 2, 2), np.uint16))},
+                      attrs={"laueflow_version": "0.1"})
+    return results, truth, scan
+
+
+def test_check_stores_kinds_and_shapes():
+    results, truth, scan = _marked()
+    check_stores(results, truth)
+    with pytest.raises(ValueError, match=r"^R is a scan store \(written by `laueflow ingest`\), not a results"):
+        check_stores(scan, truth, results_name="R")
+    with pytest.raises(ValueError, match=r"^T is a results store \(written by `laueflow run`\), not a truth"):
+        check_stores(results, results, truth_name="T")
+    with pytest.raises(ValueError, match="R is not a laueflow store"):
+        check_stores(xr.Dataset(), truth, results_name="R")
+    with pytest.raises(ValueError, match="truth_format_version 99"):
+        check_stores(results, truth.assign_attrs(truth_format_version=99))
+    results, truth, _ = _marked(truth_shape=(3, 1))
+    with pytest.raises(ValueError, match="shapes differ: the results store is 1×3 .* the truth store is 3×1"):
+        check_stores(results, truth)
+
+
+def test_nothing_evaluated_is_an_error():
+    report = evaluate(_results().drop_vars(["peak_col"]), _truth())
+    with pytest.raises(ValueError, match="no metric could be run: peaks: missing peak_col"):
+        check_evaluated(report)
+    check_evaluated(evaluate(_results(), _truth()))
+
+
+def test_partial_results_are_flagged():
+    done = xr.Dataset({"chunk_done": (("chunk_y", "chunk_x"), np.array([[True, False]]))})
+    partial = _results().merge(done).assign_attrs(laueflow_results=True, complete=False)
+    report = evaluate(partial, _truth())
+    assert report["complete"] is False and report["tiles_done"] == [1, 2]
+    assert "incomplete (1 of 2 tiles)" in format_report(report).splitlines()[0]
+    assert evaluate(partial.assign_attrs(complete=True), _truth())["complete"] is True

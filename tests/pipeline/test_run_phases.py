@@ -57,9 +57,13 @@ def client2():
 def test_impossible_parameters_fail_before_any_store(scan, client2, tmp_path, stage, message):
     out = tmp_path / "results.zarr"
     stages = [stage] if "peaks" in stage else ["peaks", stage]
-    wf = parse_workflow({"input": str(scan), "output": str(out), "stages": stages})
-    with pytest.raises(WorkflowError, match=message):
-        run_workflow(wf, client2, **QUIET)
+    with pytest.raises(WorkflowError, match=message):  # already when the workflow is read
+        parse_workflow({"input": str(scan), "output": str(out), "stages": stages})
+    wf = parse_workflow({"input": str(scan), "output": str(out), "stages": ["peaks"]})
+    wf.stages[-1].params.update(next(iter(stage.values())) if "peaks" in stage else {})
+    if "peaks" in stage:  # and again by the run (a workflow built in Python, not read from YAML)
+        with pytest.raises(WorkflowError, match=message):
+            run_workflow(wf, client2, **QUIET)
     assert not out.exists()
 
 
