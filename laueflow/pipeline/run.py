@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..io.model_files import file_sha256
+from ..io.store_kind import read_store_attrs
 from ..io.store_lock import StoreLock
 from ..physics.materials import get_materials
 from ..stages.base import status_table
@@ -226,6 +227,8 @@ def validate_run(workflow: Workflow, client, *, overwrite: bool = False, cluster
     store_attrs = _store_attrs(workflow, config, scan, attrs, state, mask_hash)
     fingerprint = layout_fingerprint(layout, store_attrs)
     action = check_results_store(workflow.output, fingerprint, overwrite=overwrite)
+    store_attrs["store_id"] = ((read_store_attrs(workflow.output) or {}).get("store_id", "") if action == "resume"
+                               else uuid.uuid4().hex)
     done = read_chunk_done(workflow.output) if action == "resume" else np.zeros(layout.grid, bool)
     reduce_done = read_reduce_done(workflow.output) if action == "resume" else []
     return RunPlan(workflow, scan, layout, store_attrs, coords, action, done, reduce_done, cluster, groups,
@@ -302,7 +305,7 @@ def _tile_chain(plan: RunPlan, params: dict, ty, tx, ys, xs, delay_s: float):
             plan.scan, str(Path(plan.workflow.output).resolve()), (ty, tx), (ys.start, ys.stop),
             (xs.start, xs.stop), tuple(StageCall(s.spec, params[s.name]) for s in stages), g,
             map_variables if last else (), tuple(sorted(layout.dim_sizes.items())) if last else (),
-            last, delay_s if last else 0.0), resources))
+            last, delay_s if last else 0.0, plan.attrs["store_id"]), resources))
     return tasks
 
 

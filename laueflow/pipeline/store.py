@@ -20,7 +20,8 @@ from .scan_store import settings_differences
 
 __all__ = ["pipeline_variables", "Layout", "ResultsStoreError", "check_results_store",
            "prepare_results_store", "write_tile", "write_region", "read_chunk_done",
-           "read_reduce_done", "mark_reduce_done", "finalize_results_store", "SCHEMA_VERSION"]
+           "read_reduce_done", "mark_reduce_done", "finalize_results_store", "SCHEMA_VERSION",
+           "read_tile_done", "check_store_id", "StoreReplacedError"]
 
 SCHEMA_VERSION = 3
 
@@ -202,12 +203,37 @@ def prepare_results_store(path, layout: Layout, *, coords: dict, attrs: dict,
     return np.zeros(layout.grid, dtype=bool)
 
 
-def write_tile(path, ty: int, tx: int, ys: slice, xs: slice, arrays: dict[str, np.ndarray]) -> None:
-    """Write one tile's variables (whole chunks, concurrently), then mark the tile done (last)."""
+class StoreReplacedError(RuntimeError):
+    """The results store a task was meant for was replaced (``--overwrite``) meanwhile."""
+
+
+def check_store_id(path, store_id: str) -> None:
+    """Raise :class:`StoreReplacedError` unless the store at ``path`` is the one created with
+    ``store_id`` (a task left running by a killed driver must never write into its successor)."""
+    found = (read_store_attrs(path) or {}).get("store_id")
+    if store_id and found != store_id:
+        raise StoreReplacedError(f"{path} is no longer the results store this task belongs to (store id "
+                                 f"{found}, expected {store_id}): it was replaced; nothing written")
+
+
+def read_tile_done(path, ty: int, tx: int, store_id: str = "") -> bool:
+    """Whether tile ``(ty, tx)`` is marked done (after checking the store's identity)."""
+    import zarr  # deferred: the CLI imports this module for --help
+
+    check_store_id(path, store_id)
+    return bool(zarr.open_group(str(path), mode="r", use_consolidated=False)["chunk_done"][ty, tx])
+
+
+def write_tile(path, ty: int, tx: int, ys: slice, xs: slice, arrays: dict[str, np.ndarray],
+               store_id: str = "") -> None:
+    """Write one tile's variables (whole chunks, concurrently), then mark the tile done (last);
+    the store's identity is checked before each of the two steps."""
     import zarr  # deferred: the CLI imports this module for --help
     from zarr.core.sync import sync  # zarr's own event loop (the sync API runs on it too)
 
+    check_store_id(path, store_id)
     sync(_write_arrays(str(path), arrays, (ys, xs)))
+    check_store_id(path, store_id)
     zarr.open_group(str(path), mode="r+", use_consolidated=False)["chunk_done"][ty, tx] = True
 
 

@@ -32,7 +32,7 @@ from distributed import get_worker
 from ..physics.geometry import Calibration
 from ..stages.base import StageSpec, Variable
 from .models import load_models
-from .store import write_tile
+from .store import read_tile_done, write_tile
 
 __all__ = ["ScanRef", "StageCall", "TileTask", "TileState", "TileReport", "RunInterrupted", "run_tile_group",
            "resolve_device", "worker_resources", "calibration_from_json", "executing_keys", "dask_setup"]
@@ -74,6 +74,7 @@ class TileTask:
     dim_sizes: tuple[tuple[str, int], ...] = ()
     write: bool = False
     delay_s: float = 0.0
+    store_id: str = ""  # the results store's id: never write into a store that replaced it
 
 
 @dataclass
@@ -198,9 +199,8 @@ def _needs_images(stages) -> bool:
 
 
 def _tile_done(task: TileTask) -> bool:
-    """The tile's ``chunk_done`` element in the results store (one small chunk read)."""
-    done = zarr.open_group(task.results, mode="r", use_consolidated=False)["chunk_done"]
-    return bool(done[task.tile])
+    """The tile's ``chunk_done`` element (one small chunk read), in the store this task is for."""
+    return read_tile_done(task.results, *task.tile, task.store_id)
 
 
 def _skipped(task: TileTask):
@@ -270,6 +270,6 @@ def _write(task: TileTask, state: TileState) -> TileReport:
             if state.valid.any():
                 full[state.valid] = state.outputs[var.name]
         arrays[var.name] = full.reshape(cy, cx, *full.shape[1:])
-    write_tile(task.results, *task.tile, slice(*task.ys), slice(*task.xs), arrays)
+    write_tile(task.results, *task.tile, slice(*task.ys), slice(*task.xs), arrays, task.store_id)
     state.timings["write"] = time.perf_counter() - t
     return TileReport(task.tile, n, int(state.valid.sum()), dict(state.timings), os.getpid(), state.cold)

@@ -190,3 +190,32 @@ def test_run_overwrite_never_deletes_what_is_not_a_results_store(scans, client, 
         with pytest.raises(ResultsStoreError, match="never writes into or deletes it"):
             run_workflow(_workflow(scan, target), client, overwrite=True, **QUIET)
         assert sorted(str(f.relative_to(target)) for f in target.rglob("*")) == before
+
+
+def test_a_task_of_a_replaced_store_writes_nothing_into_its_successor(scans, tmp_path):
+    """A task left running by a killed driver (e.g. on a remote scheduler) must not write its tile
+    into the store a `run --overwrite` made meanwhile: each store has its own id, checked by the
+    task before it reads `chunk_done`, before it writes, and before it marks the tile done."""
+    from laueflow.pipeline.run import _tile_chain, validate_run
+    from laueflow.pipeline.store import StoreReplacedError, prepare_results_store, read_chunk_done
+    from laueflow.pipeline.tasks import run_tile_group
+
+    scan, _ = scans
+    out = tmp_path / "results.zarr"
+    one_worker = {"n_workers": 1, "worker_resources": {}, "largest_worker_resources": {}}
+    wf = _workflow(scan, out)
+    old = validate_run(wf, None, cluster_description=one_worker)
+    prepare_results_store(out, old.layout, coords=old.coords, attrs=old.attrs)
+    params = {s.name: s.params for s in wf.stages}
+    (orphan, _), = _tile_chain(old, params, 0, 1, slice(0, 1), slice(1, 2), 0.0)
+
+    new = validate_run(wf, None, overwrite=True, cluster_description=one_worker)  # `run --overwrite`
+    prepare_results_store(out, new.layout, coords=new.coords, attrs=new.attrs, overwrite=True)
+    assert new.attrs["store_id"] != old.attrs["store_id"]
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(StoreReplacedError, match="replaced; nothing written"):
+        run_tile_group(orphan)
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
+    assert not read_chunk_done(out).any()
+    (current, _), = _tile_chain(new, params, 0, 1, slice(0, 1), slice(1, 2), 0.0)
+    assert run_tile_group(current).n_valid == 1 and read_chunk_done(out)[0, 1]
