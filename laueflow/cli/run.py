@@ -5,7 +5,6 @@ import argparse
 import sys
 
 from ..io.store_lock import StoreLock, StoreLockedError
-from ..pipeline.scan_store import ScanStoreError, scan_state
 from ..pipeline.cluster import ClusterConfigError, connect, describe, load_cluster_config
 from ..pipeline.store import ResultsStoreError, read_chunk_done
 from ..pipeline.workflow import WorkflowError, load_workflow
@@ -58,10 +57,7 @@ def run_command(args) -> int:
         # the stores' locks and the scan's state before any worker starts: refused at once
         with StoreLock(workflow.output, "run", log=print), \
                 StoreLock(workflow.input, "run (reading the scan)", shared=True):
-            try:
-                scan_state(workflow.input, allow_incomplete=args.allow_incomplete_scan)
-            except ScanStoreError as err:
-                raise WorkflowError(f"{workflow.source or 'workflow'}: input: {err}") from None
+            _validate(workflow, args)
             summary = _run(workflow, config, args)
     except (WorkflowError, ClusterConfigError, ResultsStoreError, StoreLockedError) as err:
         raise UserError(str(err)) from None
@@ -85,6 +81,15 @@ def _interrupted(workflow) -> str:
         return "laueflow run: interrupted before any tile was run; run the same command again to start"
     return (f"laueflow run: interrupted — {int(done.sum())} of {done.size} tiles are done and kept; "
             "run the same command again to resume")
+
+
+def _validate(workflow, args) -> None:
+    """Everything that needs no cluster — scan, parameters, models, results store — before any
+    worker starts (the run repeats it; cheap)."""
+    from ..pipeline.run import validate_inputs  # deferred: imports scipy (~0.6 s)
+
+    validate_inputs(workflow, overwrite=args.overwrite, allow_incomplete_scan=args.allow_incomplete_scan,
+                    log=lambda *a: None)
 
 
 def _run(workflow, config, args):

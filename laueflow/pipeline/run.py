@@ -41,7 +41,7 @@ from .store import (Layout, check_results_store, choose_chunk, finalize_results_
 from .tasks import ScanRef, StageCall, TileTask, calibration_from_json, run_tile_group
 from .workflow import StageConfig, Workflow, WorkflowError
 
-__all__ = ["run_workflow", "validate_run", "prepare_run", "map_phase", "reduce_phase", "finalize_run",
+__all__ = ["run_workflow", "validate_inputs", "validate_run", "prepare_run", "map_phase", "reduce_phase", "finalize_run",
            "RunPlan", "RunSummary", "build_layout", "stage_groups", "format_stage_table"]
 
 GROUPINGS = ("split", "whole")
@@ -188,16 +188,26 @@ def _check_scan_inputs(workflow: Workflow, attrs: dict) -> None:
                 raise WorkflowError(f"{workflow.input}: materials {attrs['materials']!r}: {err}") from None
 
 
-def validate_run(workflow: Workflow, client, *, overwrite: bool = False, cluster_description=None,
-                 grouping: str = "split", allow_incomplete_scan: bool = False, log=print) -> RunPlan:
-    """Phase 1: check everything that can be checked without computing; create nothing.
+@dataclass
+class CheckedInputs:
+    """What :func:`validate_inputs` established (no cluster needed)."""
 
-    The scan store must be a complete ingest (``allow_incomplete_scan``: the points read so far,
-    said in the log and recorded); a results store to resume must have been computed from the
-    same scan content, calibration, materials, mask and stage parameters (models: at the start
-    of the map phase, once they are resolved)."""
-    if grouping not in GROUPINGS:
-        raise ValueError(f"grouping must be one of {GROUPINGS}, got {grouping!r}")
+    scan: ScanRef
+    coords: dict
+    context: dict
+    layout: Layout
+    attrs: dict
+    store_action: str
+
+
+def validate_inputs(workflow: Workflow, *, overwrite: bool = False, allow_incomplete_scan: bool = False,
+                    log=print) -> CheckedInputs:
+    """The checks that need no cluster (``laueflow run`` makes them before it starts workers):
+    the scan store (a complete ingest, or ``allow_incomplete_scan``: the points read so far,
+    said in the log and recorded), its calibration, materials and mask, every stage parameter
+    and model file, and the results store (ours; to resume, computed from the same scan
+    content, calibration, materials, mask, stage parameters — model hashes are compared at the
+    start of the map phase, once resolved — and layout)."""
     try:
         state = scan_state(workflow.input, allow_incomplete=allow_incomplete_scan)
     except ScanStoreError as err:
@@ -217,22 +227,30 @@ def validate_run(workflow: Workflow, client, *, overwrite: bool = False, cluster
             check_models(stage.spec, stage.params, context)
         except ValueError as err:
             raise WorkflowError(f"{_where(workflow)}{err}") from None
-    cluster = cluster_description or describe(client)
-    map_stages = [s for s in workflow.stages if s.spec.kind == "map"]
-    groups = stage_groups(map_stages, cluster, grouping)
-    _check_resources(groups, cluster)
-
     layout = build_layout(workflow, *images.shape[:2])
-    config = workflow.to_dict()
-    store_attrs = _store_attrs(workflow, config, scan, attrs, state, mask_hash)
-    fingerprint = layout_fingerprint(layout, store_attrs)
-    action = check_results_store(workflow.output, fingerprint, overwrite=overwrite)
-    store_attrs["store_id"] = ((read_store_attrs(workflow.output) or {}).get("store_id", "") if action == "resume"
-                               else uuid.uuid4().hex)
-    done = read_chunk_done(workflow.output) if action == "resume" else np.zeros(layout.grid, bool)
-    reduce_done = read_reduce_done(workflow.output) if action == "resume" else []
-    return RunPlan(workflow, scan, layout, store_attrs, coords, action, done, reduce_done, cluster, groups,
-                   [s for s in workflow.stages if s.spec.kind == "reduce"], context)
+    store_attrs = _store_attrs(workflow, workflow.to_dict(), scan, attrs, state, mask_hash)
+    action = check_results_store(workflow.output, layout_fingerprint(layout, store_attrs), overwrite=overwrite)
+    return CheckedInputs(scan, coords, context, layout, store_attrs, action)
+
+
+def validate_run(workflow: Workflow, client, *, overwrite: bool = False, cluster_description=None,
+                 grouping: str = "split", allow_incomplete_scan: bool = False, log=print) -> RunPlan:
+    """Phase 1: check everything that can be checked without computing; create nothing:
+    :func:`validate_inputs`, then the stage groups against the cluster's resources."""
+    if grouping not in GROUPINGS:
+        raise ValueError(f"grouping must be one of {GROUPINGS}, got {grouping!r}")
+    checked = validate_inputs(workflow, overwrite=overwrite, allow_incomplete_scan=allow_incomplete_scan, log=log)
+    cluster = cluster_description or describe(client)
+    groups = stage_groups([s for s in workflow.stages if s.spec.kind == "map"], cluster, grouping)
+    _check_resources(groups, cluster)
+    resume = checked.store_action == "resume"
+    attrs = checked.attrs
+    attrs["store_id"] = (read_store_attrs(workflow.output) or {}).get("store_id", "") if resume else uuid.uuid4().hex
+    done = read_chunk_done(workflow.output) if resume else np.zeros(checked.layout.grid, bool)
+    reduce_done = read_reduce_done(workflow.output) if resume else []
+    return RunPlan(workflow, checked.scan, checked.layout, attrs, checked.coords, checked.store_action, done,
+                   reduce_done, cluster, groups, [s for s in workflow.stages if s.spec.kind == "reduce"],
+                   checked.context)
 
 
 def _where(workflow: Workflow) -> str:
