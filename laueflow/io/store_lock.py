@@ -186,8 +186,12 @@ class StoreLock:
 
     def _release_file(self) -> None:
         try:
-            if not self.shared or self._excl_file:
-                self.path.unlink(missing_ok=True)  # while still held: waiters see a new file
+            if self.shared and not self._excl_file:
+                try:  # the last reader out removes the file too (only when it can hold it alone)
+                    fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    return
+            self.path.unlink(missing_ok=True)  # while still held: waiters see a new file
         finally:
             os.close(self._fd)
             self._fd = None

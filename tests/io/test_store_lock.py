@@ -60,6 +60,9 @@ def test_readers_share_writers_wait_for_all_readers(tmp_path):
         reader.wait()
     with StoreLock(store, "ingest") as lock:
         assert lock.taken_over is None  # a reader that died is not reported as a writer
+    with StoreLock(store, "run (reading the scan)", shared=True):
+        assert lock_path(store).exists()
+    assert not lock_path(store).exists()  # the last reader out removes the file
 
 
 def test_reentrant_in_one_thread_refused_in_another(tmp_path):
