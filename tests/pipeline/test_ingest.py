@@ -6,6 +6,7 @@ import pytest
 import tifffile
 import zarr
 
+from ingest_helpers import quiet_ingest, write_tiffs
 from laueflow.io.images import STATUS_CODES, file_index
 from laueflow.pipeline.ingest import IngestError, ingest, plan_scan, scan_positions
 
@@ -20,16 +21,10 @@ def _frame(k, dtype=np.uint16):
 
 
 def _tiffs(folder: Path, n, prefix="img"):
-    folder.mkdir(parents=True, exist_ok=True)
-    for k in range(n):
-        tifffile.imwrite(folder / f"{prefix}_{k:04d}.tif", _frame(k))
-    return folder
+    return write_tiffs(folder, n, _frame, prefix)
 
 
-def _ingest(inputs, out, **kw):
-    kw.setdefault("progress", False)
-    kw.setdefault("log", None)
-    return ingest([str(i) for i in inputs], str(out), **kw)
+_ingest = quiet_ingest
 
 
 def test_tiff_ingest_layout_and_xarray(tmp_path):

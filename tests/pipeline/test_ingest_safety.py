@@ -18,6 +18,8 @@ import pytest
 import tifffile
 import zarr
 
+from ingest_helpers import quiet_ingest, write_tiffs
+
 from laueflow.cli.main import main
 from laueflow.io.store_kind import NotOurStoreError
 from laueflow.physics.geometry import DEFAULT_CALIBRATION
@@ -36,16 +38,10 @@ def _frame(k: int, shape=SHAPE) -> np.ndarray:
 
 
 def _tiffs(folder: Path, n: int) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for k in range(n):
-        tifffile.imwrite(folder / f"img_{k:04d}.tif", _frame(k))
-    return folder
+    return write_tiffs(folder, n, _frame)
 
 
-def _ingest(inputs, out, **kw):
-    kw.setdefault("progress", False)
-    kw.setdefault("log", None)
-    return ingest([str(i) for i in inputs], str(out), **kw)
+_ingest = quiet_ingest
 
 
 def _tree(folder: Path) -> dict:
