@@ -18,6 +18,7 @@ import os
 import socket
 import sys
 import threading
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -59,6 +60,19 @@ def _read_info(fd: int) -> dict | None:
         return json.loads(raw) if raw.strip() else None
     except ValueError:
         return None
+
+
+def _holder_details(fd: int, wait_s: float = 1.0) -> dict | None:
+    """The holder's details; a holder that has just taken the lock may not have written them
+    yet (or the file still holds a dead predecessor's): wait for them a little."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        info = _read_info(fd)
+        current = info and info.get("pid") and (info.get("host") != socket.gethostname()
+                                                or _pid_alive(int(info["pid"])))
+        if current or time.monotonic() > deadline:
+            return info
+        time.sleep(0.02)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -113,7 +127,7 @@ class StoreLock:
             try:
                 fcntl.flock(fd, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
             except BlockingIOError:
-                info = _read_info(fd)
+                info = _holder_details(fd)
                 os.close(fd)
                 raise StoreLockedError(self._busy_message(info)) from None
             except OSError as err:

@@ -363,7 +363,7 @@ def ingest(inputs, out, *, shape=None, order="raster", index_list=None, first_in
         tables, todo, changed = _plan_points(out, plan, prev, signatures)
         if kind == "scan" and overwrite:
             remove_store(out, "scan")
-        group = (_open_for_resume(out) if prev else
+        group = (_open_for_resume(out, settings) if prev else
                  _create_store(out, plan, frame_shape, dtype, layout=layout, shard_x=shard_x,
                                compression=compression, level=level, attrs=settings))
         if bad_pixels is not None and not prev:
@@ -483,10 +483,14 @@ def _plan_points(out: Path, plan: IngestPlan, prev, signatures) -> tuple[dict, l
     return tables, todo, changed
 
 
-def _open_for_resume(out: Path):
+def _open_for_resume(out: Path, settings: dict):
+    """The store to resume; one of laueflow 0.x gets its marker, id and settings now."""
     import zarr  # deferred: zarr is heavy; the CLI imports this module
 
-    return zarr.open_group(str(out), mode="r+", use_consolidated=False)
+    group = zarr.open_group(str(out), mode="r+", use_consolidated=False)
+    if "scan_id" not in group.attrs:
+        group.attrs.update({SCAN_MARKER: True, "scan_id": uuid.uuid4().hex, "ingest_settings": settings})
+    return group
 
 
 def _tasks(group, plan: IngestPlan, todo, tables) -> list:

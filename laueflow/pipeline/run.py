@@ -275,6 +275,7 @@ def _store_attrs(workflow, config, scan: ScanRef, scan_attrs, state: dict, mask_
             "scan_complete": state["complete"], "calibration": scan_attrs.get("calibration"),
             "materials": scan_attrs.get("materials"), "mask_sha256": mask_hash,
             "stages": config["stages"], "models": {},
+            "laueflow_version": __version__,  # stage code of another version may compute otherwise
         },
     }
 

@@ -247,3 +247,23 @@ def test_only_one_ingest_writes_a_store_and_a_stale_lock_is_taken_over(tmp_path)
     summary = _ingest([src], out, shape=(5, 8), frame_shape=SHAPE, log=notes.append)
     assert summary["counts"]["ok"] == 40
     assert any(f"pid {proc.pid}" in n and "no longer running" in n for n in notes)
+
+
+def test_a_scan_store_of_laueflow_0x_is_recognised_and_resumed(tmp_path):
+    """Stores written before the marker (0.x): usable by `run`, resumed by ingest (which adds the
+    marker, an id and the settings), never deleted unless recognised."""
+    src = _tiffs(tmp_path / "images", 4)
+    out = tmp_path / "scan.zarr"
+    _ingest([src], out, shape=(2, 2), frame_shape=SHAPE)
+    group = zarr.open_group(str(out), mode="r+")
+    for key in ("laueflow_scan", "scan_id", "ingest_settings", "ingest_complete", "content_id"):
+        del group.attrs[key]
+    for name in ("source_size", "source_mtime_ns"):
+        del group[name]
+    with pytest.warns(UserWarning, match="[Cc]onsolidated metadata"):  # zarr: not in the v3 spec
+        zarr.consolidate_metadata(str(out))
+    assert scan_state(out)["complete"]  # recognised by its ingest_summary
+    summary = _ingest([src], out, shape=(2, 2), frame_shape=SHAPE)
+    assert summary["n_skipped"] == 4 and summary["n_written_now"] == 0
+    attrs = zarr.open_group(str(out), mode="r").attrs
+    assert attrs["laueflow_scan"] is True and attrs["scan_id"] and attrs["ingest_complete"] is True

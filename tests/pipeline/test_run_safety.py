@@ -219,3 +219,16 @@ def test_a_task_of_a_replaced_store_writes_nothing_into_its_successor(scans, tmp
     assert not read_chunk_done(out).any()
     (current, _), = _tile_chain(new, params, 0, 1, slice(0, 1), slice(1, 2), 0.0)
     assert run_tile_group(current).n_valid == 1 and read_chunk_done(out)[0, 1]
+
+
+def test_resume_by_another_laueflow_version_is_refused(scans, client, tmp_path, monkeypatch):
+    """Stage code of another version may compute otherwise: its tiles are not mixed in."""
+    import laueflow.pipeline.run as run_module
+
+    scan, _ = scans
+    out = tmp_path / "results.zarr"
+    run_workflow(_workflow(scan, out), client, max_tiles=2, **QUIET)
+    monkeypatch.setattr(run_module, "__version__", "99.0.0")
+    with pytest.raises(ResultsStoreError, match=r"laueflow_version: stored \"[^\"]+\", given \"99.0.0\""):
+        run_workflow(_workflow(scan, out), client, **QUIET)
+    assert _chunks_done(out) == 2
