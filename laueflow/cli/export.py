@@ -7,17 +7,32 @@ from pathlib import Path
 import numpy as np
 
 from ..physics.geometry import Calibration
-from ..physics.materials import get_material
+from ..physics.materials import get_materials
 from .main import UserError
 
 EXAMPLE = """\
 examples:
   laueflow export demo/results.zarr --point 3,4 --out demo/lauetools/
   laueflow export demo/results.zarr --point 0,0 --prefix sample_A --out cross-check/
+  laueflow export demo/results.zarr --point 3,4 --ub-variant lauetools --out demo/lauetools/
+  laueflow export demo/results.zarr --point 3,4 --ub-variant reference:lt/img_0034_g0.fit
 
 Writes <prefix>_y<Y>_x<X>.dat and .cor (peak lists; LaueTools pixels X = col + 1) and, for every
 refined grain, <prefix>_y<Y>_x<X>_g<k>.fit (indexed spots, UB, strain in 1e-3 units), so the point
 can be cross-checked in LaueTools.
+
+--ub-variant: a grain's UB is defined only up to a rotation S of its Laue group (UB and UB·S index
+the same spots with other hkl). Crystal-frame strain, hkl and Euler angles depend on that choice;
+sample-frame strain does not. The .fit file's UB, hkl, orientation and strain all follow the
+variant chosen:
+  laueflow    the UB of the results store, unchanged (default)
+  identity    UB closest to the identity matrix (crystal axes closest to the lab axes)
+  lauetools   LaueTools' rule (c axis most vertical, then a* most along the beam); LaueTools applies
+              it to cubic grains, so for cubic grains this is the UB LaueTools writes
+  sample      UB closest to the sample frame (crystal axes closest to the 40°-tilted sample axes)
+  reference:FILE  UB closest to the UB in FILE (.fit file, .npy or text 3×3): the surest way to
+              compare with one LaueTools .fit file, for any crystal system
+See docs/strain.md ("UB variants").
 """
 
 
@@ -31,6 +46,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--point", required=True, help="scan point Y,X (0-based indices)")
     parser.add_argument("--out", default=".", help="output folder (default: current folder)")
     parser.add_argument("--prefix", default="laueflow", help="file name prefix (default: laueflow)")
+    parser.add_argument("--ub-variant", default="laueflow", metavar="VARIANT",
+                        help="symmetry-equivalent UB to write: laueflow (default), identity, lauetools, "
+                             "sample or reference:FILE (see below)")
     parser.set_defaults(func=run_export)
     return parser
 
@@ -38,12 +56,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run_export(args) -> int:
     import xarray as xr  # deferred: xarray is heavy
 
-    from ..io.lauetools_files import write_cor, write_dat, write_fit  # deferred: imports scipy (~0.5 s)
+    from ..io.lauetools_files import parse_ub_variant, write_cor, write_dat, write_fit  # deferred: imports scipy (~0.5 s)
 
     try:
         y, x = (int(v) for v in args.point.split(","))
     except ValueError:
         raise UserError(f"--point must be Y,X (two integers), got {args.point!r}") from None
+    try:
+        ub_variant, reference_ub = parse_ub_variant(args.ub_variant)
+    except ValueError as err:
+        raise UserError(str(err)) from None
     path = Path(args.results)
     if not path.exists():
         raise UserError(f"results store not found: {path}")
@@ -68,14 +90,16 @@ def run_export(args) -> int:
     written = [write_dat(out / f"{stem}.dat", col, row, intensity, point["peak_background"].values, source=source),
                write_cor(out / f"{stem}.cor", col, row, intensity, calibration, source=source)]
     if "strain_status" in point:
-        materials = results.attrs.get("materials") or []
+        # the store's own definitions (any material, in the scan's order), else library names
+        materials = get_materials(results.attrs.get("material_definitions") or results.attrs.get("materials") or [])
         for g in np.flatnonzero(point["strain_status"].values == 0):
             peaks = np.flatnonzero(point["peak_grain_refined"].values == g)
-            material = get_material(str(materials[int(point["grain_material"].values[g])]))
+            material = materials[int(point["grain_material"].values[g])]
             written.append(write_fit(out / f"{stem}_g{g}.fit", ub=point["refined_orientation"].values[g],
                                      material=material, calibration=calibration,
                                      hkl=point["peak_hkl_refined"].values[peaks], obs_col=col[peaks], obs_row=row[peaks],
-                                     intensity=intensity[peaks], spot_index=peaks, grain_index=int(g), source=source))
+                                     intensity=intensity[peaks], spot_index=peaks, grain_index=int(g), source=source,
+                                     ub_variant=ub_variant, reference_ub=reference_ub))
     for f in written:
         print(f)
     return 0

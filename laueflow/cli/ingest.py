@@ -11,6 +11,7 @@ from ..physics.materials import get_material
 from ..pipeline.cluster import ClusterConfig, connect
 from ..pipeline.ingest import IngestError, ingest
 from .main import UserError
+from .materials_args import add_materials_file_argument, use_materials_files
 
 EXAMPLE = """\
 examples:
@@ -19,6 +20,7 @@ examples:
       --order snake --step-um 0.5 --material Si --material GaN --out scan.zarr
   laueflow ingest --index-list points.txt --out scan.zarr      # lines 'iy ix path[::frame]'
   laueflow ingest images/ --mask bad_pixels.tif --calibration calib.det --out scan.zarr
+  laueflow ingest images/ --materials-file my_materials.yaml --material ZnCuOCl --calibration calib.det --out scan.zarr
 
 Scan index = the last number of each file name (<prefix>_<index:04d>.tif), counted from the
 smallest one (or --first-index), mapped to (y, x) row by row (raster) or with every second
@@ -66,6 +68,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                                         "largest 3-D dataset)")
     p.add_argument("--calibration", help="LaueTools .det calibration file")
     p.add_argument("--material", action="append", default=[], help="material name (repeatable)")
+    add_materials_file_argument(p)
     p.add_argument("--mask", help="bad-pixel mask of the detector (TIFF/EDF/… or .npy, same size as "
                                   "the images, non-zero = bad): the peak search ignores those pixels")
     p.add_argument("--frame-shape", type=_shape, metavar="ROWSxCOLS",
@@ -89,6 +92,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args) -> int:
     if not args.inputs and not args.index_list:
         raise UserError("give image files/folders or --index-list")
+    use_materials_files(args.materials_file)
     for name in args.material:
         try:
             get_material(name)

@@ -9,6 +9,7 @@ from ..io.detfile import read_det
 from ..physics.materials import get_material
 from ..physics.simulate import DEFAULT_ENERGY_BAND_KEV
 from .main import UserError
+from .materials_args import add_materials_file_argument, use_materials_files
 
 EXAMPLE = """\
 examples:
@@ -63,6 +64,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("--out", required=True, metavar="DIR", help="output directory")
     parser.add_argument("--material", default="Cu", help="main phase (default Cu)")
+    add_materials_file_argument(parser)
     parser.add_argument("--grains", type=int, default=12, help="number of Voronoi grains (default 12)")
     parser.add_argument("--shape", type=_shape, default=(20, 20), metavar="NYxNX", help="scan points (default 20x20)")
     parser.add_argument("--step", type=float, default=1.0, metavar="UM", help="scan step in µm (default 1)")
@@ -118,6 +120,7 @@ def run(args) -> int:
 
     from ..synth.scan import simulate_scan  # deferred: imports scipy and xarray (~1.5 s)
 
+    use_materials_files(args.materials_file)
     for name in filter(None, (args.material, args.second_phase, args.substrate)):
         get_material(name)  # ValueError listing the known materials
     calibration = None

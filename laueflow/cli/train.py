@@ -13,6 +13,7 @@ import importlib
 import sys
 
 from ..io.detfile import read_det
+from .materials_args import add_materials_file_argument, use_materials_files
 from ..physics.geometry import DEFAULT_CALIBRATION
 from ..physics.simulate import DEFAULT_ENERGY_BAND_KEV
 from .main import UserError, main
@@ -25,6 +26,7 @@ examples:
   laueflow train indexer --material Cu --calibration calib.det
   laueflow train indexer --material GaN --material Si --max-grains 3 --max-grains 1 --calibration calib.det
   laueflow train indexer --material Ti --max-index 5 --cache-dir ./models --seed 1
+  laueflow train indexer --materials-file my_materials.yaml --material ZnCuOCl --calibration calib.det
 
 The model is stored in the cache (default ~/.cache/laueflow/indexers, or $LAUEFLOW_CACHE/indexers)
 under a hash of (materials, calibration, energy band, feature, class and training parameters);
@@ -62,6 +64,7 @@ def add_train_target(targets) -> argparse.ArgumentParser:
         epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--material", action="append", required=True, metavar="NAME",
                    help="material key (repeat for multi-phase models), e.g. Cu, Si, GaN")
+    add_materials_file_argument(p)
     p.add_argument("--calibration", metavar="DET", help="LaueTools .det file (default: built-in sCMOS calibration)")
     p.add_argument("--energy-band", nargs=2, type=float, default=DEFAULT_ENERGY_BAND_KEV, metavar=("EMIN", "EMAX"),
                    help="energy band in keV (default 5 23)")
@@ -110,6 +113,7 @@ def train_indexer_command(args) -> int:
     from ..pipeline.indexers import get_indexer, model_path  # deferred: imports scipy (~0.5 s)
     from ..stages.indexing.training import train_indexer  # deferred: imports scipy (~0.5 s)
 
+    use_materials_files(args.materials_file)
     if args.calibration:
         calibration = read_det(args.calibration)
     else:

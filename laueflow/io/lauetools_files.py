@@ -22,10 +22,11 @@ from ..physics.strain import (
     strain_crystal_to_sample,
     von_mises_strain,
 )
+from ..physics.ub_variants import UB_VARIANTS, check_reference_ub, choose_ub_variant
 from ..stages.strain.model import predict_pixels
 from .detfile import parse_key_value_comments
 
-__all__ = ["write_dat", "write_cor", "read_cor", "write_fit", "read_fit"]
+__all__ = ["write_dat", "write_cor", "read_cor", "write_fit", "read_fit", "read_reference_ub", "parse_ub_variant"]
 
 _DAT_COLUMNS = "peak_X peak_Y peak_Itot peak_Isub peak_fwaxmaj peak_fwaxmin peak_inclination Xdev Ydev peak_bkg Ipixmax"
 
@@ -101,14 +102,22 @@ def _matrix_block(label, matrix, fmt="{:.8f}"):
 
 
 def write_fit(path, *, ub, material: Material, calibration: Calibration, hkl, obs_col, obs_row,
-              intensity=None, spot_index=None, grain_index: int = 0, source: str = "") -> Path:
+              intensity=None, spot_index=None, grain_index: int = 0, source: str = "",
+              ub_variant: str = "laueflow", reference_ub=None) -> Path:
     """One refined grain as a LaueTools-style ``.fit`` file.
 
     Theoretical positions, energies and ``Q`` (LT frame) are computed from ``ub``; strain blocks
     are in 10⁻³ units, crystal and sample (40°) frames.
+
+    ``ub_variant`` picks the symmetry-equivalent UB written (:mod:`laueflow.physics.ub_variants`:
+    ``laueflow`` = ``ub`` as given, ``identity``, ``lauetools``, ``sample``, ``reference`` with
+    ``reference_ub``); the hkl of every spot are transformed with it (same ``Q``), and the
+    orientation, strain and lattice-parameter blocks are computed from the written UB. A footer
+    block records the variant and the integer ``T`` with ``hkl(file) = T · hkl(ub)``.
     """
-    ub = np.asarray(ub, float)
-    hkl = np.asarray(hkl, float)
+    variant = choose_ub_variant(ub, material, ub_variant, reference_ub)
+    ub = variant.ub
+    hkl = variant.hkl(np.asarray(hkl, float))
     obs_col, obs_row = np.asarray(obs_col, float), np.asarray(obs_row, float)
     n = len(hkl)
     intensity = np.ones(n) if intensity is None else np.asarray(intensity, float)
@@ -145,22 +154,31 @@ def write_fit(path, *, ub, material: Material, calibration: Calibration, hkl, ob
     lines += ["#CCDLabel", f"#{calibration.detector_name}", "#DetectorParameters",
               "#[" + ", ".join(f"{v:.3f}" for v in calibration.parameters) + "]",
               "#pixelsize", f"#{calibration.pixel_size_mm}", "#Frame dimensions", f"#{tuple(calibration.frame_shape)}"]
+    lines += [f"#laueflow UB variant: {variant.name}"]
+    lines += _matrix_block("laueflow hkl transform T: hkl = T hkl_laueflow, UB = UB_laueflow B0 T^-1 B0^-1", variant.hkl_transform, "{:.0f}")
     path = Path(path)
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
 def read_fit(path) -> dict:
-    """Read a ``.fit`` file written by :func:`write_fit` (or LaueTools): spot table + labelled blocks."""
+    """Read a ``.fit`` file written by :func:`write_fit` (or LaueTools): spot table + labelled blocks.
+
+    Matrix rows may be written ``#[a b c]`` (laueflow) or numpy-style ``#[[a b c]`` / ``# [d e f]]``
+    (LaueTools); the column-name line may start with ``#`` or ``##``.
+    """
     lines = Path(path).read_text().splitlines()
-    header = next(i for i, ln in enumerate(lines) if ln.startswith("#spot_index"))
-    names = lines[header][1:].split()
+    header = next((i for i, ln in enumerate(lines) if ln.lstrip("#").startswith("spot_index")), None)
+    if header is None:
+        raise ValueError(f"{path}: no spot table header (a '#spot_index ...' line): not a .fit file")
+    names = lines[header].lstrip("#").split()
     rows, blocks, label = [], {}, None
     for ln in lines[header + 1:]:
         if not ln.startswith("#"):
-            rows.append(list(map(float, ln.split())))
-        elif ln.startswith("#["):
-            blocks.setdefault(label, []).append([float(v) for v in ln[2:].rstrip("]").replace(",", " ").split()])
+            if ln.strip():
+                rows.append(list(map(float, ln.split())))
+        elif ln[1:].lstrip().startswith("["):
+            blocks.setdefault(label, []).append([float(v) for v in ln[1:].strip().strip("[]").replace(",", " ").split()])
         else:
             label = ln[1:].strip()
             blocks.setdefault(label, [])
@@ -169,3 +187,58 @@ def read_fit(path) -> dict:
     for key, value in blocks.items():
         out[key] = np.array(value) if value else None
     return out
+
+
+_UB_LABEL = "ubmatrixinq=(ub)b0g*"
+
+
+def read_reference_ub(path) -> np.ndarray:
+    """A reference orientation matrix (3, 3) from a ``.fit`` file (its ``UB matrix in q= (UB) B0
+    G*`` block, laueflow or LaueTools layout), a ``.npy`` file or a text file of 9 numbers.
+
+    Raises ``ValueError`` saying what was wrong and what to give instead.
+    """
+    path = Path(path)
+    hint = ("give a .fit file (LaueTools or laueflow export), a .npy file holding a 3×3 array, or a "
+            "text file with the 9 numbers of the 3×3 UB (3 rows of 3)")
+    if not path.is_file():
+        raise ValueError(f"reference UB file not found: {path}; {hint}")
+    try:
+        if path.suffix.lower() == ".fit":
+            fit = read_fit(path)
+            key = next((k for k in fit if k and k.lower().replace(" ", "").startswith(_UB_LABEL)), None)
+            if key is None or fit[key] is None:
+                raise ValueError("no 'UB matrix in q= (UB) B0 G*' block")
+            matrix = fit[key]
+        elif path.suffix.lower() == ".npy":
+            matrix = np.load(path, allow_pickle=False)
+        else:
+            text = " ".join(ln.split("#")[0] for ln in path.read_text().splitlines())
+            matrix = [float(v) for v in text.replace(",", " ").replace("[", " ").replace("]", " ").split()]
+        return check_reference_ub(matrix, where=f"the UB in {path}")
+    except (ValueError, OSError) as err:  # UnicodeDecodeError is a ValueError
+        message = str(err)
+        if message.startswith("the UB in"):
+            raise ValueError(f"{message}; {hint}") from None
+        raise ValueError(f"could not read a 3×3 UB matrix from {path} ({message}); {hint}") from None
+
+
+def parse_ub_variant(text: str) -> tuple[str, np.ndarray | None]:
+    """``--ub-variant`` value → ``(variant, reference_ub)``: ``laueflow``, ``identity``,
+    ``lauetools``, ``sample`` or ``reference:FILE`` (FILE read by :func:`read_reference_ub`).
+
+    Raises ``ValueError`` saying what was wrong and what to do.
+    """
+    value = str(text).strip()
+    name, sep, file = value.partition(":")
+    name = name.strip().lower()
+    if name == "reference":
+        if not sep or not file.strip():
+            raise ValueError("--ub-variant reference needs a file: reference:FILE, e.g. "
+                             "--ub-variant reference:lauetools/grain_g0.fit (a .fit, .npy or text 3×3 UB)")
+        return "reference", read_reference_ub(file.strip())
+    if name in UB_VARIANTS and not sep:
+        return name, None
+    choices = ", ".join(v for v in UB_VARIANTS if v != "reference")
+    raise ValueError(f"unknown --ub-variant {value!r}: choose {choices} or reference:FILE "
+                     "(e.g. --ub-variant identity, --ub-variant reference:grain_g0.fit)")

@@ -3,8 +3,11 @@
 Two selectable rules (``Material.extinction_rule``):
 
 * ``"lauetools"`` — LaueTools' short codes (``fcc``, ``bcc``, ``dia``, ``wurtzite``, ``no``,
-  ``h+k+l=2n``, ``h+k=2n``, ``Al2O3``, ``SG166``, ``VO2_mono``), so that simulated spot lists can be
-  compared with LaueTools exactly.
+  ``h+k+l=2n``, ``h+k=2n``, ``Al2O3``, ``SG166``, ``SG141`` (β-Sn), ``SG227``, ``Ti2AlN``,
+  ``Al2O3_rhombo``, ``137``, ``VO2_mono``, ``VO2_mono2``, ``rutile``, and ``R3m_sg160``, ``2h+k=2n``
+  from its material table), so that simulated spot lists can be compared with LaueTools exactly.
+  The conditions are LaueTools' as its ``ApplyExtinctionrules`` states them (e.g. its ``SG227``
+  lacks Fd-3m's 0kl: k + l = 4n), not the space group's.
 * ``"space_group"`` — the general and special reflection conditions of any of the 230 space
   groups (from gemmi), plus structure-factor zeros where atom sites are known.
 
@@ -43,6 +46,33 @@ LAUETOOLS_CODES = {
     "VO2_mono": lambda h, k, l: ~(
         ((k == 0) & (l % 2 == 1)) | ((h == 0) & (l == 0) & (k % 2 == 1))
     ),
+    "VO2_mono2": lambda h, k, l: ((h + k) % 2 == 0) & ~(
+        ((k == 0) & (h % 2 == 1)) | ((h == 0) & (k % 2 == 1))
+    ),
+    "rutile": lambda h, k, l: ~(
+        ((h == 0) & ((k + l) % 2 == 1)) | ((h == 0) & (k == 0) & (l % 2 == 1))
+        | ((k == 0) & (l == 0) & (h % 2 == 1))
+    ),
+    "Ti2AlN": lambda h, k, l: ~((h == k) & (l % 2 == 1)) & ~((l % 2 == 1) & ((h - k) % 3 == 0)),
+    "SG141": lambda h, k, l: ((h + k + l) % 2 == 0) & ~(  # β-Sn, I4₁/amd
+        ((l == 0) & (h % 2 == 1) & (k % 2 == 1)) | ((h == 0) & ((k + l) % 2 == 1))
+        | ((h == k) & ((2 * h + l) % 4 != 0)) | ((h == 0) & (k == 0) & (l % 4 != 0))
+        | ((k == 0) & (l == 0) & (h % 2 == 1)) | ((k == -h) & (l == 0) & (h % 2 == 1))
+    ),
+    "SG227": lambda h, k, l: _fcc(h, k, l) & ~(  # Fd-3m, as LaueTools states it
+        ((h == 0) & (k % 2 == 1) & (l % 2 == 1) & ((k + l) % 4 != 0))
+        | ((k == 0) & (h % 2 == 1) & (l % 2 == 1) & ((h + l) % 4 != 0))
+        | ((l == 0) & (h % 2 == 1) & (k % 2 == 1) & ((h + k) % 4 != 0))
+        | ((h == k) & ((h + l) % 2 == 1)) | ((k == l) & ((l + h) % 2 == 1)) | ((l == h) & ((h + k) % 2 == 1))
+        | ((k == 0) & (l == 0) & (h % 4 != 0)) | ((l == 0) & (h == 0) & (k % 4 != 0))
+        | ((h == 0) & (k == 0) & (l % 4 != 0))
+    ),
+    "Al2O3_rhombo": lambda h, k, l: (h == k) & (l % 2 == 0) & ((h + k + l) % 2 == 0),
+    "137": lambda h, k, l: (l % 2 == 0) & ((h + k + l) % 2 == 0),
+    # in LaueTools' material table, not in the ApplyExtinctionrules versions we could read: the
+    # R-centring condition of R3m (hexagonal axes) and "2h+k = 2n" as written (i.e. k even)
+    "R3m_sg160": lambda h, k, l: (-h + k + l) % 3 == 0,
+    "2h+k=2n": lambda h, k, l: (2 * h + k) % 2 == 0,
 }
 
 

@@ -23,7 +23,8 @@ import yaml
 from .extinctions import LAUETOOLS_CODES, lauetools_allowed, space_group_allowed
 from .lattice import b_matrix, reciprocal_metric
 
-__all__ = ["AtomSite", "Material", "get_material", "get_materials", "list_materials", "material_from_entry"]
+__all__ = ["AtomSite", "Material", "get_material", "get_materials", "list_materials", "material_from_entry",
+           "material_from_dict", "register_materials", "material_differences"]
 
 #: |F|² below this fraction of Σf² counts as a structure-factor zero
 _STRUCTURE_FACTOR_ZERO = 1e-6
@@ -148,15 +149,18 @@ class Material:
         return real**2 + imag**2
 
     def to_dict(self) -> dict:
-        """Plain-data description (for Zarr attributes and provenance)."""
+        """Plain-data description (for Zarr attributes and provenance); :func:`material_from_dict`
+        rebuilds the material from it, so stores carry their materials' full definitions."""
         return {
             "name": self.name,
             "lattice_parameters": list(self.lattice_parameters),
             "space_group": self.spacegroup.xhm(),
             "space_group_number": self.space_group_number,
-            "atoms": [[a.element, *a.xyz] for a in self.atoms],
+            "atoms": [[a.element, *a.xyz, a.occupancy] for a in self.atoms],
             "lauetools_extinction": self.lauetools_extinction,
             "extinction_rule": self.extinction_rule,
+            "elastic_constants_gpa": dict(self.elastic_constants_gpa),
+            "source": self.source,
         }
 
 
@@ -214,6 +218,27 @@ def material_from_entry(name: str, entry: dict) -> Material:
     )
 
 
+def material_from_dict(d: dict) -> Material:
+    """The :class:`Material` described by :meth:`Material.to_dict` (as stored in scan and results
+    stores and model files)."""
+    return Material(name=d["name"], lattice_parameters=tuple(d["lattice_parameters"]), space_group=d["space_group"],
+                    atoms=tuple(d.get("atoms") or ()), lauetools_extinction=d.get("lauetools_extinction"),
+                    extinction_rule=d.get("extinction_rule", "space_group"),
+                    elastic_constants_gpa=dict(d.get("elastic_constants_gpa") or {}), source=d.get("source", ""))
+
+
+#: materials registered in this process (a user's materials file), looked up before the library
+_USER_MATERIALS: dict[str, Material] = {}
+
+
+def register_materials(materials) -> list[str]:
+    """Make ``materials`` (Material objects) known by name to :func:`get_material` in this
+    process, before the library (a user's materials file; ``laueflow … --materials-file``)."""
+    for m in materials:
+        _USER_MATERIALS[m.name.lower()] = m
+    return [m.name for m in materials]
+
+
 def list_materials() -> list[str]:
     """Names of the materials in the built-in library."""
     return sorted(_library())
@@ -222,9 +247,17 @@ def list_materials() -> list[str]:
 _ALIASES = {"fe": "alpha-Fe", "alpha_fe": "alpha-Fe", "α-fe": "alpha-Fe", "sapphire": "Al2O3", "zirconia": "ZrO2"}
 
 
-@lru_cache(maxsize=None)
 def get_material(name: str, extinction_rule: str = "space_group") -> Material:
-    """A material of the built-in library by name (case-insensitive), e.g. ``get_material("Cu")``."""
+    """A material by name (case-insensitive): one registered from a user's materials file
+    (:func:`register_materials`), else the built-in library's, e.g. ``get_material("Cu")``."""
+    user = _USER_MATERIALS.get(str(name).lower())
+    if user is not None:
+        return user if extinction_rule == user.extinction_rule else user.with_rule(extinction_rule)
+    return _library_material(name, extinction_rule)
+
+
+@lru_cache(maxsize=None)
+def _library_material(name: str, extinction_rule: str) -> Material:
     library = _library()
     key = {k.lower(): k for k in library}.get(name.lower()) or _ALIASES.get(name.lower())
     if key is None:
@@ -247,6 +280,25 @@ def get_materials(materials, extinction_rule: str = "space_group") -> list[Mater
     for m in materials or []:
         if isinstance(m, Material):
             out.append(m)
+        elif isinstance(m, dict) and "lattice_parameters" in m:  # a full definition (stores, model files)
+            mat = material_from_dict(m)
+            out.append(mat if mat.extinction_rule == extinction_rule else mat.with_rule(extinction_rule))
         else:
             out.append(get_material(str(m["name"] if isinstance(m, dict) else m), extinction_rule))
+    return out
+
+
+def material_differences(first, second, labels=("first", "second")) -> list[str]:
+    """What differs between two lists of materials, compared by name in any order: materials
+    only in one, lattice parameters (beyond 1e-6 Å/°), space group. Empty: the same materials."""
+    a, b = {m.name: m for m in first}, {m.name: m for m in second}
+    out = [f"{name} only in the {labels[0]}" for name in a if name not in b]
+    out += [f"{name} only in the {labels[1]}" for name in b if name not in a]
+    for name in (n for n in a if n in b):
+        if not np.allclose(a[name].lattice_parameters, b[name].lattice_parameters, rtol=0, atol=1e-6):
+            out.append(f"{name}: lattice {list(a[name].lattice_parameters)} in the {labels[0]}, "
+                       f"{list(b[name].lattice_parameters)} in the {labels[1]}")
+        if a[name].spacegroup.number != b[name].spacegroup.number:
+            out.append(f"{name}: space group {a[name].spacegroup.xhm()} in the {labels[0]}, "
+                       f"{b[name].spacegroup.xhm()} in the {labels[1]}")
     return out

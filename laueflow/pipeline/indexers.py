@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..io.indexer_files import load_indexer, save_indexer
 from ..physics.geometry import Calibration
+from ..stages.indexing.stage import model_to_scan_materials
 from ..stages.indexing.training import (Indexer, IndexerConfig, model_hash, resolve_materials,
                                         train_indexer)
 
@@ -86,6 +87,8 @@ def check_index_model(params: dict, context: dict) -> None:
         if not path.is_file():
             raise FileNotFoundError(f"indexer model {path} does not exist; train one with "
                                     "`laueflow train indexer --material NAME --out FILE.pt` or set model: null")
+        if context.get("materials"):  # a pinned model must know exactly the scan's materials
+            model_to_scan_materials(load_indexer(path).materials, resolve_materials(context["materials"]))
         return
     materials, calibration, config = _inputs(params, context)
     path = model_path(materials, calibration, config, params.get("cache_dir"))

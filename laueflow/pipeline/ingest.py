@@ -39,6 +39,7 @@ from ..io.images import (ALL_ZERO, IMAGE_EXTENSIONS, MISSING, NOT_READ, OK, STAT
                          WRONG_SHAPE, ImageReadError, file_index, h5_n_frames, read_frame, reader_for)
 from ..io.store_kind import KIND_NAMES, SCAN_MARKER, NotOurStoreError, remove_store, store_kind
 from ..io.store_lock import StoreLock
+from ..physics.materials import get_materials
 from .scan_store import (content_id, mask_sha256, read_point_tables, settings_differences,
                          write_point_tables)
 
@@ -284,8 +285,8 @@ def _create_store(out: Path, plan, frame_shape, dtype, *, layout, shard_x, compr
         arr[:] = np.arange(n) * float(step)
     group.attrs.update({
         SCAN_MARKER: True, "scan_id": uuid.uuid4().hex, "ingest_complete": False, "ingest_settings": attrs,
-        **{k: attrs[k] for k in ("calibration", "materials", "step_um", "frame_shape", "dtype", "scan_shape",
-                                 "scan_order", "layout", "compression")},
+        **{k: attrs[k] for k in ("calibration", "materials", "material_definitions", "step_um", "frame_shape",
+                                 "dtype", "scan_shape", "scan_order", "layout", "compression")},
         "laueflow_version": __version__, "status_codes": {str(k): v for k, v in STATUS_CODES.items()},
     })
     return group
@@ -412,7 +413,8 @@ def _settings(plan, calibration, materials, step_um, frame_shape, dtype, layout,
     """What an ingest into an existing store must repeat (stored as ``ingest_settings``)."""
     return {
         "calibration": calibration.to_dict() if calibration is not None else None,
-        "materials": list(materials),
+        "materials": [m if isinstance(m, str) else m.name for m in materials],
+        "material_definitions": [m.to_dict() for m in get_materials(list(materials))],
         "step_um": [float(step_um[0]), float(step_um[1])],
         "scan_shape": [int(n) for n in plan.shape],
         "scan_order": plan.order,

@@ -29,7 +29,8 @@ from .. import __version__
 from ..io.model_files import file_sha256
 from ..io.store_kind import read_store_attrs
 from ..io.store_lock import StoreLock
-from ..physics.materials import get_materials
+from ..io.materials_file import load_materials_file
+from ..physics.materials import get_materials, material_differences
 from ..stages.base import status_table
 from .cluster import describe
 from .models import check_models, resolve_models
@@ -109,11 +110,24 @@ def _open_scan(path: Path):
     return group, images, dict(group.attrs.asdict()), coords
 
 
+def scan_materials(attrs: dict) -> list:
+    """The scan's materials: their full definitions when the store has them (any material, also
+    from a user's file), else their names (library materials; stores of laueflow 0.x)."""
+    return list(attrs.get("material_definitions") or attrs.get("materials") or [])
+
+
+def _definitions(attrs: dict) -> list | None:
+    try:
+        return [m.to_dict() for m in get_materials(scan_materials(attrs))]
+    except ValueError:  # names no library knows, in a workflow whose stages need no materials
+        return None
+
+
 def _scan_ref(path: Path, group, images, attrs) -> tuple[ScanRef, str | None]:
     """The scan as the workers will see it (with a token over what they cache per process),
     and the SHA-256 of its bad-pixel mask (None without one)."""
     calibration = json.dumps(attrs["calibration"], sort_keys=True) if attrs.get("calibration") else None
-    materials = json.dumps(attrs["materials"], sort_keys=True) if attrs.get("materials") else None
+    materials = json.dumps(scan_materials(attrs), sort_keys=True) if attrs.get("materials") else None
     digest = hashlib.sha256(f"{calibration}|{materials}|{images.shape}".encode())
     mask_hash = None
     if "mask" in group:
@@ -172,6 +186,25 @@ def _check_resources(groups, cluster: dict) -> None:
                                 "cluster config (cluster-configs/)")
 
 
+def _check_workflow_materials(workflow: Workflow, attrs: dict) -> None:
+    """With ``materials_file:`` in the workflow, every scan material must be defined there, the
+    same (lattice, space group): the workflow, the scan (and the model) agree or nothing runs."""
+    if workflow.materials_file is None:
+        return
+    try:
+        defined = load_materials_file(workflow.materials_file)
+        scan = get_materials(scan_materials(attrs))
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise WorkflowError(f"{_where(workflow)}materials_file {workflow.materials_file}: {err}") from None
+    problems = [f"{m.name} not defined in the materials file" for m in scan if m.name not in defined]
+    problems += material_differences([defined[m.name] for m in scan if m.name in defined],
+                                     [m for m in scan if m.name in defined], ("materials file", "scan store"))
+    if problems:
+        raise WorkflowError(f"{_where(workflow)}the scan's materials differ from materials_file "
+                            f"{workflow.materials_file}: " + "; ".join(problems)
+                            + ". Re-ingest with this file (--materials-file) or fix the file")
+
+
 def _check_scan_inputs(workflow: Workflow, attrs: dict) -> None:
     for stage in workflow.stages:
         keys = set(stage.spec.inputs.values())
@@ -183,7 +216,7 @@ def _check_scan_inputs(workflow: Workflow, attrs: dict) -> None:
                 raise WorkflowError(f"{workflow.input}: the scan has no materials, which stage "
                                     f"{stage.name!r} needs; re-ingest with --material NAME")
             try:
-                get_materials(attrs["materials"])
+                get_materials(scan_materials(attrs))
             except (KeyError, ValueError) as err:
                 raise WorkflowError(f"{workflow.input}: materials {attrs['materials']!r}: {err}") from None
 
@@ -219,7 +252,8 @@ def validate_inputs(workflow: Workflow, *, overwrite: bool = False, allow_incomp
     group, images, attrs, coords = _open_scan(Path(workflow.input))
     scan, mask_hash = _scan_ref(Path(workflow.input), group, images, attrs)
     _check_scan_inputs(workflow, attrs)
-    context = {"calibration": calibration_from_json(scan.calibration_json), "materials": attrs.get("materials"),
+    _check_workflow_materials(workflow, attrs)
+    context = {"calibration": calibration_from_json(scan.calibration_json), "materials": scan_materials(attrs),
                "log": log}
     for stage in workflow.stages:
         try:
@@ -268,12 +302,13 @@ def _store_attrs(workflow, config, scan: ScanRef, scan_attrs, state: dict, mask_
         "scan_complete": state["complete"],
         "calibration": scan_attrs.get("calibration"),
         "materials": scan_attrs.get("materials"),
+        "material_definitions": _definitions(scan_attrs),
         "step_um": scan_attrs.get("step_um"),
         # what the results are computed from: a resume must match all of it (docs/reliability.md)
         "laueflow_provenance": {
             "scan_id": state["scan_id"], "scan_content_id": state["content_id"],
             "scan_complete": state["complete"], "calibration": scan_attrs.get("calibration"),
-            "materials": scan_attrs.get("materials"), "mask_sha256": mask_hash,
+            "materials": scan_materials(scan_attrs), "mask_sha256": mask_hash,
             "stages": config["stages"], "models": {},
             "laueflow_version": __version__,  # stage code of another version may compute otherwise
         },

@@ -41,6 +41,7 @@ _TOP_KEYS: dict[str, tuple] = {
     "cluster": (str,),
     "plugins": (list,),
     "stages": (list,),
+    "materials_file": (str,),
 }
 
 
@@ -70,6 +71,7 @@ class Workflow:
     cluster: Path | None = None
     plugins: list[str] = field(default_factory=list)
     source: Path | None = None
+    materials_file: Path | None = None  # the scan's materials must be defined there identically
 
     def to_dict(self) -> dict:
         """The full resolved config (written to the results store's attributes)."""
@@ -82,6 +84,7 @@ class Workflow:
             "plugins": list(self.plugins),
             "stages": [{s.name: _jsonable(s.params)} for s in self.stages],
             "source": str(self.source) if self.source else None,
+            "materials_file": str(self.materials_file) if self.materials_file else None,
         }
 
     def stage_dim_sizes(self) -> dict[str, int]:
@@ -201,8 +204,11 @@ def parse_workflow(data: Any, *, base_dir: str | os.PathLike = ".", source=None,
     _check_stage_inputs(stages, where)
 
     cluster = resolve(data["cluster"]) if "cluster" in data else None
+    materials_file = resolve(data["materials_file"]) if "materials_file" in data else None
+    if materials_file is not None and not materials_file.is_file():
+        raise WorkflowError(f"{where}materials_file {materials_file} does not exist; fix 'materials_file:'")
     workflow = Workflow(input_path, output_path, stages, int(images_per_task), chunk, cluster,
-                        list(plugins), Path(source) if source else None)
+                        list(plugins), Path(source) if source else None, materials_file)
     workflow.stage_dim_sizes()  # dims agree across stages
     return workflow
 

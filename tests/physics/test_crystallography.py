@@ -71,11 +71,12 @@ def test_lauetools_and_space_group_rules_agree_for_cubic_library_materials():
     for name in ["Cu", "Al", "Ni", "W", "alpha-Fe", "Si", "Ge", "UO2"]:
         m = get_material(name)
         assert np.array_equal(m.allowed(hkl), m.with_rule("lauetools").allowed(hkl)), name
-    # documented differences (docs/materials.md): wurtzite structure-factor zeros, Sn glide
+    # documented differences (docs/materials.md): wurtzite structure-factor zeros, Sn's site zeros
     gan = get_material("GaN")
     assert not gan.allowed([3, 0, -1]) and gan.with_rule("lauetools").allowed([3, 0, -1])
     sn = get_material("Sn")
-    assert not sn.allowed([1, -1, 0]) and sn.with_rule("lauetools").allowed([1, -1, 0])
+    assert not sn.allowed([1, -1, 0]) and not sn.with_rule("lauetools").allowed([1, -1, 0])  # SG141: the glide
+    assert not sn.allowed([-6, -4, -6]) and sn.with_rule("lauetools").allowed([-6, -4, -6])  # F = 0 (sites)
 
 
 def test_user_defined_material_from_yaml(tmp_path):

@@ -15,12 +15,13 @@ import numpy as np
 
 from ...backend import to_numpy
 from ...physics.geometry import Calibration, angles_to_qhat
+from ...physics.materials import get_materials, material_differences
 from ...physics.orientations import matrix_to_euler
 from . import STAGE
 from .orientation import ClassGeometry, IndexingParams, find_grains
 from .training import Indexer
 
-__all__ = ["index_peaks", "index_stage"]
+__all__ = ["index_peaks", "index_stage", "model_to_scan_materials"]
 
 _GEOMETRY_CACHE: dict = {}
 
@@ -151,6 +152,23 @@ def index_stage(peak_two_theta, peak_chi, peak_intensity=None, calibration=None,
         raise ValueError("the index stage needs a loaded indexer (parameter 'model'): run it through "
                          "`laueflow run`, which finds or trains the model for the scan's materials, or "
                          "pass laueflow.io.indexer_files.load_indexer(PATH)")
-    return index_peaks(peak_two_theta, peak_chi, peak_intensity, indexer=model, calibration=calibration,
-                       max_grains=max_grains, device=device, **params)
+    out = index_peaks(peak_two_theta, peak_chi, peak_intensity, indexer=model, calibration=calibration,
+                      max_grains=max_grains, device=device, **params)
+    if materials is not None:  # material indices follow the scan's list (by name), never the model's order
+        lookup = model_to_scan_materials(model.materials, get_materials(materials))
+        for key in ("grain_material", "peak_material"):
+            out[key] = np.where(out[key] >= 0, lookup[np.maximum(out[key], 0)], -1).astype(out[key].dtype)
+    return out
 
+
+def model_to_scan_materials(model_materials, scan_materials) -> np.ndarray:
+    """``lookup[i]`` = index in ``scan_materials`` of the model's material ``i``, matched by name;
+    ``ValueError`` listing the differences unless both hold the same materials (names, lattice
+    parameters to 1e-6 Å/°, space group), in any order."""
+    problems = material_differences(model_materials, scan_materials, ("model", "scan"))
+    if problems:
+        raise ValueError("the indexer model and the scan do not have the same materials: " + "; ".join(problems)
+                         + ". Use a model trained for the scan's materials (laueflow train indexer "
+                         "--material …) or set model: null to find or train it")
+    names = [m.name for m in scan_materials]
+    return np.array([names.index(m.name) for m in model_materials], dtype=np.int64)
