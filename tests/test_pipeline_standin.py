@@ -24,6 +24,7 @@ def standin_find_peaks(images, *, threshold_counts=200.0, max_peaks=16, delay_s=
     out["peak_col_int"] = np.full((n, max_peaks), -1, np.int32)
     out["peak_row_int"] = np.full((n, max_peaks), -1, np.int32)
     out["peak_count"] = np.zeros(n, np.int32)
+    out["peak_count_found"] = np.zeros(n, np.int32)
     for i, image in enumerate(images.astype(np.float32)):
         background = float(np.median(image))
         if mask is not None:
@@ -45,6 +46,7 @@ def standin_find_peaks(images, *, threshold_counts=200.0, max_peaks=16, delay_s=
             out["peak_background"][i, j] = background
             out["peak_noise"][i, j] = 1.0
         out["peak_count"][i] = len(order)
+        out["peak_count_found"][i] = len(rows)
     if delay_s:
         time.sleep(delay_s)
     return out

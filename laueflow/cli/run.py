@@ -120,3 +120,32 @@ def _report(summary) -> None:
     table = format_stage_table(summary)
     if table:
         print(table)
+    # no silent truncation: images whose peak search kept only the brightest `max_peaks`
+    # (peak_count_found > peak_count, status peaks_truncated), read from the results store: every
+    # tile written so far, by this run and earlier ones
+    import numpy as np
+    import zarr  # deferred: zarr is heavy
+
+    try:
+        group = zarr.open_group(str(summary.results), mode="r", use_consolidated=False)
+        if "peak_count_found" not in group or "peak_count" not in group:
+            return  # no peak stage, or one without the record
+        found = np.asarray(group["peak_count_found"][...])
+        kept = np.asarray(group["peak_count"][...])
+        stages = (group.attrs.get("workflow") or {}).get("stages") or []
+    except (OSError, KeyError, ValueError):
+        return
+    truncated = (kept >= 0) & (found > kept)
+    if not truncated.any():
+        return
+    name, max_peaks = "peaks", int(kept[truncated].max())
+    for entry in stages:  # the stage that wrote the peak tables: the one with a `max_peaks`
+        for stage, params in (entry.items() if isinstance(entry, dict) else ()):
+            if isinstance(params, dict) and "max_peaks" in params:
+                name, max_peaks = stage, int(params["max_peaks"])
+    largest = int(found[truncated].max())
+    print(f"laueflow run: warning: {int(truncated.sum())} of {int((kept >= 0).sum())} images had more peaks "
+          f"than max_peaks = {max_peaks} (up to {largest} found); only their brightest {max_peaks} were kept "
+          f"(status peaks_truncated; peak_count_found holds the number found). To keep every peak, raise "
+          f"`max_peaks` in the workflow's `{name}` stage to at least {largest} and run again with --overwrite.",
+          file=sys.stderr)

@@ -34,7 +34,9 @@ Algorithm (one frame; stacks are looped over by the stage, never labelled across
    ``box_size_px`` (LaueTools ``boxsize``; (2·b+1)² pixels) ``integrated_intensity`` = Σ(I − B);
    centroid = (I − B)⁺-weighted mean position over the pixels of the peak's component within
    ``centroid_box_px`` (default 2: 5×5) of the hottest pixel (keeps neighbours out).
-   The ``max_peaks`` highest peaks are kept, sorted by decreasing ``intensity``.
+   The ``max_peaks`` highest peaks are kept, sorted by decreasing ``intensity``; with
+   ``return_n_found=True`` the number of peaks before that cut comes back too (the stage records
+   it, so a cut is never silent).
 
 ``mask`` (same shape, True = bad pixel: dead, hot, gaps) excludes pixels from being peaks, from
 suppressing neighbours, from centroids and integration.
@@ -357,7 +359,8 @@ def find_peaks_2d(
     grow_sigma: float = 2.0,
     centroid_box_px: int = 2,
     chunk_pixels: int = 1 << 18,
-) -> dict:
+    return_n_found: bool = False,
+):
     """Find the peaks of one 2-D image (numpy or cupy). See the module docstring.
 
     Returns a dict of 1-D arrays (``PEAK_FIELDS``), one entry per peak, sorted by decreasing
@@ -365,6 +368,10 @@ def find_peaks_2d(
     ``intensity`` (hottest pixel − background), ``integrated_intensity`` (Σ I − B in the box),
     ``background``, ``noise`` (local per-pixel σ, counts), ``npix`` (int32, pixels of the spot's
     3×3-smoothed component above ``grow_sigma``).
+
+    ``return_n_found``: return ``(peaks, n_found)`` instead, ``n_found`` (int) = the number of
+    peaks above the thresholds before the ``max_peaks`` cut (``> max_peaks``: only the brightest
+    ``max_peaks`` were kept).
     """
     prepared = mask if isinstance(mask, PeakMask) else None
     if prepared is not None:
@@ -422,7 +429,7 @@ def find_peaks_2d(
     level_high = at_pixels(bg9 + excess_high, flat_low // n_cols, flat_low % n_cols)
     flat_hot = flat_low[smooth.ravel()[flat_low] > level_high]
     if flat_hot.size == 0:
-        return _empty(xp)
+        return (_empty(xp), 0) if return_n_found else _empty(xp)
 
     # local maxima of S among hot pixels: brighter than (or equal to and earlier than) every
     # pixel of the (2d+1)^2 window; examined in chunks to bound memory
@@ -442,7 +449,7 @@ def find_peaks_2d(
         keep_parts.append(idx[is_max])
     smax = xp.concatenate(keep_parts) if len(keep_parts) > 1 else keep_parts[0]
     if smax.size == 0:
-        return _empty(xp)
+        return (_empty(xp), 0) if return_n_found else _empty(xp)
 
     # hottest raw pixel of the 3x3 around each maximum of S = the peak's integer position
     img_flat = img.ravel()
@@ -462,9 +469,10 @@ def find_peaks_2d(
         peaks, prow, pcol, smax = peaks[keep], prow[keep], pcol[keep], smax[keep]
         bg, noise, height = bg[keep], noise[keep], height[keep]
         if peaks.size == 0:
-            return _empty(xp)
+            return (_empty(xp), 0) if return_n_found else _empty(xp)
     # sort by decreasing height, ties by flat index (lexsort: last key is primary)
     order = xp.lexsort(xp.stack([peaks.astype(xp.float64), -height.astype(xp.float64)]))
+    n_found = int(order.shape[0])
     if max_peaks is not None:
         order = order[: int(max_peaks)]
     peaks, prow, pcol, smax = peaks[order], prow[order], pcol[order], smax[order]
@@ -508,7 +516,7 @@ def find_peaks_2d(
     wsafe = xp.where(ok, wsum, 1)
     col = xp.where(ok, (w * box_c).sum(axis=1) / wsafe, pcol.astype(xp.float32))
     row = xp.where(ok, (w * box_r).sum(axis=1) / wsafe, prow.astype(xp.float32))
-    return {
+    out = {
         "col_int": pcol.astype(xp.int32),
         "row_int": prow.astype(xp.int32),
         "col": col.astype(xp.float32),
@@ -519,3 +527,4 @@ def find_peaks_2d(
         "noise": noise,
         "npix": npix.astype(xp.int32),
     }
+    return (out, n_found) if return_n_found else out

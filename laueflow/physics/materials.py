@@ -24,7 +24,8 @@ from .extinctions import LAUETOOLS_CODES, lauetools_allowed, space_group_allowed
 from .lattice import b_matrix, reciprocal_metric
 
 __all__ = ["AtomSite", "Material", "get_material", "get_materials", "list_materials", "material_from_entry",
-           "material_from_dict", "register_materials", "material_differences"]
+           "material_from_dict", "register_materials", "material_differences", "lauetools_material",
+           "LAUETOOLS_PRESET"]
 
 #: |F|² below this fraction of Σf² counts as a structure-factor zero
 _STRUCTURE_FACTOR_ZERO = 1e-6
@@ -247,9 +248,42 @@ def list_materials() -> list[str]:
 _ALIASES = {"fe": "alpha-Fe", "alpha_fe": "alpha-Fe", "α-fe": "alpha-Fe", "sapphire": "Al2O3", "zirconia": "ZrO2"}
 
 
+#: suffix selecting LaueTools' lattice parameters and extinction code: ``get_material("Cu@lauetools")``
+LAUETOOLS_PRESET = "@lauetools"
+
+
+@lru_cache(maxsize=1)
+def _lauetools_table() -> dict:
+    text = resources.files("laueflow.data").joinpath("lauetools_materials.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def lauetools_material(name: str) -> Material:
+    """``name`` as LaueTools defines it (its lattice parameters and extinction code, rule
+    ``"lauetools"``), named ``"<name>@lauetools"``: spot lists identical to LaueTools' for
+    cross-checks (the library's space group and atom sites are kept where it has the material)."""
+    table = {k.lower(): k for k in _lauetools_table()}
+    key = table.get(str(name).lower()) or table.get(_ALIASES.get(str(name).lower(), "").lower())
+    if key is None:
+        raise ValueError(f"no LaueTools preset for {name!r}; presets: {', '.join(sorted(_lauetools_table()))}")
+    entry = _lauetools_table()[key]
+    try:
+        base = _library_material(key, "space_group")
+        space_group, atoms, elastic = base.space_group, base.atoms, base.elastic_constants_gpa
+    except ValueError:
+        space_group, atoms, elastic = entry["space_group"], (), {}
+    return Material(name=f"{key}{LAUETOOLS_PRESET}", lattice_parameters=tuple(entry["lattice"]),
+                    space_group=space_group, atoms=atoms, lauetools_extinction=entry["code"],
+                    extinction_rule="lauetools", elastic_constants_gpa=dict(elastic),
+                    source="LaueTools material table (dict_Materials), laueflow/data/lauetools_materials.yaml")
+
+
 def get_material(name: str, extinction_rule: str = "space_group") -> Material:
     """A material by name (case-insensitive): one registered from a user's materials file
-    (:func:`register_materials`), else the built-in library's, e.g. ``get_material("Cu")``."""
+    (:func:`register_materials`), else the built-in library's, e.g. ``get_material("Cu")``;
+    ``"Cu@lauetools"``: LaueTools' definition (:func:`lauetools_material`, its rule always)."""
+    if str(name).lower().endswith(LAUETOOLS_PRESET):
+        return lauetools_material(str(name)[: -len(LAUETOOLS_PRESET)])
     user = _USER_MATERIALS.get(str(name).lower())
     if user is not None:
         return user if extinction_rule == user.extinction_rule else user.with_rule(extinction_rule)

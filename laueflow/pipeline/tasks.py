@@ -30,7 +30,7 @@ import zarr
 from distributed import get_worker
 
 from ..physics.geometry import Calibration
-from ..stages.base import StageSpec, Variable
+from ..stages.base import StageSpec, Variable, combine_status, warning_codes
 from .models import load_models
 from .store import read_tile_done, write_tile
 
@@ -242,8 +242,7 @@ def run_tile_group(task: TileTask, state: TileState | None = None):
             outputs = call.spec(batch, load_models(call.spec, params, device))
             if call.spec.status is not None:
                 codes = np.asarray(call.spec.status(outputs), dtype=np.int8)
-                sub = state.status[state.valid]
-                state.status[state.valid] = np.where(sub == 0, codes, sub)
+                state.status[state.valid] = combine_status(state.status[state.valid], codes, warning_codes())
             batch.update(outputs)
             state.outputs.update(outputs)
         state.timings[call.spec.name] = time.perf_counter() - t

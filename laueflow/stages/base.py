@@ -33,6 +33,8 @@ Fields of :class:`StageSpec`:
 - ``dim_sizes``: ``{dim: int | parameter name}`` for the extra dims the stage introduces;
 - ``status`` + ``status_codes``: optional ``outputs -> (n,) int8`` per-image code (0 = fine) and
   the codes it may return, ``{code: name}`` (one table per results store, :func:`status_table`);
+  the first non-zero code of a chain stays, except ``warning_codes`` (a subset: the image is
+  still fine, e.g. ``peaks_truncated``), which a later stage's failure code replaces;
 - ``resources``: extra Dask resources its tasks need (``{"GPU": 1}`` is added automatically for a
   stage whose ``device`` resolves to CUDA).
 
@@ -60,6 +62,8 @@ __all__ = [
     "Variable",
     "StageSpec",
     "STATUS_CODES",
+    "combine_status",
+    "warning_codes",
     "BATCH_KEYS",
     "DEVICES",
     "STAGE_KINDS",
@@ -150,6 +154,7 @@ class StageSpec:
     check: Callable[[Mapping[str, Any]], None] | None = None
     models: Mapping[str, str] = field(default_factory=dict)
     status_codes: Mapping[int, str] = field(default_factory=dict)
+    warning_codes: frozenset = frozenset()
 
     def __post_init__(self):
         for name in ("inputs", "optional_inputs", "params", "dim_sizes", "resources", "models",
@@ -169,6 +174,10 @@ class StageSpec:
         clash = set(self.status_codes) & set(STATUS_CODES)
         if clash:
             raise ValueError(f"stage {self.name!r}: status codes {sorted(clash)} are reserved")
+        object.__setattr__(self, "warning_codes", frozenset(self.warning_codes))
+        if not self.warning_codes <= set(self.status_codes):
+            raise ValueError(f"stage {self.name!r}: warning_codes {sorted(self.warning_codes)} must be among "
+                             f"its status_codes {sorted(self.status_codes)}")
 
     @property
     def output_names(self) -> tuple[str, ...]:
@@ -224,6 +233,19 @@ class StageSpec:
             raise RuntimeError(f"stage {self.name!r} did not return {missing}")
         return {var.name: to_numpy(result[var.name]).astype(var.dtype, copy=False)
                 for var in self.outputs}
+
+
+def combine_status(earlier: np.ndarray, codes: np.ndarray, warnings) -> np.ndarray:
+    """Per-image status after a stage: the first failure stays; a warning code (``warnings``:
+    codes of any stage's ``warning_codes``) gives way to a later non-zero code."""
+    earlier = np.asarray(earlier)
+    replace = (earlier == 0) | (np.isin(earlier, list(warnings)) & (np.asarray(codes) != 0))
+    return np.where(replace, codes, earlier).astype(earlier.dtype)
+
+
+def warning_codes() -> frozenset:
+    """The warning status codes of every registered stage (codes are unique across stages)."""
+    return frozenset().union(*(spec.warning_codes for spec in registered_stages().values()))
 
 
 def status_table(specs) -> dict[int, str]:

@@ -3,19 +3,31 @@
 Contract relied upon by the workflow runner (``laueflow run``)::
 
     find_peaks(images, *, threshold_sigma=6.0, threshold_counts=None, min_distance_px=3,
-               box_size_px=5, max_peaks=500, mask=None, **other) -> dict[str, np.ndarray]
+               box_size_px=5, max_peaks=DEFAULT_MAX_PEAKS, mask=None, **other) -> dict[str, np.ndarray]
 
 ``images``: ``(n_images, n_rows, n_cols)`` numeric array (numpy or cupy; a single 2-D image is
 accepted too and treated as a batch of one). Each image is searched on its own
 (:func:`laueflow.kernels.peaks.find_peaks_2d`; never labelled across the stack). The outputs are
 declared once, in :data:`STAGE` ``.outputs`` (names, dtypes, fills, units): numpy arrays
-``(n_images, max_peaks)`` with peaks sorted by decreasing ``peak_intensity``, and
-``peak_count (n_images,)``.
+``(n_images, max_peaks)`` with peaks sorted by decreasing ``peak_intensity``,
+``peak_count (n_images,)`` (peaks kept in the table) and ``peak_count_found (n_images,)`` (peaks
+above the thresholds before the ``max_peaks`` cut).
+
+**No silent truncation.** An image with more than ``max_peaks`` peaks keeps its brightest
+``max_peaks`` (valid peaks: later stages use them as usual), ``peak_count_found`` records how many
+there were and the image's status is ``peaks_truncated`` (code 4, :data:`PEAKS_TRUNCATED`). The
+status is a record, not a stop: every later stage still runs on the image (the pipeline runs each
+stage on every valid image whatever its status) — but since the first non-zero code of the chain
+wins, a truncated image that the ``index`` stage then cannot index keeps code 4 (its
+``grain_count`` 0 says so). ``laueflow run`` ends with a warning line naming the ``max_peaks``
+that would keep every peak. The default, :data:`DEFAULT_MAX_PEAKS`, keeps every peak of the
+dense real BM32 image of issue #12 (684 peaks at 6σ) with margin.
 
 LaueTools users: ``threshold_counts`` ≈ ``IntensityThreshold`` (counts above the local
 background, auto-background ``A−B``), ``min_distance_px`` ≈ ``PixelNearRadius``,
 ``box_size_px`` ≈ ``boxsize`` (half-size), ``max_peaks`` ≈ ``NumberMaxofFits`` except that the
-brightest ``max_peaks`` are kept instead of failing. Add 1 to columns/rows for LaueTools X, Y.
+brightest ``max_peaks`` are kept (and the cut recorded) instead of failing. Add 1 to
+columns/rows for LaueTools X, Y.
 Extra keyword arguments (``**other``) are passed to the kernel when it knows them
 (``background_block_px``, ``grow_sigma``) and otherwise ignored, so a workflow config may carry
 parameters for later stages.
@@ -30,9 +42,19 @@ from ..backend import get_array_module, to_numpy
 from ..kernels.peaks import find_peaks_2d, prepare_mask
 from .base import StageSpec, Variable
 
-__all__ = ["STAGE", "find_peaks"]
+__all__ = ["STAGE", "find_peaks", "DEFAULT_MAX_PEAKS", "NO_PEAKS", "PEAKS_TRUNCATED"]
 
 NAN = float("nan")
+
+#: default ``max_peaks``: a dense real BM32 image held 684 peaks above 6σ (issue #12; LaueTools
+#: finds up to 334 on the measured images at its coarser threshold, ``real-image-statistics.md``):
+#: ≈ 2.2× margin. Cost: every ``(y, x, peak)`` variable has this many slots per image; measured in
+#: docs/ingest.md (stored: +0.2 % from 500; in memory: 92 bytes per slot and image, whole chain)
+DEFAULT_MAX_PEAKS = 1500
+
+#: per-image status codes of the stage (results-store ``status``; never renumber)
+NO_PEAKS = 2
+PEAKS_TRUNCATED = 4
 
 #: results-store variable → field of :func:`laueflow.kernels.peaks.find_peaks_2d`
 _KERNEL_FIELD = {
@@ -44,11 +66,12 @@ _KERNEL_FIELD = {
 _KERNEL_EXTRA = {
     name for name, p in inspect.signature(find_peaks_2d).parameters.items()
     if p.kind is inspect.Parameter.KEYWORD_ONLY
-} - {"threshold_sigma", "threshold_counts", "min_distance_px", "box_size_px", "max_peaks", "mask"}
+} - {"threshold_sigma", "threshold_counts", "min_distance_px", "box_size_px", "max_peaks", "mask",
+    "return_n_found"}
 
 
 def find_peaks(images, *, threshold_sigma=6.0, threshold_counts=None, min_distance_px=3,
-               box_size_px=5, max_peaks=500, mask=None, **other) -> dict[str, np.ndarray]:
+               box_size_px=5, max_peaks=DEFAULT_MAX_PEAKS, mask=None, **other) -> dict[str, np.ndarray]:
     """Search peaks in each image of a batch; see the module docstring for the outputs."""
     xp = get_array_module(images)
     images = xp.asarray(images)
@@ -60,14 +83,17 @@ def find_peaks(images, *, threshold_sigma=6.0, threshold_counts=None, min_distan
     n = images.shape[0]
     out = STAGE.empty_outputs(n, {"max_peaks": max_peaks})
     out["peak_count"][:] = 0
+    out["peak_count_found"][:] = 0
     kwargs = {k: v for k, v in other.items() if k in _KERNEL_EXTRA}
     mask = prepare_mask(mask, xp)  # bad pixels listed once per batch, not once per image
     for i in range(n):
-        found = find_peaks_2d(images[i], threshold_sigma=threshold_sigma,
-                              threshold_counts=threshold_counts, min_distance_px=min_distance_px,
-                              box_size_px=box_size_px, max_peaks=max_peaks, mask=mask, **kwargs)
+        found, n_found = find_peaks_2d(images[i], threshold_sigma=threshold_sigma,
+                                       threshold_counts=threshold_counts, min_distance_px=min_distance_px,
+                                       box_size_px=box_size_px, max_peaks=max_peaks, mask=mask,
+                                       return_n_found=True, **kwargs)
         k = int(found["col"].shape[0])
         out["peak_count"][i] = k
+        out["peak_count_found"][i] = n_found
         for key, src in _KERNEL_FIELD.items():
             out[key][i, :k] = to_numpy(found[src])
     return out
@@ -89,7 +115,10 @@ def check_params(params) -> None:
 
 
 def _status(outputs: dict) -> np.ndarray:
-    return np.where(outputs["peak_count"] == 0, 2, 0).astype(np.int8)
+    """``no_peaks`` (2) without a peak; ``peaks_truncated`` (4) when more peaks were found than
+    kept (a record: the image goes on to later stages); else 0."""
+    kept, found = outputs["peak_count"], outputs["peak_count_found"]
+    return np.where(kept == 0, NO_PEAKS, np.where(found > kept, PEAKS_TRUNCATED, 0)).astype(np.int8)
 
 
 STAGE = StageSpec(
@@ -98,7 +127,11 @@ STAGE = StageSpec(
     inputs={"images": "images"},
     optional_inputs={"mask": "mask"},
     outputs=(
-        Variable("peak_count", (), "int32", -1, "1", "number of peaks found (-1: image not processed)"),
+        Variable("peak_count", (), "int32", -1, "1",
+                 "number of peaks kept in the peak tables, ≤ max_peaks (-1: image not processed)"),
+        Variable("peak_count_found", (), "int32", -1, "1",
+                 "number of peaks above the thresholds before the max_peaks cut; > peak_count: "
+                 "truncated, the brightest max_peaks kept (-1: image not processed)"),
         Variable("peak_col", ("peak",), "float32", NAN, "px", "centroid column, 0-based pixel coordinates"),
         Variable("peak_row", ("peak",), "float32", NAN, "px", "centroid row, 0-based pixel coordinates"),
         Variable("peak_col_int", ("peak",), "int32", -1, "px", "column of the local maximum"),
@@ -110,10 +143,11 @@ STAGE = StageSpec(
         Variable("peak_noise", ("peak",), "float32", NAN, "counts", "local noise sigma"),
     ),
     params={"threshold_sigma": 6.0, "threshold_counts": None, "min_distance_px": 3,
-            "box_size_px": 5, "max_peaks": 500},
+            "box_size_px": 5, "max_peaks": DEFAULT_MAX_PEAKS},
     dim_sizes={"peak": "max_peaks"},
     check=check_params,
     status=_status,
-    status_codes={2: "no_peaks"},
+    status_codes={NO_PEAKS: "no_peaks", PEAKS_TRUNCATED: "peaks_truncated"},
+    warning_codes={PEAKS_TRUNCATED},  # still fine: a later failure (not_indexed …) replaces it
     description="local-maximum peak search with centroid refinement",
 )

@@ -88,3 +88,19 @@ def test_bad_arguments():
         simulate_spots(get_material("Cu"), np.eye(4), DEFAULT_CALIBRATION)
     with pytest.raises(ValueError, match="energy_band"):
         simulate_spots(get_material("Cu"), np.eye(3), DEFAULT_CALIBRATION, (23, 5))
+
+
+def test_lauetools_preset_gives_lauetools_spot_lists(simulated_spots_cases):
+    """`get_material("Cu@lauetools")`: LaueTools' lattice and code, so the spot list (hkl, pixels,
+    energies) equals LaueTools' own for every reference case — without spelling the lattice."""
+    for case in simulated_spots_cases:
+        preset = get_material(f"{case['material']}@lauetools")
+        assert preset.name == f"{case['material']}@lauetools" and preset.extinction_rule == "lauetools"
+        assert list(preset.lattice_parameters) == case["lattice_params"], case["case_id"]
+        assert preset.lauetools_extinction == case["extinction_code"]
+        cal = calibration_from_block(case["calibration"])
+        mine = simulate_spots(preset, np.array(case["UB"]), cal, case["energy_band_keV"])
+        ref = simulate_spots(lauetools_material(case), np.array(case["UB"]), cal, case["energy_band_keV"])
+        assert np.array_equal(mine.hkl, ref.hkl) and np.allclose(mine.energy_kev, ref.energy_kev, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="no LaueTools preset for 'Unobtainium'"):
+        get_material("Unobtainium@lauetools")

@@ -90,8 +90,9 @@ def test_stage_contract_shapes_dtypes_fill_and_order():
     image, _ = synthetic_frame((128, 144), 20, seed=3)
     blank = np.full((128, 144), 1000, np.uint16)
     res = find_peaks(np.stack([image, blank]), max_peaks=8)
-    assert set(res) == set(STAGE.output_names) == set(PEAK_VARS) | {"peak_count"}
+    assert set(res) == set(STAGE.output_names) == set(PEAK_VARS) | {"peak_count", "peak_count_found"}
     assert res["peak_count"].dtype == np.int32 and res["peak_count"].tolist() == [8, 0]
+    assert res["peak_count_found"].dtype == np.int32 and res["peak_count_found"][1] == 0
     assert len(PEAK_VARS) == 8
     for key, var in PEAK_VARS.items():
         assert res[key].shape == (2, 8) and res[key].dtype == np.dtype(var.dtype)
@@ -109,6 +110,56 @@ def test_stage_contract_shapes_dtypes_fill_and_order():
     empty = STAGE.empty_outputs(3, {**STAGE.params, "max_peaks": 4})
     assert set(empty) == set(STAGE.output_names) and empty["peak_count"].shape == (3,)
     assert (empty["peak_count"] == -1).all() and empty["peak_col"].shape == (3, 4)
+    assert (empty["peak_count_found"] == -1).all()
+
+
+def _grid_frame(n_spots, seed=0, shape=(256, 256), spacing=16):
+    """A frame with ``n_spots`` round spots (σ 1 px) centred on pixels of a 16-px grid, distinct
+    amplitudes 300…6000 counts (steps ≫ noise σ 4) on a 1000-count offset: the hottest pixel of a
+    spot is its amplitude, so the brightest spots are known exactly. Returns the image, the spots'
+    ``(row, col)`` and amplitudes."""
+    rng = np.random.default_rng(seed)
+    rr, cc = np.mgrid[0:shape[0], 0:shape[1]].astype(float)
+    image = 1000.0 + rng.normal(0.0, 4.0, shape)
+    grid = [(r, c) for r in range(spacing // 2, shape[0] - 4, spacing)
+            for c in range(spacing // 2, shape[1] - 4, spacing)]
+    pos = np.array([grid[i] for i in rng.permutation(len(grid))[:n_spots]])
+    amplitude = rng.permutation(np.linspace(300.0, 6000.0, n_spots))
+    for (r, c), a in zip(pos, amplitude):
+        image += a * np.exp(-((rr - r) ** 2 + (cc - c) ** 2) / 2.0)
+    return np.clip(np.rint(image), 0, 65535).astype(np.uint16), pos, amplitude
+
+
+def test_more_peaks_than_max_peaks_keeps_the_brightest_and_says_so():
+    """64 true spots, max_peaks 20: the 20 brightest true spots are kept, peak_count_found is the
+    true 64 and the status is peaks_truncated (4); the kept tables equal the uncut search's head."""
+    image, pos, amplitude = _grid_frame(64)
+    blank = np.full(image.shape, 1000, np.uint16)
+    res = find_peaks(np.stack([image, blank]), max_peaks=20)
+    assert res["peak_count"].tolist() == [20, 0]
+    assert res["peak_count_found"].tolist() == [64, 0]  # every true spot, nothing else
+    assert STAGE.status_codes == {2: "no_peaks", 4: "peaks_truncated"}
+    assert STAGE.status(res).tolist() == [4, 2]
+    brightest = {tuple(p) for p in pos[np.argsort(-amplitude)[:20]]}
+    assert set(zip(res["peak_row_int"][0].tolist(), res["peak_col_int"][0].tolist())) == brightest
+    assert (np.diff(res["peak_intensity"][0]) < 0).all()
+    uncut = find_peaks(image, max_peaks=64)
+    for key in PEAK_VARS:
+        np.testing.assert_array_equal(res[key][0], uncut[key][0, :20])
+
+
+@pytest.mark.parametrize("max_peaks", [64, 65, 500])
+def test_no_truncation_status_within_max_peaks(max_peaks):
+    image, pos, _ = _grid_frame(64)
+    res = find_peaks(image, max_peaks=max_peaks)
+    assert res["peak_count"].tolist() == res["peak_count_found"].tolist() == [64]
+    assert STAGE.status(res).tolist() == [0]
+    assert set(zip(res["peak_row_int"][0, :64].tolist(), res["peak_col_int"][0, :64].tolist())) == set(map(tuple, pos))
+
+
+def test_default_max_peaks_keeps_a_dense_real_image():
+    """real BM32 images reach 684 peaks at 6σ (issue #12): the default keeps them with margin."""
+    assert STAGE.params["max_peaks"] >= 2 * 684
 
 
 @pytest.mark.parametrize("changes, message", [
@@ -177,3 +228,13 @@ def test_peak_angles_nan_and_dtype():
     tth, chi = pixel_to_angles(100.0, 900.0, DEFAULT_CALIBRATION)
     assert abs(out["peak_two_theta"][0, 0] - tth) < 1e-4 and abs(out["peak_chi"][0, 0] - chi) < 1e-4
     assert peak_angles(col.astype(float), row.astype(float), DEFAULT_CALIBRATION)["peak_chi"].dtype == np.float64
+
+
+def test_a_warning_code_gives_way_to_a_later_failure():
+    """peaks_truncated (4) is a warning: a later not_indexed (3) replaces it; a failure stays."""
+    from laueflow.stages.base import combine_status, warning_codes
+
+    assert 4 in warning_codes() and 3 not in warning_codes()
+    earlier = np.array([0, 4, 4, 2, 2], np.int8)
+    later = np.array([3, 3, 0, 3, 0], np.int8)
+    assert combine_status(earlier, later, warning_codes()).tolist() == [3, 3, 4, 2, 2]
