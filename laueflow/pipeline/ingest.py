@@ -383,7 +383,8 @@ def ingest(inputs, out, *, shape=None, order="raster", index_list=None, first_in
             raise
         wall = time.perf_counter() - t0
         summary = _summary(out, plan, tables, results, todo, changed, frame_shape, dtype, wall)
-        _finish(out, group, tables, summary)
+        _finish(out, group, tables, summary, find_hot_pixels=bool(tasks) or "hot_pixels" not in group)
+        summary["hot_pixels"] = int(group.attrs.get("hot_pixels", {}).get("count", 0))
     if log:
         log(format_summary(summary, tables["status"], tables["status_reason"], tables["source_file"]))
     return summary
@@ -550,11 +551,36 @@ def _summary(out, plan, tables, results, todo, changed, frame_shape, dtype, wall
     }
 
 
-def _finish(out: Path, group, tables, summary) -> None:
-    """Final tables, content id, ``ingest_complete`` (last), consolidated metadata."""
+def _record_hot_pixels(group, tables, max_images: int = 16) -> None:
+    """``hot_pixels (row, col)``: pixels that are a one-pixel peak in most of up to ``max_images``
+    valid images spread over the scan (:mod:`laueflow.kernels.hot_pixels`); the peak search
+    ignores them like the user's mask. Attribute ``hot_pixels``: count and images sampled."""
+    from ..kernels.hot_pixels import hot_pixel_mask, single_pixel_peaks  # deferred: imports scipy
+
+    points = np.argwhere(tables["status"] == OK)
+    if len(points) == 0:
+        return
+    pick = points[np.unique(np.linspace(0, len(points) - 1, min(len(points), max_images)).round().astype(int))]
+    images = group["images"]
+    flags = np.stack([single_pixel_peaks(images[int(iy), int(ix)]) for iy, ix in pick])
+    hot = hot_pixel_mask(flags)
+    if "hot_pixels" in group:
+        del group["hot_pixels"]
+    arr = group.create_array("hot_pixels", shape=hot.shape, dtype="bool", dimension_names=("row", "col"),
+                             attributes={"long_name": "hot pixels found in the scan (one-pixel peaks in most "
+                                                      "images); ignored by the peak search like `mask`"})
+    arr[...] = hot
+    group.attrs["hot_pixels"] = {"count": int(hot.sum()), "images_sampled": int(len(pick)),
+                                 "rule": "one-pixel peak (> 8 σ above every neighbour) in > 50 % of the sample"}
+
+
+def _finish(out: Path, group, tables, summary, find_hot_pixels: bool = True) -> None:
+    """Final tables, hot pixels, content id, ``ingest_complete`` (last), consolidated metadata."""
     import zarr  # deferred: zarr is heavy; the CLI imports this module
 
     tables["status_reason"] = np.where(tables["status"] == OK, "", tables["status_reason"])
+    if find_hot_pixels:
+        _record_hot_pixels(group, tables)
     write_point_tables(group, tables)
     group.attrs.update({"ingest_time": summary["ingest_time"],
                         "ingest_summary": json.loads(json.dumps(summary)),
@@ -632,6 +658,9 @@ def format_summary(summary: dict, status=None, reason=None, source_file=None, li
     lines.append(f"images {summary['raw_mb']:.1f} MB raw -> {summary['stored_mb']:.1f} MB stored "
                  f"(compression ratio {summary['compression_ratio']:.2f}), "
                  f"{summary['mb_per_s']:.1f} MB/s over {summary['wall_s']:.1f} s")
+    if summary.get("hot_pixels"):
+        lines.append(f"hot pixels found in the scan: {summary['hot_pixels']} (one-pixel peaks in most images; "
+                     "stored as `hot_pixels`, ignored by the peak search like a mask)")
     if status is not None:
         bad = np.argwhere(status != OK)
         if len(bad):

@@ -35,7 +35,7 @@ from ..stages.base import status_table
 from .cluster import describe
 from .models import check_models, resolve_models
 from .reduce import run_reduce_stage
-from .scan_store import ScanStoreError, mask_sha256, scan_state
+from .scan_store import ScanStoreError, detector_mask, mask_sha256, scan_state
 from .store import (Layout, check_results_store, choose_chunk, finalize_results_store,
                     layout_fingerprint, pipeline_variables, prepare_results_store, read_chunk_done,
                     read_reduce_done)
@@ -130,14 +130,17 @@ def _scan_ref(path: Path, group, images, attrs) -> tuple[ScanRef, str | None]:
     materials = json.dumps(scan_materials(attrs), sort_keys=True) if attrs.get("materials") else None
     digest = hashlib.sha256(f"{calibration}|{materials}|{images.shape}".encode())
     mask_hash = None
-    if "mask" in group:
-        mask = np.asarray(group["mask"][...], dtype=bool)
+    try:
+        mask = detector_mask(group)  # the user's mask | the hot pixels found by the ingest
+    except ScanStoreError as err:
+        raise WorkflowError(f"{path}: {err}") from None
+    if mask is not None:
         if mask.shape != tuple(images.shape[2:]):
             raise WorkflowError(f"{path}: the bad-pixel mask is {mask.shape} but images are "
                                 f"{tuple(images.shape[2:])}; re-ingest with a mask of the detector's shape")
         mask_hash = mask_sha256(mask)
         digest.update(mask_hash.encode())
-    return ScanRef(str(path.resolve()), digest.hexdigest()[:16], calibration, materials, "mask" in group,
+    return ScanRef(str(path.resolve()), digest.hexdigest()[:16], calibration, materials, mask is not None,
                    "valid" in group, "status" in group), mask_hash
 
 

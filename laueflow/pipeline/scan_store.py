@@ -19,7 +19,7 @@ import numpy as np
 from ..io.images import NOT_READ, OK, STATUS_CODES
 from ..io.store_kind import KIND_NAMES, SCAN_MARKER, read_store_attrs, store_kind
 
-__all__ = ["ScanStoreError", "settings_differences", "content_id", "scan_state", "write_point_tables",
+__all__ = ["detector_mask", "ScanStoreError", "settings_differences", "content_id", "scan_state", "write_point_tables",
            "read_point_tables", "POINT_TABLES", "mask_sha256"]
 
 #: per-point arrays the ingest driver writes (name → dtype), in this order: ``status`` last, so
@@ -153,3 +153,15 @@ def scan_state(path, *, allow_incomplete: bool = False) -> dict:
     ident = attrs.get("content_id") if complete and attrs.get("content_id") else content_id(scan_id, tables)
     return {"scan_id": scan_id, "content_id": ident, "complete": complete, "n_valid": n_valid,
             "n_points": n_points}
+
+
+def detector_mask(group) -> np.ndarray | None:
+    """The pixels the peak search ignores: the user's ``mask`` or'ed with the ``hot_pixels``
+    the ingest found in the scan itself; None when the store has neither."""
+    masks = [np.asarray(group[name][...], dtype=bool) for name in ("mask", "hot_pixels") if name in group]
+    if not masks:
+        return None
+    if len({m.shape for m in masks}) > 1:
+        raise ScanStoreError(f"the scan's mask {masks[0].shape} and hot_pixels {masks[1].shape} differ in shape; "
+                             "re-ingest with a mask of the detector's size")
+    return np.logical_or.reduce(masks)

@@ -32,6 +32,7 @@ from distributed import get_worker
 from ..physics.geometry import Calibration
 from ..stages.base import StageSpec, Variable, combine_status, warning_codes
 from .models import load_models
+from .scan_store import detector_mask
 from .store import read_tile_done, write_tile
 
 __all__ = ["ScanRef", "StageCall", "TileTask", "TileState", "TileReport", "RunInterrupted", "run_tile_group",
@@ -123,7 +124,7 @@ def _materials(materials_json: str | None):
 
 @functools.lru_cache(maxsize=4)
 def _mask(path: str, token: str) -> np.ndarray:
-    return np.asarray(zarr.open_group(path, mode="r")["mask"][...], dtype=bool)
+    return detector_mask(zarr.open_group(path, mode="r"))
 
 
 _WARM: set = set()  # (results, group) already run in this process: later tasks are "warm"
