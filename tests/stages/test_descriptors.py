@@ -221,3 +221,22 @@ def test_patches_from_user_scan_zarr(tmp_path):
     assert (lab["sim"][~lab["converged"]] == 0).all()
     assert ((cut[~lab["converged"]] - b[~lab["converged"], None, None]).reshape(-1, 32 * 32).max(axis=1)
             > cut[~lab["converged"], 16, 16] - b[~lab["converged"]]).all()
+
+
+def test_bad_spots_report_their_centroid_not_a_refined_position():
+    """A spot flagged bad keeps the peak search's centroid (issue #12: refined positions of bad
+    spots could be > 1 px off while their centroids were within 0.2 px)."""
+    from laueflow.kernels.testing import synthetic_frame
+    from laueflow.stages.descriptors import describe_spots
+    from laueflow.stages.peaks import find_peaks
+
+    frame, _ = synthetic_frame(seed=3)
+    peaks = find_peaks(frame[None], max_peaks=200)
+    args = (frame[None], peaks["peak_col_int"], peaks["peak_row_int"], peaks["peak_background"])
+    plain = describe_spots(*args, method="fit")
+    with_centroids = describe_spots(*args, peak_col=peaks["peak_col"], peak_row=peaks["peak_row"], method="fit")
+    good, bad = plain["spot_good"], ~plain["spot_good"] & np.isfinite(plain["spot_col"])
+    assert good.any() and bad.any()
+    np.testing.assert_array_equal(with_centroids["spot_col"][good], plain["spot_col"][good])
+    np.testing.assert_array_equal(with_centroids["spot_col"][bad], peaks["peak_col"][bad].astype(np.float32))
+    np.testing.assert_array_equal(with_centroids["spot_row"][bad], peaks["peak_row"][bad].astype(np.float32))
