@@ -101,3 +101,23 @@ def test_slow_fits_are_not_cut_by_the_iteration_cap():
     assert fast["n_iter"].mean() < 0.6 * strict["n_iter"].mean()
     both = strict["converged"] & fast["converged"]
     assert np.abs(fast["params"][both, 1:3] - strict["params"][both, 1:3]).max() < 1e-3  # centre, px
+
+
+def test_faint_noisy_cutouts_converge_before_the_cap():
+    """Issue #12: on real frames 5–7 % of cutouts ran to the 1000-iteration cap (flat valleys of
+    faint, noisy spots). The plateau test ends them; their cost equals scipy's reference fit."""
+    import laueflow.kernels.gaussfit as gaussfit
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:32, 0:32] - 16.0
+    cut = np.stack([1000 + rng.uniform(10, 25) * np.exp(-(xx ** 2 + yy ** 2) / 2) + rng.normal(0, 4, (32, 32))
+                    for _ in range(300)]).astype(np.float32)
+    fit = gaussfit.fit_gaussians(cut)
+    assert fit["converged"].all() and (fit["n_iter"] < 400).all()
+    for i in np.argsort(fit["n_iter"])[-5:]:  # the slowest ones: a real minimum, not a stop half-way
+        params, ok = gaussfit.fit_spot_scipy(cut[i])
+        if ok:
+            ref = gaussfit.fit_gaussians(cut[i:i + 1], start=params[None], max_iter=1)["cost"][0]
+            assert fit["cost"][i] <= ref * (1 + 1e-5)
+    # (before the plateau test and the step control, 1 of these ran to the cap and 1 wandered to
+    # μ = 357 px, σ = 100 px and was flagged not converged)
