@@ -230,6 +230,7 @@ def truth_dataset(plan: ScanPlan):
         truth_format_version=TRUTH_FORMAT_VERSION,
         calibration=plan.calibration.to_dict(),
         materials=[mt.name for mt in plan.materials],
+        material_definitions=[mt.to_dict() for mt in plan.materials],
         material_lattice_parameters=[list(mt.lattice_parameters) for mt in plan.materials],
         step_um=float(p.step_um),
         seed=int(p.seed),

@@ -68,7 +68,8 @@ def descriptor_metrics(results: StoreArrays, truth: StoreArrays, opts) -> dict:
 
 
 def _materials(results):
-    return get_materials(results.attrs.get("materials") or [])
+    """The results' materials: their stored definitions (any material), else library names."""
+    return get_materials(results.attrs.get("material_definitions") or results.attrs.get("materials") or [])
 
 
 def _truth_slots(truth):
