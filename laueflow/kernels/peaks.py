@@ -19,19 +19,23 @@ Algorithm (one frame; stacks are looped over by the stage, never labelled across
    ≈ 1.6× the signal-to-noise of the hottest pixel, so spots whose peak is 5σ above background
    are found without lowering the threshold into the noise). Its noise σ_S is measured on ``S``
    itself (lag-3 differences: non-overlapping boxes), so correlated detector noise is accounted.
-   A pixel is *hot* when ``S − 9B > threshold_sigma·σ_S``.
+   A pixel is *hot* when ``S − 9B > threshold_sigma·σ_S``. With ``threshold_counts`` alone
+   (``threshold_sigma=None``) a pixel is hot when it is itself more than ``threshold_counts``
+   above ``B``, or next to such a pixel (the maximum of ``S`` may lie beside the hottest pixel):
+   isolated noise pixels never pass a count threshold that a 3×3 sum would let through.
 4. **Connected components** (``ndimage.label``, 8-connectivity, per frame) of the pixels with
    ``S − 9B > grow_sigma·σ_S`` (hysteresis): the pixels of a spot, for its centroid and ``npix``.
    (numpy: labelled in a 65×65 window around each peak when no peak's component reaches its
    window's edge — then they are the frame's components exactly — else over the whole frame.)
 5. **Local maxima** of ``S``: a hot pixel is a peak when no pixel within ``min_distance_px``
-   (Chebyshev distance, LaueTools ``PixelNearRadius``) has a larger ``S``; ties go to the lower
-   flat index, so two maxima are never closer than ``min_distance_px``. Only hot pixels are
-   examined (no full-image maximum filter): cost ∝ number of hot pixels. The peak's integer
-   position is the hottest raw pixel of the 3×3 around the maximum of ``S``.
-6. **Per peak**: ``intensity`` = hottest pixel − background (``threshold_counts``, LaueTools
-   ``IntensityThreshold`` with auto-background ``A−B``, is applied to it); in a box of half-size
-   ``box_size_px`` (LaueTools ``boxsize``; (2·b+1)² pixels) ``integrated_intensity`` = Σ(I − B);
+   (Chebyshev distance: a square window of ``2·d+1`` px; *not* LaueTools' ``PixelNearRadius``,
+   see below) has a larger ``S``; ties go to the lower flat index, so two maxima are never
+   closer than ``min_distance_px``. Only hot pixels are examined (no full-image maximum filter),
+   their 3×3 first: cost ∝ number of hot pixels. The peak's integer position is the hottest raw
+   pixel of the 3×3 around the maximum of ``S``.
+6. **Per peak**: ``intensity`` = hottest pixel − background (``threshold_counts``, counts of the
+   pixel above ``B``, is applied to it, also when ``threshold_sigma`` detects); in a box of
+   half-size ``box_size_px`` ((2·b+1)² pixels) ``integrated_intensity`` = Σ(I − B);
    centroid = (I − B)⁺-weighted mean position over the pixels of the peak's component within
    ``centroid_box_px`` (default 2: 5×5) of the hottest pixel (keeps neighbours out).
    The ``max_peaks`` highest peaks are kept, sorted by decreasing ``intensity``; with
@@ -40,6 +44,39 @@ Algorithm (one frame; stacks are looped over by the stage, never labelled across
 
 ``mask`` (same shape, True = bad pixel: dead, hot, gaps) excludes pixels from being peaks, from
 suppressing neighbours, from centroids and integration.
+
+LaueTools method (``method="lauetools"``)
+-----------------------------------------
+LaueTools' numbers with LaueTools' meaning, so that a LaueTools setting (``readmccd.PeakSearch``
+3.2.19 as BM32 users run it: ``Data_for_localMaxima="auto_background"``, ``formulaexpression
+"A-B"``) finds the same peaks. What LaueTools does (read in its source):
+
+- background ``B`` = ``scipy.ndimage.minimum_filter(A, size=10)`` of the raw image
+  (``compute_autobackground_image``), ``D = clip(A − B, 0, saturation)``; the peak search runs
+  on ``D``, the Gaussian fits on ``A``;
+- ``local_maxima_search_method`` 0 (LaueNN/BM32): blobs = connected pixels with
+  ``D > IntensityThreshold`` (4-connectivity), one candidate per blob at its hottest pixel;
+  1 (``.psp`` default): pixels strictly above their neighbours along rows, columns and diagonals
+  up to ``boxsize`` px, kept when ``D − min(D in the box) > IntensityThreshold``, then
+  ``PixelNearRadius``: a candidate closer than that (Euclidean, strictly) to a more intense one is
+  dropped (``generaltools.purgeClosePoints2``: whether or not that one is dropped itself);
+  2: Mexican-hat convolution above ``thresholdConvolve``, then ``IntensityThreshold`` on ``D``
+  above its minimum around the blob; the purge uses a fixed 10 px there;
+- candidates closer than 2 px are merged, each is fitted (2-D Gaussian in a box of half-size
+  ``boxsize``), fits that fail, drift more than ``FitPixelDev`` or are too small or too large are
+  rejected, and fitted peaks closer than ``boxsize`` to a more intense one are dropped; peaks in
+  the sCMOS junction bands (x or y in 997…1019) are removed.
+
+Here: ``threshold_counts`` = ``IntensityThreshold`` on ``D`` with the same ``B``
+(:data:`LAUETOOLS_BACKGROUND_PX`; computed exactly, but only where a 16-px block lower bound
+lets a pixel pass); candidates = hot pixels (``D > threshold_counts``) that are the largest ``D``
+of their 3×3; ``min_distance_px`` = ``PixelNearRadius`` with ``purgeClosePoints2``'s rule
+(Euclidean, strictly closer, more intense = larger ``D``, ties to the lower flat index); peak =
+the candidate pixel, ``intensity`` = its ``D``, ``background`` = its ``B``. Not reproduced: the
+Gaussian fits and their rejections (centroids, ``integrated_intensity``, ``noise`` and ``npix``
+are laueflow's, from laueflow's unbiased background) and the junction bands (use ``mask``).
+Pixels at 0 counts (dead) are treated as masked: LaueTools' ``B`` drops to 0 around them and it
+reports a faint spurious peak nearby. ``threshold_sigma`` is not used.
 """
 from __future__ import annotations
 
@@ -346,6 +383,128 @@ def _windowed_components(low, smax, prow, pcol, half):
     return labels, peak_label, npix
 
 
+#: LaueTools' background for the peak search (``Data_for_localMaxima="auto_background"``):
+#: ``compute_autobackground_image(boxsizefilter=10)`` = ``scipy.ndimage.minimum_filter(A, size=10)``
+LAUETOOLS_BACKGROUND_PX = 10
+
+#: block size of the lower bound of the LaueTools background (≥ ``LAUETOOLS_BACKGROUND_PX``)
+_LT_BLOCK_PX = 16
+
+#: above this fraction of candidate pixels the exact minimum filter of the whole frame is cheaper
+_LT_MAX_CANDIDATE_FRACTION = 0.02
+
+PEAK_METHODS = ("laueflow", "lauetools")
+
+
+def _window_min_at(img, flat, size, xp, chunk=1 << 14):
+    """``scipy.ndimage.minimum_filter(img, size)`` at the flat pixels ``flat`` only: the minimum
+    over rows ``r − size//2 … r + (size−1)//2`` and the same columns (scipy's window for an even
+    size). scipy's default border mode ``reflect`` only repeats pixels already in the window, so
+    the window is clipped to the frame."""
+    n_rows, n_cols = img.shape
+    lo, hi = -(size // 2), (size - 1) // 2
+    ar = xp.arange(lo, hi + 1)
+    img_flat = img.ravel()
+    out = []
+    for start in range(0, int(flat.shape[0]), chunk):
+        idx = flat[start:start + chunk]
+        r, c = idx // n_cols, idx % n_cols
+        rows = xp.clip(r[:, None] + ar[None, :], 0, n_rows - 1)  # (k, size)
+        cols = xp.clip(c[:, None] + ar[None, :], 0, n_cols - 1)
+        rowmin = None
+        for j in range(size):  # one window row at a time: (k, size) gathers
+            v = img_flat[rows[:, j:j + 1] * n_cols + cols].min(axis=1)
+            rowmin = v if rowmin is None else xp.minimum(rowmin, v)
+        out.append(rowmin)
+    if not out:
+        return xp.zeros(0, img.dtype)
+    return xp.concatenate(out) if len(out) > 1 else out[0]
+
+
+def _block_min(img, block, xp):
+    """Minimum of each ``block``×``block`` block (the last ones partial), a coarse grid."""
+    def rows_min(a):  # blocks of rows of a 2-D array: reshaped views, no copy of the frame
+        n = a.shape[0] // block
+        out = a[: n * block].reshape(n, block, a.shape[1]).min(axis=1)
+        if a.shape[0] > n * block:
+            out = xp.concatenate([out, a[n * block:].min(axis=0)[None]])
+        return out
+
+    return rows_min(rows_min(img).T).T
+
+
+def _lauetools_hot(img, threshold, xp):
+    """Flat indices (ascending) and ``D = A − B`` of the pixels with ``D > threshold``, where
+    ``B = minimum_filter(A, LAUETOOLS_BACKGROUND_PX)`` is LaueTools' auto-background.
+
+    ``B`` is evaluated only where it can matter: a pixel passes only if it is more than
+    ``threshold`` above the minimum of the 3×3 blocks of 16 px around it (a lower bound of ``B``:
+    the 10-px window lies inside them), then ``B`` is taken exactly at those candidates. When
+    candidates are many (a low threshold) the whole frame is filtered instead."""
+    n_rows, n_cols = img.shape
+    size, block = LAUETOOLS_BACKGROUND_PX, _LT_BLOCK_PX
+    ndi = _ndimage(xp)
+    level = ndi.minimum_filter(_block_min(img, block, xp), size=3, mode="nearest") + float(threshold)
+    lev_cols = xp.repeat(level, block, axis=1)[:, :n_cols]  # (n_block_rows, n_cols)
+    n_full = n_rows // block
+    parts = [xp.flatnonzero(img[: n_full * block].reshape(n_full, block, n_cols) > lev_cols[:n_full, None, :])]
+    if n_rows > n_full * block:
+        parts.append(xp.flatnonzero(img[n_full * block:] > lev_cols[n_full][None, :]) + n_full * block * n_cols)
+    cand = xp.concatenate(parts)
+    if cand.size > _LT_MAX_CANDIDATE_FRACTION * img.size:
+        d = (img - ndi.minimum_filter(img, size=size)).ravel()
+        hot = xp.flatnonzero(d > float(threshold))
+        return hot, d[hot]
+    d = img.ravel()[cand] - _window_min_at(img, cand, size, xp)
+    keep = d > float(threshold)
+    return cand[keep], d[keep]
+
+
+def _lauetools_maxima(img, hot, d, min_distance_px, n_cols, xp):
+    """LaueTools-style local maxima of ``D`` among the hot pixels ``hot`` (ascending flat indices).
+
+    Candidates: hot pixels whose ``D`` is the largest of their 3×3 neighbourhood (ties: the lower
+    flat index; a pixel that is not hot has ``D ≤`` threshold, below any hot pixel). Then the
+    neighbour rule of LaueTools (``generaltools.purgeClosePoints2`` with ``PixelNearRadius``):
+    a candidate is dropped when a candidate with a larger ``D`` (ties: lower flat index) lies
+    closer than ``min_distance_px`` (Euclidean), whether or not that one is itself dropped.
+    Returns ``(flat indices, D)`` of the peaks, ascending flat index."""
+    n_rows = img.shape[0]
+    r, c = hot // n_cols, hot % n_cols
+    is_max = xp.ones(hot.shape, dtype=bool)
+    n_hot = int(hot.shape[0])
+    for dr in (-1, 0, 1):
+        for dc in (-1, 0, 1):
+            if not (dr or dc):
+                continue
+            q = hot + (dr * n_cols + dc)
+            valid = (r + dr >= 0) & (r + dr < n_rows) & (c + dc >= 0) & (c + dc < n_cols)
+            pos = xp.minimum(xp.searchsorted(hot, q), n_hot - 1)
+            present = valid & (hot[pos] == q)
+            dq = d[pos]
+            is_max &= ~present | (d > dq) | ((d == dq) & (hot < q))
+    cand, dc_ = hot[is_max], d[is_max]
+    radius = int(min_distance_px)
+    if cand.shape[0] < 2 or radius <= 1:  # 3x3 maxima are ≥ 2 px apart already
+        return cand, dc_
+    from scipy.spatial import cKDTree
+
+    cand_h, d_h = _to_host(cand).astype(np.int64), _to_host(dc_).astype(np.float64)
+    xy = np.c_[cand_h // n_cols, cand_h % n_cols].astype(np.float64)
+    # integer positions: distance < radius  <=>  d² ≤ radius² − 1
+    pairs = cKDTree(xy).query_pairs(math.sqrt(radius * radius - 0.5), output_type="ndarray")
+    if len(pairs) == 0:
+        return cand, dc_
+    rank = np.empty(len(cand_h), np.int64)
+    rank[np.lexsort((cand_h, -d_h))] = np.arange(len(cand_h))
+    i, j = pairs[:, 0], pairs[:, 1]
+    drop = np.where(rank[i] > rank[j], i, j)
+    keep = np.ones(len(cand_h), bool)
+    keep[drop] = False
+    keep = xp.asarray(keep)
+    return cand[keep], dc_[keep]
+
+
 def find_peaks_2d(
     image,
     *,
@@ -360,6 +519,7 @@ def find_peaks_2d(
     centroid_box_px: int = 2,
     chunk_pixels: int = 1 << 18,
     return_n_found: bool = False,
+    method: str = "laueflow",
 ):
     """Find the peaks of one 2-D image (numpy or cupy). See the module docstring.
 
@@ -372,6 +532,9 @@ def find_peaks_2d(
     ``return_n_found``: return ``(peaks, n_found)`` instead, ``n_found`` (int) = the number of
     peaks above the thresholds before the ``max_peaks`` cut (``> max_peaks``: only the brightest
     ``max_peaks`` were kept).
+
+    ``method="lauetools"``: LaueTools' meaning of the numbers (module docstring, "LaueTools
+    method"); ``threshold_counts`` is required and ``threshold_sigma`` is not used.
     """
     prepared = mask if isinstance(mask, PeakMask) else None
     if prepared is not None:
@@ -380,6 +543,11 @@ def find_peaks_2d(
     fast = xp is np  # numpy: stripe-wise full-frame passes, table interpolation, windowed labels
     if image.ndim != 2:
         raise ValueError(f"find_peaks_2d takes one 2-D image, got shape {image.shape}")
+    if method not in PEAK_METHODS:
+        raise ValueError(f"method must be one of {', '.join(PEAK_METHODS)}, got {method!r}")
+    lauetools = method == "lauetools"
+    if lauetools and threshold_counts is None:
+        raise ValueError("method lauetools needs threshold_counts (LaueTools IntensityThreshold)")
     if threshold_sigma is None and threshold_counts is None:
         raise ValueError("give threshold_sigma and/or threshold_counts")
     n_rows, n_cols = image.shape
@@ -402,6 +570,13 @@ def find_peaks_2d(
             bad = xp.flatnonzero(mask)
         else:
             bad = prepared.bad
+    if lauetools:  # dead (0-count) pixels would pull LaueTools' minimum-filter background to 0
+        dead = xp.flatnonzero(arr.ravel() == 0)
+        if dead.size:
+            bad = dead if bad is None else xp.unique(xp.concatenate([bad, dead]))
+            mask = xp.zeros((n_rows, n_cols), dtype=bool) if mask is None else mask.copy()
+            mask.ravel()[dead] = True
+    if bad is not None:
         if bad.size:
             if img is arr or not fast:  # never write into the caller's array
                 img = img.copy()
@@ -410,10 +585,13 @@ def find_peaks_2d(
     # the hottest pixel); its noise is measured on S itself (lag-3 differences: independent boxes)
     smooth = _box3_sum(img, xp)
     noise_s = _block_noise(smooth, max(8, int(background_block_px)), 3, 4, xp)
-    excess_high = noise_s * float(threshold_sigma) if threshold_sigma is not None else None
-    if excess_high is None:
-        excess_high = xp.full_like(noise_s, float(threshold_counts))
-    excess_low = xp.minimum(noise_s * float(grow_sigma), excess_high)
+    by_sigma = threshold_sigma is not None and not lauetools
+    excess_low = noise_s * float(grow_sigma)
+    if by_sigma:
+        excess_high = noise_s * float(threshold_sigma)
+        excess_low = xp.minimum(excess_low, excess_high)
+    elif not lauetools:  # counts only: the components' level as before (≤ the counts on S)
+        excess_low = xp.minimum(excess_low, float(threshold_counts))
     bg9 = 9.0 * bg_grid
     if fast:
         low = _above_interpolated(smooth, bg9 + excess_low, rt, ct)
@@ -424,35 +602,69 @@ def find_peaks_2d(
         low = smooth > level_low
         if mask is not None:
             low &= ~mask
-    # the high level is only needed at the (few) low pixels: interpolate it there
-    flat_low = xp.flatnonzero(low)
-    level_high = at_pixels(bg9 + excess_high, flat_low // n_cols, flat_low % n_cols)
-    flat_hot = flat_low[smooth.ravel()[flat_low] > level_high]
+    img_flat = img.ravel()
+    if lauetools:
+        peaks, height = _lauetools_peaks(img, threshold_counts, min_distance_px, mask, xp)
+        if peaks.size == 0:
+            return (_empty(xp), 0) if return_n_found else _empty(xp)
+        smax, prow, pcol = peaks, peaks // n_cols, peaks % n_cols
+        bg = at_pixels(bg_grid, prow, pcol).astype(xp.float32)
+        noise = at_pixels(noise_grid, prow, pcol).astype(xp.float32)
+        background = (img_flat[peaks] - height).astype(xp.float32)  # LaueTools' background there
+        return _measure_peaks(img, low, mask, smax, peaks, height, bg, background, noise, max_peaks,
+                              box_size_px, centroid_box_px, return_n_found, fast, xp)
+    if by_sigma:  # the high level is only needed at the (few) low pixels: interpolate it there
+        flat_low = xp.flatnonzero(low)
+        level_high = at_pixels(bg9 + excess_high, flat_low // n_cols, flat_low % n_cols)
+        flat_hot = flat_low[smooth.ravel()[flat_low] > level_high]
+    else:  # counts only: pixels more than threshold_counts above the background, and the
+        # pixels of their 3x3 (where the maximum of S next to the hottest pixel may lie)
+        level = bg_grid + float(threshold_counts)
+        if fast:
+            above = _above_interpolated(img, level, rt, ct)
+        else:
+            above = img > interpolate_grid(level, rc, cc, shape=(n_rows, n_cols))
+        flat_above = xp.flatnonzero(above)
+        if mask is not None:
+            flat_above = flat_above[~mask.ravel()[flat_above]]
+        ar_, ac_ = flat_above // n_cols, flat_above % n_cols
+        flat_hot = xp.unique(xp.concatenate([
+            xp.clip(ar_ + dr, 0, n_rows - 1) * n_cols + xp.clip(ac_ + dc, 0, n_cols - 1)
+            for dr in (-1, 0, 1) for dc in (-1, 0, 1)]))
+        if mask is not None:
+            flat_hot = flat_hot[~mask.ravel()[flat_hot]]
     if flat_hot.size == 0:
         return (_empty(xp), 0) if return_n_found else _empty(xp)
 
     # local maxima of S among hot pixels: brighter than (or equal to and earlier than) every
-    # pixel of the (2d+1)^2 window; examined in chunks to bound memory
+    # pixel of the (2d+1)^2 window; examined in chunks to bound memory. The 3x3 neighbours are
+    # tested first (a maximum of the window is one of its 3x3): the whole window is only
+    # gathered around the few pixels that pass (same result, far fewer gathers for a large d)
     d = max(1, int(min_distance_px))
-    offsets = [(dr, dc) for dr in range(-d, d + 1) for dc in range(-d, d + 1) if dr or dc]
+    near3 = [(dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1) if dr or dc]
+    offsets = near3 + [(dr, dc) for dr in range(-d, d + 1) for dc in range(-d, d + 1)
+                       if max(abs(dr), abs(dc)) > 1]
     s_flat = smooth.ravel()
     keep_parts = []
     for start in range(0, int(flat_hot.size), chunk_pixels):
         idx = flat_hot[start:start + chunk_pixels]
-        r, c = idx // n_cols, idx % n_cols
-        v = s_flat[idx]
-        is_max = xp.ones(idx.shape, dtype=bool)
-        for dr, dc in offsets:
-            nidx = xp.clip(r + dr, 0, n_rows - 1) * n_cols + xp.clip(c + dc, 0, n_cols - 1)
-            nv = s_flat[nidx]
-            is_max &= (v > nv) | ((v == nv) & (idx <= nidx))
-        keep_parts.append(idx[is_max])
+        for group in (offsets[:8], offsets[8:]):
+            if not group or idx.size == 0:
+                continue
+            r, c = idx // n_cols, idx % n_cols
+            v = s_flat[idx]
+            is_max = xp.ones(idx.shape, dtype=bool)
+            for dr, dc in group:
+                nidx = xp.clip(r + dr, 0, n_rows - 1) * n_cols + xp.clip(c + dc, 0, n_cols - 1)
+                nv = s_flat[nidx]
+                is_max &= (v > nv) | ((v == nv) & (idx <= nidx))
+            idx = idx[is_max]
+        keep_parts.append(idx)
     smax = xp.concatenate(keep_parts) if len(keep_parts) > 1 else keep_parts[0]
     if smax.size == 0:
         return (_empty(xp), 0) if return_n_found else _empty(xp)
 
     # hottest raw pixel of the 3x3 around each maximum of S = the peak's integer position
-    img_flat = img.ravel()
     sr, sc = smax // n_cols, smax % n_cols
     n3 = xp.stack([xp.clip(sr + dr, 0, n_rows - 1) * n_cols + xp.clip(sc + dc, 0, n_cols - 1)
                    for dr in (-1, 0, 1) for dc in (-1, 0, 1)], axis=1)
@@ -470,13 +682,40 @@ def find_peaks_2d(
         bg, noise, height = bg[keep], noise[keep], height[keep]
         if peaks.size == 0:
             return (_empty(xp), 0) if return_n_found else _empty(xp)
+    return _measure_peaks(img, low, mask, smax, peaks, height, bg, bg, noise, max_peaks, box_size_px,
+                          centroid_box_px, return_n_found, fast, xp)
+
+
+def _lauetools_peaks(img, threshold_counts, min_distance_px, mask, xp):
+    """Peaks of ``method="lauetools"``: flat indices and heights ``D = A − B`` above LaueTools'
+    background (:func:`_lauetools_hot`, :func:`_lauetools_maxima`); masked pixels never peak."""
+    n_cols = img.shape[1]
+    hot, d = _lauetools_hot(img, threshold_counts, xp)
+    if mask is not None and hot.size:
+        ok = ~mask.ravel()[hot]
+        hot, d = hot[ok], d[ok]
+    if hot.size == 0:
+        return hot, d
+    return _lauetools_maxima(img, hot, d, min_distance_px, n_cols, xp)
+
+
+def _measure_peaks(img, low, mask, smax, peaks, height, bg, background, noise, max_peaks, box_size_px,
+                   centroid_box_px, return_n_found, fast, xp):
+    """Sort, cut at ``max_peaks``, integrate and centroid the peaks (both methods).
+
+    ``bg``: laueflow's local background at the peaks (integration, centroid weights);
+    ``background``: the background reported (the one ``height`` is measured from)."""
+    n_rows, n_cols = img.shape
+    img_flat = img.ravel()
+    prow, pcol = peaks // n_cols, peaks % n_cols
     # sort by decreasing height, ties by flat index (lexsort: last key is primary)
     order = xp.lexsort(xp.stack([peaks.astype(xp.float64), -height.astype(xp.float64)]))
     n_found = int(order.shape[0])
     if max_peaks is not None:
         order = order[: int(max_peaks)]
     peaks, prow, pcol, smax = peaks[order], prow[order], pcol[order], smax[order]
-    bg, noise, height = bg[order], noise[order], height[order]
+    bg, background, noise, height = bg[order], background[order], noise[order], height[order]
+    low.ravel()[smax] = True  # the seed of each component (a counts-only peak may lie below it)
 
     # box of half-size b around each peak: (n_peaks, (2b+1)^2) gathers
     b = int(box_size_px)
@@ -523,7 +762,7 @@ def find_peaks_2d(
         "row": row.astype(xp.float32),
         "intensity": height.astype(xp.float32),
         "integrated_intensity": integrated.astype(xp.float32),
-        "background": bg,
+        "background": background,
         "noise": noise,
         "npix": npix.astype(xp.int32),
     }

@@ -3,7 +3,8 @@
 Contract relied upon by the workflow runner (``laueflow run``)::
 
     find_peaks(images, *, threshold_sigma=6.0, threshold_counts=None, min_distance_px=3,
-               box_size_px=5, max_peaks=DEFAULT_MAX_PEAKS, mask=None, **other) -> dict[str, np.ndarray]
+               box_size_px=5, max_peaks=DEFAULT_MAX_PEAKS, mask=None, method="laueflow",
+               **other) -> dict[str, np.ndarray]
 
 ``images``: ``(n_images, n_rows, n_cols)`` numeric array (numpy or cupy; a single 2-D image is
 accepted too and treated as a batch of one). Each image is searched on its own
@@ -23,11 +24,24 @@ wins, a truncated image that the ``index`` stage then cannot index keeps code 4 
 that would keep every peak. The default, :data:`DEFAULT_MAX_PEAKS`, keeps every peak of the
 dense real BM32 image of issue #12 (684 peaks at 6σ) with margin.
 
-LaueTools users: ``threshold_counts`` ≈ ``IntensityThreshold`` (counts above the local
-background, auto-background ``A−B``), ``min_distance_px`` ≈ ``PixelNearRadius``,
-``box_size_px`` ≈ ``boxsize`` (half-size), ``max_peaks`` ≈ ``NumberMaxofFits`` except that the
-brightest ``max_peaks`` are kept (and the cut recorded) instead of failing. Add 1 to
-columns/rows for LaueTools X, Y.
+Two methods (parameter ``method``, :data:`PEAK_METHODS`):
+
+- ``laueflow`` (default): detection on the 3×3 box sum at ``threshold_sigma`` × its local noise
+  (the measured default); ``threshold_counts`` (counts of the *pixel* above laueflow's local
+  background) alone or in addition; maxima ≥ ``min_distance_px`` apart in a square window.
+- ``lauetools``: LaueTools' numbers with LaueTools' meaning, for users who bring a LaueTools
+  peak-search setting (``readmccd.PeakSearch``): ``threshold_counts`` = ``IntensityThreshold``
+  (counts of the pixel above LaueTools' auto-background, the 10-px minimum filter, ``A−B``;
+  required), ``min_distance_px`` = ``PixelNearRadius`` (Euclidean: a maximum strictly closer
+  than that to a more intense one is dropped), ``box_size_px`` = ``boxsize`` (half-size of the
+  integration box); ``threshold_sigma`` is not used. With the BM32 numbers
+  (:data:`LAUETOOLS_BM32`: 60, 10, 8) it finds 99.5–99.8 % of the peaks LaueTools 3.2.19 finds
+  (``benchmarks/results.md``). ``peak_intensity`` and ``peak_background`` are then LaueTools'
+  (pixel − its 10-px minimum filter, the minimum filter); centroids, integration and noise are
+  laueflow's.
+
+``max_peaks`` ≈ ``NumberMaxofFits`` except that the brightest ``max_peaks`` are kept (and the cut
+recorded) instead of failing. Add 1 to columns/rows for LaueTools X, Y.
 Extra keyword arguments (``**other``) are passed to the kernel when it knows them
 (``background_block_px``, ``grow_sigma``) and otherwise ignored, so a workflow config may carry
 parameters for later stages.
@@ -39,10 +53,11 @@ import inspect
 import numpy as np
 
 from ..backend import get_array_module, to_numpy
-from ..kernels.peaks import find_peaks_2d, prepare_mask
+from ..kernels.peaks import PEAK_METHODS, find_peaks_2d, prepare_mask
 from .base import StageSpec, Variable
 
-__all__ = ["STAGE", "find_peaks", "DEFAULT_MAX_PEAKS", "NO_PEAKS", "PEAKS_TRUNCATED"]
+__all__ = ["STAGE", "find_peaks", "DEFAULT_MAX_PEAKS", "LAUETOOLS_BM32", "NO_PEAKS", "PEAKS_TRUNCATED",
+           "PEAK_METHODS"]
 
 NAN = float("nan")
 
@@ -51,6 +66,11 @@ NAN = float("nan")
 #: ≈ 2.2× margin. Cost: every ``(y, x, peak)`` variable has this many slots per image; measured in
 #: docs/ingest.md (stored: +0.2 % from 500; in memory: 92 bytes per slot and image, whole chain)
 DEFAULT_MAX_PEAKS = 1500
+
+#: the LaueTools-compatible parameter set of BM32 users (LaueNN's LaueTools mode, ZnCuOCl:
+#: ``IntensityThreshold`` 60, ``PixelNearRadius`` 10, ``boxsize`` 8) as peaks-stage parameters;
+#: a workflow writes them out (docs/ingest.md)
+LAUETOOLS_BM32 = {"method": "lauetools", "threshold_counts": 60.0, "min_distance_px": 10, "box_size_px": 8}
 
 #: per-image status codes of the stage (results-store ``status``; never renumber)
 NO_PEAKS = 2
@@ -67,11 +87,12 @@ _KERNEL_EXTRA = {
     name for name, p in inspect.signature(find_peaks_2d).parameters.items()
     if p.kind is inspect.Parameter.KEYWORD_ONLY
 } - {"threshold_sigma", "threshold_counts", "min_distance_px", "box_size_px", "max_peaks", "mask",
-    "return_n_found"}
+    "return_n_found", "method"}
 
 
 def find_peaks(images, *, threshold_sigma=6.0, threshold_counts=None, min_distance_px=3,
-               box_size_px=5, max_peaks=DEFAULT_MAX_PEAKS, mask=None, **other) -> dict[str, np.ndarray]:
+               box_size_px=5, max_peaks=DEFAULT_MAX_PEAKS, mask=None, method="laueflow",
+               **other) -> dict[str, np.ndarray]:
     """Search peaks in each image of a batch; see the module docstring for the outputs."""
     xp = get_array_module(images)
     images = xp.asarray(images)
@@ -90,7 +111,7 @@ def find_peaks(images, *, threshold_sigma=6.0, threshold_counts=None, min_distan
         found, n_found = find_peaks_2d(images[i], threshold_sigma=threshold_sigma,
                                        threshold_counts=threshold_counts, min_distance_px=min_distance_px,
                                        box_size_px=box_size_px, max_peaks=max_peaks, mask=mask,
-                                       return_n_found=True, **kwargs)
+                                       return_n_found=True, method=method, **kwargs)
         k = int(found["col"].shape[0])
         out["peak_count"][i] = k
         out["peak_count_found"][i] = n_found
@@ -102,6 +123,12 @@ def find_peaks(images, *, threshold_sigma=6.0, threshold_counts=None, min_distan
 def check_params(params) -> None:
     """Impossible peak-search parameters → ``ValueError`` saying which and why."""
     sigma, counts = params.get("threshold_sigma"), params.get("threshold_counts")
+    method = params.get("method", "laueflow")
+    if method not in PEAK_METHODS:
+        raise ValueError(f"method must be one of {', '.join(PEAK_METHODS)}, got {method!r}")
+    if method == "lauetools" and counts is None:
+        raise ValueError("method lauetools needs threshold_counts (LaueTools IntensityThreshold, "
+                         "counts above its background), e.g. 60")
     if sigma is None and counts is None:
         raise ValueError("give threshold_sigma and/or threshold_counts")
     if sigma is not None and not sigma > 0:
@@ -143,7 +170,7 @@ STAGE = StageSpec(
         Variable("peak_noise", ("peak",), "float32", NAN, "counts", "local noise sigma"),
     ),
     params={"threshold_sigma": 6.0, "threshold_counts": None, "min_distance_px": 3,
-            "box_size_px": 5, "max_peaks": DEFAULT_MAX_PEAKS},
+            "box_size_px": 5, "max_peaks": DEFAULT_MAX_PEAKS, "method": "laueflow"},
     dim_sizes={"peak": "max_peaks"},
     check=check_params,
     status=_status,

@@ -103,7 +103,7 @@ def test_stage_contract_shapes_dtypes_fill_and_order():
     inten = res["peak_intensity"][0]
     assert (np.diff(inten) <= 0).all()  # decreasing
     assert set(STAGE.params) >= {"threshold_sigma", "threshold_counts", "min_distance_px", "box_size_px",
-                                 "max_peaks"}
+                                 "max_peaks", "method"}
     assert STAGE.optional_inputs == {"mask": "mask"}
     # the registry serves the same declaration; empty_outputs allocates exactly the declared fills
     assert get_stage("peaks") is STAGE
@@ -170,6 +170,8 @@ def test_default_max_peaks_keeps_a_dense_real_image():
     ({"max_peaks": 0}, "max_peaks must be an integer ≥ 1"),
     ({"max_peaks": 2.5}, "max_peaks must be an integer ≥ 1"),
     ({"min_distance_px": 0}, "min_distance_px must be an integer ≥ 1"),
+    ({"method": "magic"}, "method must be one of laueflow, lauetools"),
+    ({"method": "lauetools"}, "method lauetools needs threshold_counts"),
 ])
 def test_validate_params_rejects_impossible_values(changes, message):
     STAGE.validate_params(STAGE.params)  # the defaults are fine
