@@ -17,6 +17,11 @@ Per image, repeatedly (one grain per round):
    spots are claimed.
 
 ``previous`` (``use_previous``): orientations of neighbouring scan points, scored before any pair.
+
+Continuation (issue #12): ``grains`` (already accepted, their spots claimed) and ``seed_from``
+(only pairs with at least one spot at index ≥ ``seed_from`` are tried) let
+:func:`~.stage.index_peaks` extend the search to spots beyond the first ``n_predict`` without
+re-trying the pairs it already tried.
 """
 from __future__ import annotations
 
@@ -49,6 +54,10 @@ class IndexingParams:
     max_pairs: int = 400                 # pairs tried per grain before giving up
     refine: bool = True
     refine_tolerances_deg: tuple = (0.5, 0.3, 0.2, 0.15, 0.1)
+    # spots beyond the first n_predict may start grains (next blocks, same model) while fewer than
+    # max_grains grains are found and at least this fraction of the valid spots (and ≥ min_matched
+    # spots) is matched by no accepted grain; > 1 disables (only the first n_predict spots seed)
+    continue_unexplained: float = 0.1
 
 
 @dataclass
@@ -144,12 +153,17 @@ def _passes(sc, p: IndexingParams):
 
 
 def find_grains(q: np.ndarray, cls: np.ndarray, conf: np.ndarray, geom: ClassGeometry, calibration,
-                energy_band_kev, params: IndexingParams, previous=None) -> list[GrainResult]:
+                energy_band_kev, params: IndexingParams, previous=None, *, grains=None,
+                seed_from: int = 0) -> list[GrainResult]:
     """Grains of one image.
 
     q : (m, 3) measured unit scattering vectors of the valid spots, brightest first.
     cls, conf : (c,) predicted class / confidence of the first c spots (−1 = none).
     previous : optional list of (material index, UB (3, 3)) to try first.
+    grains : grains already accepted for this image (a continued search): their spots are claimed,
+        they count towards the caps; the returned list starts with them.
+    seed_from : only spot pairs with at least one spot index ≥ ``seed_from`` are tried (the pairs
+        of the earlier spots were tried by the previous call).
     """
     p = params
     m = len(q)
@@ -158,7 +172,9 @@ def find_grains(q: np.ndarray, cls: np.ndarray, conf: np.ndarray, geom: ClassGeo
     n_mat = len(materials)
     caps = np.full(n_mat, p.max_grains) if p.max_grains_per_material is None else np.asarray(p.max_grains_per_material)
     claimed = np.zeros(m, bool)
-    grains: list[GrainResult] = []
+    grains: list[GrainResult] = list(grains or [])
+    for g in grains:
+        claimed[g.spot_index] = True
     done = np.zeros(n_mat, bool)
     prev = list(previous or [])
     cos_q = q @ q.T
@@ -201,6 +217,9 @@ def find_grains(q: np.ndarray, cls: np.ndarray, conf: np.ndarray, geom: ClassGeo
         pi, pj = cand[ii], cand[jj]
         same = spot_mat[pi] == spot_mat[pj]
         pi, pj = pi[same], pj[same]
+        if seed_from > 0:
+            new = pj >= seed_from  # pj > pi
+            pi, pj = pi[new], pj[new]
         order = np.argsort(pi + pj, kind="stable")[: p.max_pairs]
         pi, pj = pi[order], pj[order]
         delta = np.rad2deg(np.arccos(np.clip(cos_q[pi, pj], -1, 1)))

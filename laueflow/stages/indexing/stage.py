@@ -33,6 +33,29 @@ def _geometry(indexer: Indexer) -> ClassGeometry:
     return _GEOMETRY_CACHE[key][1]
 
 
+#: extra output of :func:`index_peaks`: spots per image that got a class prediction and could start
+#: a grain (the first ``n_predict`` plus any further blocks); :func:`index_stage` drops it unless
+#: the StageSpec declares it
+SEED_KEY = "n_seed_spots"
+
+
+def _unexplained(grains, m: int, p: IndexingParams, n_mat: int) -> bool:
+    """True while a further block of seed spots may find a grain: fewer than ``max_grains`` grains
+    (and some material below its cap) and ≥ max(``min_matched``, ``continue_unexplained`` · m) of
+    the m valid spots matched by no accepted grain."""
+    if len(grains) >= p.max_grains:
+        return False
+    if p.max_grains_per_material is not None:
+        counts = np.bincount([g.material for g in grains], minlength=n_mat)[:n_mat]
+        if (counts >= np.asarray(p.max_grains_per_material)).all():
+            return False
+    claimed = np.zeros(m, bool)
+    for g in grains:
+        claimed[g.spot_index] = True
+    free = m - int(claimed.sum())
+    return free >= max(p.min_matched, p.continue_unexplained * m)
+
+
 def _params(max_grains, overrides) -> IndexingParams:
     names = {f.name for f in fields(IndexingParams)}
     kw = {k: v for k, v in overrides.items() if k in names and v is not None}
@@ -61,7 +84,10 @@ def index_peaks(peak_two_theta, peak_chi, peak_intensity=None, *, indexer: Index
     use_previous : where ``previous_ub`` gives nothing for an image, seed it with the grains found
         in the previous image of the batch (images of a pipeline tile are scan neighbours).
     n_predict : spots per image (brightest first) whose class is predicted and that may seed pairs;
-        default ``max(model n_centres, 25 · max_grains)``.
+        default ``max(model n_centres, 25 · max_grains)``. When fewer than ``max_grains`` grains
+        are found and many spots stay unmatched (``continue_unexplained``, default 10 % of the
+        spots and ≥ ``min_matched``), the next ``n_predict`` spots get predictions and may seed
+        pairs too, block by block, until all spots had their chance (``n_seed_spots``).
     device : torch device for the network (default CPU; e.g. ``"cuda"``).
     **params : :class:`IndexingParams` overrides (``confidence_threshold``, ``mr_accept`` …);
         unknown keys are ignored.
@@ -72,7 +98,8 @@ def index_peaks(peak_two_theta, peak_chi, peak_intensity=None, *, indexer: Index
     ``peak_grain`` (−1); per grain ``(n, max_grains)``: ``grain_material`` (−1),
     ``orientation_matrix (…, 3, 3)`` (UB, LaueTools convention ``q = UB·B0·h``; NaN),
     ``euler_angles (…, 3)`` (Bunge, deg; NaN), ``matching_rate`` (%), ``matched_spots``,
-    ``mean_residual_deg``; and ``grain_count (n,)``.
+    ``mean_residual_deg``; and ``grain_count (n,)``; ``n_seed_spots (n,)`` int32: spots that got a
+    class prediction and could start a grain (``n_predict`` or more; 0 for images of < 2 spots).
     """
     tth = np.asarray(to_numpy(peak_two_theta), dtype=float)
     chi = np.asarray(to_numpy(peak_chi), dtype=float)
@@ -102,8 +129,10 @@ def index_peaks(peak_two_theta, peak_chi, peak_intensity=None, *, indexer: Index
     if n_predict is None:
         n_predict = max(int(indexer.config.n_centres), 25 * g_max)
     cls, conf = indexer.predict(tth_o, chi_o, n_centres=int(n_predict), device=device)
+    block = max(int(n_predict), 2)
 
     out = STAGE.empty_outputs(n, {"max_grains": g_max}, peak=mp)
+    out[SEED_KEY] = np.zeros(n, np.int32)
     for i in range(n):
         m = int(np.isfinite(tth_o[i]).sum())
         if m < 2:
@@ -118,7 +147,20 @@ def index_peaks(peak_two_theta, peak_chi, peak_intensity=None, *, indexer: Index
         if not prev and use_previous and i > 0:
             prev = [(int(mm), u) for mm, u in zip(out["grain_material"][i - 1], out["orientation_matrix"][i - 1])
                     if mm >= 0]
-        grains = find_grains(q, cls[i, :m], conf[i, :m], geom, calibration, band, p, prev)
+        c = min(cls.shape[1], m)
+        ci, fi = cls[i, :c], conf[i, :c]
+        grains = find_grains(q, ci, fi, geom, calibration, band, p, prev)
+        # no silent n_predict cut (issue #12): while grains remain unexplained, the next block of
+        # spots gets class predictions (same model, features from all spots) and may seed pairs
+        # (each with at least one spot of the new block)
+        while c < m and _unexplained(grains, m, p, len(geom.materials)):
+            end = min(c + block, m)
+            perm = np.r_[c:end, 0:c, end:m]
+            bc, bf = indexer.predict(tth_o[i, :m][perm], chi_o[i, :m][perm], n_centres=end - c, device=device)
+            ci, fi = np.concatenate([ci, bc]), np.concatenate([fi, bf])
+            grains = find_grains(q, ci, fi, geom, calibration, band, p, grains=grains, seed_from=c)
+            c = end
+        out[SEED_KEY][i] = c
         # resolve spots matched by several grains: keep the smallest residual
         best_res = np.full(m, np.inf)
         for gi, g in enumerate(grains):
@@ -154,6 +196,8 @@ def index_stage(peak_two_theta, peak_chi, peak_intensity=None, calibration=None,
                          "pass laueflow.io.indexer_files.load_indexer(PATH)")
     out = index_peaks(peak_two_theta, peak_chi, peak_intensity, indexer=model, calibration=calibration,
                       max_grains=max_grains, device=device, **params)
+    if SEED_KEY not in {v.name for v in STAGE.outputs}:
+        out.pop(SEED_KEY)  # not (yet) a declared output of the stage
     if materials is not None:  # material indices follow the scan's list (by name), never the model's order
         lookup = model_to_scan_materials(model.materials, get_materials(materials))
         for key in ("grain_material", "peak_material"):
