@@ -74,8 +74,9 @@ def add_train_target(targets) -> argparse.ArgumentParser:
                    help="most grains per training pattern (default 5; once per material or once for all)")
     p.add_argument("--max-angle", type=float, help="histogram range, deg (default 60)")
     p.add_argument("--step", type=float, help="histogram bin, deg (default 0.1)")
-    p.add_argument("--patterns", type=int, help="training patterns per grain-count combination (default 600)")
-    p.add_argument("--epochs", type=int, help="maximum epochs (default 8, new patterns every epoch; cosine "
+    p.add_argument("--patterns", type=int, help="training patterns per grain-count combination and epoch (default "
+                                                "600, at most 3000 in all: several materials share them)")
+    p.add_argument("--epochs", type=int, help="maximum epochs (default 6, new patterns every epoch; cosine "
                                               "learning-rate decay over them, early stopping, patience 2)")
     p.add_argument("--precision", choices=("auto", "bfloat16", "float32"),
                    help="training arithmetic (default auto: bfloat16 autocast where the CPU/GPU has native "

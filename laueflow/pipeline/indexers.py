@@ -9,6 +9,7 @@ run; workers only load the file.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from ..io.indexer_files import load_indexer, save_indexer
@@ -76,8 +77,40 @@ def _inputs(params: dict, context: dict):
                          "(or give the stage a 'model' path)")
     if calibration is None:
         raise ValueError("the 'index' stage needs the scan's calibration: ingest with --calibration FILE.det")
-    config = IndexerConfig.from_dict(params.get("indexer_config") or {})
-    return resolve_materials(materials, config.extinction_rule), calibration, config
+    given = params.get("indexer_config") or {}
+    config = IndexerConfig.from_dict(given)
+    caps = params.get("max_grains_per_material")
+    if caps is not None and given.get("max_grains") is None:  # train for the mix that is searched
+        config = replace(config, max_grains=tuple(max(1, int(c)) for c in caps))
+    mats = resolve_materials(materials, config.extinction_rule)
+    _check_caps(caps, mats)
+    return mats, calibration, config
+
+
+def _check_caps(caps, scan_materials, model_materials=None) -> None:
+    """``max_grains_per_material``: one cap per scan material; with a pinned model whose material
+    order differs from the scan's, refused (the caps are applied in the model's order)."""
+    if caps is None:
+        return
+    names = [m.name for m in scan_materials]
+    if len(caps) != len(names):
+        raise ValueError(f"max_grains_per_material has {len(caps)} value(s) {list(caps)} for the scan's "
+                         f"{len(names)} material(s) {names}: give one integer ≥ 0 per material, in that order")
+    if model_materials is not None and [m.name for m in model_materials] != names:
+        raise ValueError(f"max_grains_per_material is given in the scan's material order {names}, but the "
+                         f"pinned model's order is {[m.name for m in model_materials]}; use a model trained "
+                         "with the scan's order (laueflow train indexer --material … in that order) or "
+                         "set model: null")
+
+
+def _check_band(params: dict, model: Indexer, path) -> None:
+    """A pinned model must have been trained for the workflow's energy band (written into
+    ``indexer_config`` by the workflow reader)."""
+    band = (params.get("indexer_config") or {}).get("energy_band_kev")
+    if band is not None and tuple(float(e) for e in band) != tuple(float(e) for e in model.config.energy_band_kev):
+        raise ValueError(f"the pinned indexer model {path} was trained for the energy band "
+                         f"{list(model.config.energy_band_kev)} keV, the workflow's energy_band_kev is "
+                         f"{list(band)}; set the workflow's energy_band_kev to the model's band or set model: null")
 
 
 def check_index_model(params: dict, context: dict) -> None:
@@ -87,8 +120,12 @@ def check_index_model(params: dict, context: dict) -> None:
         if not path.is_file():
             raise FileNotFoundError(f"indexer model {path} does not exist; train one with "
                                     "`laueflow train indexer --material NAME --out FILE.pt` or set model: null")
+        pinned = load_indexer(path)
+        _check_band(params, pinned, path)
         if context.get("materials"):  # a pinned model must know exactly the scan's materials
-            model_to_scan_materials(load_indexer(path).materials, resolve_materials(context["materials"]))
+            scan = resolve_materials(context["materials"])
+            model_to_scan_materials(pinned.materials, scan)
+            _check_caps(params.get("max_grains_per_material"), scan, pinned.materials)
         return
     materials, calibration, config = _inputs(params, context)
     path = model_path(materials, calibration, config, params.get("cache_dir"))

@@ -8,6 +8,7 @@ Schema (see ``docs/workflow.md``)::
     chunk: [2, 4]                    # …or an explicit (y, x) chunk; overrides images_per_task
     cluster: ../cluster-configs/local.yaml   # optional; `run --cluster/--scheduler` override
     plugins: [mypackage.stages]      # optional: modules imported to register extra stages
+    energy_band_kev: [5, 23]         # optional: the one energy band (index training + strain)
     stages:                          # in order; a name, or {name: {parameter: value}}
       - peaks: {threshold_sigma: 5.0, max_peaks: 300}
       - angles
@@ -42,6 +43,7 @@ _TOP_KEYS: dict[str, tuple] = {
     "plugins": (list,),
     "stages": (list,),
     "materials_file": (str,),
+    "energy_band_kev": (list,),
 }
 
 
@@ -72,6 +74,7 @@ class Workflow:
     plugins: list[str] = field(default_factory=list)
     source: Path | None = None
     materials_file: Path | None = None  # the scan's materials must be defined there identically
+    energy_band_kev: tuple | None = None  # the band of the index and strain stages (see _energy_band)
 
     def to_dict(self) -> dict:
         """The full resolved config (written to the results store's attributes)."""
@@ -85,6 +88,7 @@ class Workflow:
             "stages": [{s.name: _jsonable(s.params)} for s in self.stages],
             "source": str(self.source) if self.source else None,
             "materials_file": str(self.materials_file) if self.materials_file else None,
+            "energy_band_kev": list(self.energy_band_kev) if self.energy_band_kev else None,
         }
 
     def stage_dim_sizes(self) -> dict[str, int]:
@@ -202,15 +206,67 @@ def parse_workflow(data: Any, *, base_dir: str | os.PathLike = ".", source=None,
         raise WorkflowError(f"{where}'stages' is missing or empty; e.g. `stages: [peaks, angles]`")
     stages = [_parse_stage(item, i, where) for i, item in enumerate(data["stages"])]
     _check_stage_inputs(stages, where)
+    energy_band = _energy_band(data, stages, where)
 
     cluster = resolve(data["cluster"]) if "cluster" in data else None
     materials_file = resolve(data["materials_file"]) if "materials_file" in data else None
     if materials_file is not None and not materials_file.is_file():
         raise WorkflowError(f"{where}materials_file {materials_file} does not exist; fix 'materials_file:'")
     workflow = Workflow(input_path, output_path, stages, int(images_per_task), chunk, cluster,
-                        list(plugins), Path(source) if source else None, materials_file)
+                        list(plugins), Path(source) if source else None, materials_file,
+                        energy_band_kev=energy_band)
     workflow.stage_dim_sizes()  # dims agree across stages
     return workflow
+
+
+#: where the energy band may be given, as named in messages: workflow key → (stage, parameter path)
+_BAND_KEYS = {"energy_band_kev": (None, ()),
+              "index: indexer_config: energy_band_kev": ("index", ("indexer_config", "energy_band_kev")),
+              "strain: energy_band_kev": ("strain", ("energy_band_kev",))}
+
+
+def _energy_band(data: dict, stages: list[StageConfig], where) -> tuple[float, float] | None:
+    """The workflow's one energy band (keV), used to train the indexer and by the strain stage.
+
+    It may be given as the top-level ``energy_band_kev``, the index stage's
+    ``indexer_config: {energy_band_kev: …}`` or the strain stage's ``energy_band_kev`` (null by
+    default); all that are given must be equal (else :class:`WorkflowError` naming them), none
+    given = the simulator's default. The band is written into both stages' parameters (the
+    indexer's cache key and the strain simulation then use the same band). None without either
+    stage."""
+    from ..physics.simulate import DEFAULT_ENERGY_BAND_KEV  # deferred: the CLI imports this module for --help
+
+    by_name = {s.name: s for s in stages}
+    given = {}
+    for key, (stage, path) in _BAND_KEYS.items():
+        value = data.get(key) if stage is None else (by_name[stage].params if stage in by_name else None)
+        for part in path:
+            value = value.get(part) if isinstance(value, dict) else None
+        if value is None:
+            continue
+        if not (isinstance(value, (list, tuple)) and len(value) == 2
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+                and 0 < value[0] < value[1]):
+            raise WorkflowError(f"{where}{key!r} must be [low, high] in keV with 0 < low < high, got {value!r}")
+        given[key] = (float(value[0]), float(value[1]))
+    if len(set(given.values())) > 1:
+        listed = " and ".join(f"{key!r} = {list(value)}" for key, value in given.items())
+        raise WorkflowError(f"{where}the energy band is given more than once, with different values: {listed}; "
+                            "the indexer must be trained for the band the strain stage simulates — give it once, "
+                            "as the top-level `energy_band_kev: [low, high]`")
+    if "index" not in by_name and "strain" not in by_name:
+        return next(iter(given.values()), None)
+    band = next(iter(given.values()), tuple(float(e) for e in DEFAULT_ENERGY_BAND_KEV))
+    if "index" in by_name:
+        index = by_name["index"].params
+        config = index.get("indexer_config")
+        if config is not None and not isinstance(config, dict):
+            raise WorkflowError(f"{where}stage 'index': indexer_config must be a mapping of IndexerConfig "
+                                f"fields, got {config!r}")
+        index["indexer_config"] = {**(config or {}), "energy_band_kev": list(band)}
+    if "strain" in by_name:
+        by_name["strain"].params["energy_band_kev"] = list(band)
+    return band
 
 
 def _parse_stage(item, index, where) -> StageConfig:

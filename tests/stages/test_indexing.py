@@ -333,3 +333,88 @@ def test_precision_option_and_old_model_files(tiny_cache, tmp_path):
     want = angular_histograms(ps.two_theta, ps.chi, max_angle_deg=TINY.max_angle_deg, step_deg=TINY.step_deg,
                               n_centres=TINY.n_centres, smooth_bins=1.0)
     np.testing.assert_array_equal(feats, want)
+
+
+# --------------------------------------------------------------------------- workflow: caps and energy band
+def test_workflow_max_grains_per_material_reaches_the_stage(tiny_cache):
+    from laueflow.pipeline.indexers import _inputs
+    from laueflow.pipeline.workflow import WorkflowError, parse_workflow
+
+    cache, indexer = tiny_cache
+
+    def read(index_params, **top):
+        return parse_workflow({"input": "scan.zarr", "output": "out.zarr", **top,
+                               "stages": ["peaks", "angles", {"index": index_params}]}, check_input=False)
+
+    wf = read({"max_grains": 3, "max_grains_per_material": [1], "cache_dir": str(cache),
+               "train_if_missing": False, "indexer_config": TINY.to_dict()})
+    params = wf.stages[-1].params
+    assert params["max_grains_per_material"] == [1]
+    context = {"materials": ["Cu"], "calibration": DEFAULT_CALIBRATION}
+    check_index_model(params, context)  # validate phase: one cap per scan material
+    assert resolve_index_model(params, context) == indexer.path  # the cached tiny model (no training)
+    spec = get_stage("index")
+    ps = simulate_patterns(indexer.materials, DEFAULT_CALIBRATION, np.full((2, 1), 2), seed=8, mode="all")
+    batch = {"peak_two_theta": ps.two_theta, "peak_chi": ps.chi, "peak_intensity": ps.intensity,
+             "calibration": DEFAULT_CALIBRATION, "materials": ["Cu"]}
+    loaded = load_models(spec, {**params, "model": str(indexer.path), "device": "cpu"}, "cpu")  # as a worker
+    assert spec(batch, {**loaded, "max_grains_per_material": None})["grain_count"].tolist() == [2, 2]
+    assert spec(batch, loaded)["grain_count"].tolist() == [1, 1]  # the cap reached the stage
+    # one integer ≥ 0 per scan material
+    with pytest.raises(ValueError, match=r"max_grains_per_material has 2 value\(s\) \[1, 1\] for the scan's 1 "
+                                         r"material\(s\) \['Cu'\]"):
+        check_index_model({**params, "max_grains_per_material": [1, 1]}, context)
+    for caps, message in [([1, -1], "one integer ≥ 0 per scan material"), (2, "one integer ≥ 0 per scan material"),
+                          ([1.5], "one integer ≥ 0"), ([0, 0], "allows no grain at all")]:
+        with pytest.raises(WorkflowError, match=message):
+            read({"max_grains_per_material": caps})
+    # without indexer_config.max_grains the model is trained for the capped mix
+    two = {"materials": ["GaN", "Si"], "calibration": DEFAULT_CALIBRATION}
+    assert _inputs({"max_grains_per_material": [3, 1]}, two)[2].max_grains == (3, 1)
+    assert _inputs({"max_grains_per_material": [3, 0]}, two)[2].max_grains == (3, 1)  # Si still known
+    assert _inputs({"max_grains_per_material": [3, 1], "indexer_config": {"max_grains": [2]}},
+                   two)[2].max_grains == (2,)
+
+
+def test_workflow_energy_band_is_one_setting(tiny_cache, tmp_path):
+    from laueflow.pipeline.workflow import WorkflowError, parse_workflow
+
+    _, indexer = tiny_cache
+
+    def read(index=None, strain=None, **top):
+        stages = ["peaks", "angles", {"index": index or {}}, {"strain": strain or {}}]
+        return parse_workflow({"input": "scan.zarr", "output": "out.zarr", "stages": stages, **top},
+                              check_input=False)
+
+    def bands(wf):
+        p = {s.name: s.params for s in wf.stages}
+        return wf.energy_band_kev, p["index"]["indexer_config"]["energy_band_kev"], p["strain"]["energy_band_kev"]
+
+    assert bands(read()) == ((5.0, 23.0), [5.0, 23.0], [5.0, 23.0])  # the default, in both stages
+    assert bands(read(energy_band_kev=[6, 20])) == ((6.0, 20.0), [6.0, 20.0], [6.0, 20.0])
+    assert bands(read(strain={"energy_band_kev": [6, 20]})) == ((6.0, 20.0), [6.0, 20.0], [6.0, 20.0])
+    assert bands(read(index={"indexer_config": {"energy_band_kev": [6, 20], "epochs": 4}}))[2] == [6.0, 20.0]
+    assert read(index={"indexer_config": {"epochs": 4}}).stages[2].params["indexer_config"]["epochs"] == 4
+    assert bands(read(index={"indexer_config": {"energy_band_kev": [6, 20]}}, strain={"energy_band_kev": [6.0, 20.0]},
+                      energy_band_kev=[6, 20]))[0] == (6.0, 20.0)  # given three times, equal: fine
+    # given twice, different: refused when the workflow is read, naming both keys
+    with pytest.raises(WorkflowError, match=r"energy band is given more than once, with different values: "
+                                            r"'index: indexer_config: energy_band_kev' = \[5.0, 23.0\] and "
+                                            r"'strain: energy_band_kev' = \[6.0, 20.0\]"):
+        read(index={"indexer_config": {"energy_band_kev": [5, 23]}}, strain={"energy_band_kev": [6, 20]})
+    with pytest.raises(WorkflowError, match=r"'energy_band_kev' = \[6.0, 20.0\] and 'strain: energy_band_kev' = "
+                                            r"\[5.0, 23.0\]"):
+        read(strain={"energy_band_kev": [5, 23]}, energy_band_kev=[6, 20])
+    with pytest.raises(WorkflowError, match=r"'energy_band_kev' must be \[low, high\] in keV"):
+        read(energy_band_kev=[23, 5])
+    with pytest.raises(WorkflowError, match=r"energy_band_kev must be \[low, high\] keV"):
+        read(strain={"energy_band_kev": [0, 5]})
+    with pytest.raises(WorkflowError, match=r"energy_band_kev must be \[low, high\] keV"):
+        read(strain={"energy_band_kev": 5})
+    # a pinned model must have been trained for the workflow's band
+    params = read(index={"model": str(indexer.path)}, energy_band_kev=[6, 20]).stages[2].params
+    with pytest.raises(ValueError, match=r"trained for the energy band \[5.0, 23.0\] keV, the workflow's "
+                                         r"energy_band_kev is \[6.0, 20.0\]"):
+        check_index_model(params, {"materials": ["Cu"], "calibration": DEFAULT_CALIBRATION})
+    check_index_model(read(index={"model": str(indexer.path)}).stages[2].params,
+                      {"materials": ["Cu"], "calibration": DEFAULT_CALIBRATION})

@@ -1,6 +1,9 @@
 """LaueNN-style indexing: features, classes, training data, training, orientations, matching.
 
 :data:`STAGE` declares the built-in pipeline stage ``index`` (the registry reads it on first use).
+``max_grains_per_material`` (one integer ≥ 0 per scan material, scan order) caps the grains per
+material and image, and is the default ``indexer_config.max_grains`` of a trained model; the
+energy band comes from the workflow (``laueflow.pipeline.workflow``: one band for index and strain).
 Its ``model`` parameter names an indexer file (null: the pipeline finds the cached model for the
 scan's materials and calibration, or trains it once on the driver —
 :mod:`laueflow.pipeline.indexers`; files: :mod:`laueflow.io.indexer_files`); the stage receives
@@ -51,6 +54,15 @@ def check_params(params) -> None:
         raise ValueError(f"max_overlap must be a fraction in [0, 1], got {params['max_overlap']!r}")
     if not isinstance(params["min_matched"], int) or params["min_matched"] < 2:
         raise ValueError(f"min_matched must be an integer ≥ 2, got {params['min_matched']!r}")
+    caps = params.get("max_grains_per_material")
+    if caps is not None:  # its length is checked against the scan's materials when the run is validated
+        if (not isinstance(caps, (list, tuple)) or not caps
+                or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in caps)):
+            raise ValueError("max_grains_per_material must be a list with one integer ≥ 0 per scan material "
+                             f"(in the scan's order), e.g. [3, 1]; got {caps!r}")
+        if not any(caps):
+            raise ValueError(f"max_grains_per_material allows no grain at all ({list(caps)}); "
+                             "give at least one material a cap ≥ 1")
 
 
 STAGE = StageSpec(
@@ -72,6 +84,7 @@ STAGE = StageSpec(
         Variable("mean_residual_deg", ("grain",), "float32", NAN, "deg", "mean angular residual of matches"),
     ),
     params={"model": None, "cache_dir": None, "train_if_missing": True, "max_grains": 5,
+            "max_grains_per_material": None,  # [n per scan material]: grain caps per image (null: max_grains)
             "confidence_threshold": 0.5, "angle_tolerance_deg": 0.6, "match_tolerance_deg": 0.5,
             "mr_accept": 50.0, "mr_min": 25.0, "min_matched": 8, "max_residual_deg": 0.35,
             "max_overlap": 0.3, "use_previous": False, "indexer_config": None, "device": "auto"},

@@ -20,16 +20,27 @@ import numpy as np
 
 from ...backend import native_bfloat16, to_numpy
 from ...kernels.histograms import angular_histograms, n_bins_for
-from ...physics.geometry import Calibration
+from ...physics.geometry import Calibration, angles_to_pixel, pixel_to_angles
 from ...physics.materials import Material, get_materials
 from ...physics.simulate import DEFAULT_ENERGY_BAND_KEV
 from .classes import ClassTable, build_class_table
 from .training_data import grain_count_table, simulate_patterns
 
-__all__ = ["IndexerConfig", "Indexer", "train_indexer", "model_hash", "resolve_materials", "MODEL_FORMAT"]
+__all__ = ["IndexerConfig", "Indexer", "train_indexer", "model_hash", "resolve_materials", "MODEL_FORMAT",
+           "TRAINING_CODE_VERSION", "CALIBRATION_TOLERANCE_PX", "calibration_sensitivity", "calibration_decimals",
+           "calibration_key"]
 
 #: version of the stored model (part of the model hash; see :mod:`laueflow.io.indexer_files`)
 MODEL_FORMAT = 2
+
+#: version of the training and feature code (part of the model hash): bump it whenever a change to
+#: this module, ``training_data.py``, ``classes.py``, ``kernels/histograms.py``, the simulator or
+#: ``models/lauenn.py`` changes what training the same inputs gives (history: ``docs/indexing.md`` §4)
+TRAINING_CODE_VERSION = 2
+
+#: the cache key rounds each calibration parameter to a step that moves no spot on the detector by
+#: this much (px) — see :func:`calibration_key`
+CALIBRATION_TOLERANCE_PX = 0.05
 
 
 @dataclass(frozen=True)
@@ -48,19 +59,20 @@ class IndexerConfig:
     energy_band_kev: tuple = DEFAULT_ENERGY_BAND_KEV
     n_train: int = 600            # patterns per grain-count combination (training)
     n_validation: int = 120       # patterns per grain-count combination (validation)
-    max_train_patterns: int = 6000  # cap on all training patterns (validation: a tenth); multi-phase
-                                    # models have many combinations, each gets an equal share
+    max_train_patterns: int = 3000  # cap on the training patterns per epoch (Cu 1–5 grains: 5 × 600);
+                                    # multi-phase models have many combinations, each gets an equal share
+    max_validation_patterns: int = 600  # the same cap for the validation set
     n_centres: int = 60           # brightest spots per pattern used as samples (and at prediction)
     min_class_count: int = 20     # classes with ≤ this many training samples are dropped
     fresh_data: bool = True       # new training patterns every epoch (seeds (seed, 1, epoch)): no sample
                                   # is seen twice, so more epochs do not over-fit
     precision: str = "auto"       # "auto": bfloat16 autocast where the device has native bf16 (AVX512-BF16,
                                   # AMX, CUDA ≥ sm80), else float32; "bfloat16"; "float32"
-    hidden: tuple | None = None   # hidden widths; None = LaueNN's formula
-    dropout: float = 0.3
-    epochs: int = 8
+    hidden: tuple | None = (1200,)  # hidden widths; None = LaueNN's formula (three layers, 15·n_classes wide)
+    dropout: float = 0.0          # LaueNN: 0.3; with new patterns every epoch nothing is seen twice
+    epochs: int = 6
     patience: int = 2
-    batch_size: int = 1024
+    batch_size: int = 256
     learning_rate: float = 2e-3
     lr_schedule: str = "cosine"    # "constant" or "cosine" (per batch, from learning_rate to 0 over `epochs`)
     weight_decay: float = 1e-5
@@ -102,19 +114,59 @@ def resolve_materials(materials, extinction_rule: str = "space_group") -> list[M
     return out
 
 
-def _calibration_key(calibration: Calibration) -> dict:
-    d = calibration.to_dict()
-    return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in d.items()}
+#: finite-difference steps of :func:`calibration_sensitivity` (parameter units)
+_SENSITIVITY_STEPS = {"distance_mm": 1e-3, "xcen_px": 1e-3, "ycen_px": 1e-3, "xbet_deg": 1e-4,
+                      "xgam_deg": 1e-4, "pixel_size_mm": 1e-7}
+
+
+def calibration_sensitivity(calibration: Calibration) -> dict[str, float]:
+    """Largest spot displacement (px per parameter unit) over the detector for each calibration
+    parameter: a fixed scattered ray (2θ, χ) through each corner, edge midpoint and the centre of the
+    frame is projected with the parameter changed by ±h (central difference), the other parameters
+    kept; the largest |Δ(col, row)| / 2h of the nine points (the corners, in practice)."""
+    n_rows, n_cols = calibration.frame_shape
+    col, row = np.meshgrid([-0.5, (n_cols - 1) / 2, n_cols - 0.5], [-0.5, (n_rows - 1) / 2, n_rows - 0.5])
+    two_theta, chi = pixel_to_angles(col.ravel(), row.ravel(), calibration)
+    out = {}
+    for name, h in _SENSITIVITY_STEPS.items():
+        value = getattr(calibration, name)
+        c1, r1 = angles_to_pixel(two_theta, chi, calibration.replace(**{name: value + h}))
+        c0, r0 = angles_to_pixel(two_theta, chi, calibration.replace(**{name: value - h}))
+        out[name] = float(np.nanmax(np.hypot(c1 - c0, r1 - r0)) / (2 * h))
+    return out
+
+
+def calibration_decimals(calibration: Calibration, tolerance_px: float = CALIBRATION_TOLERANCE_PX) -> dict[str, int]:
+    """Decimal places kept per calibration parameter in the cache key: the coarsest power-of-ten
+    step ``10**-n`` whose change of the parameter moves every spot by less than ``tolerance_px``
+    (``n = floor(log10(sensitivity / tolerance_px)) + 1``, at least 0)."""
+    return {name: max(0, math.floor(math.log10(s / tolerance_px)) + 1) if s > 0 else 0
+            for name, s in calibration_sensitivity(calibration).items()}
+
+
+def calibration_key(calibration: Calibration) -> dict:
+    """The calibration as it enters the model hash: each geometric parameter (distance, centre, the
+    two tilts, pixel size) rounded to :func:`calibration_decimals` — steps that move spots by less
+    than :data:`CALIBRATION_TOLERANCE_PX` anywhere on the detector (default sCMOS calibration:
+    distance 0.001 mm, centre 0.01 px, xbet/xgam 0.001°, pixel size 1e-6 mm) — and the frame shape.
+    A calibration refined in the 6th decimal keeps its model; one that moves spots by ≥ 0.05 px
+    gets a new one (unless it happens to round to the same key, at most one step away). The
+    detector name does not enter: it changes no spot."""
+    key = {name: round(float(getattr(calibration, name)), n) for name, n in calibration_decimals(calibration).items()}
+    key["frame_shape"] = [int(n) for n in calibration.frame_shape]
+    return key
 
 
 def model_hash(materials: list[Material], calibration: Calibration, config: IndexerConfig) -> str:
-    """Hex digest identifying a model: materials (lattice, space group, rule), calibration, config."""
+    """Hex digest identifying a model: materials (lattice, space group, rule), calibration (rounded:
+    :func:`calibration_key`), config, the file format and :data:`TRAINING_CODE_VERSION`."""
     key = {
         "format": MODEL_FORMAT,
+        "training_code": TRAINING_CODE_VERSION,
         "materials": [{"name": m.name, "lattice": [round(x, 6) for x in m.lattice_parameters],
                        "space_group": m.spacegroup.xhm(), "rule": m.extinction_rule,
                        "code": m.lauetools_extinction} for m in materials],
-        "calibration": _calibration_key(calibration),
+        "calibration": calibration_key(calibration),
         "config": config.to_dict(),
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
@@ -174,18 +226,39 @@ class Indexer:
 
 
 # --------------------------------------------------------------------------- data → samples
+#: patterns per histogram call in :func:`make_samples` (patterns sorted by spot count first)
+_FEATURE_GROUP = 128
+
+
 def make_samples(patterns, classes: ClassTable, config: IndexerConfig, return_pattern: bool = False):
     """(features (N, n_bins) float32, labels (N,) int64[, pattern index (N,)]) of the labelled
-    centre spots."""
-    feats = angular_histograms(patterns.two_theta, patterns.chi, max_angle_deg=config.max_angle_deg,
-                               step_deg=config.step_deg, n_centres=config.n_centres, smooth_bins=config.smooth_bins)
-    c = feats.shape[1]
+    centre spots, pattern by pattern in input order.
+
+    The histograms are those of :func:`~laueflow.kernels.histograms.angular_histograms` (the
+    prediction features), computed for groups of patterns with similar spot counts, each group
+    cut to its own largest count: the padding of the whole set (2θ = NaN up to the fullest
+    pattern, about twice the mean count for 1–4 grains) costs nothing, and only the labelled
+    centres' rows are kept (written straight into the output).
+    """
+    c = min(int(config.n_centres), patterns.two_theta.shape[1])
     lab = classes.label(np.maximum(patterns.spot_material[:, :c], 0), patterns.hkl[:, :c])
     lab[patterns.spot_material[:, :c] < 0] = -1
     keep = lab >= 0
+    n_bins = n_bins_for(config.max_angle_deg, config.step_deg)
+    n_spots = np.isfinite(patterns.two_theta).sum(axis=1)
+    row = np.cumsum(keep.ravel()).reshape(keep.shape) - 1  # output row of each kept (pattern, centre)
+    feats = np.empty((int(keep.sum()), n_bins), dtype=np.float32)
+    order = np.argsort(n_spots, kind="stable")
+    for start in range(0, len(order), _FEATURE_GROUP):
+        idx = order[start:start + _FEATURE_GROUP]
+        m = max(int(n_spots[idx].max()), 1)
+        h = angular_histograms(patterns.two_theta[idx, :m], patterns.chi[idx, :m], max_angle_deg=config.max_angle_deg,
+                               step_deg=config.step_deg, n_centres=c, smooth_bins=config.smooth_bins)
+        k = keep[idx, :h.shape[1]]
+        feats[row[idx, :h.shape[1]][k]] = h[k]
     if return_pattern:
-        return feats[keep], lab[keep], np.nonzero(keep)[0]
-    return feats[keep], lab[keep]
+        return feats, lab[keep], np.nonzero(keep)[0]
+    return feats, lab[keep]
 
 
 def _class_weights(counts: np.ndarray, scheme: str) -> np.ndarray:
@@ -238,8 +311,9 @@ class _TrainingData:
     """Training samples per epoch: the epoch-0 patterns fix the class list; with ``fresh_data``
     every later epoch simulates new patterns (seed ``(seed, 1, epoch)``)."""
 
-    def __init__(self, mats, calibration, classes, config, counts):
+    def __init__(self, mats, calibration, classes, config, counts, pool=None):
         self.mats, self.calibration, self.config, self.counts = mats, calibration, config, counts
+        self._pool, self._own_pool, self._pending = pool, pool is None, None
         x, y = self._simulate(0, classes)
         freq = np.bincount(y, minlength=classes.n_classes)
         keep = freq > config.min_class_count
@@ -248,7 +322,6 @@ class _TrainingData:
         self.all_classes, self.classes = classes, classes.subset(keep)
         self.first = self._relabel(x, y)
         self.n_patterns = len(counts)
-        self._pool = self._pending = None
 
     def _simulate(self, epoch, classes):
         c = self.config
@@ -278,9 +351,9 @@ class _TrainingData:
         return self._relabel(*self._simulate(epoch, self.all_classes))
 
     def close(self):
-        if self._pool is not None:
+        if self._pool is not None and self._own_pool:
             self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        self._pool = None
 
 
 def _train(materials, calibration, config, device, verbose, log) -> Indexer:
@@ -302,17 +375,23 @@ def _train(materials, calibration, config, device, verbose, log) -> Indexer:
     classes = build_class_table(mats, list(config.max_index), config.max_angle_deg, config.step_deg)
     n_combos = len(grain_count_table(config.max_grains, 1))
     n_tr = max(1, min(config.n_train, config.max_train_patterns // n_combos))
-    n_va = max(1, min(config.n_validation, config.max_train_patterns // 10 // n_combos))
-    data = _TrainingData(mats, calibration, classes, config, grain_count_table(config.max_grains, n_tr))
+    n_va = max(1, min(config.n_validation, config.max_validation_patterns // n_combos))
+    # the validation set is simulated on the data thread while this one makes the first epoch's
+    pool = ThreadPoolExecutor(1, thread_name_prefix="lauenn-data")
+    try:
+        val_future = pool.submit(_validation_samples, mats, calibration, classes, config, n_va)
+        data = _TrainingData(mats, calibration, classes, config, grain_count_table(config.max_grains, n_tr), pool)
+        x_va, y_va, g_va = val_future.result()
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    y_va = data.remap[y_va]  # the classes kept (seen > min_class_count times in the first epoch)
+    x_va, g_va, y_va = x_va[y_va >= 0], g_va[y_va >= 0], y_va[y_va >= 0]
     classes = data.classes
     x_tr, y_tr = data.first
-    val = simulate_patterns(mats, calibration, grain_count_table(config.max_grains, n_va),
-                            seed=(config.seed, 2), energy_band_kev=config.energy_band_kev, mode="lauenn")
-    x_va, y_va, p_va = make_samples(val, classes, config, return_pattern=True)
-    g_va = (val.grain_material >= 0).sum(axis=1)[p_va]
     t_data = time.perf_counter() - t0
     say(f"indexer {'+'.join(m.name for m in mats)}: {data.n_patterns} training patterns per epoch"
-        f"{' (new every epoch)' if config.fresh_data else ''} / {len(val)} validation patterns, "
+        f"{' (new every epoch)' if config.fresh_data else ''} / {n_va * n_combos} validation patterns, "
         f"{len(y_tr)} / {len(y_va)} spots, {classes.n_classes} classes, {x_tr.shape[1]} bins, "
         f"{'bfloat16 mixed precision' if amp else 'float32'} on {device} (data {t_data:.1f} s)")
 
@@ -365,6 +444,7 @@ def _train(materials, calibration, config, device, verbose, log) -> Indexer:
                 break
     finally:
         data.close()  # stop a prefetch still running after early stopping
+        pool.shutdown(wait=True, cancel_futures=True)
     model.load_state_dict(best_state)
     seconds = time.perf_counter() - t0
     with torch.inference_mode():
@@ -379,6 +459,15 @@ def _train(materials, calibration, config, device, verbose, log) -> Indexer:
     model.to("cpu").eval()
     say(f"  best validation accuracy {100 * best_acc:.3f} %; total training time {seconds:.1f} s")
     return Indexer(mats, calibration, config, classes, model, best_acc, seconds, history)
+
+
+def _validation_samples(mats, calibration, classes, config, n_per_combination):
+    """Validation samples (features, labels in ``classes``, grains in the spot's pattern); seed
+    ``(seed, 2)``, disjoint from the training draws."""
+    val = simulate_patterns(mats, calibration, grain_count_table(config.max_grains, n_per_combination),
+                            seed=(config.seed, 2), energy_band_kev=config.energy_band_kev, mode="lauenn")
+    x, y, p = make_samples(val, classes, config, return_pattern=True)
+    return x, y, (val.grain_material >= 0).sum(axis=1)[p]
 
 
 def _accuracy(model, x, y, batch: int = 65536) -> float:

@@ -97,9 +97,12 @@ def check_params(params) -> None:
                          f"got {params['min_pairs']!r}")
     if params["huber_px"] is not None and not params["huber_px"] > 0:
         raise ValueError(f"huber_px must be > 0 px or null, got {params['huber_px']!r}")
-    low, high = params["energy_band_kev"]
-    if not 0 < low < high:
-        raise ValueError(f"energy_band_kev must be [low, high] keV with 0 < low < high, got {[low, high]}")
+    band = params["energy_band_kev"]  # null: the workflow's band (top-level energy_band_kev / the index stage's)
+    if band is not None and not (isinstance(band, (list, tuple)) and len(band) == 2
+                                 and all(isinstance(e, (int, float)) and not isinstance(e, bool) for e in band)
+                                 and 0 < band[0] < band[1]):
+        raise ValueError(f"energy_band_kev must be [low, high] keV with 0 < low < high (or null: the "
+                         f"workflow's band), got {band!r}")
 
 
 _NAN = float("nan")
@@ -128,7 +131,7 @@ STAGE = StageSpec(
         Variable("peak_hkl_refined", ("peak", "i3"), "int32", 0, "1", "Miller indices of that match"),
     ),
     params={"tolerances_deg": list(DEFAULT_TOLERANCES_DEG), "min_pairs": 8, "huber_px": 0.5,
-            "energy_band_kev": list(DEFAULT_ENERGY_BAND_KEV), "sample_tilt_deg": 40.0,
+            "energy_band_kev": None, "sample_tilt_deg": 40.0,  # None: the workflow's one band
             "positions": "auto", "good_only": True},
     dim_sizes={"i3": 3, "j3": 3, "k6": 6},
     check=check_params,

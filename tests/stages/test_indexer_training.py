@@ -1,0 +1,95 @@
+"""Indexer training: the model hash (training-code version, calibration rounded to what moves
+spots), the training samples (the prediction features, computed by spot-count groups)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from laueflow.physics.geometry import DEFAULT_CALIBRATION, angles_to_pixel, pixel_to_angles
+from laueflow.pipeline.indexers import model_path
+from laueflow.stages.indexing import training
+from laueflow.stages.indexing.training import (CALIBRATION_TOLERANCE_PX, IndexerConfig, calibration_decimals,
+                                               calibration_key, calibration_sensitivity, model_hash,
+                                               resolve_materials)
+
+CU = resolve_materials(["Cu"])
+CFG = IndexerConfig().for_materials(1)
+
+
+def _corner_shift_px(calibration, **changes) -> float:
+    """Largest displacement (px) of the rays through the detector corners when ``changes`` are
+    applied to ``calibration`` (the rays fixed in the lab: their 2θ, χ stay)."""
+    n_rows, n_cols = calibration.frame_shape
+    col, row = np.meshgrid([-0.5, n_cols - 0.5], [-0.5, n_rows - 0.5])
+    tth, chi = pixel_to_angles(col.ravel(), row.ravel(), calibration)
+    c2, r2 = angles_to_pixel(tth, chi, calibration.replace(**changes))
+    return float(np.max(np.hypot(c2 - col.ravel(), r2 - row.ravel())))
+
+
+def test_calibration_rounding_steps_from_the_geometry():
+    s = calibration_sensitivity(DEFAULT_CALIBRATION)
+    # sCMOS 2018 × 2016 px of 0.0734 mm at 79.6 mm: the corners move most
+    assert s["distance_mm"] == pytest.approx(18.88, abs=0.05)      # px per mm
+    assert s["xcen_px"] == pytest.approx(1.0) and s["ycen_px"] == pytest.approx(1.0)
+    assert s["xbet_deg"] == pytest.approx(41.8, abs=0.1)          # px per degree
+    assert s["xgam_deg"] == pytest.approx(26.2, abs=0.1)
+    assert s["pixel_size_mm"] == pytest.approx(20477, rel=1e-3)   # px per mm of pixel size
+    decimals = calibration_decimals(DEFAULT_CALIBRATION)
+    assert decimals == {"distance_mm": 3, "xcen_px": 2, "ycen_px": 2, "xbet_deg": 3, "xgam_deg": 3,
+                        "pixel_size_mm": 6}
+    for name, n in decimals.items():  # one step moves spots < 0.05 px; ten steps would not
+        value = getattr(DEFAULT_CALIBRATION, name)
+        assert _corner_shift_px(DEFAULT_CALIBRATION, **{name: value + 10.0 ** -n}) < CALIBRATION_TOLERANCE_PX
+        assert _corner_shift_px(DEFAULT_CALIBRATION, **{name: value + 10.0 ** (1 - n)}) >= CALIBRATION_TOLERANCE_PX
+    assert calibration_key(DEFAULT_CALIBRATION) == {"distance_mm": 79.612, "xcen_px": 977.81, "ycen_px": 932.17,
+                                                    "xbet_deg": 0.477, "xgam_deg": 0.447,
+                                                    "pixel_size_mm": 0.0734, "frame_shape": [2018, 2016]}
+
+
+def test_refined_calibration_keeps_the_model_one_that_moves_spots_does_not(tmp_path):
+    base = model_path(["Cu"], DEFAULT_CALIBRATION, None, tmp_path)
+    # refined in the 6th decimal (as a calibration refinement printed to 6 decimals does):
+    refined = DEFAULT_CALIBRATION.replace(distance_mm=79.612004, xcen_px=977.810003, ycen_px=932.169998,
+                                          xbet_deg=0.477002, xgam_deg=0.446999, detector_name="sCMOS_refined")
+    assert _corner_shift_px(DEFAULT_CALIBRATION, distance_mm=79.612004, xcen_px=977.810003, ycen_px=932.169998,
+                            xbet_deg=0.477002, xgam_deg=0.446999) < 0.001
+    assert model_path(["Cu"], refined, None, tmp_path) == base
+    # changes that move spots by ≥ 0.05 px at the detector edge: a new model each
+    for change, shift in [({"distance_mm": 79.622}, 0.19), ({"xcen_px": 977.91}, 0.1),
+                          ({"ycen_px": 932.10}, 0.07), ({"xbet_deg": 0.479}, 0.084),
+                          ({"xgam_deg": 0.452}, 0.13), ({"pixel_size_mm": 0.07341}, 0.2)]:
+        assert _corner_shift_px(DEFAULT_CALIBRATION, **change) == pytest.approx(shift, abs=0.01), change
+        assert model_path(["Cu"], DEFAULT_CALIBRATION.replace(**change), None, tmp_path) != base, change
+    assert model_path(["Cu"], DEFAULT_CALIBRATION.replace(frame_shape=(2048, 2048)), None, tmp_path) != base
+
+
+def test_model_hash_covers_the_training_code_version(monkeypatch):
+    before = model_hash(CU, DEFAULT_CALIBRATION, CFG)
+    assert model_hash(CU, DEFAULT_CALIBRATION, CFG) == before  # stable
+    monkeypatch.setattr(training, "TRAINING_CODE_VERSION", training.TRAINING_CODE_VERSION + 1)
+    assert model_hash(CU, DEFAULT_CALIBRATION, CFG) != before
+
+
+def test_training_samples_are_the_prediction_features(monkeypatch):
+    """make_samples (groups of patterns with similar spot counts, padding cut) = the prediction
+    kernel on the whole padded set, row for row."""
+    from laueflow.kernels.histograms import angular_histograms
+    from laueflow.stages.indexing.classes import build_class_table
+    from laueflow.stages.indexing.training import make_samples
+    from laueflow.stages.indexing.training_data import grain_count_table, simulate_patterns
+
+    mats = resolve_materials(["GaN", "Si"])
+    cfg = IndexerConfig(max_grains=(3, 1), n_centres=40).for_materials(2)
+    classes = build_class_table(mats, [3, 3], cfg.max_angle_deg, cfg.step_deg)
+    ps = simulate_patterns(mats, DEFAULT_CALIBRATION, grain_count_table((3, 1), 25), seed=3)
+    assert np.ptp(ps.n_spots) > 100  # very different spot counts: several groups, each cut differently
+    monkeypatch.setattr(training, "_FEATURE_GROUP", 16)  # 175 patterns: 11 groups
+    x, y, p = make_samples(ps, classes, cfg, return_pattern=True)
+    feats = angular_histograms(ps.two_theta, ps.chi, max_angle_deg=cfg.max_angle_deg, step_deg=cfg.step_deg,
+                               n_centres=cfg.n_centres)
+    lab = classes.label(np.maximum(ps.spot_material[:, :40], 0), ps.hkl[:, :40])
+    lab[ps.spot_material[:, :40] < 0] = -1
+    keep = lab >= 0
+    np.testing.assert_array_equal(x, feats[keep])
+    np.testing.assert_array_equal(y, lab[keep])
+    np.testing.assert_array_equal(p, np.nonzero(keep)[0])
