@@ -81,6 +81,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="intragranular orientation gradient (default 0.02 °/µm)")
     parser.add_argument("--twins", type=_fraction, default=0.0, metavar="FRACTION",
                         help="fraction of grains with a Σ3 twin lamella (default 0)")
+    parser.add_argument("--fine-twin-grains", type=int, default=0, metavar="N",
+                        help="the N largest grains filled with alternating Σ3 twin lamellae (default 0)")
+    parser.add_argument("--fine-twin-period", type=float, default=4.0, metavar="UM",
+                        help="period of those lamellae in µm (default 4; each lamella half as wide)")
     parser.add_argument("--subgrains", type=_fraction, default=0.0, metavar="FRACTION",
                         help="fraction of grains split into low-angle sub-grains (default 0)")
     parser.add_argument("--subgrain-angle", type=float, default=1.0, metavar="DEG",
@@ -110,6 +114,9 @@ def run(args) -> int:
         raise UserError(f"--seed must be >= 0, got {args.seed}")
     if not 0 < args.energy_band[0] < args.energy_band[1]:
         raise UserError(f"--energy-band must be 0 < EMIN < EMAX, got {args.energy_band}")
+    if args.fine_twin_grains < 0 or not args.fine_twin_period > 0:
+        raise UserError(f"--fine-twin-grains must be >= 0 and --fine-twin-period > 0 µm, got "
+                        f"{args.fine_twin_grains} and {args.fine_twin_period}")
     if args.deep_grains < 0:
         raise UserError(f"--deep-grains must be >= 0, got {args.deep_grains}")
     out = Path(args.out)
@@ -145,6 +152,8 @@ def run(args) -> int:
         orientation_gradient_deg_per_um=args.gradient,
         strain_magnitude=args.strain,
         twin_fraction=args.twins,
+        fine_twin_grains=args.fine_twin_grains,
+        fine_twin_period_um=args.fine_twin_period,
         subgrain_fraction=args.subgrains,
         subgrain_misorientation_deg=args.subgrain_angle,
         second_phase=args.second_phase,

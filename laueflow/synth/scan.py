@@ -59,6 +59,8 @@ class ScanParameters:
     orientation_gradient_deg_per_um: float = 0.02
     strain_magnitude: float = 1e-3
     twin_fraction: float = 0.0
+    fine_twin_grains: int = 0
+    fine_twin_period_um: float = 4.0
     subgrain_fraction: float = 0.0
     subgrain_misorientation_deg: float = 1.0
     second_phase: str | None = None
@@ -149,6 +151,8 @@ def plan_scan(params: ScanParameters | None = None, *, calibration: Calibration 
         orientation_gradient_deg_per_um=params.orientation_gradient_deg_per_um,
         strain_magnitude=params.strain_magnitude,
         twin_fraction=params.twin_fraction,
+        fine_twin_grains=params.fine_twin_grains,
+        fine_twin_period_um=params.fine_twin_period_um,
         subgrain_fraction=params.subgrain_fraction,
         subgrain_misorientation_deg=params.subgrain_misorientation_deg,
         second_phase_fraction=params.second_phase_fraction if params.second_phase else 0.0,

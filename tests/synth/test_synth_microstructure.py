@@ -80,3 +80,24 @@ def test_twins_subgrains_deep_substrate():
     assert (m.grain_material[..., -1] == 1).all()
     assert np.allclose(m.grain_weight[..., -2], 0.1)
     assert (d.kind[m.grain_id[..., -2]] == 3).all()
+
+
+def test_fine_twins_alternate_with_the_parent_across_the_largest_grains():
+    m = build_microstructure((20, 20), 1.0, 3, np.random.default_rng(4), [CU], fine_twin_grains=2,
+                             fine_twin_period_um=4.0)
+    d = m.domains
+    twins = np.flatnonzero(d.kind == TWIN)
+    assert len(twins) == 2
+    for t in twins:
+        g = d.parent[t]
+        assert np.allclose(d.rotation[g].T @ d.rotation[t], twin_rotation(CU))
+        in_grain = np.isin(m.grain_map, [g, t])
+        twin_share = (m.grain_map[in_grain] == t).mean()
+        assert 0.3 < twin_share < 0.7  # half of the grain, in lamellae
+        # lamellae 2 µm wide: between neighbouring points of the grain, the dominant domain changes often
+        pairs = [(a, b) for a, b in ((m.grain_map[:, :-1], m.grain_map[:, 1:]), (m.grain_map[:-1], m.grain_map[1:]))]
+        both = np.concatenate([(np.isin(a, [g, t]) & np.isin(b, [g, t])).ravel() for a, b in pairs])
+        differ = np.concatenate([(a != b).ravel() for a, b in pairs])
+        assert 0.15 < differ[both].mean() < 0.6
+    untouched = build_microstructure((20, 20), 1.0, 3, np.random.default_rng(4), [CU])
+    assert not (untouched.domains.kind == TWIN).any()
