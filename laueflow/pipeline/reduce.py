@@ -7,6 +7,8 @@ declared output exactly once through ``writer.write(name, array)``: a numpy arra
 directly, a dask array region by region (one results chunk at a time, on the workers). When the
 function returns and every output was written, the stage is marked done in the store
 (``reduce_done`` attribute): a killed run re-runs only the reduce stages not marked done.
+A stage may return a small JSON-able dict (what it chose, what it found): it is kept in the
+store's ``reduce_info`` attribute under the stage's name, and its ``log`` lines are logged.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import numpy as np
 import zarr
 
 from ..stages.base import StageSpec
-from .store import Layout, mark_reduce_done, write_region
+from .store import Layout, mark_reduce_done, record_reduce_info, write_region
 
 __all__ = ["ReduceWriter", "run_reduce_stage", "lazy_outputs"]
 
@@ -67,17 +69,23 @@ class ReduceWriter:
 
 
 def run_reduce_stage(spec: StageSpec, params: dict, results: Path, layout: Layout, client, *,
-                     available: set) -> None:
+                     available: set, log=None) -> dict | None:
     """Run one reduce stage on the ``available`` outputs (of the stages before it), check it
-    wrote every output, mark it done."""
+    wrote every output, record what it returned, mark it done; returns what it returned."""
     names = {**spec.inputs, **spec.optional_inputs}
     present = {key for key in names.values() if key in available}
     arrays = lazy_outputs(results, sorted(present))
     kwargs = {arg: arrays[key] for arg, key in spec.inputs.items()}
     kwargs.update({arg: arrays.get(key) for arg, key in spec.optional_inputs.items()})
     writer = ReduceWriter(results, spec, layout, client)
-    spec.function()(**kwargs, client=client, writer=writer, **params)
+    info = spec.function()(**kwargs, client=client, writer=writer, **params)
     missing = [name for name in spec.output_names if name not in writer.written]
     if missing:
         raise RuntimeError(f"reduce stage {spec.name!r} did not write {missing}")
+    if isinstance(info, dict):
+        for line in info.get("log", []):
+            if log is not None:
+                log(f"    {line}")
+        record_reduce_info(results, spec.name, info)
     mark_reduce_done(results, spec.name)
+    return info
