@@ -87,7 +87,7 @@ class _PausingWriter:
     def write(self, name, array):
         self.inner.write(name, array)
         self.count += 1
-        if self.marker and self.count == self.after:
+        if self.marker and self.count == self.after and os.path.exists(self.marker):
             Path(self.marker + ".paused").touch()
             while os.path.exists(self.marker):
                 time.sleep(0.05)
