@@ -50,7 +50,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run_segment(args) -> int:
-    from ..pipeline.segment import SegmentError, segment_store  # deferred: imports xarray
+    from ..io.store_lock import StoreLock
+    from ..pipeline.segment import SegmentError, check_segment_inputs, segment_store  # deferred: imports xarray
 
     k_min, k_max = args.k_range
     params = {"pcs": args.pcs, "method": args.method, "k_min": k_min, "k_max": max(k_max, k_min),
@@ -59,8 +60,11 @@ def run_segment(args) -> int:
         params["k_max"] = args.k  # cluster slots for an explicit K (the scores then run up to K)
     try:
         config = load_cluster_config(args.cluster) if args.cluster else None
-        with connect(config, address=args.scheduler) as client:
-            summary = segment_store(args.results, client, name=args.name, **params)
+        # the lock and every check before any worker starts: refused at once
+        with StoreLock(args.results, "segment", log=print):
+            check_segment_inputs(args.results, **params)
+            with connect(config, address=args.scheduler) as client:
+                summary = segment_store(args.results, client, name=args.name, **params)
     except (SegmentError, ClusterConfigError, StoreLockedError) as err:
         raise UserError(str(err)) from None
     info = summary.info

@@ -28,7 +28,7 @@ from ..stages.base import get_stage
 from .reduce import ReduceWriter, lazy_outputs
 from .store import Layout, read_chunk_done
 
-__all__ = ["segment_store", "SegmentSummary", "SegmentError", "SEGMENTATIONS_GROUP", "segmentation_name"]
+__all__ = ["segment_store", "check_segment_inputs", "SegmentSummary", "SegmentError", "SEGMENTATIONS_GROUP", "segmentation_name"]
 
 SEGMENTATIONS_GROUP = "segmentations"
 SEGMENTATION_MARKER = "laueflow_segmentation"
@@ -59,13 +59,8 @@ def segment_store(results, client, *, name: str | None = None, log=print, **over
     ``client``; writes ``segmentations/<name>`` under the store's write lock."""
     results = Path(results)
     spec = get_stage("segmentation")
-    unknown = sorted(set(overrides) - set(spec.params))
-    if unknown:
-        raise SegmentError(f"unknown segmentation parameter(s) {unknown}; parameters: {', '.join(spec.params)}")
-    params = {**spec.params, **overrides}
-    spec.validate_params(params)
     with StoreLock(results, "segment", log=log):
-        layout, features_chunks = _check_store(results, params)
+        params, layout, features_chunks = check_segment_inputs(results, **overrides)
         name = _free_name(results, name or segmentation_name(params))
         group = f"{SEGMENTATIONS_GROUP}/{name}"
         t0 = time.perf_counter()
@@ -87,9 +82,20 @@ def segment_store(results, client, *, name: str | None = None, log=print, **over
     return SegmentSummary(results, name, group, info, wall)
 
 
-def _check_store(results: Path, params: dict) -> tuple[Layout, tuple]:
+def check_segment_inputs(results, **overrides) -> tuple[dict, Layout, tuple]:
+    """The checks that need no cluster (``laueflow segment`` makes them, under the store's lock,
+    before it starts any worker): parameters, a laueflow results store, complete ``features``
+    with at least ``pcs`` values per point. Returns the parameters, the layout of the new
+    segmentation group and the chunks of ``features``."""
     import zarr  # deferred: the CLI imports this module for --help
 
+    results = Path(results)
+    spec = get_stage("segmentation")
+    unknown = sorted(set(overrides) - set(spec.params))
+    if unknown:
+        raise SegmentError(f"unknown segmentation parameter(s) {unknown}; parameters: {', '.join(spec.params)}")
+    params = {**spec.params, **overrides}
+    spec.validate_params(params)
     kind = store_kind(results)
     if kind != "results":
         raise SegmentError(f"{results} is {KIND_NAMES.get(kind, kind)}, not a laueflow results store "
@@ -108,11 +114,8 @@ def _check_store(results: Path, params: dict) -> tuple[Layout, tuple]:
     cy, cx = features.chunks[:2]
     if params["pcs"] > m:
         raise SegmentError(f"--pcs {params['pcs']} is more than the {m} features per point; use --pcs ≤ {m}")
-    spec = get_stage("segmentation")
     dim_sizes = spec.resolved_dim_sizes(params)
-    if params["k"] is not None:  # cluster slots: enough for an explicit K beyond the score range
-        dim_sizes["cluster"] = max(dim_sizes["cluster"], int(params["k"]))
-    return Layout(ny, nx, cy, cx, dim_sizes, spec.outputs), tuple(features.chunks)
+    return params, Layout(ny, nx, cy, cx, dim_sizes, spec.outputs), tuple(features.chunks)
 
 
 def _segmentations(results: Path) -> list:
