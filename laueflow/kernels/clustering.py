@@ -315,13 +315,14 @@ def fit_in_memory(features: np.ndarray, *, pcs: int, ks, k: int | None, method: 
             "explained_variance_ratio": np.asarray(pca.explained_variance_ratio_, np.float64)}
 
 
-def cluster_sample(sample: np.ndarray, *, ks, k: int | None, method: str, seed: int) -> dict:
-    """Everything decided on the sample of PCs: the scores over ``ks``, the suggested K, the K
-    used (``k``, or the suggested one), the start centroids (KMeans) or the fitted mixture
-    (``bgm``: its component means are the centroids), the RGB range."""
+def cluster_sample(sample: np.ndarray, *, ks, k: int | None, method: str, seed: int, scores=None) -> dict:
+    """Everything decided on the sample of PCs: the scores over ``ks`` (or ``scores``, the
+    output of :func:`k_scan_scores` computed elsewhere), the suggested K, the K used (``k``, or
+    the suggested one), the start centroids (KMeans) or the fitted mixture (``bgm``: its
+    component means are the centroids), the RGB range."""
     if len(sample) < 3:
         raise ValueError(f"only {len(sample)} processed points in the sample: too few to cluster")
-    sil, ch, starts = k_scan_scores(sample, ks, seed)
+    sil, ch, starts = scores if scores is not None else k_scan_scores(sample, ks, seed)
     suggested = suggest_k(ks, sil)
     use = int(k) if k is not None else suggested
     if use < 1:

@@ -27,10 +27,12 @@ index and ``seed``, and every sum is reduced in the same order whatever the work
 """
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from ..kernels.clustering import (NearestCentroid, canonical_order, centroids_from_sums, cluster_sample,
-                                  cluster_stats, fit_in_memory, hash_uniform, lloyd_sums,
+                                  cluster_stats, fit_in_memory, hash_uniform, k_scan_scores, lloyd_sums,
                                   merge_cluster_stats, moment_sums, pca_from_moments, project, to_rgb)
 from .base import StageSpec, Variable
 
@@ -53,20 +55,25 @@ def segmentation(features, *, client, writer, pcs: int = 32, k: int | None = Non
     ks = np.arange(k_min, k_max + 1)
     chosen, reason = choose_path(path, ny * nx * m * 4, in_memory_max_mb, _worker_memory_limits(client))
     flat = _flat_blocks(features, block_mb)
+    timings = {"start": time.perf_counter()}
     if chosen == "in_memory":
         fit = client.submit(fit_in_memory, client.compute(flat), pcs=pcs, ks=ks, k=k, method=method, seed=seed,
                             score_sample=score_sample, max_iter=max_iter, tol=tol, pure=False).result()
         iterations = None
         points = client.persist(_projected(flat, fit["mean"], fit["components"]))
+        timings["fit"] = time.perf_counter()
     else:
         fit, points, iterations = _fit_distributed(flat, client, pcs=pcs, ks=ks, k=k, method=method, seed=seed,
-                                                   score_sample=score_sample, max_iter=max_iter, tol=tol)
+                                                   score_sample=score_sample, max_iter=max_iter, tol=tol,
+                                                   timings=timings)
     try:
-        record = _write_outputs(points, fit, writer, client, ny=ny, nx=nx, ks=ks)
+        record = _write_outputs(points, fit, writer, client, ny=ny, nx=nx, ks=ks, timings=timings)
     finally:
         client.cancel(points)
+    marks = list(timings.items())
     record.update(path=chosen, path_reason=reason, method=method, pcs=pcs, n_points=ny * nx,
-                  blocks=len(flat.chunks[0]), lloyd_iterations=iterations)
+                  blocks=len(flat.chunks[0]), lloyd_iterations=iterations,
+                  timings_s={name: round(t - marks[i][1], 3) for i, (name, t) in enumerate(marks[1:])})
     record["log"] = [f"segmentation: {chosen} path ({reason}); {record['n_processed']} processed points, "
                      f"{method} K = {record['k']} (suggested {record['suggested_k']}), {pcs} PCs explain "
                      f"{100 * record['explained_variance']:.1f} % of the variance"]
@@ -97,18 +104,21 @@ def _worker_memory_limits(client) -> list:
 # --------------------------------------------------------------------------- blocks
 def _flat_blocks(features, block_mb: float):
     """``(n, M)`` lazy view of ``features (y, x, M)`` in blocks of about ``block_mb``: whole
-    rows of x when one fits (else runs of one row), so the flattening needs no data moved.
-    The blocks are multiples of the stored chunks (reads stay whole chunks)."""
+    rows of x when one fits (else runs within one row), so the flattening moves no data. Blocks
+    that already qualify (the pipeline reads reduce inputs so) are kept as they are."""
     ny, nx, m = features.shape
-    cy, cx = features.chunks[0][0], features.chunks[1][0]
+    ychunks, xchunks = features.chunks[0], features.chunks[1]
     per_block = max(1, int(block_mb * 1e6 // (4 * m)))
-    if nx <= per_block:
-        by = max(cy, per_block // nx // cy * cy)
-        blocks = features.rechunk((min(by, ny), nx, m))
-    else:
-        bx = max(cx, per_block // cx * cx)
-        blocks = features.rechunk((1, min(bx, nx), m))
-    return blocks.reshape(ny * nx, m)
+    flat_ready = len(xchunks) == 1 or max(ychunks) == 1
+    mean_block = ny * nx / (len(ychunks) * len(xchunks))
+    if not (flat_ready and mean_block >= min(per_block / 4, ny * nx)):
+        cy, cx = ychunks[0], xchunks[0]
+        if nx <= per_block:
+            by = max(cy, per_block // nx // cy * cy)
+            features = features.rechunk((min(by, ny), nx, m))
+        else:
+            features = features.rechunk((1, min(max(cx, per_block // cx * cx), nx), m))
+    return features.reshape(ny * nx, m)
 
 
 def _global_index(rows: int, block_info) -> np.ndarray:
@@ -161,15 +171,19 @@ def _per_block(points, func, width: int, **kwargs):
 
 
 # --------------------------------------------------------------------------- distributed fit
-def _fit_distributed(flat, client, *, pcs, ks, k, method, seed, score_sample, max_iter, tol):
+def _fit_distributed(flat, client, *, pcs, ks, k, method, seed, score_sample, max_iter, tol, timings):
     m = flat.shape[1]
     sums = client.compute(_per_block(flat, _moments_block, 1 + m + m * m).sum(axis=0)).result()
     pca = pca_from_moments(sums, pcs)
+    timings["pca"] = time.perf_counter()
     points = client.persist(_projected(flat, pca["mean"], pca["components"]))
     mask = points.map_blocks(_sample_mask_block, seed=seed, fraction=min(1.0, score_sample / pca["n"]),
                              dtype=bool, drop_axis=1)
     sample = client.compute(points[mask])
-    fit = client.submit(cluster_sample, sample, ks=ks, k=k, method=method, seed=seed, pure=False).result()
+    scores = _k_scan_on_workers(client, sample, ks, seed)
+    fit = client.submit(cluster_sample, sample, ks=ks, k=k, method=method, seed=seed, scores=scores,
+                        pure=False).result()
+    timings["project_sample_scores"] = time.perf_counter()
     iterations = None
     if method == "kmeans":
         centroids = fit["centroids"]
@@ -181,13 +195,27 @@ def _fit_distributed(flat, client, *, pcs, ks, k, method, seed, score_sample, ma
             if shift <= tol_abs:
                 break
         fit.update(centroids=centroids, labeler=NearestCentroid(centroids))
+        timings["lloyd"] = time.perf_counter()
     fit.update(mean=pca["mean"], components=pca["components"], n=pca["n"],
                explained_variance_ratio=pca["explained_variance_ratio"])
     return fit, points, iterations
 
 
+def _k_scan_on_workers(client, sample, ks, seed):
+    """:func:`k_scan_scores` with the K range dealt out to the workers (K, K + n, …: the costly
+    large K spread evenly); the same numbers as one call."""
+    n = max(1, min(len(ks), len(_worker_memory_limits(client))))
+    parts = client.gather(client.map(k_scan_scores, [sample] * n, [ks[i::n] for i in range(n)], seed=seed,
+                                     pure=False))
+    sil, ch, starts = np.full(len(ks), np.nan), np.full(len(ks), np.nan), {}
+    for i, (part_sil, part_ch, part_starts) in enumerate(parts):
+        sil[i::n], ch[i::n] = part_sil, part_ch
+        starts.update(part_starts)
+    return sil, ch, starts
+
+
 # --------------------------------------------------------------------------- outputs
-def _write_outputs(points, fit, writer, client, *, ny, nx, ks) -> dict:
+def _write_outputs(points, fit, writer, client, *, ny, nx, ks, timings) -> dict:
     k_used = len(fit["centroids"])
     slots = writer_slots(writer, "cluster", int(ks[-1]))
     if k_used > slots:
@@ -195,6 +223,7 @@ def _write_outputs(points, fit, writer, client, *, ny, nx, ks) -> dict:
     stats = client.compute(_per_block(points, _stats_block, 3 * k_used, labeler=fit["labeler"],
                                       centroids=fit["centroids"])).result()
     counts, delegate = merge_cluster_stats(stats.reshape(-1, k_used, 3))
+    timings["delegates"] = time.perf_counter()
     relabel = canonical_order(counts, delegate)
     order = np.argsort(relabel)
     centroids, counts, delegate = fit["centroids"][order], counts[order], delegate[order]
@@ -226,6 +255,7 @@ def _write_outputs(points, fit, writer, client, *, ny, nx, ks) -> dict:
     ys, xs = np.where(delegate >= 0, delegate // nx, -1), np.where(delegate >= 0, delegate % nx, -1)
     writer.write("delegate_y", _padded(ys, slots, -1, np.int32))
     writer.write("delegate_x", _padded(xs, slots, -1, np.int32))
+    timings["write"] = time.perf_counter()
     return {"k": k_used, "suggested_k": int(fit["suggested_k"]), "n_processed": int(fit["n"]),
             "cluster_size": counts.tolist(), "explained_variance": float(np.sum(fit["explained_variance_ratio"]))}
 
