@@ -18,12 +18,13 @@ from sklearn.metrics import adjusted_rand_score
 # stand-ins: tests/ is on sys.path (pyproject `pythonpath`) and on PYTHONPATH for the workers
 # and subprocesses (tests/conftest.py)
 import test_segmentation_standin as standin
-from store_asserts import assert_stores_identical
+from store_asserts import assert_stores_identical, documented_variables
 from laueflow.pipeline.cluster import ClusterConfig, connect
 from laueflow.pipeline.run import run_workflow
 from laueflow.pipeline.store import read_chunk_done, read_reduce_done
 from laueflow.pipeline.workflow import parse_workflow
 
+SEGMENTATION_OUTPUTS = [v.name for v in standin.SEGMENTATION.outputs]
 QUIET = {"progress": False, "log": lambda *a: None}
 INVALID = [(1, 2)]
 
@@ -63,6 +64,11 @@ def test_a_run_segments_the_regions_of_the_scan(scan, client, tmp_path):
         assert info["path"] == "in_memory" and info["k"] == 3 and "0.0 MB ≤ 256 MB" in info["path_reason"]
         for c in range(3):  # delegates: points of their cluster
             assert labels[int(ds.delegate_y[c]), int(ds.delegate_x[c])] == c
+        doc = documented_variables()  # every output as docs/results-schema.md says
+        for name in SEGMENTATION_OUTPUTS:
+            _, dims, dtype, fill, units, _ = doc[name]
+            assert (() if dims == "()" else tuple(d.strip() for d in dims.split(","))) == ds[name].dims, name
+            assert ds[name].dtype == np.dtype(dtype) and ds[name].attrs["units"] == units, name
 
 
 def test_a_run_killed_during_the_segmentation_resumes_identically(scan, client, tmp_path):
