@@ -13,7 +13,7 @@ features) are kept on the workers (``client.persist``) while the clusters are fi
 Two paths (``path: auto`` chooses, the choice is logged and recorded in the store's
 ``reduce_info``):
 
-- ``in_memory`` — the feature matrix fits one worker (≤ ``in_memory_max_mb`` and ≤ 1/4 of the
+- ``in_memory`` — the feature matrix fits one worker (≤ ``in_memory_max_mb`` and ≤ 1/8 of the
   smallest worker's memory limit): scikit-learn ``PCA`` (full SVD) and ``KMeans`` on every
   processed point, in one task on one worker;
 - ``distributed`` — covariance ``Σxxᵀ`` summed over blocks in one pass, its eigendecomposition
@@ -41,7 +41,7 @@ __all__ = ["STAGE", "segmentation", "METHODS", "PATHS", "choose_path"]
 METHODS = ("kmeans", "bgm")
 PATHS = ("auto", "in_memory", "distributed")
 #: a worker may hold the feature matrix when it is at most this fraction of its memory limit
-WORKER_MEMORY_FRACTION = 0.25
+WORKER_MEMORY_FRACTION = 0.125  # the fit holds ~5 copies: float32, float64, SVD workspace
 
 
 def segmentation(features, *, client, writer, pcs: int = 32, k: int | None = None, k_min: int = 2,

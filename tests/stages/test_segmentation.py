@@ -144,5 +144,5 @@ def test_path_choice_follows_the_matrix_size():
     assert choose_path("auto", 100e6, 256, [4e9, 8e9])[0] == "in_memory"
     path, reason = choose_path("auto", 300e6, 256, [4e9])
     assert path == "distributed" and "300.0 MB > 256 MB" in reason
-    assert choose_path("auto", 200e6, 256, [0.5e9])[0] == "distributed"  # > 1/4 of a worker
+    assert choose_path("auto", 100e6, 256, [0.5e9])[0] == "distributed"  # > 1/8 of a worker
     assert choose_path("distributed", 1e3, 256, [])[0] == "distributed"
