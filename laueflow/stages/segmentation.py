@@ -53,7 +53,8 @@ def segmentation(features, *, client, writer, pcs: int = 32, k: int | None = Non
     pipeline logs it and keeps it in the store's ``reduce_info``)."""
     ny, nx, m = features.shape
     ks = np.arange(k_min, k_max + 1)
-    chosen, reason = choose_path(path, ny * nx * m * 4, in_memory_max_mb, _worker_memory_limits(client))
+    chosen, reason = choose_path(path, ny * nx * m * features.dtype.itemsize, in_memory_max_mb,
+                                 _worker_memory_limits(client))
     flat = _flat_blocks(features, block_mb)
     timings = {"start": time.perf_counter()}
     if chosen == "in_memory":
