@@ -469,7 +469,7 @@ def reduce_phase(plan: RunPlan, params: dict, client, log=print) -> dict[str, fl
         log(f"  reduce: {stage.name}")
         try:
             run_reduce_stage(stage.spec, params[stage.name], Path(plan.workflow.output), plan.layout, client,
-                             available=earlier)
+                             available=earlier, log=log)
         except Exception as err:
             raise RuntimeError(f"reduce stage {stage.name!r} failed: {type(err).__name__}: {err} "
                                "(every tile is kept; fix the cause and re-run to resume)") from err

@@ -20,7 +20,7 @@ from .scan_store import settings_differences
 
 __all__ = ["pipeline_variables", "Layout", "ResultsStoreError", "check_results_store",
            "prepare_results_store", "write_tile", "write_region", "read_chunk_done",
-           "read_reduce_done", "mark_reduce_done", "finalize_results_store", "SCHEMA_VERSION",
+           "read_reduce_done", "mark_reduce_done", "record_reduce_info", "finalize_results_store", "SCHEMA_VERSION",
            "read_tile_done", "check_store_id", "StoreReplacedError"]
 
 SCHEMA_VERSION = 3
@@ -275,6 +275,16 @@ def mark_reduce_done(path, stage: str) -> None:
     done = list(group.attrs.get("reduce_done", []))
     if stage not in done:
         group.attrs["reduce_done"] = [*done, stage]
+
+
+def record_reduce_info(path, stage: str, info: dict) -> None:
+    """Keep a reduce stage's record (JSON-able dict) in the ``reduce_info`` attribute."""
+    import zarr  # deferred: the CLI imports this module for --help
+
+    group = zarr.open_group(str(path), mode="r+", use_consolidated=False)
+    records = dict(group.attrs.get("reduce_info", {}))
+    records[stage] = json.loads(json.dumps(info, default=_json_default))
+    group.attrs["reduce_info"] = records
 
 
 def read_chunk_done(path) -> np.ndarray:

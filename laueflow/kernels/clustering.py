@@ -1,0 +1,345 @@
+"""Numerical pieces of the index-free segmentation (PCA → KMeans / Gaussian mixture → maps).
+
+Arrays in, arrays out (numpy; scikit-learn for the in-memory fits and the scores). The
+segmentation reduce stage (``laueflow/stages/segmentation.py``) runs these on blocks of the
+feature matrix on the workers and combines their small results on the driver.
+
+Conventions: a feature matrix is ``(n, M)`` float (one row per scan point; a row holding a NaN
+is a point that was not processed and is left out of every fit); PCs are ``(n, pcs)`` float32;
+cluster labels are int32 with −1 for points not processed.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "valid_rows", "moment_sums", "pca_from_moments", "fix_component_signs", "project",
+    "hash_uniform", "NearestCentroid", "lloyd_sums", "centroids_from_sums", "cluster_stats",
+    "merge_cluster_stats", "canonical_order", "kmeans_on_sample", "k_scan_scores", "pairwise_distances",
+    "silhouette_from_distances", "suggest_k",
+    "rgb_range", "to_rgb", "fit_in_memory",
+]
+
+
+def valid_rows(x: np.ndarray) -> np.ndarray:
+    """``(n,)`` bool: rows of ``x (n, M)`` with every value finite (processed points)."""
+    return np.isfinite(x).all(axis=1)
+
+
+# --------------------------------------------------------------------------- PCA
+def moment_sums(x: np.ndarray) -> np.ndarray:
+    """Sums of the valid rows of ``x (n, M)`` for a PCA: ``[count, Σx (M), Σxxᵀ (M·M)]``
+    packed in one float64 vector of length ``1 + M + M²`` (sums of several blocks add up)."""
+    m = x.shape[1]
+    rows = np.asarray(x[valid_rows(x)], dtype=np.float64)
+    out = np.empty(1 + m + m * m, np.float64)
+    out[0] = rows.shape[0]
+    out[1:1 + m] = rows.sum(axis=0)
+    out[1 + m:] = (rows.T @ rows).ravel()
+    return out
+
+
+def fix_component_signs(components: np.ndarray) -> np.ndarray:
+    """Each component ``(pcs, M)`` signed so that its largest-magnitude entry is positive
+    (scikit-learn's ``svd_flip`` rule for ``PCA``): the same PCs from every path."""
+    components = np.asarray(components, np.float64)
+    biggest = np.argmax(np.abs(components), axis=1)
+    signs = np.sign(components[np.arange(len(components)), biggest])
+    signs[signs == 0] = 1.0
+    return components * signs[:, None]
+
+
+def pca_from_moments(sums: np.ndarray, n_components: int) -> dict:
+    """PCA from :func:`moment_sums`: the sample covariance ``(Σxxᵀ − n μμᵀ)/(n − 1)``
+    (float64) and its eigendecomposition. Returns ``mean (M,)``, ``components (pcs, M)``
+    (signs by :func:`fix_component_signs`), ``explained_variance (pcs,)`` and
+    ``explained_variance_ratio (pcs,)`` (of the total variance); ``n`` the rows used."""
+    sums = np.asarray(sums, np.float64)
+    m = int(round((-1 + np.sqrt(1 + 4 * (len(sums) - 1))) / 2))
+    if 1 + m + m * m != len(sums):
+        raise ValueError(f"moment sums of length {len(sums)} are not 1 + M + M² for any M")
+    n = int(sums[0])
+    if n < 2:
+        raise ValueError(f"PCA needs at least 2 processed points, got {n}")
+    if not 1 <= n_components <= m:
+        raise ValueError(f"pcs = {n_components} components asked of {m} features; use 1 ≤ pcs ≤ {m}")
+    mean = sums[1:1 + m] / n
+    scatter = sums[1 + m:].reshape(m, m)
+    cov = (scatter - n * np.outer(mean, mean)) / (n - 1)
+    cov = (cov + cov.T) / 2
+    values, vectors = np.linalg.eigh(cov)
+    order = np.argsort(values)[::-1][:n_components]
+    values = np.clip(values[order], 0.0, None)
+    total = float(np.clip(np.trace(cov), 0.0, None))
+    ratio = values / total if total > 0 else np.zeros_like(values)
+    return {"mean": mean, "components": fix_component_signs(vectors[:, order].T),
+            "explained_variance": values, "explained_variance_ratio": ratio, "n": n}
+
+
+def project(x: np.ndarray, mean: np.ndarray, components: np.ndarray) -> np.ndarray:
+    """PCs ``(n, pcs)`` float32 of ``x (n, M)``: ``(x − mean) · componentsᵀ`` (float64
+    arithmetic); NaN rows where ``x`` is not valid."""
+    out = (np.asarray(x, np.float64) - mean) @ np.asarray(components, np.float64).T
+    out[~valid_rows(x)] = np.nan
+    return out.astype(np.float32)
+
+
+# --------------------------------------------------------------------------- sampling
+def hash_uniform(index: np.ndarray, seed: int) -> np.ndarray:
+    """A uniform number in [0, 1) per integer ``index`` (splitmix64 of ``index`` and ``seed``):
+    the same for a point whatever the chunking, path or number of workers."""
+    with np.errstate(over="ignore"):
+        z = np.asarray(index, np.uint64) + np.uint64(seed & 0xFFFFFFFF) * np.uint64(0x9E3779B97F4A7C15)
+        z = z + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+# --------------------------------------------------------------------------- clustering
+class NearestCentroid:
+    """A KMeans labeler: each point → its nearest centroid (squared Euclidean distance,
+    float64; ties → the lower index)."""
+
+    def __init__(self, centroids: np.ndarray):
+        self.centroids = np.asarray(centroids, np.float64)
+
+    def predict(self, points: np.ndarray) -> np.ndarray:
+        return squared_distances(points, self.centroids).argmin(axis=1).astype(np.int32)
+
+
+def squared_distances(points: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """``(n, k)`` squared Euclidean distances (float64, exact form ``Σ (p − c)²``)."""
+    p = np.asarray(points, np.float64)
+    c = np.asarray(centroids, np.float64)
+    d = (p * p).sum(1)[:, None] - 2 * p @ c.T + (c * c).sum(1)[None, :]
+    return np.clip(d, 0.0, None)
+
+
+def lloyd_sums(points: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """One Lloyd step's partial sums over the valid rows of ``points (n, d)``: ``(k, d + 1)``
+    float64, per nearest centroid the sum of its points and (last column) their count."""
+    ok = valid_rows(points)
+    p = np.asarray(points[ok], np.float64)
+    k, d = centroids.shape
+    labels = NearestCentroid(centroids).predict(p)
+    out = np.zeros((k, d + 1), np.float64)
+    np.add.at(out[:, :d], labels, p)
+    out[:, d] = np.bincount(labels, minlength=k)
+    return out
+
+
+def centroids_from_sums(sums: np.ndarray, previous: np.ndarray) -> tuple[np.ndarray, float]:
+    """New centroids from :func:`lloyd_sums` (added over blocks) and the total squared shift
+    (Σ over centroids, scikit-learn's convergence measure); an empty cluster keeps its
+    previous centroid."""
+    d = previous.shape[1]
+    counts = sums[:, d]
+    new = np.where(counts[:, None] > 0, sums[:, :d] / np.maximum(counts, 1)[:, None], previous)
+    return new, float(((new - previous) ** 2).sum())
+
+
+def cluster_stats(points: np.ndarray, labeler, centroids: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """Per cluster over one block: ``(k, 3)`` float64 = [point count, smallest squared
+    distance to the centroid, global index of that point (−1: none)].
+    ``index (n,)``: the global flat index (y · nx + x) of each row."""
+    k = len(centroids)
+    out = np.zeros((k, 3), np.float64)
+    out[:, 1], out[:, 2] = np.inf, -1
+    ok = valid_rows(points)
+    p, idx = points[ok], np.asarray(index)[ok]
+    if not len(p):
+        return out
+    labels = labeler.predict(p)
+    d2 = ((np.asarray(p, np.float64) - centroids[labels]) ** 2).sum(axis=1)
+    out[:, 0] = np.bincount(labels, minlength=k)
+    order = np.lexsort((idx, d2, labels))  # by cluster, then distance, then index
+    first = np.r_[True, labels[order][1:] != labels[order][:-1]]
+    best = order[first]
+    out[labels[best], 1] = d2[best]
+    out[labels[best], 2] = idx[best]
+    return out
+
+
+def merge_cluster_stats(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(n_blocks, k, 3)`` of :func:`cluster_stats` → ``counts (k,)`` int64 and the global
+    index of each cluster's delegate ``(k,)`` int64 (the point closest to the centroid; ties →
+    the lower index; −1: empty cluster)."""
+    blocks = np.asarray(blocks, np.float64).reshape(-1, *np.shape(blocks)[-2:])
+    counts = blocks[:, :, 0].sum(axis=0).astype(np.int64)
+    d2 = blocks[:, :, 1]
+    idx = np.where(blocks[:, :, 2] >= 0, blocks[:, :, 2], np.inf)
+    k = blocks.shape[1]
+    delegate = np.full(k, -1, np.int64)
+    for c in range(k):  # k ≤ a few tens: the blocks' winners only
+        order = np.lexsort((idx[:, c], d2[:, c]))
+        if np.isfinite(d2[order[0], c]):
+            delegate[c] = int(idx[order[0], c])
+    return counts, delegate
+
+
+def canonical_order(counts: np.ndarray, delegate: np.ndarray) -> np.ndarray:
+    """``new_label[old]``: clusters renumbered by decreasing size (ties: lower delegate index),
+    so every path and run numbers the same clusters the same way; empty clusters last."""
+    key_delegate = np.where(delegate >= 0, delegate, np.iinfo(np.int64).max)
+    order = np.lexsort((key_delegate, -np.asarray(counts)))
+    new = np.empty(len(order), np.int32)
+    new[order] = np.arange(len(order), dtype=np.int32)
+    return new
+
+
+def kmeans_on_sample(sample: np.ndarray, k: int, seed: int, n_init: int = 4) -> np.ndarray:
+    """KMeans (scikit-learn, k-means++, ``n_init`` starts) on a sample ``(s, d)``: ``(k, d)``
+    float64 centroids — the start of the full clustering and the scores' clusterings."""
+    from sklearn.cluster import KMeans  # deferred: scikit-learn is heavy
+
+    if len(sample) < k:
+        raise ValueError(f"K = {k} clusters asked of {len(sample)} sample points; use a smaller K "
+                         "(or a larger score_sample)")
+    model = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit(np.asarray(sample, np.float64))
+    return np.asarray(model.cluster_centers_, np.float64)
+
+
+def k_scan_scores(sample: np.ndarray, ks, seed: int) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Silhouette and Calinski–Harabasz scores of KMeans on ``sample (s, d)`` for each K in
+    ``ks``; NaN where K ≥ s. Also returns ``{K: centroids}`` (starts for the full clustering).
+    The ``s × s`` distance matrix is computed once for every K (:func:`silhouette_from_distances`)."""
+    from sklearn.metrics import calinski_harabasz_score  # deferred: heavy
+
+    sample = np.asarray(sample, np.float64)
+    sil = np.full(len(ks), np.nan)
+    ch = np.full(len(ks), np.nan)
+    starts = {}
+    distances = pairwise_distances(sample)
+    for i, k in enumerate(ks):
+        if not 2 <= k < len(sample):
+            continue
+        centroids = kmeans_on_sample(sample, int(k), seed)
+        labels = NearestCentroid(centroids).predict(sample)
+        starts[int(k)] = centroids
+        if len(np.unique(labels)) < 2:
+            continue
+        sil[i] = silhouette_from_distances(distances, labels)
+        ch[i] = calinski_harabasz_score(sample, labels)
+    return sil, ch, starts
+
+
+def pairwise_distances(points: np.ndarray) -> np.ndarray:
+    """``(s, s)`` Euclidean distances (float64; 0 on the diagonal)."""
+    d2 = squared_distances(points, points)
+    np.fill_diagonal(d2, 0.0)
+    return np.sqrt(d2)
+
+
+def silhouette_from_distances(distances: np.ndarray, labels: np.ndarray) -> float:
+    """Mean silhouette coefficient (Rousseeuw 1987) from a distance matrix ``(s, s)``: per point
+    ``(b − a) / max(a, b)`` with ``a`` its mean distance to the other points of its cluster and
+    ``b`` the smallest mean distance to another cluster; 0 for a point alone in its cluster.
+    One matrix product per K, so a K scan computes the distances once."""
+    labels = np.asarray(labels)
+    _, labels = np.unique(labels, return_inverse=True)
+    k = labels.max() + 1
+    onehot = np.zeros((len(labels), k))
+    onehot[np.arange(len(labels)), labels] = 1.0
+    sums = distances @ onehot  # (s, k): Σ distances to each cluster
+    sizes = onehot.sum(axis=0)
+    own = sizes[labels]
+    a = sums[np.arange(len(labels)), labels] / np.maximum(own - 1, 1)
+    means = sums / sizes
+    means[np.arange(len(labels)), labels] = np.inf
+    b = means.min(axis=1)
+    s = np.where(own > 1, (b - a) / np.maximum(np.maximum(a, b), 1e-300), 0.0)
+    return float(np.mean(s))
+
+
+def suggest_k(ks, silhouette: np.ndarray) -> int:
+    """The K with the highest silhouette score (ties: the smaller K); −1 when none scored."""
+    silhouette = np.asarray(silhouette, np.float64)
+    if not np.isfinite(silhouette).any():
+        return -1
+    return int(np.asarray(ks)[np.nanargmax(silhouette)])
+
+
+# --------------------------------------------------------------------------- colours
+def rgb_range(sample_pcs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per channel (the first 3 PCs) the 1st and 99th percentiles of a sample ``(s, ≥3)``:
+    the range mapped to [0, 1] by :func:`to_rgb`."""
+    first3 = np.asarray(sample_pcs, np.float64)[:, :3]
+    lo, hi = np.percentile(first3, [1.0, 99.0], axis=0)
+    hi = np.where(hi > lo, hi, lo + 1.0)
+    return lo, hi
+
+
+def to_rgb(pcs: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """``(…, 3)`` float32 RGB in [0, 1] from the first 3 PCs of ``pcs (…, ≥3)`` (linear in
+    each PC over ``[lo, hi]``, clipped); NaN where the PCs are NaN."""
+    rgb = (np.asarray(pcs, np.float64)[..., :3] - lo) / (hi - lo)
+    return np.clip(rgb, 0.0, 1.0).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- in memory
+def fit_in_memory(features: np.ndarray, *, pcs: int, ks, k: int | None, method: str, seed: int,
+                  score_sample: int, max_iter: int, tol: float) -> dict:
+    """The whole fit with scikit-learn on one worker: ``features (ny, nx, M)`` or ``(n, M)``.
+
+    ``PCA`` (full SVD), the score scan on the hash sample, then ``KMeans`` on every processed
+    point (started from the sample's centroids, as the distributed path) or a
+    ``BayesianGaussianMixture`` (``method="bgm"``). Returns the small results only: ``mean``,
+    ``components``, ``explained_variance_ratio``, ``silhouette``, ``calinski_harabasz``,
+    ``suggested_k``, ``k``, ``labeler``, ``centroids``, ``rgb_lo``, ``rgb_hi``, ``n``.
+    """
+    from sklearn.decomposition import PCA  # deferred: heavy
+
+    x = np.asarray(features).reshape(-1, np.shape(features)[-1])
+    ok = valid_rows(x)
+    n = int(ok.sum())
+    if n < 2:
+        raise ValueError(f"PCA needs at least 2 processed points, got {n}")
+    if not 1 <= pcs <= x.shape[1]:
+        raise ValueError(f"pcs = {pcs} components asked of {x.shape[1]} features; use 1 ≤ pcs ≤ {x.shape[1]}")
+    pca = PCA(n_components=pcs, svd_solver="full").fit(np.asarray(x[ok], np.float64))
+    components = fix_component_signs(pca.components_)
+    points = project(x, pca.mean_, components)
+    index = np.arange(len(x))
+    sample = points[ok & (hash_uniform(index, seed) < min(1.0, score_sample / n))]
+    fitted = cluster_sample(sample, ks=ks, k=k, method=method, seed=seed)
+    if method == "kmeans":
+        from sklearn.cluster import KMeans  # deferred: heavy
+
+        model = KMeans(n_clusters=fitted["k"], init=fitted["centroids"], n_init=1, max_iter=max_iter,
+                       tol=tol, random_state=seed).fit(np.asarray(points[ok], np.float64))
+        fitted["centroids"] = np.asarray(model.cluster_centers_, np.float64)
+        fitted["labeler"] = NearestCentroid(fitted["centroids"])
+    return {**fitted, "mean": pca.mean_, "components": components, "n": n,
+            "explained_variance_ratio": np.asarray(pca.explained_variance_ratio_, np.float64)}
+
+
+def cluster_sample(sample: np.ndarray, *, ks, k: int | None, method: str, seed: int, scores=None) -> dict:
+    """Everything decided on the sample of PCs: the scores over ``ks`` (or ``scores``, the
+    output of :func:`k_scan_scores` computed elsewhere), the suggested K, the K used (``k``, or
+    the suggested one), the start centroids (KMeans) or the fitted mixture (``bgm``: its
+    component means are the centroids), the RGB range."""
+    if len(sample) < 3:
+        raise ValueError(f"only {len(sample)} processed points in the sample: too few to cluster")
+    sil, ch, starts = scores if scores is not None else k_scan_scores(sample, ks, seed)
+    suggested = suggest_k(ks, sil)
+    use = int(k) if k is not None else suggested
+    if use < 1:
+        raise ValueError("no K could be scored on the sample (too few points?); give k explicitly")
+    lo, hi = rgb_range(sample)
+    out = {"silhouette": sil, "calinski_harabasz": ch, "suggested_k": suggested, "k": use,
+           "rgb_lo": lo, "rgb_hi": hi}
+    if method == "bgm":
+        from sklearn.mixture import BayesianGaussianMixture  # deferred: heavy
+
+        if len(sample) < use:
+            raise ValueError(f"K = {use} components asked of {len(sample)} sample points; use a smaller K")
+        model = BayesianGaussianMixture(n_components=use, covariance_type="full", max_iter=500,
+                                        random_state=seed).fit(np.asarray(sample, np.float64))
+        out.update(centroids=np.asarray(model.means_, np.float64), labeler=model)
+    else:
+        centroids = starts.get(use)
+        out["centroids"] = centroids if centroids is not None else kmeans_on_sample(sample, use, seed)
+        out["labeler"] = NearestCentroid(out["centroids"])
+    return out

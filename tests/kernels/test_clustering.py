@@ -1,0 +1,115 @@
+"""Segmentation kernels against scikit-learn and brute force (laueflow/kernels/clustering.py)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.decomposition import PCA
+from sklearn.metrics import silhouette_score
+
+from laueflow.kernels.clustering import (NearestCentroid, canonical_order, cluster_stats, fix_component_signs,
+                                         hash_uniform, lloyd_sums, merge_cluster_stats, moment_sums,
+                                         pca_from_moments, project, silhouette_from_distances,
+                                         pairwise_distances, suggest_k, to_rgb)
+
+
+def _features(n=600, m=24, seed=0):
+    rng = np.random.default_rng(seed)
+    x = (rng.normal(size=(n, m)) @ rng.normal(size=(m, m)) + 5.0).astype(np.float32)
+    x[[3, 77, 410]] = np.nan  # not processed
+    return x
+
+
+def test_pca_from_block_moments_equals_sklearn():
+    x = _features()
+    sums = sum(moment_sums(block) for block in np.array_split(x, 7))  # blocks add up
+    pca = pca_from_moments(sums, 10)
+    ok = np.isfinite(x).all(axis=1)
+    ref = PCA(n_components=10, svd_solver="full").fit(x[ok].astype(np.float64))
+    assert pca["n"] == ok.sum() == 597
+    np.testing.assert_allclose(pca["mean"], ref.mean_, rtol=1e-10)
+    np.testing.assert_allclose(pca["explained_variance"], ref.explained_variance_, rtol=1e-8)
+    np.testing.assert_allclose(pca["explained_variance_ratio"], ref.explained_variance_ratio_, rtol=1e-8)
+    np.testing.assert_allclose(pca["components"], fix_component_signs(ref.components_), atol=1e-8)
+    pcs = project(x, pca["mean"], pca["components"])
+    assert pcs.dtype == np.float32 and np.isnan(pcs[[3, 77, 410]]).all()
+    signs = np.sign(ref.components_[np.arange(10), np.abs(ref.components_).argmax(axis=1)])
+    np.testing.assert_allclose(pcs[ok], ref.transform(x[ok]) * signs, rtol=1e-4, atol=1e-4)
+
+
+def test_pca_refuses_impossible_requests():
+    sums = moment_sums(_features(m=8))
+    with pytest.raises(ValueError, match="pcs = 9 components asked of 8 features"):
+        pca_from_moments(sums, 9)
+    with pytest.raises(ValueError, match="at least 2 processed points"):
+        pca_from_moments(moment_sums(np.full((4, 8), np.nan)), 2)
+
+
+def test_component_signs_largest_entry_positive():
+    c = fix_component_signs(np.array([[0.1, -0.9, 0.2], [0.5, 0.1, -0.2]]))
+    assert c[0, 1] == 0.9 and c[1, 0] == 0.5
+
+
+def test_silhouette_from_distances_equals_sklearn():
+    rng = np.random.default_rng(1)
+    points = rng.normal(size=(300, 5))
+    points[:100] += 4
+    labels = np.r_[np.zeros(100, int), rng.integers(1, 4, 199), [7]]  # one cluster of a single point
+    d = pairwise_distances(points)
+    assert silhouette_from_distances(d, labels) == pytest.approx(silhouette_score(points, labels), abs=1e-12)
+
+
+def test_suggest_k_is_the_best_silhouette():
+    assert suggest_k([2, 3, 4, 5], np.array([0.3, 0.8, 0.8, 0.1])) == 3  # tie → smaller K
+    assert suggest_k([2, 3], np.array([np.nan, np.nan])) == -1
+
+
+def test_hash_sample_is_per_point_and_uniform():
+    u = hash_uniform(np.arange(200_000), seed=3)
+    np.testing.assert_array_equal(u[1000:2000], hash_uniform(np.arange(1000, 2000), seed=3))  # any blocks
+    assert 0 <= u.min() and u.max() < 1 and abs(u.mean() - 0.5) < 0.005
+    assert np.histogram(u, bins=10, range=(0, 1))[0].min() > 19_500
+    assert not np.array_equal(u[:100], hash_uniform(np.arange(100), seed=4))
+
+
+def test_lloyd_block_sums_add_up_to_one_step():
+    rng = np.random.default_rng(2)
+    points = rng.normal(size=(500, 3))
+    points[10] = np.nan
+    centroids = rng.normal(size=(4, 3))
+    total = sum(lloyd_sums(block, centroids) for block in np.array_split(points, 6))
+    ok = np.isfinite(points).all(axis=1)
+    labels = NearestCentroid(centroids).predict(points[ok])
+    for c in range(4):
+        np.testing.assert_allclose(total[c, :3], points[ok][labels == c].sum(axis=0), atol=1e-9)
+        assert total[c, 3] == (labels == c).sum()
+
+
+def test_delegates_are_the_points_closest_to_their_centroid_over_blocks():
+    rng = np.random.default_rng(3)
+    points = rng.normal(size=(1000, 4))
+    points[5] = np.nan
+    centroids = rng.normal(size=(5, 4))
+    index = np.arange(1000) + 70  # global indices of the rows
+    blocks = np.stack([cluster_stats(points[s], NearestCentroid(centroids), centroids, index[s])
+                       for s in np.array_split(np.arange(1000), 9)])
+    counts, delegate = merge_cluster_stats(blocks)
+    ok = np.isfinite(points).all(axis=1)
+    labels = np.full(1000, -1)
+    labels[ok] = NearestCentroid(centroids).predict(points[ok])
+    d2 = ((points - centroids[np.clip(labels, 0, None)]) ** 2).sum(axis=1)
+    for c in range(5):
+        members = np.flatnonzero(labels == c)
+        assert counts[c] == len(members)
+        assert delegate[c] == index[members[np.argmin(d2[members])]]
+
+
+def test_canonical_order_by_size_then_delegate():
+    new = canonical_order(np.array([5, 9, 5, 0]), np.array([40, 3, 12, -1]))
+    assert new.tolist() == [2, 0, 1, 3]
+
+
+def test_rgb_is_nan_where_not_processed():
+    pcs = np.array([[0.0, 1.0, 2.0, 9.0], [np.nan] * 4])
+    rgb = to_rgb(pcs, np.array([0.0, 0.0, 0.0]), np.array([2.0, 2.0, 1.0]))
+    np.testing.assert_array_equal(rgb[0], [0.0, 0.5, 1.0])
+    assert np.isnan(rgb[1]).all() and rgb.dtype == np.float32

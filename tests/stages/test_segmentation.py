@@ -1,0 +1,148 @@
+"""The segmentation reduce stage on synthetic feature arrays (Gaussian blobs in 256-D) on a real
+local cluster: the distributed path equals the scikit-learn path, the scores find K, delegates
+are real points of their clusters, unprocessed points stay unlabelled."""
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import pytest
+from sklearn.metrics import adjusted_rand_score
+
+from laueflow.pipeline.cluster import ClusterConfig, connect
+from laueflow.stages.segmentation import choose_path, segmentation
+
+K_TRUE = 6
+NOT_PROCESSED = [(0, 1), (7, 30), (19, 0)]
+
+
+def gaussian_blobs(ny=20, nx=40, m=256, k=K_TRUE, sigma=1.0, seed=7):
+    """``(ny, nx, m)`` float32 features: ``k`` Gaussian blobs (centres N(0, 1) in m-D) of
+    unequal sizes; NaN at the points not processed. Returns features and the true labels (−1)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(k, m))
+    truth = rng.choice(k, size=(ny, nx), p=np.linspace(1, 2, k) / np.linspace(1, 2, k).sum())
+    x = (centres[truth] + rng.normal(scale=sigma, size=(ny, nx, m))).astype(np.float32)
+    for y, xx in NOT_PROCESSED:
+        x[y, xx], truth[y, xx] = np.nan, -1
+    return x, truth
+
+
+class Writer:
+    """Keeps what the stage writes, as numpy arrays (the pipeline's writer writes the store)."""
+
+    layout = None
+
+    def __init__(self):
+        self.out = {}
+
+    def write(self, name, array):
+        assert name not in self.out, f"{name} written twice"
+        self.out[name] = np.asarray(array.compute() if hasattr(array, "compute") else array)
+
+
+@pytest.fixture(scope="module")
+def client():
+    with connect(ClusterConfig("local", {"n_workers": 2, "threads_per_worker": 1, "dashboard_address": ":0"})) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    return gaussian_blobs()
+
+
+@pytest.fixture(scope="module")
+def runs(client, blobs):
+    """The same features through both paths (chunked like a results store: (1, 8) tiles), and
+    the distributed path again with other blocks."""
+    x, _ = blobs
+    features = da.from_array(x, chunks=(1, 8, x.shape[2]))
+    out = {}
+    for name, params in {"in_memory": {"path": "in_memory"}, "distributed": {"path": "distributed"},
+                         "distributed_small_blocks": {"path": "distributed", "block_mb": 0.2}}.items():
+        writer = Writer()
+        info = segmentation(features, client=client, writer=writer, k_max=10, **params)
+        out[name] = (writer.out, info)
+    return out
+
+
+def test_distributed_path_equals_the_sklearn_path(runs, blobs):
+    _, truth = blobs
+    memory, info_m = runs["in_memory"]
+    assert info_m["path"] == "in_memory" and runs["distributed"][1]["path"] == "distributed"
+    assert runs["distributed_small_blocks"][1]["blocks"] > runs["distributed"][1]["blocks"]
+    ok = truth >= 0
+    for name in ("distributed", "distributed_small_blocks"):
+        dist, _ = runs[name]
+        # PCs equal (the same sign rule), labels equal up to a permutation (here: the same numbers)
+        np.testing.assert_allclose(dist["principal_components"], memory["principal_components"], atol=2e-4)
+        np.testing.assert_allclose(dist["explained_variance_ratio"], memory["explained_variance_ratio"], rtol=1e-8)
+        assert adjusted_rand_score(memory["cluster_label"][ok], dist["cluster_label"][ok]) == 1.0
+        np.testing.assert_array_equal(dist["cluster_label"], memory["cluster_label"])
+        np.testing.assert_allclose(dist["cluster_centroid"], memory["cluster_centroid"], atol=1e-4)
+        for key in ("delegate_y", "delegate_x", "cluster_size", "suggested_k", "score_k"):
+            np.testing.assert_array_equal(dist[key], memory[key], err_msg=key)
+        np.testing.assert_allclose(dist["silhouette_score"], memory["silhouette_score"], rtol=1e-6)
+        np.testing.assert_allclose(dist["calinski_harabasz_score"], memory["calinski_harabasz_score"], rtol=1e-6)
+    assert adjusted_rand_score(truth[ok], memory["cluster_label"][ok]) == 1.0
+
+
+def test_scores_pick_the_number_of_blobs(runs):
+    out, info = runs["distributed"]
+    assert out["score_k"].tolist() == list(range(1, 11))
+    assert np.isnan(out["silhouette_score"][0]) and np.isfinite(out["silhouette_score"][1:]).all()
+    assert out["suggested_k"] == K_TRUE == info["k"] == out["n_clusters"]
+    assert out["score_k"][np.nanargmax(out["silhouette_score"])] == K_TRUE
+    assert out["score_k"][np.nanargmax(out["calinski_harabasz_score"])] == K_TRUE
+    assert out["silhouette_score"][K_TRUE - 1] > out["silhouette_score"][K_TRUE - 2] + 0.03
+
+
+def test_delegates_are_real_points_of_their_cluster(runs):
+    out, _ = runs["distributed"]
+    labels, pcs = out["cluster_label"], out["principal_components"]
+    sizes = out["cluster_size"]
+    assert sizes[:K_TRUE].sum() == labels.size - len(NOT_PROCESSED) and (sizes[K_TRUE:] == -1).all()
+    assert (np.diff(sizes[:K_TRUE]) <= 0).all()  # numbered by decreasing size
+    for c in range(K_TRUE):
+        y, x = out["delegate_y"][c], out["delegate_x"][c]
+        assert labels[y, x] == c
+        members = pcs[labels == c].astype(np.float64)
+        d2 = ((members - out["cluster_centroid"][c]) ** 2).sum(axis=1)
+        own = ((pcs[y, x].astype(np.float64) - out["cluster_centroid"][c]) ** 2).sum()
+        assert own == pytest.approx(d2.min(), rel=1e-9)
+    assert (out["delegate_y"][K_TRUE:] == -1).all()
+
+
+def test_labelers_and_points_not_processed(runs):
+    out, _ = runs["distributed"]
+    for y, x in NOT_PROCESSED:
+        assert out["cluster_label"][y, x] == -1
+        assert np.isnan(out["principal_components"][y, x]).all()
+        assert np.isnan(out["direct_rgb"][y, x]).all() and np.isnan(out["pca_labeler_rgb"][y, x]).all()
+    ok = out["cluster_label"] >= 0
+    assert out["cluster_label"].dtype == np.int32
+    for name in ("direct_rgb", "pca_labeler_rgb"):
+        assert out[name].dtype == np.float32 and (out[name][ok] >= 0).all() and (out[name][ok] <= 1).all()
+    # PCA labeler: every point of a cluster has its centroid's colour; direct coloring varies within it
+    np.testing.assert_array_equal(out["pca_labeler_rgb"][ok], out["cluster_rgb"][out["cluster_label"][ok]])
+    assert out["direct_rgb"][out["cluster_label"] == 0].std(axis=0).max() > 0.01
+    ratio = out["explained_variance_ratio"]
+    assert ratio.shape == (32,) and (np.diff(ratio) <= 1e-12).all() and 0.05 < ratio.sum() < 1
+
+
+def test_bayesian_gaussian_mixture_separates_the_blobs(client, blobs):
+    x, truth = blobs
+    writer = Writer()
+    info = segmentation(da.from_array(x, chunks=(4, 40, x.shape[2])), client=client, writer=writer,
+                        method="bgm", k=K_TRUE, k_max=8, pcs=8)
+    ok = truth >= 0
+    assert info["method"] == "bgm" and writer.out["n_clusters"] == K_TRUE
+    assert adjusted_rand_score(truth[ok], writer.out["cluster_label"][ok]) == 1.0
+
+
+def test_path_choice_follows_the_matrix_size():
+    assert choose_path("auto", 100e6, 256, [4e9, 8e9])[0] == "in_memory"
+    path, reason = choose_path("auto", 300e6, 256, [4e9])
+    assert path == "distributed" and "300.0 MB > 256 MB" in reason
+    assert choose_path("auto", 100e6, 256, [0.5e9])[0] == "distributed"  # > 1/8 of a worker
+    assert choose_path("distributed", 1e3, 256, [])[0] == "distributed"
