@@ -115,7 +115,17 @@ def check_segment_inputs(results, **overrides) -> tuple[dict, Layout, tuple]:
     if params["pcs"] > m:
         raise SegmentError(f"--pcs {params['pcs']} is more than the {m} features per point; use --pcs ≤ {m}")
     dim_sizes = spec.resolved_dim_sizes(params)
-    return params, Layout(ny, nx, cy, cx, dim_sizes, spec.outputs), tuple(features.chunks)
+    gy, gx = group_chunk(ny, nx, cy)
+    return params, Layout(ny, nx, gy, gx, dim_sizes, spec.outputs), tuple(features.chunks)
+
+
+def group_chunk(ny: int, nx: int, cy: int, points: int = 65536) -> tuple[int, int]:
+    """``(y, x)`` chunk of a segmentation group: whole rows, a multiple of the features' ``cy``,
+    about ``points`` points (8 MB of 32 float32 PCs): a few large chunks instead of one per tile,
+    so writing the maps costs little (a 10⁴-point map is one chunk)."""
+    rows = -(-points // nx)
+    rows = -(-rows // cy) * cy
+    return min(ny, max(cy, rows)), nx
 
 
 def _segmentations(results: Path) -> list:
