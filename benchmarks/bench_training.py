@@ -106,7 +106,7 @@ def profile(materials, calibration, config, threads) -> list[str]:
     ps = simulate_patterns(mats, calibration, counts, seed=(cfg.seed, 1, 1), energy_band_kev=cfg.energy_band_kev)
     t_sim = time.perf_counter() - t
     t = time.perf_counter()
-    x, y = training.make_samples(ps, classes, cfg)
+    x, y = training.make_samples(ps, classes, cfg, centres=cfg.training_centres, rng=(cfg.seed, 1, 1, 3))
     t_samples = time.perf_counter() - t
     keep = np.bincount(y, minlength=classes.n_classes) > cfg.min_class_count  # as training does
     remap = np.cumsum(keep) - 1

@@ -75,8 +75,3 @@ def test_spot_weights_and_their_range():
     with pytest.raises(ValueError, match="bad_spot_weight must be a number in"):
         STAGE.check(params)
 
-
-def test_numbers(frames):
-    for w in (0.0, 0.1, 0.3, 1.0):
-        s, p, e = _strain(frames, w)
-        print(w, (s == 0).sum(), p[s == 0].mean(), np.sqrt(np.mean(e[s == 0] ** 2)))

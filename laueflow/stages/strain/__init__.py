@@ -21,7 +21,7 @@ from .refine import DEFAULT_TOLERANCES_DEG, STATUS, RefinementResult, refine_gra
 #: strain-stage default weight of a spot the descriptors flag bad (fitted at its peak-search
 #: centroid) relative to a good one (refined position); 0 leaves bad spots out (before issue #12).
 #: Chosen on simulated real-like frames: ``benchmarks/bench_good_flag.py``, docs/strain.md
-BAD_SPOT_WEIGHT = 0.1
+BAD_SPOT_WEIGHT = 0.2
 
 __all__ = ["STAGE", "BAD_SPOT_WEIGHT", "refine_strain", "refine_grains", "strain_outputs", "stiffness_matrix",
            "deviatoric_stress", "STATUS", "RefinementResult"]
