@@ -65,8 +65,10 @@ class IndexerConfig:
     n_centres: int = 60           # centre spots per pattern used as samples (prediction: the first n_predict)
     training_centres: str = "random"  # how the training centres are drawn (``centre_order``): "random" =
                                   # uniformly among the labelled spots, so the classifier is as accurate on
-                                  # peak lists in any order as in intensity order; "brightest" = the first
-                                  # n_centres in intensity order (before issue #12: 60 brightest)
+                                  # peak lists in any order as in intensity order (within 0.06 point; costs
+                                  # 0.5-1 point in intensity order: docs/indexing.md §4 "Spot order");
+                                  # "brightest" = the first n_centres in intensity order (before issue #12);
+                                  # "mixed" = the labelled among the n_centres/2 brightest, then random ones
     min_class_count: int = 20     # classes with ≤ this many training samples are dropped
     fresh_data: bool = True       # new training patterns every epoch (seeds (seed, 1, epoch)): no sample
                                   # is seen twice, so more epochs do not over-fit
