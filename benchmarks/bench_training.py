@@ -106,7 +106,7 @@ def profile(materials, calibration, config, threads) -> list[str]:
     ps = simulate_patterns(mats, calibration, counts, seed=(cfg.seed, 1, 1), energy_band_kev=cfg.energy_band_kev)
     t_sim = time.perf_counter() - t
     t = time.perf_counter()
-    x, y = training.make_samples(ps, classes, cfg)
+    x, y = training.make_samples(ps, classes, cfg, centres=cfg.training_centres, rng=(cfg.seed, 1, 1, 3))
     t_samples = time.perf_counter() - t
     keep = np.bincount(y, minlength=classes.n_classes) > cfg.min_class_count  # as training does
     remap = np.cumsum(keep) - 1
@@ -162,16 +162,21 @@ def main():
     wall, cpu, load1 = time.perf_counter() - t0, _cpu_seconds() - cpu0, _load()
     info = ix.history[-1]
     per = ", ".join(f"{g}: {100 * a:.2f}" for g, a in info["validation_accuracy_per_grain_count"].items())
+    shuffled = info.get("validation_accuracy_shuffled", float("nan"))
+    per_shuffled = ", ".join(f"{g}: {100 * a:.2f}"
+                             for g, a in info.get("validation_accuracy_shuffled_per_grain_count", {}).items())
     epochs = sum(1 for h in ix.history if "epoch" in h)
     result = (f"{'+'.join(args.materials)} (max grains {args.max_grains}): validation accuracy "
-              f"{100 * ix.validation_accuracy:.3f} % ({per}), {wall:.1f} s wall (data {info['data_seconds']:.1f} s "
+              f"{100 * ix.validation_accuracy:.3f} % ({per}) in intensity order, {100 * shuffled:.3f} % "
+              f"({per_shuffled}) shuffled, {wall:.1f} s wall (data {info['data_seconds']:.1f} s "
               f"before the first epoch, {epochs} epochs), {cpu:.0f} s CPU, load {load0:.1f} → {load1:.1f}")
     print(result, flush=True)
     if args.write:
         argv = [a for a in sys.argv[1:] if a not in ("--write", args.write)]
         command = " ".join(["python benchmarks/bench_training.py", *argv])
         row = (f"| {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC | {args.write} | {_commit()} | `{command}` | "
-               f"**{100 * ix.validation_accuracy:.3f} %** ({per}) | **{wall:.0f} s** ({cpu:.0f} s CPU; "
+               f"**{100 * ix.validation_accuracy:.3f} %** ({per}); shuffled **{100 * shuffled:.3f} %** "
+               f"({per_shuffled}) | **{wall:.0f} s** ({cpu:.0f} s CPU; "
                f"{epochs} epochs, {info['threads']} torch thread(s) + 1 data thread) | {load0:.1f} → {load1:.1f} |")
         _append_row(RESULTS, row)
         print(f"written to {RESULTS}")

@@ -36,7 +36,7 @@ MODEL_FORMAT = 2
 #: version of the training and feature code (part of the model hash): bump it whenever a change to
 #: this module, ``training_data.py``, ``classes.py``, ``kernels/histograms.py``, the simulator or
 #: ``models/lauenn.py`` changes what training the same inputs gives (history: ``docs/indexing.md`` §4)
-TRAINING_CODE_VERSION = 2
+TRAINING_CODE_VERSION = 3
 
 #: the cache key rounds each calibration parameter to a step that moves no spot on the detector by
 #: this much (px) — see :func:`calibration_key`
@@ -62,7 +62,13 @@ class IndexerConfig:
     max_train_patterns: int = 3000  # cap on the training patterns per epoch (Cu 1–5 grains: 5 × 600);
                                     # multi-phase models have many combinations, each gets an equal share
     max_validation_patterns: int = 600  # the same cap for the validation set
-    n_centres: int = 60           # brightest spots per pattern used as samples (and at prediction)
+    n_centres: int = 60           # centre spots per pattern used as samples (prediction: the first n_predict)
+    training_centres: str = "random"  # how the training centres are drawn (``centre_order``): "random" =
+                                  # uniformly among the labelled spots, so the classifier is as accurate on
+                                  # peak lists in any order as in intensity order (within 0.06 point; costs
+                                  # 0.5-1 point in intensity order: docs/indexing.md §4 "Spot order");
+                                  # "brightest" = the first n_centres in intensity order (before issue #12);
+                                  # "mixed" = the labelled among the n_centres/2 brightest, then random ones
     min_class_count: int = 20     # classes with ≤ this many training samples are dropped
     fresh_data: bool = True       # new training patterns every epoch (seeds (seed, 1, epoch)): no sample
                                   # is seen twice, so more epochs do not over-fit
@@ -100,6 +106,7 @@ class IndexerConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "IndexerConfig":
         known = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in cls.__dataclass_fields__}
+        known.setdefault("training_centres", "brightest")  # models stored before the option: brightest centres
         return cls(**known)
 
 
@@ -230,29 +237,74 @@ class Indexer:
 _FEATURE_GROUP = 128
 
 
-def make_samples(patterns, classes: ClassTable, config: IndexerConfig, return_pattern: bool = False):
+#: how :func:`make_samples` picks the centre spots of each pattern (``IndexerConfig.training_centres``)
+CENTRE_MODES = ("brightest", "shuffled", "random", "mixed")
+
+
+def centre_order(patterns, labels, mode: str, rng=None, n_bright: int = 0) -> np.ndarray:
+    """Column order (n_patterns, max_spots) int64 that puts each pattern's centre spots first.
+
+    ``labels`` (n_patterns, max_spots): class of every spot (−1: none). ``mode``:
+
+    * ``"brightest"``: the stored (intensity) order — centres are the brightest spots, as in an
+      intensity-ordered peak list;
+    * ``"shuffled"``: a uniformly random permutation of the pattern's spots — the centres a
+      peak list in arbitrary order puts first (spurious and unlabelled spots included);
+    * ``"random"``: the labelled spots in a uniformly random order, then the others — every
+      centre is a training sample, drawn without regard to intensity;
+    * ``"mixed"``: the labelled spots among the ``n_bright`` brightest first, then the other
+      labelled spots in a random order, then the rest.
+
+    Padding (2θ = NaN) stays last; the histograms do not depend on the order of the other spots.
+    """
+    if mode not in CENTRE_MODES:
+        raise ValueError(f"centres must be one of {CENTRE_MODES}, got {mode!r}")
+    n_pat, m = patterns.two_theta.shape
+    if mode == "brightest":
+        return np.broadcast_to(np.arange(m), (n_pat, m))
+    key = np.random.default_rng(rng).random((n_pat, m))
+    if mode in ("random", "mixed"):
+        key = key + (labels < 0)
+    if mode == "mixed":
+        key[:, :n_bright] -= labels[:, :n_bright] >= 0
+    key = key + 2.0 * ~np.isfinite(patterns.two_theta)
+    return np.argsort(key, axis=1, kind="stable")
+
+
+def make_samples(patterns, classes: ClassTable, config: IndexerConfig, return_pattern: bool = False,
+                 centres: str = "brightest", rng=None):
     """(features (N, n_bins) float32, labels (N,) int64[, pattern index (N,)]) of the labelled
     centre spots, pattern by pattern in input order.
 
+    The centres are the first ``config.n_centres`` spots of each pattern in the order
+    :func:`centre_order` gives for ``centres`` (``rng``: seed or Generator of the random orders).
     The histograms are those of :func:`~laueflow.kernels.histograms.angular_histograms` (the
-    prediction features), computed for groups of patterns with similar spot counts, each group
-    cut to its own largest count: the padding of the whole set (2θ = NaN up to the fullest
-    pattern, about twice the mean count for 1–4 grains) costs nothing, and only the labelled
-    centres' rows are kept (written straight into the output).
+    prediction features; distances to all spots of the pattern), computed for groups of patterns
+    with similar spot counts, each group cut to its own largest count: the padding of the whole
+    set (2θ = NaN up to the fullest pattern, about twice the mean count for 1–4 grains) costs
+    nothing, and only the labelled centres' rows are kept (written straight into the output).
     """
     c = min(int(config.n_centres), patterns.two_theta.shape[1])
-    lab = classes.label(np.maximum(patterns.spot_material[:, :c], 0), patterns.hkl[:, :c])
-    lab[patterns.spot_material[:, :c] < 0] = -1
+    two_theta, chi = patterns.two_theta, patterns.chi
+    if centres == "brightest":
+        lab = classes.label(np.maximum(patterns.spot_material[:, :c], 0), patterns.hkl[:, :c])
+        lab[patterns.spot_material[:, :c] < 0] = -1
+    else:
+        lab = classes.label(np.maximum(patterns.spot_material, 0), patterns.hkl)
+        lab[patterns.spot_material < 0] = -1
+        order = centre_order(patterns, lab, centres, rng, n_bright=c // 2)
+        two_theta, chi = (np.take_along_axis(a, order, axis=1) for a in (two_theta, chi))
+        lab = np.take_along_axis(lab, order[:, :c], axis=1)
     keep = lab >= 0
     n_bins = n_bins_for(config.max_angle_deg, config.step_deg)
-    n_spots = np.isfinite(patterns.two_theta).sum(axis=1)
+    n_spots = np.isfinite(two_theta).sum(axis=1)
     row = np.cumsum(keep.ravel()).reshape(keep.shape) - 1  # output row of each kept (pattern, centre)
     feats = np.empty((int(keep.sum()), n_bins), dtype=np.float32)
     order = np.argsort(n_spots, kind="stable")
     for start in range(0, len(order), _FEATURE_GROUP):
         idx = order[start:start + _FEATURE_GROUP]
         m = max(int(n_spots[idx].max()), 1)
-        h = angular_histograms(patterns.two_theta[idx, :m], patterns.chi[idx, :m], max_angle_deg=config.max_angle_deg,
+        h = angular_histograms(two_theta[idx, :m], chi[idx, :m], max_angle_deg=config.max_angle_deg,
                                step_deg=config.step_deg, n_centres=c, smooth_bins=config.smooth_bins)
         k = keep[idx, :h.shape[1]]
         feats[row[idx, :h.shape[1]][k]] = h[k]
@@ -328,7 +380,7 @@ class _TrainingData:
         seed = (c.seed, 1) if epoch == 0 else (c.seed, 1, epoch)
         pats = simulate_patterns(self.mats, self.calibration, self.counts, seed=seed,
                                  energy_band_kev=c.energy_band_kev, mode="lauenn")
-        return make_samples(pats, classes, c)
+        return make_samples(pats, classes, c, centres=c.training_centres, rng=(*seed, 3))
 
     def _relabel(self, x, y):
         y = self.remap[y]
@@ -366,6 +418,8 @@ def _train(materials, calibration, config, device, verbose, log) -> Indexer:
     config = config.for_materials(len(mats))
     if config.lr_schedule not in ("constant", "cosine"):
         raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {config.lr_schedule!r}")
+    if config.training_centres not in ("brightest", "random", "mixed"):
+        raise ValueError(f"training_centres must be 'brightest', 'random' or 'mixed', got {config.training_centres!r}")
     say = log if verbose else (lambda *a, **k: None)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -381,18 +435,20 @@ def _train(materials, calibration, config, device, verbose, log) -> Indexer:
     try:
         val_future = pool.submit(_validation_samples, mats, calibration, classes, config, n_va)
         data = _TrainingData(mats, calibration, classes, config, grain_count_table(config.max_grains, n_tr), pool)
-        x_va, y_va, g_va = val_future.result()
+        (x_va, y_va, g_va), (x_vs, y_vs, g_vs) = val_future.result()
     except BaseException:
         pool.shutdown(wait=True, cancel_futures=True)
         raise
-    y_va = data.remap[y_va]  # the classes kept (seen > min_class_count times in the first epoch)
-    x_va, g_va, y_va = x_va[y_va >= 0], g_va[y_va >= 0], y_va[y_va >= 0]
+    # the classes kept (seen > min_class_count times in the first epoch)
+    x_va, y_va, g_va = _kept(x_va, data.remap[y_va], g_va)
+    x_vs, y_vs, g_vs = _kept(x_vs, data.remap[y_vs], g_vs)
     classes = data.classes
     x_tr, y_tr = data.first
     t_data = time.perf_counter() - t0
     say(f"indexer {'+'.join(m.name for m in mats)}: {data.n_patterns} training patterns per epoch"
-        f"{' (new every epoch)' if config.fresh_data else ''} / {n_va * n_combos} validation patterns, "
-        f"{len(y_tr)} / {len(y_va)} spots, {classes.n_classes} classes, {x_tr.shape[1]} bins, "
+        f"{' (new every epoch)' if config.fresh_data else ''} ({config.training_centres} centres) / "
+        f"{n_va * n_combos} validation patterns, {len(y_tr)} / {len(y_va)} + {len(y_vs)} spots (intensity order + "
+        f"shuffled), {classes.n_classes} classes, {x_tr.shape[1]} bins, "
         f"{'bfloat16 mixed precision' if amp else 'float32'} on {device} (data {t_data:.1f} s)")
 
     n_bins = n_bins_for(config.max_angle_deg, config.step_deg)
@@ -403,8 +459,10 @@ def _train(materials, calibration, config, device, verbose, log) -> Indexer:
     opt = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     xv = torch.from_numpy(x_va).to(device)
     yv = torch.from_numpy(y_va).to(device)
+    xs = torch.from_numpy(x_vs).to(device)
+    ys = torch.from_numpy(y_vs).to(device)
     gen = torch.Generator().manual_seed(config.seed)
-    best_acc, best_state, bad, history = -1.0, None, 0, []
+    best_score, best_acc, best_shuffled, best_state, bad, history = -1.0, -1.0, -1.0, None, 0, []
     t_fit = time.perf_counter()
     n_steps, step = config.epochs * -(-len(y_tr) // config.batch_size), 0
     try:
@@ -427,13 +485,14 @@ def _train(materials, calibration, config, device, verbose, log) -> Indexer:
                 loss.backward()
                 opt.step()
                 total += float(loss.detach()) * len(idx)
-            acc = _accuracy(model, xv, yv)
+            acc, acc_shuffled = _accuracy(model, xv, yv), _accuracy(model, xs, ys)
+            score = acc  # early stopping and the best epoch: intensity-order accuracy, as before #12
             history.append({"epoch": epoch + 1, "loss": total / max(len(perm), 1), "val_accuracy": acc,
-                            "seconds": time.perf_counter() - t_fit})
-            say(f"  epoch {epoch + 1}: loss {total / max(len(perm), 1):.4f}  validation accuracy {100 * acc:.3f} %  "
-                f"({time.perf_counter() - t_fit:.1f} s)")
-            if acc > best_acc:
-                best_acc, bad = acc, 0
+                            "val_accuracy_shuffled": acc_shuffled, "seconds": time.perf_counter() - t_fit})
+            say(f"  epoch {epoch + 1}: loss {total / max(len(perm), 1):.4f}  validation accuracy {100 * acc:.3f} % "
+                f"(intensity order), {100 * acc_shuffled:.3f} % (shuffled)  ({time.perf_counter() - t_fit:.1f} s)")
+            if score > best_score:
+                best_score, best_acc, best_shuffled, bad = score, acc, acc_shuffled, 0
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             else:
                 bad += 1
@@ -447,27 +506,53 @@ def _train(materials, calibration, config, device, verbose, log) -> Indexer:
         pool.shutdown(wait=True, cancel_futures=True)
     model.load_state_dict(best_state)
     seconds = time.perf_counter() - t0
-    with torch.inference_mode():
-        model.eval()
-        pred = torch.cat([model(xv[s:s + 65536]).argmax(-1) for s in range(0, len(yv), 65536)]).cpu().numpy()
-    per_count = {int(g): float((pred[g_va == g] == y_va[g_va == g]).mean()) for g in np.unique(g_va)}
-    say("  validation accuracy per grain count: " + ", ".join(f"{g}: {100 * a:.2f} %" for g, a in per_count.items()))
+    per_count = _per_grain_count(model, xv, y_va, g_va)
+    per_count_shuffled = _per_grain_count(model, xs, y_vs, g_vs)
+    say("  validation accuracy per grain count: " + ", ".join(f"{g}: {100 * a:.2f} %" for g, a in per_count.items())
+        + " (intensity order); " + ", ".join(f"{g}: {100 * a:.2f} %" for g, a in per_count_shuffled.items())
+        + " (shuffled)")
     history.append({"validation_accuracy_per_grain_count": per_count, "n_train_spots": int(len(y_tr)),
-                    "n_validation_spots": int(len(y_va)), "data_seconds": t_data,
+                    "validation_accuracy_shuffled": best_shuffled,
+                    "validation_accuracy_shuffled_per_grain_count": per_count_shuffled,
+                    "n_validation_spots": int(len(y_va)), "n_validation_spots_shuffled": int(len(y_vs)),
+                    "data_seconds": t_data,
                     "precision": "bfloat16" if amp else "float32", "device": str(device),
                     "threads": torch.get_num_threads()})
     model.to("cpu").eval()
-    say(f"  best validation accuracy {100 * best_acc:.3f} %; total training time {seconds:.1f} s")
+    say(f"  best validation accuracy {100 * best_acc:.3f} % (intensity order), {100 * best_shuffled:.3f} % "
+        f"(shuffled); total training time {seconds:.1f} s")
     return Indexer(mats, calibration, config, classes, model, best_acc, seconds, history)
 
 
 def _validation_samples(mats, calibration, classes, config, n_per_combination):
-    """Validation samples (features, labels in ``classes``, grains in the spot's pattern); seed
-    ``(seed, 2)``, disjoint from the training draws."""
+    """Validation samples of the same patterns (seed ``(seed, 2)``, disjoint from the training
+    draws) in intensity order (centres: the brightest) and shuffled (centres: the first spots of a
+    random permutation, as a peak list in arbitrary order gives them): two tuples (features,
+    labels in ``classes``, grains in the spot's pattern)."""
     val = simulate_patterns(mats, calibration, grain_count_table(config.max_grains, n_per_combination),
                             seed=(config.seed, 2), energy_band_kev=config.energy_band_kev, mode="lauenn")
-    x, y, p = make_samples(val, classes, config, return_pattern=True)
-    return x, y, (val.grain_material >= 0).sum(axis=1)[p]
+    grains = (val.grain_material >= 0).sum(axis=1)
+    out = []
+    for centres in ("brightest", "shuffled"):
+        x, y, p = make_samples(val, classes, config, return_pattern=True, centres=centres, rng=(config.seed, 2, 3))
+        out.append((x, y, grains[p]))
+    return tuple(out)
+
+
+def _kept(x, y, g):
+    """Samples whose (remapped) class is kept (≥ 0)."""
+    keep = y >= 0
+    return x[keep], y[keep], g[keep]
+
+
+def _per_grain_count(model, x, y, grains) -> dict:
+    """Accuracy per number of grains in the pattern: {grains: fraction}."""
+    import torch  # deferred: torch is heavy
+
+    with torch.inference_mode():
+        model.eval()
+        pred = torch.cat([model(x[s:s + 65536]).argmax(-1) for s in range(0, len(y), 65536)]).cpu().numpy()
+    return {int(g): float((pred[grains == g] == y[grains == g]).mean()) for g in np.unique(grains)}
 
 
 def _accuracy(model, x, y, batch: int = 65536) -> float:

@@ -18,7 +18,12 @@ from ..base import StageSpec, Variable
 from .outputs import deviatoric_stress, stiffness_matrix, strain_outputs
 from .refine import DEFAULT_TOLERANCES_DEG, STATUS, RefinementResult, refine_grains
 
-__all__ = ["STAGE", "refine_strain", "refine_grains", "strain_outputs", "stiffness_matrix",
+#: strain-stage default weight of a spot the descriptors flag bad (fitted at its peak-search
+#: centroid) relative to a good one (refined position); 0 leaves bad spots out (before issue #12).
+#: Chosen on simulated real-like frames: ``benchmarks/bench_good_flag.py``, docs/strain.md
+BAD_SPOT_WEIGHT = 0.2
+
+__all__ = ["STAGE", "BAD_SPOT_WEIGHT", "refine_strain", "refine_grains", "strain_outputs", "stiffness_matrix",
            "deviatoric_stress", "STATUS", "RefinementResult"]
 
 
@@ -97,6 +102,10 @@ def check_params(params) -> None:
                          f"got {params['min_pairs']!r}")
     if params["huber_px"] is not None and not params["huber_px"] > 0:
         raise ValueError(f"huber_px must be > 0 px or null, got {params['huber_px']!r}")
+    w = params["bad_spot_weight"]
+    if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w <= 1:
+        raise ValueError(f"bad_spot_weight must be a number in [0, 1] (weight of a spot the descriptors flag "
+                         f"bad, at its centroid; 0 leaves them out), got {w!r}")
     band = params["energy_band_kev"]  # null: the workflow's band (top-level energy_band_kev / the index stage's)
     if band is not None and not (isinstance(band, (list, tuple)) and len(band) == 2
                                  and all(isinstance(e, (int, float)) and not isinstance(e, bool) for e in band)
@@ -132,7 +141,7 @@ STAGE = StageSpec(
     ),
     params={"tolerances_deg": list(DEFAULT_TOLERANCES_DEG), "min_pairs": 8, "huber_px": 0.5,
             "energy_band_kev": None, "sample_tilt_deg": 40.0,  # None: the workflow's one band
-            "positions": "auto", "good_only": True},
+            "positions": "auto", "bad_spot_weight": BAD_SPOT_WEIGHT},
     dim_sizes={"i3": 3, "j3": 3, "k6": 6},
     check=check_params,
     description="batched orientation + deviatoric-strain refinement of every indexed grain",

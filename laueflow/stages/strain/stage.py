@@ -2,8 +2,12 @@
 
 Positions (``positions`` parameter): ``"auto"`` uses the spot-descriptor stage's refined positions
 and good-spot flags when that stage ran, else the peak centroids; ``"descriptors"`` requires them;
-``"centroid"`` always uses the peak-search centroids. With ``good_only`` (default) spots flagged
-bad by the descriptors never enter a fit.
+``"centroid"`` always uses the peak-search centroids. Weights: a spot the descriptors flag good
+counts 1; a spot flagged bad — the descriptor stage reports its peak-search centroid — counts
+``bad_spot_weight`` (default :data:`BAD_SPOT_WEIGHT`; 0 leaves bad spots out, the rule before
+issue #12). The default was chosen on simulated real-like frames (``benchmarks/bench_good_flag.py``,
+``docs/strain.md`` "Which spots"): bad spots at their centroid, weighted down, lower the strain
+error and refine grains with too few good spots.
 """
 from __future__ import annotations
 
@@ -11,10 +15,10 @@ import numpy as np
 
 from ...physics.materials import Material, get_materials
 from ...physics.simulate import DEFAULT_ENERGY_BAND_KEV
-from . import refine_strain
+from . import BAD_SPOT_WEIGHT, refine_strain
 from .refine import DEFAULT_TOLERANCES_DEG
 
-__all__ = ["strain_stage"]
+__all__ = ["strain_stage", "spot_weights"]
 
 
 def _materials(materials) -> list[Material]:
@@ -26,7 +30,7 @@ def _materials(materials) -> list[Material]:
 
 def strain_stage(peak_two_theta, peak_chi, peak_col, peak_row, orientation_matrix, grain_material,
                  calibration, materials, spot_col=None, spot_row=None, spot_good=None, *,
-                 positions: str = "auto", good_only: bool = True, tolerances_deg=None, min_pairs: int = 8,
+                 positions: str = "auto", bad_spot_weight: float = BAD_SPOT_WEIGHT, tolerances_deg=None, min_pairs: int = 8,
                  huber_px: float | None = 0.5, energy_band_kev=DEFAULT_ENERGY_BAND_KEV, sample_tilt_deg: float = 40.0) -> dict:
     """Refine every indexed grain of a batch of images; see :func:`~laueflow.stages.strain.refine_strain`.
 
@@ -46,11 +50,19 @@ def strain_stage(peak_two_theta, peak_chi, peak_col, peak_row, orientation_matri
         usable = np.isfinite(refined_col) & np.isfinite(refined_row)
         col = np.where(usable, refined_col, col)
         row = np.where(usable, refined_row, row)
-    if have_descriptors and good_only and spot_good is not None:
-        weight = np.where(np.asarray(spot_good, bool), 1.0, 0.0)
+    if have_descriptors and positions != "centroid" and spot_good is not None:
+        weight = spot_weights(spot_good, bad_spot_weight)
     return refine_strain(
         peak_two_theta, peak_chi, col, row, orientation_matrix, grain_material, _materials(materials), calibration,
         peak_weight=weight, tolerances_deg=tuple(tolerances_deg or DEFAULT_TOLERANCES_DEG),
         min_pairs=min_pairs, huber_px=huber_px, energy_band_kev=tuple(energy_band_kev),
         sample_tilt_deg=sample_tilt_deg,
     )
+
+
+def spot_weights(spot_good, bad_spot_weight: float = BAD_SPOT_WEIGHT) -> np.ndarray:
+    """Fit weight of every peak (n, P) float: 1 for a spot flagged good, ``bad_spot_weight`` for
+    one flagged bad (0: left out of the fit)."""
+    if not 0.0 <= float(bad_spot_weight) <= 1.0:
+        raise ValueError(f"bad_spot_weight must be in [0, 1] (0: bad spots left out), got {bad_spot_weight!r}")
+    return np.where(np.asarray(spot_good, bool), 1.0, float(bad_spot_weight))
