@@ -35,10 +35,10 @@ def test_valid_workflow_and_defaults(scan, tmp_path):
                                     "stages": [{"test_peaks": {"max_peaks": 4}}, "test_angles"]}))
     wf = load_workflow(path)
     assert wf.output == tmp_path / "res.zarr"  # relative to the workflow file
-    assert wf.stages[0].params == {"threshold_counts": 200.0, "max_peaks": 4, "delay_s": 0.0}
+    assert wf.stages[0].params == {"threshold_counts": 200.0, "max_peaks": 4, "delay_s": 0.0, "hold_while_exists": ""}
     assert wf.stage_dim_sizes() == {"peak": 4}
     assert wf.to_dict()["stages"][0] == {"test_peaks": {"threshold_counts": 200.0, "max_peaks": 4,
-                                                         "delay_s": 0.0}}
+                                                         "delay_s": 0.0, "hold_while_exists": ""}}
     assert load_workflow(path, output=tmp_path / "other.zarr").output == tmp_path / "other.zarr"
 
 
