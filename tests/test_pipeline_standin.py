@@ -6,6 +6,7 @@ The stand-in peak finder only has to be deterministic and honour the peak stage'
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import replace
 
@@ -14,7 +15,7 @@ import numpy as np
 from laueflow.stages.base import get_stage, register_stage
 
 
-def standin_find_peaks(images, *, threshold_counts=200.0, max_peaks=16, delay_s=0.0, mask=None):
+def standin_find_peaks(images, *, threshold_counts=200.0, max_peaks=16, delay_s=0.0, hold_while_exists="", mask=None):
     from scipy import ndimage
 
     n = images.shape[0]
@@ -49,6 +50,9 @@ def standin_find_peaks(images, *, threshold_counts=200.0, max_peaks=16, delay_s=
         out["peak_count_found"][i] = len(rows)
     if delay_s:
         time.sleep(delay_s)
+    deadline = time.monotonic() + 300
+    while hold_while_exists and os.path.exists(hold_while_exists) and time.monotonic() < deadline:
+        time.sleep(0.05)  # a test holds the run mid-way, whatever the machine's load
     return out
 
 
@@ -71,7 +75,8 @@ def failing_angles(peak_col, peak_row, calibration, *, fail_while_exists=""):
 
 PEAKS, ANGLES = get_stage("peaks"), get_stage("angles")
 TEST_PEAKS = register_stage(replace(PEAKS, name="test_peaks", check=None, func=standin_find_peaks,
-                                    params={"threshold_counts": 200.0, "max_peaks": 16, "delay_s": 0.0}),
+                                    params={"threshold_counts": 200.0, "max_peaks": 16, "delay_s": 0.0,
+                                            "hold_while_exists": ""}),
                             replace=True)
 TEST_ANGLES = register_stage(replace(ANGLES, name="test_angles", func=standin_angles), replace=True)
 FAILING_ANGLES = register_stage(replace(ANGLES, name="test_failing_angles", func=failing_angles,

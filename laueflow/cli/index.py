@@ -155,7 +155,8 @@ def index_command(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     job = pl.IndexJob(out_dir=str(out), model_path=str(Path(model.path).resolve()), calibration=calibration,
                       from_det=bool(args.calibration), max_grains=args.max_grains, n_predict=args.n_predict,
-                      ub_variant=ub_variant, reference_ub=reference_ub)
+                      ub_variant=ub_variant, reference_ub=reference_ub,
+                      strain_params={"energy_band_kev": tuple(model.config.energy_band_kev)})
     print(f"laueflow index: {len(files)} file(s), materials {', '.join(m.name for m in model.materials)}, "
           f"model {model.path}")
     results = _run(files, stems, job, args)

@@ -87,20 +87,15 @@ def _inputs(params: dict, context: dict):
     return mats, calibration, config
 
 
-def _check_caps(caps, scan_materials, model_materials=None) -> None:
-    """``max_grains_per_material``: one cap per scan material; with a pinned model whose material
-    order differs from the scan's, refused (the caps are applied in the model's order)."""
+def _check_caps(caps, scan_materials) -> None:
+    """``max_grains_per_material``: one cap per scan material, in the scan's order (the index stage
+    reorders them for a pinned model whose material order differs)."""
     if caps is None:
         return
     names = [m.name for m in scan_materials]
     if len(caps) != len(names):
         raise ValueError(f"max_grains_per_material has {len(caps)} value(s) {list(caps)} for the scan's "
                          f"{len(names)} material(s) {names}: give one integer ≥ 0 per material, in that order")
-    if model_materials is not None and [m.name for m in model_materials] != names:
-        raise ValueError(f"max_grains_per_material is given in the scan's material order {names}, but the "
-                         f"pinned model's order is {[m.name for m in model_materials]}; use a model trained "
-                         "with the scan's order (laueflow train indexer --material … in that order) or "
-                         "set model: null")
 
 
 def _check_band(params: dict, model: Indexer, path) -> None:
@@ -125,7 +120,7 @@ def check_index_model(params: dict, context: dict) -> None:
         if context.get("materials"):  # a pinned model must know exactly the scan's materials
             scan = resolve_materials(context["materials"])
             model_to_scan_materials(pinned.materials, scan)
-            _check_caps(params.get("max_grains_per_material"), scan, pinned.materials)
+            _check_caps(params.get("max_grains_per_material"), scan)
         return
     materials, calibration, config = _inputs(params, context)
     path = model_path(materials, calibration, config, params.get("cache_dir"))

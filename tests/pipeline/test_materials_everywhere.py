@@ -107,6 +107,13 @@ def test_a_pinned_model_is_matched_to_the_scan_by_name(tmp_path):
     assert (scan_order["grain_material"][found, 0] == 0).all()  # Si in the scan's list
     peaks = scan_order["peak_material"] >= 0
     assert peaks.any() and (scan_order["peak_material"][peaks] == 0).all()
+    # per-material caps are given in the scan's order and applied to the right material
+    si_allowed = index_stage(ps.two_theta, ps.chi, ps.intensity, materials=["Si", "Cu"], model=indexer,
+                             max_grains=2, max_grains_per_material=[1, 0])
+    assert (si_allowed["grain_material"][found, 0] == 0).all()
+    si_forbidden = index_stage(ps.two_theta, ps.chi, ps.intensity, materials=["Si", "Cu"], model=indexer,
+                               max_grains=2, max_grains_per_material=[0, 1])
+    assert not (si_forbidden["grain_material"] == 0).any()
 
     context = {"materials": ["Cu", "Si", "GaN"], "calibration": DEFAULT_CALIBRATION}
     with pytest.raises(ValueError, match="GaN only in the scan"):
@@ -115,3 +122,5 @@ def test_a_pinned_model_is_matched_to_the_scan_by_name(tmp_path):
     with pytest.raises(ValueError, match=r"Cu: lattice .* in the model, \[3.6, 3.6"):
         check_index_model({"model": str(indexer.path)}, {**context, "materials": [other_cu, "Si"]})
     check_index_model({"model": str(indexer.path)}, {**context, "materials": ["Si", "Cu"]})  # any order
+    check_index_model({"model": str(indexer.path), "max_grains_per_material": [1, 0]},
+                      {**context, "materials": ["Si", "Cu"]})

@@ -56,14 +56,14 @@ def _chunks_done(path: Path) -> int:
         return 0
 
 
-def _cli_run(tmp_path: Path, scan: Path, out: Path, delay_s: float, name: str):
+def _cli_run(tmp_path: Path, scan: Path, out: Path, delay_s: float, name: str, hold: Path | None = None):
     cluster = tmp_path / "cluster.yaml"
     cluster.write_text(yaml.safe_dump({"type": "local", "n_workers": 1, "threads_per_worker": 1,
                                        "dashboard_address": ":0"}))
     wf = tmp_path / f"{name}.yaml"
     wf.write_text(yaml.safe_dump({
         "input": str(scan), "output": str(out), "chunk": [1, 1], "cluster": str(cluster),
-        "plugins": ["test_pipeline_standin"], "stages": [{"test_peaks": {"delay_s": delay_s}}, "test_angles"]}))
+        "plugins": ["test_pipeline_standin"], "stages": [{"test_peaks": {"delay_s": delay_s, "hold_while_exists": str(hold or "")}}, "test_angles"]}))
     env = dict(os.environ)  # PYTHONPATH holds tests/ (conftest): the subprocess imports the plug-in
     assert str(TESTS) in env["PYTHONPATH"].split(os.pathsep)
     return [sys.executable, "-m", "laueflow.cli.main", "run", str(wf), "--no-progress"], env
@@ -74,9 +74,16 @@ def test_two_runs_started_together_one_writes_the_other_is_refused(scans, client
     --overwrite; a run started mid-run recomputed tiles; `run --overwrite` mid-run crashed the first."""
     scan, _ = scans
     out = tmp_path / "results.zarr"
-    cmd, env = _cli_run(tmp_path, scan, out, 0.15, "wf")
+    hold = tmp_path / "hold"  # each tile waits while it exists: the writer is still running, whatever the load
+    cmd, env = _cli_run(tmp_path, scan, out, 0.0, "wf", hold)
+    hold.touch()
     procs = [subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for _ in range(2)]
+    deadline = time.monotonic() + 180
+    while all(p.poll() is None for p in procs):
+        assert time.monotonic() < deadline, "neither run was refused"
+        time.sleep(0.05)
+    hold.unlink()
     results = [p.communicate(timeout=180) for p in procs]
     codes = sorted(p.returncode for p in procs)
     assert codes == [0, 2], results
@@ -88,15 +95,18 @@ def test_two_runs_started_together_one_writes_the_other_is_refused(scans, client
 
     # a second run, and `run --overwrite`, while a run is writing: refused at once, the first unharmed
     shutil.rmtree(out)
+    cmd, env = _cli_run(tmp_path, scan, out, 0.15, "wf", hold)
     first = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while _chunks_done(out) < 2:
         assert first.poll() is None and time.monotonic() < deadline
         time.sleep(0.05)
+    hold.touch()  # the tiles still to start wait: the first run is mid-way while the others try
     for extra in ([], ["--overwrite"]):
         second = subprocess.run(cmd + extra, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
         assert second.returncode == 2, second.stderr
         assert f"being written by `run` pid {first.pid}" in second.stderr
+    hold.unlink()
     out_first, err_first = first.communicate(timeout=180)
     assert first.returncode == 0, err_first
     assert "20 tiles (20 images)" in out_first  # nothing was recomputed or deleted under it

@@ -82,6 +82,8 @@ STAGE = StageSpec(
         Variable("matching_rate", ("grain",), "float32", NAN, "%", "matched / simulated spots"),
         Variable("matched_spots", ("grain",), "int32", 0, "1", "measured spots matched"),
         Variable("mean_residual_deg", ("grain",), "float32", NAN, "deg", "mean angular residual of matches"),
+        Variable("n_seed_spots", (), "int32", 0, "1",
+                 "spots that could start a grain (got a class prediction: n_predict or more)"),
     ),
     params={"model": None, "cache_dir": None, "train_if_missing": True, "max_grains": 5,
             "max_grains_per_material": None,  # [n per scan material]: grain caps per image (null: max_grains)

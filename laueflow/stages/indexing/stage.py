@@ -194,12 +194,13 @@ def index_stage(peak_two_theta, peak_chi, peak_intensity=None, calibration=None,
         raise ValueError("the index stage needs a loaded indexer (parameter 'model'): run it through "
                          "`laueflow run`, which finds or trains the model for the scan's materials, or "
                          "pass laueflow.io.indexer_files.load_indexer(PATH)")
+    lookup = None if materials is None else model_to_scan_materials(model.materials, get_materials(materials))
+    caps = params.get("max_grains_per_material")
+    if caps is not None and lookup is not None:  # caps come in the scan's order; the search uses the model's
+        params = {**params, "max_grains_per_material": [caps[j] for j in lookup]}
     out = index_peaks(peak_two_theta, peak_chi, peak_intensity, indexer=model, calibration=calibration,
                       max_grains=max_grains, device=device, **params)
-    if SEED_KEY not in {v.name for v in STAGE.outputs}:
-        out.pop(SEED_KEY)  # not (yet) a declared output of the stage
-    if materials is not None:  # material indices follow the scan's list (by name), never the model's order
-        lookup = model_to_scan_materials(model.materials, get_materials(materials))
+    if lookup is not None:  # material indices follow the scan's list (by name), never the model's order
         for key in ("grain_material", "peak_material"):
             out[key] = np.where(out[key] >= 0, lookup[np.maximum(out[key], 0)], -1).astype(out[key].dtype)
     return out

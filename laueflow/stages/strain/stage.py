@@ -28,7 +28,12 @@ def strain_stage(peak_two_theta, peak_chi, peak_col, peak_row, orientation_matri
                  calibration, materials, spot_col=None, spot_row=None, spot_good=None, *,
                  positions: str = "auto", good_only: bool = True, tolerances_deg=None, min_pairs: int = 8,
                  huber_px: float | None = 0.5, energy_band_kev=DEFAULT_ENERGY_BAND_KEV, sample_tilt_deg: float = 40.0) -> dict:
-    """Refine every indexed grain of a batch of images; see :func:`~laueflow.stages.strain.refine_strain`."""
+    """Refine every indexed grain of a batch of images; see :func:`~laueflow.stages.strain.refine_strain`.
+
+    ``energy_band_kev`` None: the simulator's default band, which is also the indexer's default (a
+    workflow always sets both stages to its one band, see ``laueflow.pipeline.workflow``)."""
+    if energy_band_kev is None:
+        energy_band_kev = DEFAULT_ENERGY_BAND_KEV
     if positions not in ("auto", "descriptors", "centroid"):
         raise ValueError(f"positions must be 'auto', 'descriptors' or 'centroid', got {positions!r}")
     have_descriptors = spot_col is not None and spot_row is not None
