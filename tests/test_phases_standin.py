@@ -89,3 +89,24 @@ def late_total(late_sum, *, client, writer):
 TOTAL = register_stage(StageSpec(
     name="test_late_total", kind="reduce", func=late_total, inputs={"late_sum": "late_sum"},
     outputs=(Variable("late_total", (), "float64", float("nan"), per_point=False),)), replace=True)
+
+
+GRID = 64
+
+
+def grid_features(images):
+    """``(n, 4096)`` float32, a stand-in for the autoencoder features (any image size): the means
+    of a 64 × 64 grid of regions of each image (remainder rows/cols cropped), less their median
+    (the background), clipped at 0, log1p, scaled to unit length (spot layout, not brightness)."""
+    n, rows, cols = images.shape
+    r, c = rows // GRID, cols // GRID
+    cropped = images[:, :r * GRID, :c * GRID].astype(np.float32)
+    means = cropped.reshape(n, GRID, r, GRID, c).mean(axis=(2, 4)).reshape(n, -1)
+    f = np.log1p(np.clip(means - np.median(means, axis=1, keepdims=True), 0, None))
+    return {"features": f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)}
+
+
+GRID_FEATURES = register_stage(StageSpec(
+    name="test_grid_features", func=grid_features, inputs={"images": "images"},
+    outputs=(Variable("features", ("feature",), "float32", float("nan"), "1", "stand-in features"),),
+    dim_sizes={"feature": GRID * GRID}), replace=True)
