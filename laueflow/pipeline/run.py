@@ -2,10 +2,12 @@
 
 :func:`run_workflow` = :func:`validate_run` (everything checkable without computing: scan store,
 stage parameters, materials, models, cluster resources, the results store — nothing is created)
-→ :func:`prepare_run` (driver-side hooks: find or train models) → :func:`map_phase` (per-tile
-stage groups on the workers, whole-chunk writes, resumable) → :func:`reduce_phase` (scan-wide
-stages, in declaration order, resumable) → :func:`finalize_run` (provenance, ``complete``).
-A failure in validate or prepare leaves no results store behind. Science lives in the stages.
+→ :func:`prepare_run` (driver-side hooks: find or train models) → :func:`map_phase` (the first
+map phase: per-tile stage groups on the workers, whole-chunk writes, resumable) →
+:func:`reduce_phase` (the later steps in workflow order: scan-wide reduce stages and late map
+phases — map stages with ``points:`` run on the selected points only — each resumable) →
+:func:`finalize_run` (provenance, ``complete``). A failure in validate or prepare leaves no results
+store behind. Science lives in the stages.
 """
 from __future__ import annotations
 
@@ -31,21 +33,36 @@ from ..io.store_kind import read_store_attrs
 from ..io.store_lock import StoreLock
 from ..io.materials_file import load_materials_file
 from ..physics.materials import get_materials, material_differences
-from ..stages.base import status_table
+from ..stages.base import BATCH_KEYS, Variable, status_table
 from .cluster import describe
 from .models import check_models, resolve_models
-from .reduce import run_reduce_stage
+from .reduce import lazy_outputs, run_reduce_stage
 from .scan_store import ScanStoreError, detector_mask, mask_sha256, scan_state
 from .store import (Layout, check_results_store, choose_chunk, finalize_results_store,
-                    layout_fingerprint, pipeline_variables, prepare_results_store, read_chunk_done,
-                    read_reduce_done)
+                    layout_fingerprint, mark_phase_done, pipeline_variables, prepare_results_store,
+                    read_chunk_done, read_phase_done, read_reduce_done)
 from .tasks import ScanRef, StageCall, TileTask, calibration_from_json, run_tile_group
-from .workflow import StageConfig, Workflow, WorkflowError
+from .workflow import StageConfig, Step, Workflow, WorkflowError, workflow_steps
 
-__all__ = ["run_workflow", "validate_inputs", "validate_run", "prepare_run", "map_phase", "reduce_phase", "finalize_run",
-           "RunPlan", "RunSummary", "build_layout", "stage_groups", "format_stage_table"]
+__all__ = ["run_workflow", "validate_inputs", "validate_run", "prepare_run", "map_phase", "reduce_phase",
+           "late_map_phase", "finalize_run", "RunPlan", "RunSummary", "MapPhase", "build_layout", "stage_groups",
+           "format_stage_table", "late_status_variable"]
 
 GROUPINGS = ("split", "whole")
+
+
+@dataclass
+class MapPhase:
+    """One map phase: 1 = every point; ≥ 2 = a late phase on the points where ``points`` is true,
+    reading the earlier outputs ``stored_inputs`` from the results store, writing its own
+    outputs and its per-point status into ``status_variable``."""
+
+    number: int
+    stages: list
+    groups: list  # [(list[StageConfig], resources dict)]
+    points: str | None = None
+    stored_inputs: tuple = ()
+    status_variable: str = "status"
 
 
 @dataclass
@@ -61,9 +78,11 @@ class RunPlan:
     done: np.ndarray
     reduce_done: list
     cluster: dict
-    groups: list  # [(list[StageConfig], resources dict)] of the map stages
+    groups: list  # [(list[StageConfig], resources dict)] of the first map phase
     reduce_stages: list
     context: dict
+    steps: list = field(default_factory=list)  # [Step] in execution order (workflow_steps)
+    phases: dict = field(default_factory=dict)  # map phase number → MapPhase
     started: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     t_start: float = field(default_factory=time.perf_counter)
 
@@ -144,13 +163,22 @@ def _scan_ref(path: Path, group, images, attrs) -> tuple[ScanRef, str | None]:
                    "valid" in group, "status" in group), mask_hash
 
 
+def late_status_variable(step: Step) -> Variable:
+    """The per-point status of late map phase ``step`` (the first phase's is ``status``)."""
+    return Variable(f"status_phase{step.phase}", (), "int8", -1, "1",
+                    f"per-point status of map phase {step.phase} ({step.names}, on the points where "
+                    f"{step.points} is true): codes as status; -1: not selected")
+
+
 def build_layout(workflow: Workflow, ny: int, nx: int) -> Layout:
     cy, cx = choose_chunk(ny, nx, workflow.images_per_task, workflow.chunk)
     specs = [stage.spec for stage in workflow.stages]
     variables = list(pipeline_variables(status_table(specs)))
     for spec in specs:
         variables.extend(spec.outputs)
-    return Layout(ny, nx, cy, cx, workflow.stage_dim_sizes(), tuple(variables))
+    late = [step for step in workflow_steps(workflow.stages) if step.kind == "map" and step.phase > 1]
+    variables.extend(late_status_variable(step) for step in late)
+    return Layout(ny, nx, cy, cx, workflow.stage_dim_sizes(), tuple(variables), len(late))
 
 
 def _stage_resources(stage: StageConfig, cluster: dict) -> dict:
@@ -278,16 +306,40 @@ def validate_run(workflow: Workflow, client, *, overwrite: bool = False, cluster
         raise ValueError(f"grouping must be one of {GROUPINGS}, got {grouping!r}")
     checked = validate_inputs(workflow, overwrite=overwrite, allow_incomplete_scan=allow_incomplete_scan, log=log)
     cluster = cluster_description or describe(client)
-    groups = stage_groups([s for s in workflow.stages if s.spec.kind == "map"], cluster, grouping)
-    _check_resources(groups, cluster)
+    steps = workflow_steps(workflow.stages)
+    phases = _map_phases(steps, checked.layout, cluster, grouping)
+    for phase in phases.values():
+        _check_resources(phase.groups, cluster)
     resume = checked.store_action == "resume"
     attrs = checked.attrs
     attrs["store_id"] = (read_store_attrs(workflow.output) or {}).get("store_id", "") if resume else uuid.uuid4().hex
     done = read_chunk_done(workflow.output) if resume else np.zeros(checked.layout.grid, bool)
     reduce_done = read_reduce_done(workflow.output) if resume else []
+    groups = phases[1].groups if 1 in phases else []
     return RunPlan(workflow, checked.scan, checked.layout, attrs, checked.coords, checked.store_action, done,
                    reduce_done, cluster, groups, [s for s in workflow.stages if s.spec.kind == "reduce"],
-                   checked.context)
+                   checked.context, steps=steps, phases=phases)
+
+
+def _map_phases(steps: list[Step], layout: Layout, cluster: dict, grouping: str) -> dict:
+    """``{number: MapPhase}``: stage groups, and for late phases what they read from the store."""
+    stored = {v.name for v in layout.variables if v.per_point}
+    phases = {}
+    for step in steps:
+        if step.kind != "map":
+            continue
+        groups = stage_groups(step.stages, cluster, grouping)
+        if step.phase == 1:
+            phases[1] = MapPhase(1, step.stages, groups)
+            continue
+        made, needed = set(), []
+        for stage in step.stages:
+            keys = [*stage.spec.inputs.values(), *stage.spec.optional_inputs.values()]
+            needed += [k for k in keys if k not in made and k not in BATCH_KEYS and k in stored and k not in needed]
+            made.update(stage.spec.output_names)
+        phases[step.phase] = MapPhase(step.phase, step.stages, groups, step.points, tuple(needed),
+                                      late_status_variable(step).name)
+    return phases
 
 
 def _where(workflow: Workflow) -> str:
@@ -341,64 +393,117 @@ def _prepare_stage(stage: StageConfig, context: dict) -> dict:
 def prepare_run(plan: RunPlan) -> dict[str, dict]:
     """Phase 2: driver-side hooks and models (trained once here, never on workers), only for
     the stages that still have work. Returns ``{stage name: task parameters}``."""
-    map_todo = plan.todo > 0
+    todo = {number: _phase_todo(plan, number) for number in plan.phases}
+    phase_of = {s.name: number for number, phase in plan.phases.items() for s in phase.stages}
     params = {}
     for stage in plan.workflow.stages:
-        needed = map_todo if stage.spec.kind == "map" else stage.name not in plan.reduce_done
+        needed = todo[phase_of[stage.name]] if stage.spec.kind == "map" else stage.name not in plan.reduce_done
         params[stage.name] = _prepare_stage(stage, plan.context) if needed else dict(stage.params)
     plan.attrs["laueflow_provenance"]["models"] = _model_hashes(plan, params)
     return params
 
 
+def _phase_todo(plan: RunPlan, number: int) -> bool:
+    """Whether map phase ``number`` has tiles left (a new store: every phase)."""
+    if plan.store_action != "resume":
+        return True
+    return not (plan.done if number == 1 else read_phase_done(plan.workflow.output, number)).all()
+
+
 # --------------------------------------------------------------------------- map
-def _tile_chain(plan: RunPlan, params: dict, ty, tx, ys, xs, delay_s: float):
-    """One TileTask per stage group (the last writes); dim sizes and variables for the write."""
+def _tile_chain(plan: RunPlan, params: dict, ty, tx, ys, xs, delay_s: float, phase: int = 1):
+    """One TileTask per stage group of map phase ``phase`` (the last writes); dim sizes and
+    variables for the write."""
     layout = plan.layout
-    map_variables = _map_variables(plan)
+    current = plan.phases[phase] if plan.phases else MapPhase(1, [], plan.groups)
+    map_variables = _map_variables(plan, current)
     tasks = []
-    for g, (stages, resources) in enumerate(plan.groups):
-        last = g == len(plan.groups) - 1
+    for g, (stages, resources) in enumerate(current.groups):
+        last = g == len(current.groups) - 1
         tasks.append((TileTask(
             plan.scan, str(Path(plan.workflow.output).resolve()), (ty, tx), (ys.start, ys.stop),
             (xs.start, xs.stop), tuple(StageCall(s.spec, params[s.name]) for s in stages), g,
             map_variables if last else (), tuple(sorted(layout.dim_sizes.items())) if last else (),
-            last, delay_s if last else 0.0, plan.attrs["store_id"]), resources))
+            last, delay_s if last else 0.0, plan.attrs["store_id"], phase, current.points or "",
+            current.stored_inputs if g == 0 else (), current.status_variable), resources))
     return tasks
 
 
-def _map_variables(plan: RunPlan) -> tuple:
-    """The variables the map phase writes (the pipeline's and the map stages' outputs)."""
-    reduce_outputs = {name for s in plan.reduce_stages for name in s.spec.output_names}
-    return tuple(v for v in plan.layout.variables if v.per_point and v.name not in reduce_outputs)
+def _map_variables(plan: RunPlan, phase: MapPhase) -> tuple:
+    """The variables map phase ``phase`` writes: the first, the pipeline's and its stages'
+    outputs; a late phase, its stages' outputs and its status variable."""
+    if phase.number == 1:
+        late = {name for number, p in plan.phases.items() if number > 1
+                for name in [p.status_variable, *(o for s in p.stages for o in s.spec.output_names)]}
+        reduce_outputs = {name for s in plan.reduce_stages for name in s.spec.output_names}
+        return tuple(v for v in plan.layout.variables
+                     if v.per_point and v.name not in reduce_outputs and v.name not in late)
+    own = {phase.status_variable, *(o for s in phase.stages for o in s.spec.output_names)}
+    return tuple(v for v in plan.layout.variables if v.name in own)
 
 
 def map_phase(plan: RunPlan, params: dict, client, *, progress: bool = True, delay_s: float = 0.0,
               max_tiles: int | None = None, log=print, reports: list | None = None) -> list:
-    """Phase 3: create (or reopen) the store, run every tile not yet done; returns the
-    TileReports (appended to ``reports`` as they come, so a failed run still has them).
+    """Phase 3: create (or reopen) the store, run every tile of the first map phase not yet
+    done; returns the TileReports (appended to ``reports`` as they come, so a failed run still
+    has them).
 
     Ctrl-C (KeyboardInterrupt): the tiles not started are cancelled, the running ones finish
     (Ctrl-C again: at once), then :class:`~laueflow.pipeline.tasks.RunInterrupted`."""
-    from .tasks import RunInterrupted
-
     prepare_results_store(plan.workflow.output, plan.layout, coords=plan.coords, attrs=plan.attrs,
                           overwrite=plan.store_action == "replace")
+    return _run_tiles(plan, params, client, 1, ~plan.done, progress=progress, delay_s=delay_s,
+                      max_tiles=max_tiles, log=log, reports=reports)
+
+
+def _any_selected(block):
+    return np.array([[int(np.count_nonzero(block))]], np.int64)
+
+
+def late_map_phase(plan: RunPlan, phase: MapPhase, params: dict, client, *, progress: bool = True,
+                   delay_s: float = 0.0, max_tiles: int | None = None, log=print,
+                   reports: list | None = None) -> bool:
+    """A late map phase: the tiles with a selected point (``phase.points`` true) not yet done;
+    tiles without one are marked done at once (never submitted). True when the phase is done."""
+    results = plan.workflow.output
+    done = read_phase_done(results, phase.number)
+    if done.all():
+        return True
+    selection = lazy_outputs(Path(results), [phase.points])[phase.points]
+    counts = np.asarray(client.compute(selection.map_blocks(
+        _any_selected, dtype=np.int64, chunks=tuple((1,) * len(c) for c in selection.chunks))).result())
+    mark_phase_done(results, phase.number, (counts == 0) & ~done)
+    todo = (counts > 0) & ~done
+    log(f"  map phase {phase.number} ({', '.join(s.name for s in phase.stages)}) on the {int(counts.sum())} points "
+        f"where {phase.points}: {int(todo.sum())} tile(s) to run of {int((counts > 0).sum())} with selected points")
+    _run_tiles(plan, params, client, phase.number, todo, progress=progress, delay_s=delay_s,
+               max_tiles=max_tiles, log=log, reports=reports)
+    return bool(read_phase_done(results, phase.number).all())
+
+
+def _run_tiles(plan: RunPlan, params: dict, client, phase: int, todo: np.ndarray, *, progress, delay_s,
+               max_tiles, log, reports) -> list:
+    """Submit the tiles where ``todo`` (``(chunk_y, chunk_x)`` bool) of map phase ``phase``, one
+    chain of stage-group tasks each; wait for them (Ctrl-C / failure: see :func:`map_phase`)."""
+    from .tasks import RunInterrupted
+
     token = uuid.uuid4().hex[:8]
     reports = [] if reports is None else reports
     pending: dict = {}  # key → future of each tile's last task, until the tile's report is in
     bar = None
     try:
         for ty, tx, ys, xs in plan.layout.tiles():
-            if plan.done[ty, tx]:
+            if not todo[ty, tx]:
                 continue
             if max_tiles is not None and len(pending) >= max_tiles:
                 break
             future = None
-            for task, resources in _tile_chain(plan, params, ty, tx, ys, xs, delay_s):
-                future = client.submit(run_tile_group, task, future, key=f"laueflow-g{task.group}-{ty}-{tx}-{token}",
+            for task, resources in _tile_chain(plan, params, ty, tx, ys, xs, delay_s, phase):
+                future = client.submit(run_tile_group, task, future,
+                                       key=f"laueflow-p{phase}-g{task.group}-{ty}-{tx}-{token}",
                                        resources=resources or None, pure=False, retries=1)
             pending[future.key] = future
-        bar = _progress_bar(len(pending)) if progress and pending else None
+        bar = _progress_bar(len(pending), phase) if progress and pending else None
         for future in as_completed(list(pending.values())):
             if future.status == "error":
                 err = future.exception()
@@ -449,32 +554,43 @@ def _stop(client, pending: dict, reports: list, timeout_s: float = 600, notice=N
         reports.extend(f.result() for f in running if f.status == "finished")
 
 
-def _progress_bar(total: int):
-    return tqdm(total=total, unit="tile", desc="laueflow run", file=sys.stderr)
+def _progress_bar(total: int, phase: int = 1):
+    return tqdm(total=total, unit="tile", desc="laueflow run" if phase == 1 else f"laueflow run, phase {phase}",
+                file=sys.stderr)
 
 
-# --------------------------------------------------------------------------- reduce
-def reduce_phase(plan: RunPlan, params: dict, client, log=print) -> dict[str, float]:
-    """Phase 4: scan-wide stages in declaration order, once every tile is done (resumable)."""
+# --------------------------------------------------------------------------- reduce and late phases
+def reduce_phase(plan: RunPlan, params: dict, client, log=print, *, progress: bool = False, delay_s: float = 0.0,
+                 max_tiles: int | None = None, reports: list | None = None) -> dict[str, float]:
+    """Phase 4, once every tile of the first map phase is done: the later steps in workflow
+    order (:func:`~laueflow.pipeline.workflow.workflow_steps`) — each reduce stage not done yet,
+    and each late map phase (:func:`late_map_phase`); a late phase left unfinished
+    (``max_tiles``) stops the run there. Returns the reduce stages' timings (s)."""
     timings = {}
-    if not plan.reduce_stages or not read_chunk_done(plan.workflow.output).all():
+    results = Path(plan.workflow.output)
+    if not read_chunk_done(results).all():
         return timings
-    done = read_reduce_done(plan.workflow.output)
-    earlier: set = set()  # outputs of the stages before each reduce stage, in workflow order
-    for stage in plan.workflow.stages:
-        if stage.spec.kind == "map" or stage.name in done:
-            earlier.update(stage.spec.output_names)
+    done = read_reduce_done(results)
+    stages = plan.workflow.stages
+    for step in plan.steps or [Step("reduce", [s]) for s in plan.reduce_stages]:
+        if step.kind == "map":
+            if step.phase > 1 and not late_map_phase(plan, plan.phases[step.phase], params, client, progress=progress,
+                                                     delay_s=delay_s, max_tiles=max_tiles, log=log, reports=reports):
+                break
             continue
+        stage = step.stages[0]
+        if stage.name in done:
+            continue
+        # the outputs of the stages listed before it (all computed by now: workflow_steps)
+        earlier = {name for s in stages[:stages.index(stage)] for name in s.spec.output_names}
         t = time.perf_counter()
         log(f"  reduce: {stage.name}")
         try:
-            run_reduce_stage(stage.spec, params[stage.name], Path(plan.workflow.output), plan.layout, client,
-                             available=earlier, log=log)
+            run_reduce_stage(stage.spec, params[stage.name], results, plan.layout, client, available=earlier, log=log)
         except Exception as err:
             raise RuntimeError(f"reduce stage {stage.name!r} failed: {type(err).__name__}: {err} "
                                "(every tile is kept; fix the cause and re-run to resume)") from err
         timings[stage.name] = time.perf_counter() - t
-        earlier.update(stage.spec.output_names)
     return timings
 
 
@@ -501,7 +617,8 @@ def finalize_run(plan: RunPlan, reports, reduce_timings: dict, client, error: st
             totals[k] = totals.get(k, 0.0) + v
     n_images = sum(r.n_images for r in reports)
     reduce_done = read_reduce_done(results)
-    complete = bool(read_chunk_done(results).all()) and all(s.name in reduce_done for s in plan.reduce_stages)
+    complete = (bool(read_chunk_done(results).all()) and all(s.name in reduce_done for s in plan.reduce_stages)
+                and all(read_phase_done(results, number).all() for number in plan.phases if number > 1))
     warm, cold = _warm_costs(reports)
     record = {
         "started": plan.started.isoformat(), "finished": datetime.now(timezone.utc).isoformat(),
@@ -512,6 +629,8 @@ def finalize_run(plan: RunPlan, reports, reduce_timings: dict, client, error: st
         "warm_ms_per_image": {k: round(v, 3) for k, v in warm.items()},
         "reduce_timings_s": {k: round(v, 4) for k, v in reduce_timings.items()},
         "stage_groups": [[s.name for s in stages] for stages, _ in plan.groups],
+        **({"late_phases": [{"phase": n, "points": p.points, "stage_groups": [[s.name for s in st] for st, _ in p.groups]}
+                            for n, p in plan.phases.items() if n > 1]} if len(plan.phases) > 1 else {}),
         "cluster": plan.cluster,
     }
     if error:
@@ -559,6 +678,11 @@ def run_workflow(workflow: Workflow, client, *, overwrite: bool = False, progres
         return _run_phases(plan, client, progress=progress, delay_s=delay_s, max_tiles=max_tiles, log=log)
 
 
+def _later_steps(plan: RunPlan) -> str:
+    return " → ".join(f"reduce {step.names}" if step.kind == "reduce"
+                      else f"map phase {step.phase} on {step.points} ({step.names})" for step in plan.steps[1:])
+
+
 def _run_phases(plan: RunPlan, client, *, progress, delay_s, max_tiles, log) -> RunSummary:
     workflow, layout = plan.workflow, plan.layout
     log(f"laueflow run: {workflow.input} → {workflow.output}")
@@ -566,13 +690,14 @@ def _run_phases(plan: RunPlan, client, *, progress, delay_s, max_tiles, log) -> 
     log(f"  {layout.ny}×{layout.nx} images, tiles of {layout.cy}×{layout.cx}: {layout.grid[0] * layout.grid[1]} "
         f"tasks, {int(plan.done.sum())} already done; stage groups: "
         + " | ".join(", ".join(s.name for s in stages) + (f" {res}" if res else "") for stages, res in plan.groups)
-        + (f"; reduce: {', '.join(s.name for s in plan.reduce_stages)}" if plan.reduce_stages else ""))
+        + (f"; then: {_later_steps(plan)}" if len(plan.steps) > 1 else ""))
     params = prepare_run(plan)
     reports: list = []
     try:
         map_phase(plan, params, client, progress=progress, delay_s=delay_s, max_tiles=max_tiles, log=log,
                   reports=reports)
-        reduce_timings = reduce_phase(plan, params, client, log=log)
+        reduce_timings = reduce_phase(plan, params, client, log=log, progress=progress, delay_s=delay_s,
+                                      max_tiles=max_tiles, reports=reports)
     except RuntimeError as err:
         finalize_run(plan, reports, {}, client, error=str(err))
         raise

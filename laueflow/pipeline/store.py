@@ -3,7 +3,9 @@
 Every variable is chunked ``(cy, cx, <full extra dims>)``: one Dask task computes one (y, x)
 chunk of images and writes exactly the Zarr chunks of that tile, then sets its own element of
 ``chunk_done (chunk_y, chunk_x)`` (one Zarr chunk per element) — no two tasks write one chunk,
-and a chunk marked done was fully written. Layout: ``docs/results-schema.md``.
+and a chunk marked done was fully written. A workflow with late map phases (stages with
+``points``) has ``late_phase_done (late_phase, chunk_y, chunk_x)`` too: element ``p`` is map phase
+``p + 2``'s ``chunk_done``. Layout: ``docs/results-schema.md``.
 """
 from __future__ import annotations
 
@@ -21,7 +23,8 @@ from .scan_store import settings_differences
 __all__ = ["pipeline_variables", "Layout", "ResultsStoreError", "check_results_store",
            "prepare_results_store", "write_tile", "write_region", "read_chunk_done",
            "read_reduce_done", "mark_reduce_done", "record_reduce_info", "finalize_results_store", "SCHEMA_VERSION",
-           "read_tile_done", "check_store_id", "StoreReplacedError"]
+           "read_tile_done", "check_store_id", "StoreReplacedError", "read_phase_done", "mark_phase_done",
+           "done_array"]
 
 SCHEMA_VERSION = 3
 
@@ -51,6 +54,7 @@ class Layout:
     cx: int
     dim_sizes: dict[str, int]
     variables: tuple[Variable, ...]
+    late_phases: int = 0  # map phases after the first (stages with ``points``)
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -75,13 +79,16 @@ class Layout:
 
     def fingerprint(self) -> dict:
         """What must match for a run to resume into an existing store."""
-        return {
+        out = {
             "schema_version": SCHEMA_VERSION,
             "shape": [self.ny, self.nx],
             "chunk": [self.cy, self.cx],
             "dim_sizes": dict(sorted(self.dim_sizes.items())),
             "variables": [[v.name, list(v.dims), v.dtype] for v in self.variables],
         }
+        if self.late_phases:
+            out["late_phases"] = self.late_phases
+        return out
 
 
 def choose_chunk(ny: int, nx: int, images_per_task: int, chunk=None) -> tuple[int, int]:
@@ -112,6 +119,12 @@ def _template(layout: Layout, coords: dict, attrs: dict):
                                {"description": "tile (chunk_y, chunk_x) fully written "
                                                "(tasks write it last; `run` skips done tiles)"})
     encoding["chunk_done"] = {"chunks": (1, 1), "fill_value": False}
+    if layout.late_phases:
+        data_vars["late_phase_done"] = (
+            ("late_phase", "chunk_y", "chunk_x"), da.zeros((layout.late_phases, nty, ntx), dtype=bool, chunks=1),
+            {"description": "tile (chunk_y, chunk_x) of map phase late_phase + 2 written, or without a selected "
+                            "point (`run` skips done tiles)"})
+        encoding["late_phase_done"] = {"chunks": (1, 1, 1), "fill_value": False}
     ds = xr.Dataset(data_vars, coords=coords, attrs=attrs)
     return ds, encoding
 
@@ -216,25 +229,53 @@ def check_store_id(path, store_id: str) -> None:
                                  f"{found}, expected {store_id}): it was replaced; nothing written")
 
 
-def read_tile_done(path, ty: int, tx: int, store_id: str = "") -> bool:
-    """Whether tile ``(ty, tx)`` is marked done (after checking the store's identity)."""
+def done_array(phase: int) -> tuple[str, tuple]:
+    """``(variable, leading index)`` of map phase ``phase``'s done marks (1: ``chunk_done``)."""
+    return ("chunk_done", ()) if phase == 1 else ("late_phase_done", (phase - 2,))
+
+
+def read_tile_done(path, ty: int, tx: int, store_id: str = "", phase: int = 1) -> bool:
+    """Whether tile ``(ty, tx)`` of map phase ``phase`` is marked done (after checking the
+    store's identity)."""
     import zarr  # deferred: the CLI imports this module for --help
 
     check_store_id(path, store_id)
-    return bool(zarr.open_group(str(path), mode="r", use_consolidated=False)["chunk_done"][ty, tx])
+    name, lead = done_array(phase)
+    return bool(zarr.open_group(str(path), mode="r", use_consolidated=False)[name][(*lead, ty, tx)])
 
 
 def write_tile(path, ty: int, tx: int, ys: slice, xs: slice, arrays: dict[str, np.ndarray],
-               store_id: str = "") -> None:
-    """Write one tile's variables (whole chunks, concurrently), then mark the tile done (last);
-    the store's identity is checked before each of the two steps."""
+               store_id: str = "", phase: int = 1) -> None:
+    """Write one tile's variables (whole chunks, concurrently), then mark the tile done in map
+    phase ``phase`` (last); the store's identity is checked before each of the two steps."""
     import zarr  # deferred: the CLI imports this module for --help
     from zarr.core.sync import sync  # zarr's own event loop (the sync API runs on it too)
 
     check_store_id(path, store_id)
     sync(_write_arrays(str(path), arrays, (ys, xs)))
     check_store_id(path, store_id)
-    zarr.open_group(str(path), mode="r+", use_consolidated=False)["chunk_done"][ty, tx] = True
+    name, lead = done_array(phase)
+    zarr.open_group(str(path), mode="r+", use_consolidated=False)[name][(*lead, ty, tx)] = True
+
+
+def read_phase_done(path, phase: int) -> np.ndarray:
+    """``(chunk_y, chunk_x)`` done marks of map phase ``phase`` (1: ``chunk_done``)."""
+    import zarr  # deferred: the CLI imports this module for --help
+
+    name, lead = done_array(phase)
+    return np.asarray(zarr.open_group(str(path), mode="r", use_consolidated=False)[name][lead or ...], dtype=bool)
+
+
+def mark_phase_done(path, phase: int, tiles: np.ndarray) -> None:
+    """Mark the tiles where ``tiles`` (``(chunk_y, chunk_x)`` bool) is true done in late map phase
+    ``phase`` (the driver, for tiles without a selected point)."""
+    import zarr  # deferred: the CLI imports this module for --help
+
+    ty, tx = np.nonzero(tiles)
+    if len(ty):
+        name, lead = done_array(phase)
+        target = zarr.open_group(str(path), mode="r+", use_consolidated=False)[name]
+        target.vindex[(np.full(len(ty), lead[0]), ty, tx)] = True
 
 
 async def _write_arrays(path: str, arrays: dict, region: tuple) -> None:

@@ -10,6 +10,13 @@ A tile is computed and written once: each task first reads the tile's ``chunk_do
 is set (a tile recomputed by Dask after the worker holding its result died, or a second driver),
 returns at once with a report that says ``skipped`` — no images read, nothing written.
 
+A *late map phase* (stages with ``points:`` in the workflow, after a reduce stage) runs the same
+tasks with ``phase`` ≥ 2: the tile's points are those valid in the scan **and** true in the
+results variable ``points`` (the others are treated like invalid images: not read, not computed,
+fill values); earlier outputs its stages need (``stored_inputs``) are read from the results store;
+the last group writes only the phase's own variables (and its status variable ``status_phase<N>``)
+and marks the tile done in ``late_phase_done``.
+
 Everything a task needs is in a frozen :class:`TileTask` with absolute paths. The scan's
 calibration, materials and bad-pixel mask are read once per worker process (keyed by the scan's
 ``token``, which the driver derives from their content), not once per tile.
@@ -76,6 +83,10 @@ class TileTask:
     write: bool = False
     delay_s: float = 0.0
     store_id: str = ""  # the results store's id: never write into a store that replaced it
+    phase: int = 1  # map phase: 1 = every point; ≥ 2 = a late phase on the points of ``points``
+    points: str = ""  # late phases: the results variable (y, x) bool that selects the points
+    stored_inputs: tuple[str, ...] = ()  # late phases: earlier outputs read from the results store
+    status_variable: str = "status"  # where the tile's per-point status is written
 
 
 @dataclass
@@ -101,6 +112,7 @@ class TileReport:
     worker: int
     cold: bool
     skipped: bool = False  # already done (``chunk_done`` set) when its task ran: nothing computed
+    phase: int = 1
 
 
 class RunInterrupted(RuntimeError, KeyboardInterrupt):
@@ -127,7 +139,7 @@ def _mask(path: str, token: str) -> np.ndarray:
     return detector_mask(zarr.open_group(path, mode="r"))
 
 
-_WARM: set = set()  # (results, group) already run in this process: later tasks are "warm"
+_WARM: set = set()  # (results, phase, group) already run in this process: later tasks are "warm"
 
 
 def worker_resources() -> dict:
@@ -168,7 +180,9 @@ def dask_setup(worker) -> None:
 
 # --------------------------------------------------------------------------- the task
 def _new_state(task: TileTask, scan) -> TileState:
-    """The tile before its first stage group: which images are valid, the scan's status."""
+    """The tile before its first stage group: which images are valid, the scan's status; in a
+    late phase only the selected points are valid (status -1 for the others) and the earlier
+    outputs the phase needs are read from the results store."""
     ys, xs = slice(*task.ys), slice(*task.xs)
     shape = (ys.stop - ys.start, xs.stop - xs.start)
     n = shape[0] * shape[1]
@@ -176,7 +190,17 @@ def _new_state(task: TileTask, scan) -> TileState:
              else np.ones(shape, bool)).reshape(n)
     scan_status = (np.asarray(scan["status"][ys, xs], np.int8) if task.scan.has_status
                    else np.full(shape, -1, np.int8)).reshape(n)
-    return TileState(shape, valid, np.where(valid, 0, 1).astype(np.int8), scan_status)
+    if not task.points:
+        return TileState(shape, valid, np.where(valid, 0, 1).astype(np.int8), scan_status)
+    results = zarr.open_group(task.results, mode="r", use_consolidated=False)
+    selected = np.asarray(results[task.points][ys, xs], bool).reshape(n)
+    status = np.where(selected, np.where(valid, 0, 1), -1).astype(np.int8)
+    valid &= selected
+    outputs = {}
+    for name in task.stored_inputs:
+        array = np.asarray(results[name][ys, xs])
+        outputs[name] = array.reshape(n, *array.shape[2:])[valid]
+    return TileState(shape, valid, status, scan_status, outputs)
 
 
 def _read_images(task: TileTask, scan, valid: np.ndarray):
@@ -201,14 +225,14 @@ def _needs_images(stages) -> bool:
 
 def _tile_done(task: TileTask) -> bool:
     """The tile's ``chunk_done`` element (one small chunk read), in the store this task is for."""
-    return read_tile_done(task.results, *task.tile, task.store_id)
+    return read_tile_done(task.results, *task.tile, task.store_id, task.phase)
 
 
 def _skipped(task: TileTask):
     """A tile found done: a state that says so for the next group or, last group, the report."""
     shape = (task.ys[1] - task.ys[0], task.xs[1] - task.xs[0])
     if task.write:
-        return TileReport(task.tile, shape[0] * shape[1], 0, {}, os.getpid(), False, skipped=True)
+        return TileReport(task.tile, shape[0] * shape[1], 0, {}, os.getpid(), False, skipped=True, phase=task.phase)
     empty = np.zeros(0, np.int8)
     return TileState(shape, empty.astype(bool), empty, empty, skipped=True)
 
@@ -226,7 +250,7 @@ def run_tile_group(task: TileTask, state: TileState | None = None):
         state = _new_state(task, scan)
     images = _read_images(task, scan, state.valid) if need_images and state.valid.any() else None
     state.timings["read"] = state.timings.get("read", 0.0) + time.perf_counter() - t0
-    warm_key = (task.results, task.group)
+    warm_key = (task.results, task.phase, task.group)
     state.cold = state.cold or warm_key not in _WARM
     _WARM.add(warm_key)
 
@@ -261,7 +285,7 @@ def _write(task: TileTask, state: TileState) -> TileReport:
     sizes = dict(task.dim_sizes)
     arrays = {}
     for var in task.variables:
-        if var.name == "status":
+        if var.name == task.status_variable:
             full = state.status
         elif var.name == "scan_status":
             full = state.scan_status
@@ -270,6 +294,8 @@ def _write(task: TileTask, state: TileState) -> TileReport:
             if state.valid.any():
                 full[state.valid] = state.outputs[var.name]
         arrays[var.name] = full.reshape(cy, cx, *full.shape[1:])
-    write_tile(task.results, *task.tile, slice(*task.ys), slice(*task.xs), arrays, task.store_id)
+    write_tile(task.results, *task.tile, slice(*task.ys), slice(*task.xs), arrays, task.store_id, task.phase)
     state.timings["write"] = time.perf_counter() - t
-    return TileReport(task.tile, n, int(state.valid.sum()), dict(state.timings), os.getpid(), state.cold)
+    n_valid = int(state.valid.sum())  # late phases count the selected points as the tile's images
+    return TileReport(task.tile, n if task.phase == 1 else n_valid, n_valid, dict(state.timings), os.getpid(),
+                      state.cold, phase=task.phase)

@@ -14,6 +14,11 @@ Schema (see ``docs/workflow.md``)::
       - angles
 
 Relative paths are relative to the workflow file.
+
+Phases (:func:`workflow_steps`): every map stage without ``points`` runs in the first map phase,
+on every point; then, in workflow order, each reduce stage and each *late map phase*: consecutive
+map stages with the reserved key ``points: VARIABLE`` (a boolean per-point output of an earlier
+reduce stage), run only on the points where it is true.
 """
 from __future__ import annotations
 
@@ -29,10 +34,13 @@ import yaml
 
 from ..stages.base import BATCH_KEYS, StageSpec, get_stage, registered_stages
 
-__all__ = ["WorkflowError", "StageConfig", "Workflow", "load_workflow", "parse_workflow",
-           "DEFAULT_IMAGES_PER_TASK"]
+__all__ = ["WorkflowError", "StageConfig", "Workflow", "Step", "workflow_steps", "load_workflow",
+           "parse_workflow", "DEFAULT_IMAGES_PER_TASK", "POINTS_KEY"]
 
 DEFAULT_IMAGES_PER_TASK = 8
+
+#: the reserved stage key of a map stage that runs only on selected points (a late map phase)
+POINTS_KEY = "points"
 
 _TOP_KEYS: dict[str, tuple] = {
     "input": (str,),
@@ -57,10 +65,52 @@ class StageConfig:
 
     name: str
     params: dict
+    points: str | None = None  # map stages: run only where this reduce output is true (late phase)
 
     @property
     def spec(self) -> StageSpec:
         return get_stage(self.name)
+
+    def to_dict(self) -> dict:
+        params = _jsonable(self.params)
+        return {self.name: params if self.points is None else {**params, POINTS_KEY: self.points}}
+
+
+@dataclass
+class Step:
+    """One step of a run, in execution order: a map phase (``phase`` 1: every point; 2, 3 …:
+    late phases on the points where the reduce output ``points`` is true) or one reduce stage."""
+
+    kind: str  # "map" | "reduce"
+    stages: list
+    phase: int = 0  # map phases only
+    points: str | None = None
+
+    @property
+    def names(self) -> str:
+        return ", ".join(s.name for s in self.stages)
+
+
+def workflow_steps(stages: list[StageConfig]) -> list[Step]:
+    """The run's steps in execution order: map phase 1 (every map stage without ``points``), then
+    in workflow order each reduce stage and each late map phase (consecutive map stages with the
+    same ``points``, no reduce stage between them; map stages of phase 1 listed between them do
+    not split a late phase)."""
+    first = [s for s in stages if s.spec.kind == "map" and s.points is None]
+    steps = [Step("map", first, 1)] if first else []
+    late, phase = None, 1
+    for stage in stages:
+        if stage.spec.kind == "reduce":
+            steps.append(Step("reduce", [stage]))
+            late = None
+        elif stage.points is not None:
+            if late is not None and late.points == stage.points:
+                late.stages.append(stage)
+            else:
+                phase += 1
+                late = Step("map", [stage], phase, stage.points)
+                steps.append(late)
+    return steps
 
 
 @dataclass
@@ -85,7 +135,7 @@ class Workflow:
             "chunk": list(self.chunk) if self.chunk else None,
             "cluster": str(self.cluster) if self.cluster else None,
             "plugins": list(self.plugins),
-            "stages": [{s.name: _jsonable(s.params)} for s in self.stages],
+            "stages": [s.to_dict() for s in self.stages],
             "source": str(self.source) if self.source else None,
             "materials_file": str(self.materials_file) if self.materials_file else None,
             "energy_band_kev": list(self.energy_band_kev) if self.energy_band_kev else None,
@@ -281,6 +331,8 @@ def _parse_stage(item, index, where) -> StageConfig:
     else:
         raise WorkflowError(f"{where}stages[{index}] must be a stage name or "
                             f"`{{name: {{param: value}}}}`, got {item!r}")
+    overrides = dict(overrides)
+    points = overrides.pop(POINTS_KEY, None)
     registry = registered_stages()
     if name not in registry:
         raise WorkflowError(f"{where}unknown stage {name!r}{_did_you_mean(name, registry)}; "
@@ -302,7 +354,14 @@ def _parse_stage(item, index, where) -> StageConfig:
         spec.validate_params(params)
     except ValueError as err:
         raise WorkflowError(f"{where}{err}; fix it under `stages:` in the workflow") from None
-    return StageConfig(name, params)
+    if points is not None:
+        if spec.kind != "map":
+            raise WorkflowError(f"{where}stage {name!r}: `{POINTS_KEY}:` selects the points of a map stage; "
+                                f"{name!r} is a reduce stage (it runs once on the whole scan): remove it")
+        if not isinstance(points, str) or not points:
+            raise WorkflowError(f"{where}stage {name!r}: `{POINTS_KEY}:` must name a boolean per-point output "
+                                f"of an earlier reduce stage (e.g. `{POINTS_KEY}: selected_points`), got {points!r}")
+    return StageConfig(name, params, points)
 
 
 def _same_kind(default, value) -> bool:
@@ -314,39 +373,94 @@ def _same_kind(default, value) -> bool:
 
 
 def _check_stage_inputs(stages: list[StageConfig], where) -> None:
-    """Every stage's inputs come from the pipeline or an earlier stage; map stages never read
-    the outputs of reduce stages (those run after every tile), reduce stages never read images."""
-    from_map: set[str] = set()
-    from_reduce: set[str] = set()
+    """Every stage's inputs come from the pipeline or an earlier stage, and the phases can run
+    (:func:`workflow_steps`): a map stage of the first phase reads only the scan and other
+    first-phase outputs; a map stage with ``points`` reads those, the outputs of earlier late
+    phases and the per-point outputs of earlier reduce stages, and its ``points`` is a boolean
+    per-point output of an earlier reduce stage; reduce stages never read images."""
+    from_map: set[str] = set()  # first map phase
+    from_late: dict[str, StageConfig] = {}  # late map phases: output → its stage
+    from_reduce: dict[str, Any] = {}  # output → Variable
+    reduce_stage: dict[str, str] = {}
     seen_names: set[str] = set()
     producers: dict[str, str] = {}
     for name, spec in registered_stages().items():
         for out in spec.output_names:
             producers.setdefault(out, name)
+    if stages and not any(s.spec.kind == "map" and s.points is None for s in stages):
+        raise WorkflowError(f"{where}every map stage has `{POINTS_KEY}:`; the first map phase (every point) "
+                            "needs at least one map stage without it (the reduce stage that selects the points "
+                            "needs its outputs)")
     for stage in stages:
         if stage.name in seen_names:
             raise WorkflowError(f"{where}stage {stage.name!r} is listed twice")
         seen_names.add(stage.name)
         spec = stage.spec
-        available = (set(BATCH_KEYS) | from_map) if spec.kind == "map" else (from_map | from_reduce)
-        for arg, key in spec.inputs.items():
-            if key in available:
+        if spec.kind == "map" and stage.points is not None:
+            _check_points(stage, from_map, from_late, from_reduce, where)
+            per_point_reduce = {k for k, v in from_reduce.items() if v.per_point}
+            available = set(BATCH_KEYS) | from_map | set(from_late) | per_point_reduce
+        elif spec.kind == "map":
+            available = set(BATCH_KEYS) | from_map
+        else:
+            available = from_map | set(from_late) | set(from_reduce)
+        for key in [*spec.inputs.values(), *spec.optional_inputs.values()]:
+            required = key in spec.inputs.values()
+            if key in available or not (required or key in from_reduce or key in from_late):
                 continue
-            if key in from_reduce:
-                raise WorkflowError(f"{where}map stage {stage.name!r} needs {key!r}, the output of a reduce "
-                                    "stage, which runs after every tile; a map stage cannot use it")
-            if key in BATCH_KEYS:
-                raise WorkflowError(f"{where}reduce stage {stage.name!r} needs {key!r}: reduce stages read "
-                                    "earlier outputs from the results store, not the scan")
-            fix = (f"; add {producers[key]!r} before it" if key in producers
-                   else "; no registered stage produces it")
-            raise WorkflowError(f"{where}stage {stage.name!r} needs {key!r}, which no earlier "
-                                f"stage produces{fix}")
-        for out in spec.output_names:
-            if out in from_map | from_reduce or out in BATCH_KEYS:
-                raise WorkflowError(f"{where}stage {stage.name!r} produces {out!r}, "
+            _input_error(stage, key, from_late, from_reduce, reduce_stage, producers, where)
+        for out in spec.outputs:
+            if out.name in from_map | set(from_late) | set(from_reduce) or out.name in BATCH_KEYS:
+                raise WorkflowError(f"{where}stage {stage.name!r} produces {out.name!r}, "
                                     "which an earlier stage already produces")
-            (from_map if spec.kind == "map" else from_reduce).add(out)
+            if spec.kind == "reduce":
+                from_reduce[out.name], reduce_stage[out.name] = out, stage.name
+            elif stage.points is not None:
+                from_late[out.name] = stage
+            else:
+                from_map.add(out.name)
+
+
+def _check_points(stage: StageConfig, from_map, from_late, from_reduce, where) -> None:
+    """``points`` names a boolean per-point output (no extra dims) of an earlier reduce stage."""
+    points = stage.points
+    fix = f"; `{POINTS_KEY}:` names a boolean per-point output of an earlier reduce stage (e.g. selected_points " \
+          "of select_delegates)"
+    if points in from_map or points in from_late:
+        raise WorkflowError(f"{where}stage {stage.name!r}: {POINTS_KEY} {points!r} is the output of a map stage, "
+                            f"not of a reduce stage{fix}")
+    if points not in from_reduce:
+        raise WorkflowError(f"{where}stage {stage.name!r}: {POINTS_KEY} {points!r} is not written by any earlier "
+                            f"reduce stage{fix}")
+    var = from_reduce[points]
+    if not var.per_point or var.dims or var.dtype != "bool":
+        dims = ("y", "x", *var.dims) if var.per_point else var.dims
+        raise WorkflowError(f"{where}stage {stage.name!r}: {POINTS_KEY} {points!r} is {var.dtype} with dims "
+                            f"{dims}, not a boolean per-point (y, x) variable{fix}")
+
+
+def _input_error(stage, key, from_late, from_reduce, reduce_stage, producers, where):
+    spec = stage.spec
+    if spec.kind == "reduce" and key in BATCH_KEYS:
+        raise WorkflowError(f"{where}reduce stage {stage.name!r} needs {key!r}: reduce stages read "
+                            "earlier outputs from the results store, not the scan")
+    if key in from_reduce and stage.points is None:
+        raise WorkflowError(f"{where}map stage {stage.name!r} needs {key!r}, the output of reduce stage "
+                            f"{reduce_stage[key]!r}, which runs after the first map phase: give {stage.name!r} "
+                            f"`{POINTS_KEY}: VARIABLE` (a boolean per-point output of {reduce_stage[key]!r} or a "
+                            "later reduce stage) so that it runs in a late phase, after it")
+    if key in from_reduce:
+        raise WorkflowError(f"{where}map stage {stage.name!r} needs {key!r}, a scan-wide output of reduce stage "
+                            f"{reduce_stage[key]!r}; map stages read per-point (y, x, …) variables only")
+    if key in from_late:
+        late = from_late[key]
+        raise WorkflowError(f"{where}map stage {stage.name!r} needs {key!r}, the output of {late.name!r}, which "
+                            f"runs only on the points of {late.points!r} after a reduce stage: give "
+                            f"{stage.name!r} `{POINTS_KEY}: {late.points}` too")
+    fix = (f"; add {producers[key]!r} before it" if key in producers
+           else "; no registered stage produces it")
+    raise WorkflowError(f"{where}stage {stage.name!r} needs {key!r}, which no earlier "
+                        f"stage produces{fix}")
 
 
 def check_scan_store(path: Path, where: str = "") -> None:

@@ -271,6 +271,8 @@ BUILTIN_STAGES = (
     "laueflow.stages.strain:STAGE",
     "laueflow.stages.summary:STAGE",
     "laueflow.stages.segmentation:STAGE",
+    "laueflow.stages.delegates:SELECT_STAGE",
+    "laueflow.stages.delegates:MAP_STAGE",
 )
 
 _REGISTRY: dict[str, StageSpec] = {}

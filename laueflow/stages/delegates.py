@@ -1,0 +1,317 @@
+"""Delegate indexing: the indexing labeler of a segmentation (issue #13), two reduce stages.
+
+``select_delegates`` turns the clusters of ``segmentation`` into the points to index: each
+cluster's delegate (its point closest to the centroid) and ``check_points_per_cluster`` check
+points; a late map phase (``peaks``/``angles``/``index`` with ``points: selected_points``) then
+indexes only those ("delegates first"), or the whole scan was indexed before ("after full
+indexing"). ``delegate_map`` gives every point the orientation of its cluster's delegate's best
+grain, after checking the cluster's homogeneity on its check points.
+
+Check points are a uniform random sample of the cluster (fixed by ``seed``: the points with the
+smallest ``hash_uniform(y·nx + x, seed)``, the same whatever the chunking or the workers), not
+the delegate. A cluster whose points are a fraction ``f`` of another orientation is caught by
+``n`` check points with probability ``1 − (1 − f)ⁿ``: raise ``check_points_per_cluster`` for a
+stricter check. A check point agrees with its delegate when *any* of its indexed grains of the
+delegate's material is within ``max_misorientation_deg`` of the delegate's best grain (a point at
+a boundary shows both grains and its best may be the neighbour's).
+
+Status codes of ``delegate_map_status`` (:data:`DELEGATE_MAP_CODES`): 0 ok; 1 no_cluster (the point
+was not segmented); 2 delegate_not_indexed (the cluster's delegate has no grain, or the cluster
+none); 3 cluster_inhomogeneous (a check point differs by more than ``max_misorientation_deg``).
+Points with a non-zero code get NaN orientation and material −1.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..kernels.clustering import hash_uniform
+from ..physics.materials import get_materials
+from ..physics.symmetry import reduce_misorientation
+from .base import StageSpec, Variable
+
+__all__ = ["SELECT_STAGE", "MAP_STAGE", "select_delegates", "delegate_map", "DELEGATE_MAP_CODES",
+           "pick_check_points", "best_grains", "check_misorientations", "cluster_tables"]
+
+DELEGATE_MAP_CODES = {0: "ok", 1: "no_cluster", 2: "delegate_not_indexed", 3: "cluster_inhomogeneous"}
+ROLE_NONE, ROLE_DELEGATE, ROLE_CHECK = 0, 1, 2
+
+
+# --------------------------------------------------------------------------- select_delegates
+def _flat_index(block_info, nx: int) -> np.ndarray:
+    (y0, y1), (x0, x1) = block_info[0]["array-location"][:2]
+    yy, xx = np.mgrid[y0:y1, x0:x1]
+    return (yy * nx + xx).astype(np.int64)
+
+
+def pick_check_points(labels: np.ndarray, flat: np.ndarray, *, slots: int, n_check: int, seed: int,
+                      exclude: np.ndarray) -> np.ndarray:
+    """Per cluster the ``n_check`` points with the smallest hash key among ``labels`` (cluster
+    per point, −1: none) at flat indices ``flat`` (same shape), not in ``exclude``:
+    ``(slots, n_check, 2)`` float64 of ``[key, flat index]`` (key ``inf``: none)."""
+    labels, flat = np.ravel(labels), np.ravel(flat)
+    keep = (labels >= 0) & (labels < slots) & ~np.isin(flat, exclude)
+    labels, flat = labels[keep], flat[keep]
+    key = hash_uniform(flat, seed)
+    order = np.lexsort((flat, key, labels))  # by cluster, then key (ties: index)
+    labels, flat, key = labels[order], flat[order], key[order]
+    starts = np.searchsorted(labels, labels, side="left")
+    rank = np.arange(len(labels)) - starts
+    take = rank < n_check
+    out = np.full((slots, n_check, 2), np.inf)
+    out[labels[take], rank[take], 0] = key[take]
+    out[labels[take], rank[take], 1] = flat[take]
+    return out
+
+
+def _candidates_block(labels, *, slots, n_check, seed, nx, exclude, block_info=None):
+    picked = pick_check_points(labels, _flat_index(block_info, nx), slots=slots, n_check=n_check, seed=seed,
+                               exclude=exclude)
+    return picked[None, None]
+
+
+def merge_check_points(blocks: np.ndarray, n_check: int) -> np.ndarray:
+    """``(…, slots, n_check, 2)`` candidates of every block → ``(slots, n_check)`` int64 flat
+    indices of the ``n_check`` smallest keys per cluster (−1: none)."""
+    slots = blocks.shape[-3]
+    cand = np.moveaxis(blocks.reshape(-1, slots, n_check, 2), 1, 0).reshape(slots, -1, 2)
+    order = np.argsort(cand[..., 0], axis=1, kind="stable")[:, :n_check]
+    best = np.take_along_axis(cand, order[..., None], axis=1)
+    return np.where(np.isfinite(best[..., 0]), best[..., 1], -1).astype(np.int64)
+
+
+def _role_block(labels, *, nx, delegates, checks, block_info=None):
+    flat = _flat_index(block_info, nx)
+    role = np.zeros(labels.shape, np.int8)
+    role[np.isin(flat, checks)] = ROLE_CHECK
+    role[np.isin(flat, delegates)] = ROLE_DELEGATE
+    return role
+
+
+def select_delegates(cluster_label, delegate_y, delegate_x, *, client, writer, check_points_per_cluster: int = 2,
+                     seed: int = 0) -> dict:
+    """The points to index: every cluster's delegate and ``check_points_per_cluster`` check
+    points of the cluster (module docstring). ``cluster_label (y, x)`` lazy; ``delegate_y/x
+    (cluster)``. Writes ``selected_points (y, x)`` bool and ``point_role (y, x)`` int8."""
+    ny, nx = cluster_label.shape
+    dy, dx = (np.asarray(client.compute(a).result(), np.int64) for a in (delegate_y, delegate_x))
+    has = (dy >= 0) & (dx >= 0)
+    delegates = np.where(has, dy * nx + dx, -1)
+    slots = len(dy)
+    checks = np.full((slots, 0), -1, np.int64)
+    if check_points_per_cluster:
+        blocks = cluster_label.map_blocks(
+            _candidates_block, slots=slots, n_check=check_points_per_cluster, seed=seed, nx=nx,
+            exclude=delegates[has], dtype=np.float64, meta=np.zeros((0,) * 5), new_axis=[2, 3, 4],
+            chunks=((1,) * cluster_label.numblocks[0], (1,) * cluster_label.numblocks[1], (slots,),
+                    (check_points_per_cluster,), (2,)))
+        checks = merge_check_points(np.asarray(client.compute(blocks).result()), check_points_per_cluster)
+    role = cluster_label.map_blocks(_role_block, nx=nx, delegates=delegates[has], checks=checks[checks >= 0],
+                                    dtype=np.int8, meta=np.zeros((0, 0), np.int8))
+    writer.write("point_role", role)
+    writer.write("selected_points", role > 0)
+    n_checks = int((checks >= 0).sum())
+    return {"delegates": int(has.sum()), "check_points": n_checks, "selected": int(has.sum()) + n_checks,
+            "check_points_per_cluster": int(check_points_per_cluster), "seed": int(seed),
+            "log": [f"select_delegates: {int(has.sum())} delegates and {n_checks} check points selected "
+                    f"(of {ny * nx} points)"]}
+
+
+def check_select_params(params) -> None:
+    for name in ("check_points_per_cluster", "seed"):
+        v = params[name]
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise ValueError(f"{name} must be an integer ≥ 0, got {v!r}")
+
+
+# --------------------------------------------------------------------------- delegate_map
+def best_grains(orientation, material, matching_rate=None) -> np.ndarray:
+    """``(p,)`` index of each point's best grain — its highest matching rate among indexed
+    grains (material ≥ 0, finite orientation), the first indexed grain without matching rates —
+    or −1 when none is indexed. ``orientation (p, g, 3, 3)``, ``material (p, g)``."""
+    indexed = (np.asarray(material) >= 0) & np.isfinite(orientation).all(axis=(-2, -1))
+    if matching_rate is None:
+        score = np.where(indexed, -np.arange(indexed.shape[1]), -np.inf)
+    else:
+        rate = np.asarray(matching_rate, np.float64)
+        score = np.where(indexed & np.isfinite(rate), rate, np.where(indexed, -1.0, -np.inf))
+    best = np.argmax(score, axis=1)
+    return np.where(indexed.any(axis=1), best, -1)
+
+
+def check_misorientations(reference, reference_material, orientation, material, materials) -> np.ndarray:
+    """``(p,)`` deg: for each point, the smallest symmetry-reduced misorientation between
+    ``reference (p, 3, 3)`` (material ``reference_material (p,)``) and its indexed grains of that
+    material (``orientation (p, g, 3, 3)``, ``material (p, g)``); NaN where it has none."""
+    reference, orientation = np.asarray(reference, float), np.asarray(orientation, float)
+    material = np.asarray(material)
+    out = np.full(len(reference), np.nan)
+    eye = np.eye(3)
+    for m in np.unique(reference_material[reference_material >= 0]):
+        rows = np.flatnonzero(reference_material == m)
+        same = (material[rows] == m) & np.isfinite(orientation[rows]).all(axis=(-2, -1))
+        grains = np.where(same[..., None, None], orientation[rows], eye)
+        angle = reduce_misorientation(grains, reference[rows][:, None], materials[int(m)])
+        angle = np.where(same, angle, np.inf).min(axis=1)
+        out[rows] = np.where(np.isfinite(angle), angle, np.nan)
+    return out
+
+
+def cluster_tables(delegate_orientation, delegate_material, check_cluster, check_angle, slots: int,
+                   max_misorientation_deg: float) -> dict:
+    """Per cluster slot: ``check_max (slots,)`` the largest check-point misorientation (NaN: none
+    indexed), ``checked`` the number indexed, ``homogeneous`` (delegate indexed and no check
+    point beyond ``max_misorientation_deg``) and ``status`` (codes of :data:`DELEGATE_MAP_CODES`)."""
+    indexed = np.asarray(delegate_material) >= 0
+    check_max = np.full(slots, np.nan)
+    checked = np.zeros(slots, np.int32)
+    ok = np.isfinite(check_angle)
+    for k in np.unique(check_cluster[ok]):
+        angles = check_angle[ok & (check_cluster == k)]
+        check_max[k], checked[k] = angles.max(), len(angles)
+    beyond = np.nan_to_num(check_max, nan=0.0) > max_misorientation_deg
+    homogeneous = indexed & ~beyond
+    status = np.where(~indexed, 2, np.where(beyond, 3, 0)).astype(np.int8)
+    return {"check_max": check_max, "checked": checked, "homogeneous": homogeneous, "status": status}
+
+
+def _lookup_block(labels, *, table, fill):
+    padded = np.concatenate([table, np.full((1, *table.shape[1:]), fill, table.dtype)])
+    return padded[np.where(labels >= 0, labels, len(table))]
+
+
+def _gather(arrays: list, ys: np.ndarray, xs: np.ndarray, client) -> list:
+    """The values of lazy ``(y, x, …)`` arrays at the points ``(ys, xs)`` (numpy)."""
+    if not len(ys):
+        return [np.zeros((0, *a.shape[2:]), a.dtype) for a in arrays]
+    return [np.asarray(r) for r in client.gather(client.compute([a.vindex[ys, xs] for a in arrays]))]
+
+
+def delegate_map(cluster_label, delegate_y, delegate_x, orientation_matrix, grain_material, matching_rate=None,
+                 point_role=None, *, client, writer, materials, max_misorientation_deg: float = 1.0) -> dict:
+    """Every point: the orientation and material of its cluster's delegate's best grain, NaN
+    where the cluster is not homogeneous or its delegate not indexed (module docstring).
+    Inputs lazy from the results store; ``materials``: the scan's (by the prepare hook)."""
+    materials = get_materials(materials)
+    dy, dx = (np.asarray(client.compute(a).result(), np.int64) for a in (delegate_y, delegate_x))
+    slots = len(dy)
+    has = np.flatnonzero((dy >= 0) & (dx >= 0))
+    rates = [matching_rate] if matching_rate is not None else []
+    got = _gather([orientation_matrix, grain_material, *rates], dy[has], dx[has], client)
+    best = best_grains(got[0], got[1], got[2] if rates else None)
+    ref = np.full((slots, 3, 3), np.nan)
+    ref_material = np.full(slots, -1, np.int64)
+    found = best >= 0
+    ref[has[found]] = got[0][found, best[found]]
+    ref_material[has[found]] = got[1][found, best[found]]
+
+    check_cluster, check_angle = np.zeros(0, np.int64), np.zeros(0)
+    if point_role is not None:
+        ys, xs = (np.asarray(r, np.int64) for r in client.gather(client.compute(list(np.nonzero(point_role == ROLE_CHECK)))))
+        labels, orient, mats = _gather([cluster_label, orientation_matrix, grain_material], ys, xs, client)
+        labels = np.asarray(labels, np.int64)
+        inside = (labels >= 0) & (labels < slots)
+        check_cluster = labels[inside]
+        check_angle = check_misorientations(ref[check_cluster], ref_material[check_cluster], orient[inside],
+                                            mats[inside], materials)
+    tables = cluster_tables(ref, ref_material, check_cluster, check_angle, slots, max_misorientation_deg)
+    ok = tables["homogeneous"]
+    orientation_table = np.where(ok[:, None, None], ref, np.nan)
+    material_table = np.where(ok, ref_material, -1).astype(np.int16)
+
+    def lookup(table, fill, dtype, new_axis=None):
+        extra = table.shape[1:]
+        chunks = (*cluster_label.chunks, *((s,) for s in extra))
+        return cluster_label.map_blocks(_lookup_block, table=table, fill=fill, dtype=dtype, new_axis=new_axis,
+                                        chunks=chunks, meta=np.zeros((0,) * len(chunks), dtype))
+
+    writer.write("delegate_orientation", lookup(orientation_table, np.nan, np.float64, [2, 3]))
+    writer.write("delegate_material", lookup(material_table, -1, np.int16))
+    writer.write("delegate_map_status", lookup(tables["status"], 1, np.int8))
+    writer.write("cluster_check_misorientation_deg", tables["check_max"])
+    writer.write("cluster_homogeneous", ok)
+    writer.write("cluster_checked_points", tables["checked"])
+    sizes = np.asarray(client.compute((cluster_label[..., None] == np.arange(slots)).sum(axis=(0, 1))).result())
+    return _record(tables, sizes, has, max_misorientation_deg)
+
+
+def _record(tables: dict, sizes: np.ndarray, has: np.ndarray, threshold: float) -> dict:
+    used = np.zeros(len(sizes), bool)
+    used[has] = True
+    used &= sizes > 0
+    bad = [int(k) for k in np.flatnonzero(used & (tables["status"] == 3))]
+    unindexed = [int(k) for k in np.flatnonzero(used & (tables["status"] == 2))]
+    lines = [f"delegate_map: {int((used & tables['homogeneous']).sum())} of {int(used.sum())} clusters mapped "
+             f"({int(sizes[used & tables['homogeneous']].sum())} points)"]
+    for k in bad:
+        lines.append(f"delegate_map: cluster {k} is not homogeneous: a check point is "
+                     f"{tables['check_max'][k]:.2f}° from the delegate (> {threshold}°); its {int(sizes[k])} points "
+                     "get no orientation (delegate_map_status 3)")
+    for k in unindexed:
+        lines.append(f"delegate_map: cluster {k}'s delegate was not indexed; its {int(sizes[k])} points get no "
+                     "orientation (delegate_map_status 2)")
+    return {"clusters": int(used.sum()), "homogeneous": [int(k) for k in np.flatnonzero(used & tables["homogeneous"])],
+            "inhomogeneous": bad, "delegate_not_indexed": unindexed,
+            "points_unmapped": int(sizes[bad + unindexed].sum()) if bad + unindexed else 0,
+            "check_misorientation_deg": [None if not np.isfinite(v) else round(float(v), 4)
+                                         for v in tables["check_max"][used]],
+            "log": lines}
+
+
+def prepare_delegate_map(params: dict, context: dict) -> dict:
+    """Driver-side: the scan's materials (their symmetry reduces the misorientations)."""
+    if not context.get("materials"):
+        raise ValueError("delegate_map needs the scan's materials (grain_material indexes them); "
+                         "re-ingest the scan with --material NAME")
+    return {**params, "materials": list(context["materials"])}
+
+
+def check_map_params(params) -> None:
+    v = params["max_misorientation_deg"]
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+        raise ValueError(f"max_misorientation_deg must be a number > 0 (degrees), got {v!r}")
+
+
+# --------------------------------------------------------------------------- declarations
+_SCAN = dict(per_point=False)
+
+SELECT_STAGE = StageSpec(
+    name="select_delegates",
+    kind="reduce",
+    func=select_delegates,
+    inputs={"cluster_label": "cluster_label", "delegate_y": "delegate_y", "delegate_x": "delegate_x"},
+    outputs=(
+        Variable("selected_points", (), "bool", False, "1",
+                 "point to index in a late map phase (`points: selected_points`): a delegate or a check point"),
+        Variable("point_role", (), "int8", 0, "1", "0 not selected, 1 its cluster's delegate, 2 a check point"),
+    ),
+    params={"check_points_per_cluster": 2, "seed": 0},
+    check=check_select_params,
+    description="the points to index: each cluster's delegate and a few random check points of the cluster",
+)
+
+MAP_STAGE = StageSpec(
+    name="delegate_map",
+    kind="reduce",
+    func=delegate_map,
+    inputs={"cluster_label": "cluster_label", "delegate_y": "delegate_y", "delegate_x": "delegate_x",
+            "orientation_matrix": "orientation_matrix", "grain_material": "grain_material"},
+    optional_inputs={"matching_rate": "matching_rate", "point_role": "point_role"},
+    outputs=(
+        Variable("delegate_orientation", ("i3", "j3"), "float64", float("nan"), "1",
+                 "UB of the point's cluster's delegate's best grain (NaN: delegate_map_status ≠ 0)"),
+        Variable("delegate_material", (), "int16", -1, "1", "material index of that grain (-1: none)"),
+        Variable("delegate_map_status", (), "int8", 1, "1",
+                 "0 ok, 1 no_cluster, 2 delegate_not_indexed, 3 cluster_inhomogeneous"),
+        Variable("cluster_check_misorientation_deg", ("cluster",), "float64", float("nan"), "deg",
+                 "largest misorientation of the cluster's indexed check points from its delegate's best grain "
+                 "(symmetry-reduced; NaN: none)", **_SCAN),
+        Variable("cluster_homogeneous", ("cluster",), "bool", False, "1",
+                 "delegate indexed and every indexed check point within max_misorientation_deg", **_SCAN),
+        Variable("cluster_checked_points", ("cluster",), "int32", 0, "1",
+                 "check points of the cluster that were indexed", **_SCAN),
+    ),
+    params={"max_misorientation_deg": 1.0},
+    prepare=prepare_delegate_map,
+    check=check_map_params,
+    description="indexing labeler: each point gets its cluster's delegate's orientation (homogeneity checked)",
+)

@@ -1,0 +1,161 @@
+"""select_delegates and delegate_map on hand-made arrays (a real in-process Dask client)."""
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import pytest
+from distributed import Client
+from scipy.spatial.transform import Rotation
+
+from laueflow.physics.materials import get_material
+from laueflow.physics.symmetry import reduce_misorientation, rotation_operators
+from laueflow.stages.delegates import (delegate_map, merge_check_points, pick_check_points,
+                                       prepare_delegate_map, select_delegates)
+
+NY, NX = 4, 6
+
+
+class Capture:
+    """A reduce writer that keeps what it is given (computed), for assertions."""
+
+    def __init__(self):
+        self.written = {}
+
+    def write(self, name, array):
+        self.written[name] = np.asarray(array.compute() if hasattr(array, "compute") else array)
+
+
+@pytest.fixture(scope="module")
+def client():
+    with Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=":0") as c:
+        yield c
+
+
+def _labels():
+    labels = np.where(np.arange(NX)[None, :] < 3, 0, 1).repeat(NY, axis=0).astype(np.int32)
+    labels[0, 0] = -1  # not segmented
+    labels[3, 5] = 2  # a one-point cluster
+    return labels
+
+
+DELEGATE_Y = np.array([1, 2, 3, -1], np.int32)
+DELEGATE_X = np.array([1, 4, 5, -1], np.int32)
+
+
+@pytest.mark.parametrize("chunks", [(1, 6), (2, 3), (4, 6)])
+def test_select_delegates_picks_the_delegate_and_check_points_of_each_cluster(client, chunks):
+    labels = _labels()
+    out = Capture()
+    info = select_delegates(da.from_array(labels, chunks=chunks), da.from_array(DELEGATE_Y), da.from_array(DELEGATE_X),
+                            client=client, writer=out, check_points_per_cluster=2, seed=7)
+    role = out.written["point_role"]
+    np.testing.assert_array_equal(out.written["selected_points"], role > 0)
+    for k in range(3):
+        assert role[DELEGATE_Y[k], DELEGATE_X[k]] == 1
+        checks = (role == 2) & (labels == k)
+        assert checks.sum() == min(2, (labels == k).sum() - 1)  # the one-point cluster has none
+    assert ((role > 0) & (labels < 0)).sum() == 0 and (role == 2).sum() == 4
+    assert info["delegates"] == 3 and info["check_points"] == 4
+    if chunks == (1, 6):
+        test_select_delegates_picks_the_delegate_and_check_points_of_each_cluster.reference = role
+    else:  # the same points whatever the chunking
+        np.testing.assert_array_equal(role, test_select_delegates_picks_the_delegate_and_check_points_of_each_cluster.reference)
+
+
+def test_check_points_are_the_smallest_keys_merged_over_blocks():
+    labels = np.array([0, 0, 0, 1, 1, -1])
+    flat = np.arange(6)
+    whole = merge_check_points(pick_check_points(labels, flat, slots=2, n_check=2, seed=1, exclude=np.array([0])), 2)
+    halves = np.stack([pick_check_points(labels[i:i + 3], flat[i:i + 3], slots=2, n_check=2, seed=1,
+                                         exclude=np.array([0])) for i in (0, 3)])
+    np.testing.assert_array_equal(merge_check_points(halves, 2), whole)
+    assert sorted(whole[0]) == [1, 2] and sorted(whole[1]) == [3, 4]
+
+
+def test_select_delegates_only_delegates(client):
+    out = Capture()
+    select_delegates(da.from_array(_labels(), chunks=(2, 3)), da.from_array(DELEGATE_Y), da.from_array(DELEGATE_X),
+                     client=client, writer=out, check_points_per_cluster=0)
+    assert (out.written["point_role"] == 1).sum() == 3 and (out.written["point_role"] == 2).sum() == 0
+
+
+def _rot(axis, deg):
+    return Rotation.from_rotvec(np.deg2rad(deg) * np.asarray(axis, float) / np.linalg.norm(axis)).as_matrix()
+
+
+def test_delegate_map_homogeneous_inhomogeneous_and_unindexed_clusters(client):
+    cu = get_material("Cu")
+    labels = _labels()
+    r0 = _rot([1, 2, 3], 40)
+    r1 = _rot([3, -1, 2], 70)
+    orientation = np.full((NY, NX, 2, 3, 3), np.nan)
+    material = np.full((NY, NX, 2), -1, np.int16)
+    rate = np.full((NY, NX, 2), np.nan, np.float32)
+    role = np.zeros((NY, NX), np.int8)
+    # cluster 0: the delegate's best grain (highest matching rate) is its second one, r0
+    orientation[1, 1] = [_rot([0, 0, 1], 25) @ r0, r0]
+    material[1, 1], rate[1, 1] = 0, [30.0, 80.0]
+    # its check points: one 0.3° off and described by a symmetry-equivalent matrix, one that
+    # shows a neighbour's grain first and r0 second (a boundary point)
+    cubic = rotation_operators(cu)[5]
+    orientation[2, 0, 0] = _rot([1, 0, 0], 0.3) @ r0 @ cubic
+    material[2, 0, 0], rate[2, 0, 0] = 0, 60.0
+    orientation[3, 2] = [r1, _rot([0, 1, 0], 0.2) @ r0]
+    material[3, 2], rate[3, 2] = 0, [70.0, 40.0]
+    role[1, 1], role[2, 0], role[3, 2] = 1, 2, 2
+    # cluster 1: a check point 10° from the delegate
+    orientation[2, 4, 0], material[2, 4, 0], rate[2, 4, 0] = r1, 0, 90.0
+    orientation[0, 3, 0], material[0, 3, 0], rate[0, 3, 0] = _rot([0, 1, 1], 10) @ r1, 0, 90.0
+    orientation[1, 5, 0], material[1, 5, 0], rate[1, 5, 0] = r1, 0, 90.0
+    role[2, 4], role[0, 3], role[1, 5] = 1, 2, 2
+    # cluster 2: its only point, the delegate, not indexed
+    role[3, 5] = 1
+
+    def lazy(a):
+        return da.from_array(a, chunks=(2, 3, *a.shape[2:]))
+
+    out = Capture()
+    params = prepare_delegate_map({"max_misorientation_deg": 1.0}, {"materials": ["Cu"]})
+    info = delegate_map(lazy(labels), da.from_array(DELEGATE_Y), da.from_array(DELEGATE_X), lazy(orientation),
+                        lazy(material), lazy(rate), lazy(role), client=client, writer=out, **params)
+    w = out.written
+    status = w["delegate_map_status"]
+    assert status[0, 0] == 1 and (status[labels == 0] == 0).all()
+    assert (status[labels == 1] == 3).all() and status[3, 5] == 2
+    np.testing.assert_array_equal(w["delegate_orientation"][labels == 0], np.broadcast_to(r0, ((labels == 0).sum(), 3, 3)))
+    assert np.isnan(w["delegate_orientation"][labels != 0]).all()
+    assert (w["delegate_material"][labels == 0] == 0).all() and (w["delegate_material"][labels != 0] == -1).all()
+    mis = w["cluster_check_misorientation_deg"]
+    assert mis[0] == pytest.approx(0.3, abs=1e-6) and mis[1] == pytest.approx(10.0, abs=1e-6)
+    assert np.isnan(mis[2:]).all()
+    np.testing.assert_array_equal(w["cluster_homogeneous"], [True, False, False, False])
+    np.testing.assert_array_equal(w["cluster_checked_points"], [2, 2, 0, 0])
+    assert info["inhomogeneous"] == [1] and info["delegate_not_indexed"] == [2]
+    assert info["points_unmapped"] == (labels == 1).sum() + 1
+    assert any("cluster 1 is not homogeneous" in line and f"its {(labels == 1).sum()} points" in line
+               for line in info["log"])
+    # the symmetry-equivalent matrix really is ~120° apart before the reduction
+    assert np.rad2deg(np.arccos((np.trace(r0.T @ orientation[2, 0, 0]) - 1) / 2)) > 5
+    assert reduce_misorientation(orientation[2, 0, 0], r0, cu) == pytest.approx(0.3, abs=1e-6)
+
+
+def test_delegate_map_without_check_points_uses_the_delegates_only(client):
+    labels = _labels()
+    orientation = np.full((NY, NX, 1, 3, 3), np.nan)
+    material = np.full((NY, NX, 1), -1, np.int16)
+    r = _rot([1, 1, 0], 33)
+    for k in range(2):
+        orientation[DELEGATE_Y[k], DELEGATE_X[k], 0], material[DELEGATE_Y[k], DELEGATE_X[k], 0] = r, 0
+    out = Capture()
+    delegate_map(da.from_array(labels, chunks=(1, 6)), da.from_array(DELEGATE_Y), da.from_array(DELEGATE_X),
+                 da.from_array(orientation, chunks=(1, 6, 1, 3, 3)), da.from_array(material, chunks=(1, 6, 1)),
+                 client=client, writer=out, materials=["Cu"])
+    status = out.written["delegate_map_status"]
+    assert (status[(labels == 0) | (labels == 1)] == 0).all() and status[3, 5] == 2
+    assert (out.written["cluster_checked_points"] == 0).all()
+    np.testing.assert_array_equal(out.written["cluster_homogeneous"], [True, True, False, False])
+
+
+def test_delegate_map_needs_the_scan_materials():
+    with pytest.raises(ValueError, match="needs the scan's materials"):
+        prepare_delegate_map({"max_misorientation_deg": 1.0}, {"materials": []})

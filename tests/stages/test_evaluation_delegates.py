@@ -1,0 +1,44 @@
+"""The delegate_map metric of `laueflow evaluate` on hand-made stores' arrays."""
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from laueflow.physics.materials import get_material
+from laueflow.physics.symmetry import rotation_operators
+from laueflow.stages.evaluation.delegates import delegate_map_metrics
+from laueflow.stages.evaluation.metrics import StoreArrays
+
+
+def _rot(axis, deg):
+    return Rotation.from_rotvec(np.deg2rad(deg) * np.asarray(axis, float) / np.linalg.norm(axis)).as_matrix()
+
+
+def test_fractions_and_medians_against_truth_and_indexing():
+    r = _rot([1, 2, 3], 50)
+    cubic = rotation_operators(get_material("Cu"))[7]
+    truth_ub = np.full((2, 2, 2, 3, 3), np.nan)
+    truth_ub[..., 0, :, :] = r
+    truth_ub[1, 1, 0] = _rot([0, 0, 1], 30) @ r  # another grain here
+    truth = StoreArrays({"grain_map": np.array([[0, 0], [0, 1]]), "grain_id": np.array([[[0, -1], [0, -1]],
+                                                                                       [[0, -1], [1, -1]]]),
+                         "orientation_matrix": truth_ub, "grain_material": np.zeros((2, 2, 2), np.int16)},
+                        {"materials": ["Cu"]})
+    delegate = np.broadcast_to(r, (2, 2, 3, 3)).copy()
+    delegate[0, 1] = _rot([1, 0, 0], 0.5) @ r @ cubic  # 0.5° off, a symmetry-equivalent description
+    delegate[1, 0] = np.nan  # unmapped
+    material = np.array([[0, 0], [-1, 0]], np.int16)
+    full = np.full((2, 2, 2, 3, 3), np.nan)
+    full[:, :, 1] = r  # the best grain is the second (matching rate)
+    full[:, :, 0] = _rot([0, 1, 0], 20) @ r
+    results = StoreArrays({"delegate_orientation": delegate, "delegate_material": material,
+                           "delegate_map_status": np.array([[0, 0], [3, 0]], np.int8),
+                           "orientation_matrix": full, "grain_material": np.zeros((2, 2, 2), np.int16),
+                           "matching_rate": np.tile(np.array([40.0, 90.0], np.float32), (2, 2, 1))},
+                          {"materials": ["Cu"]})
+    s = delegate_map_metrics(results, truth, {})["summary"]
+    assert s["points_with_truth"] == 4 and s["points_mapped"] == 3
+    assert s["fraction_within_1deg_of_truth"] == 0.5  # (0,0) and (0,1); (1,0) unmapped, (1,1) 30° off
+    assert s["misorientation_vs_truth_median_deg"] == pytest.approx(0.5, abs=1e-6)
+    assert s["points_inhomogeneous_cluster"] == 1
+    assert s["points_compared_with_indexing"] == 3 and s["fraction_within_1deg_of_indexing"] == 1.0
+    assert s["indexing_fraction_within_1deg_of_truth"] == 0.75
