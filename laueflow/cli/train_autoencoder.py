@@ -78,10 +78,11 @@ def run_train_autoencoder(args) -> int:
     if train_scans == 0 and not args.scan:
         raise ValueError("nothing to train on: give --train-scans > 0 or --scan ZARR")
     t0 = time.perf_counter()
-    init_state, preprocess = None, dict(PREPROCESS_DEFAULTS)
+    init_state, preprocess, architecture = None, dict(PREPROCESS_DEFAULTS), {}
     if args.init:
         init_model = load_autoencoder(args.init, check_hash=False)
         init_state, preprocess = init_model.state_dict(), dict(autoencoder_metadata(args.init)["preprocess"])
+        architecture = {"batch_norm": init_model.batch_norm, "decoder_widths": init_model.decoder_widths}
         if init_model.latent_size != args.latent_size:
             raise ValueError(f"--init has {init_model.latent_size} features; pass --latent-size {init_model.latent_size}")
     base = args.seed * 10000
@@ -110,7 +111,7 @@ def run_train_autoencoder(args) -> int:
     model, hist = train_autoencoder(np.concatenate(parts), val_sets, seed=args.seed, epochs=args.epochs,
                                     batch_size=args.batch_size, lr=args.lr, lr_min=args.lr_min, threads=args.threads,
                                     latent_size=args.latent_size, spot_weight=args.spot_weight,
-                                    init_state=init_state, log=_log)
+                                    init_state=init_state, log=_log, **architecture)
     argv = sys.argv[1:]
     rest = argv[argv.index("autoencoder") + 1:] if "autoencoder" in argv else argv
     best = next(r for r in hist["epochs"] if r["epoch"] == hist["best_epoch"])

@@ -1,23 +1,31 @@
 """Convolutional autoencoder of Laue images (Song, Tamura et al., ALS 12.3.2): 128×128 → M features.
 
-Architecture (``widths = (4, 8, 16, 32, 64)``, ``latent_size M = 256``):
+Architecture (encoder ``widths = (4, 8, 16, 32, 64)``, ``latent_size M = 256``):
 
-- **encoder**: five blocks ``Conv2d 3×3 (padding 1) → ReLU → MaxPool 2×2`` (128 → 4 px), then a
-  ``4×4`` convolution without padding to the ``1 × 1 × M`` bottleneck (linear: the features);
-- **decoder** (mirror): ``ConvTranspose2d 4×4`` (1 → 4 px), then five ``ConvTranspose2d 4×4,
-  stride 2, padding 1`` (each doubles the size) with ReLU between, sigmoid output;
+- **encoder**: five blocks ``Conv2d 3×3 (padding 1) → BatchNorm → ReLU → MaxPool 2×2`` (128 → 4
+  px), then a ``4×4`` convolution without padding to the ``1 × 1 × M`` bottleneck (linear: the
+  features);
+- **decoder**: ``ConvTranspose2d 4×4`` (1 → 4 px), then five ``ConvTranspose2d 4×4, stride 2,
+  padding 1`` (each doubles the size; widths ``DECODER_WIDTHS = (128, 64, 32, 16, 8)``, wider
+  than the encoder's mirror, which did not learn to reconstruct in the CPU budget) with batch
+  norm and ReLU between, sigmoid output (last bias −3.5: the mean of a sparse image);
 - 20 % dropout on the bottleneck during training (``dropout``); none at inference.
 
 Trained with binary cross-entropy on images in ``[0, 1]`` (:mod:`laueflow.kernels.downsample`),
-MSE monitored. Light on purpose: the encoder costs ≈ 11 MFLOP per image (the feature stage's
-≥ 200 images/s on 2 CPU cores, ``benchmarks/results.md``). Weights and their preprocessing ship
-in ``laueflow/data/autoencoder.pt`` + ``.json`` (:mod:`laueflow.io.model_files`).
+MSE monitored. The encoder is light on purpose (≈ 11 MFLOP per image: the feature stage's
+≥ 200 images/s on 2 CPU cores, ``benchmarks/results.md``); 986,529 parameters in all (3.9 MB).
+Weights and their preprocessing ship in ``laueflow/data/autoencoder.pt`` + ``.json``
+(:mod:`laueflow.io.model_files`); measurements in ``docs/features.md``.
 """
 from __future__ import annotations
+
+import weakref
 
 import numpy as np
 import torch
 from torch import nn
+
+from .spotcnn import _fold_batchnorm, _parameters_version
 
 __all__ = ["WIDTHS", "LATENT_SIZE", "INPUT_SIZE", "LaueAutoencoder", "encode_images", "count_parameters"]
 
@@ -98,10 +106,26 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+_CPU_ENCODERS: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
+
+
+def _cpu_encoder(model: LaueAutoencoder) -> nn.Module:
+    """The encoder of ``model`` with batch norm folded into its convolutions, channels-last
+    (same features to float32 rounding), built once per model and rebuilt if its weights change."""
+    version = _parameters_version(model)
+    cached = _CPU_ENCODERS.get(model)
+    if cached is None or cached[0] != version:
+        encoder = _fold_batchnorm(nn.Sequential(model.encoder)).to(memory_format=torch.channels_last)
+        cached = (version, encoder)
+        _CPU_ENCODERS[model] = cached
+    return cached[1]
+
+
 def encode_images(model: LaueAutoencoder, images, *, batch_size: int = 256) -> np.ndarray:
     """Features ``(n, latent_size)`` float32 of preprocessed images ``(n, 128, 128)`` (numpy), in
     batches on the model's device (eval mode, no dropout). On the CPU in chunks of
-    ≤ :data:`CPU_CHUNK` images, channels-last (≈1.6× faster than the default layout)."""
+    ≤ :data:`CPU_CHUNK` images, batch norm folded, channels-last (faster; same features to
+    float32 rounding)."""
     device = next(model.parameters()).device
     x = torch.as_tensor(np.asarray(images, dtype=np.float32))
     out = np.empty((len(x), model.latent_size), np.float32)
@@ -110,12 +134,13 @@ def encode_images(model: LaueAutoencoder, images, *, batch_size: int = 256) -> n
     was_training = model.training
     model.eval()
     try:
+        encoder = _cpu_encoder(model) if cpu else model.encoder
         with torch.inference_mode():
             for lo in range(0, len(x), step):
-                xb = x[lo:lo + step].to(device, non_blocking=True)[:, None]
+                xb = model._as_batch(x[lo:lo + step].to(device, non_blocking=True))
                 if cpu:
                     xb = xb.contiguous(memory_format=torch.channels_last)
-                out[lo:lo + len(xb)] = model.encode(xb).float().cpu().numpy()
+                out[lo:lo + len(xb)] = encoder(xb).flatten(1).float().cpu().numpy()
     finally:
         model.train(was_training)
     return out
