@@ -8,11 +8,11 @@ import time
 
 import numpy as np
 
-from ..io.model_files import autoencoder_metadata, load_autoencoder, save_autoencoder
-from ..kernels.downsample import PREPROCESS_DEFAULTS
-from ..pipeline.feature_data import images_from_scan_zarr
-from ..stages.autoencoder_training import TRAIN_DEFAULTS as D, train_autoencoder
-from ..synth.training_frames import HELD_OUT_MATERIAL, TRAINING_MATERIALS, training_images
+from ..stages.autoencoder_training import TRAIN_DEFAULTS as D
+
+#: = laueflow.synth.training_frames.HELD_OUT_MATERIAL (not imported here: `laueflow --help` stays
+#: fast; tests/cli/test_cli_train_autoencoder.py checks they agree)
+HELD_OUT_MATERIAL = "Sn"
 
 EXAMPLE = f"""\
 examples:
@@ -23,9 +23,9 @@ examples:
                                                            # `features: {{model: tuned.pt}}` in a workflow)
 
 Training data: one small random simulated scan per seed (SEED*10000 + 0 … train_scans−1: a random
-material among {', '.join(TRAINING_MATERIALS)};
-1–10 grains, twins, sub-grains, second phases or a Si substrate, strain, noise and intensity
-levels drawn per scan), preprocessed like real frames. Validation: scans of the same materials with
+material of the library but {HELD_OUT_MATERIAL} (laueflow/synth/training_frames.py); 1–10 grains, twins,
+sub-grains, second phases or a Si substrate, strain, noise and intensity levels drawn per scan),
+preprocessed like real frames. Validation: scans of the same materials with
 seeds SEED*10000 + 5000 …; held-out evaluation: scans of {HELD_OUT_MATERIAL} (never in training), seeds
 SEED*10000 + 8000 …. The json next to the weights records the sha256, this command, the seed, the
 torch version and both losses. Bit-identical on the CPU for the same command, seed, --threads and
@@ -72,6 +72,13 @@ def _log(message: str) -> None:
 
 
 def run_train_autoencoder(args) -> int:
+    # deferred: synth imports xarray/scipy (~1–2 s), not needed for `laueflow --help`
+    from ..io.model_files import autoencoder_metadata, load_autoencoder, save_autoencoder
+    from ..kernels.downsample import PREPROCESS_DEFAULTS
+    from ..pipeline.feature_data import images_from_scan_zarr
+    from ..stages.autoencoder_training import train_autoencoder
+    from ..synth.training_frames import TRAINING_MATERIALS, training_images
+
     train_scans = args.train_scans if args.train_scans is not None else (0 if args.scan else 60)
     if train_scans < 0 or train_scans > 5000:
         raise ValueError("--train-scans must be in 0 … 5000 (validation seeds start at SEED*10000 + 5000)")

@@ -20,6 +20,11 @@ def test_help_has_examples(capsys):
     assert "laueflow train autoencoder --out laueflow/data/autoencoder.pt --seed 0" in out
     assert "--init" in out and "--scan" in out and "held-out" in out
 
+    from laueflow.cli.train_autoencoder import HELD_OUT_MATERIAL
+    from laueflow.synth import training_frames
+
+    assert HELD_OUT_MATERIAL == training_frames.HELD_OUT_MATERIAL  # the help names the right one
+
 
 def test_fine_tune_on_a_scan_store(tmp_path, capsys):
     from laueflow.cli.main import main
