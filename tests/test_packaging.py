@@ -16,7 +16,8 @@ import laueflow
 
 PACKAGE = Path(laueflow.__file__).resolve().parent
 REPO = PACKAGE.parent
-DATA_FILES = ("laueflow/data/spotcnn.pt", "laueflow/data/spotcnn.json", "laueflow/data/materials.yaml")
+DATA_FILES = ("laueflow/data/spotcnn.pt", "laueflow/data/spotcnn.json", "laueflow/data/materials.yaml",
+              "laueflow/data/autoencoder.pt", "laueflow/data/autoencoder.json")
 
 
 @pytest.fixture(scope="module")

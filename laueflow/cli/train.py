@@ -19,7 +19,7 @@ from ..physics.simulate import DEFAULT_ENERGY_BAND_KEV
 from .main import UserError, main
 
 #: modules providing ``add_train_target(train_subparsers)``, in ``laueflow train --help`` order
-TRAIN_TARGETS = ["laueflow.cli.train", "laueflow.cli.train_spots"]
+TRAIN_TARGETS = ["laueflow.cli.train", "laueflow.cli.train_spots", "laueflow.cli.train_autoencoder"]
 
 EXAMPLE = """\
 examples:
@@ -40,7 +40,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "train", help="train models used by the pipeline (indexer, …)",
         description="Train a model on simulated data and store it in the model cache.",
         epilog="examples:\n  laueflow train indexer --material Cu --calibration demo/calib.det\n"
-               "  laueflow train spots --out my-spotcnn.pt --seed 0      # or fine-tune on your scan.zarr",
+               "  laueflow train spots --out my-spotcnn.pt --seed 0      # or fine-tune on your scan.zarr\n"
+               "  laueflow train autoencoder --out laueflow/data/autoencoder.pt --seed 0",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     targets = parser.add_subparsers(dest="target", metavar="TARGET")
     for name in TRAIN_TARGETS:

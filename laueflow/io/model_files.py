@@ -1,8 +1,11 @@
-"""Model weight files: file hashes, the spot CNN's shipped weights, saving trained weights.
+"""Model weight files: file hashes, the spot CNN's and the autoencoder's shipped weights, saving
+trained weights.
 
 ``laueflow/data/spotcnn.pt`` (a torch ``state_dict``) ships with ``spotcnn.json`` next to it
 (sha256 of the ``.pt``, the command and seed that produced it, training data summary);
-:func:`load_spotcnn` refuses a weights file whose sha256 differs from the recorded one. The
+:func:`load_spotcnn` refuses a weights file whose sha256 differs from the recorded one;
+``autoencoder.pt`` + ``autoencoder.json`` (also its architecture and preprocessing) likewise
+(:func:`load_autoencoder`). The
 LaueNN indexer files are in :mod:`laueflow.io.indexer_files`.
 """
 from __future__ import annotations
@@ -14,7 +17,8 @@ import os
 from pathlib import Path
 
 __all__ = ["WeightsHashError", "file_sha256", "default_spotcnn_path", "spotcnn_expected_sha256",
-           "check_spotcnn_file", "load_spotcnn", "save_spotcnn"]
+           "check_spotcnn_file", "load_spotcnn", "save_spotcnn", "default_autoencoder_path", "autoencoder_metadata",
+           "check_autoencoder_file", "load_autoencoder", "save_autoencoder"]
 
 
 class WeightsHashError(RuntimeError):
@@ -94,5 +98,77 @@ def save_spotcnn(model, path, *, metadata: dict) -> dict:
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({k: v.cpu() for k, v in model.state_dict().items()}, path)
     meta = {"sha256": file_sha256(path), "parameters": count_parameters(model), **metadata}
+    path.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+# --------------------------------------------------------------------------- autoencoder
+def default_autoencoder_path() -> Path:
+    """The shipped autoencoder weights (package data; ``autoencoder.json`` next to it)."""
+    return Path(__file__).resolve().parent.parent / "data" / "autoencoder.pt"
+
+
+def autoencoder_metadata(path: str | os.PathLike) -> dict:
+    """The json next to an autoencoder weights file (sha256, architecture, preprocessing …)."""
+    meta = Path(path).with_suffix(".json")
+    if not meta.is_file():
+        raise WeightsHashError(f"{path}: no {meta.name} next to it (sha256, architecture and preprocessing "
+                               "are recorded there); write weights with `laueflow train autoencoder`")
+    return json.loads(meta.read_text())
+
+
+def check_autoencoder_file(path: str | os.PathLike) -> dict:
+    """``path`` exists and matches the sha256 in its json; returns the json (raises with the fix)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"autoencoder weights not found: {path} (re-install laueflow, or train them "
+                                "with `laueflow train autoencoder --out FILE.pt`)")
+    meta = autoencoder_metadata(path)
+    actual = file_sha256(path)
+    if actual != meta.get("sha256"):
+        raise WeightsHashError(
+            f"{path}: sha256 {actual[:16]}… does not match the recorded {str(meta.get('sha256'))[:16]}… — the "
+            "weights file was modified or replaced; re-install laueflow or retrain with `laueflow train autoencoder`")
+    return meta
+
+
+def load_autoencoder(path=None, device: str = "cpu", *, check_hash: bool = True):
+    """A :class:`~laueflow.models.autoencoder.LaueAutoencoder` in eval mode on ``device`` from a
+    weights file (default: the shipped one) after checking its sha256. The model carries
+    ``preprocess`` (the :func:`~laueflow.kernels.downsample.preprocess_frames` parameters it was
+    trained with) and ``sha256``; on the CPU its weights are channels-last (faster, same values)."""
+    import torch  # deferred: torch is heavy
+
+    from ..models.autoencoder import LaueAutoencoder  # deferred: imports torch
+
+    path = Path(path) if path is not None else default_autoencoder_path()
+    meta = check_autoencoder_file(path) if check_hash else autoencoder_metadata(path)
+    config = meta["config"]
+    model = LaueAutoencoder(latent_size=config["latent_size"], widths=config["widths"],
+                            dropout=config.get("dropout", 0.2), input_size=config["input_size"],
+                            batch_norm=config.get("batch_norm", False), decoder_widths=config.get("decoder_widths"))
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    model.eval()
+    model.preprocess = dict(meta["preprocess"])
+    model.sha256 = meta["sha256"]
+    model = model.to(torch.device(device))
+    if torch.device(device).type == "cpu":
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def save_autoencoder(model, path, *, preprocess: dict, metadata: dict) -> dict:
+    """Write ``model``'s ``state_dict`` to ``path`` and its json (sha256, architecture, parameter
+    count, ``preprocess``, ``metadata``) next to it; returns the json."""
+    import torch  # deferred: torch is heavy
+
+    from ..models.autoencoder import count_parameters  # deferred: imports torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    torch.save(state, path)
+    meta = {"sha256": file_sha256(path), "parameters": count_parameters(model), "config": model.config(),
+            "preprocess": dict(preprocess), **metadata}
     path.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta

@@ -11,8 +11,9 @@ this module knows how to
 - ``load(path, device)`` — in the worker, through :func:`cached_model`: once per worker process
   per (file SHA-256, device); the stage receives the loaded model in place of the path.
 
-Built-in kinds: ``spot-cnn`` (``laueflow/data/spotcnn.pt`` or a user file, sha256-checked) and
-``lauenn-indexer`` (:mod:`laueflow.pipeline.indexers`). Plug-ins add kinds with
+Built-in kinds: ``spot-cnn`` (``laueflow/data/spotcnn.pt`` or a user file, sha256-checked),
+``autoencoder`` (``laueflow/data/autoencoder.pt`` or a user file, sha256-checked; its latent size
+must equal the stage's ``n_features``) and ``lauenn-indexer`` (:mod:`laueflow.pipeline.indexers`). Plug-ins add kinds with
 :func:`register_model_kind`.
 """
 from __future__ import annotations
@@ -24,7 +25,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from ..io.indexer_files import load_indexer
-from ..io.model_files import check_spotcnn_file, default_spotcnn_path, file_sha256, load_spotcnn
+from ..io.model_files import (check_autoencoder_file, check_spotcnn_file, default_autoencoder_path,
+                              default_spotcnn_path, file_sha256, load_autoencoder, load_spotcnn)
 from . import indexers
 
 __all__ = ["ModelKind", "register_model_kind", "model_kind", "check_models", "resolve_models",
@@ -132,3 +134,19 @@ def _load_indexer(path: str, device: str):
 register_model_kind(ModelKind("spot-cnn", _check_spotcnn, _resolve_spotcnn, load_spotcnn))
 register_model_kind(ModelKind("lauenn-indexer", indexers.check_index_model, indexers.resolve_index_model,
                               _load_indexer))
+
+
+def _autoencoder_path(params: Mapping) -> Path:
+    return Path(params["model"]).expanduser() if params.get("model") else default_autoencoder_path()
+
+
+def _check_autoencoder(params: Mapping, context: Mapping) -> None:
+    meta = check_autoencoder_file(_autoencoder_path(params))
+    latent = int(meta["config"]["latent_size"])
+    if "n_features" in params and int(params["n_features"]) != latent:
+        raise ValueError(f"the model has {latent} features but n_features is {params['n_features']}; "
+                         f"set n_features: {latent}")
+
+
+register_model_kind(ModelKind("autoencoder", _check_autoencoder, lambda params, context: _autoencoder_path(params),
+                              load_autoencoder))

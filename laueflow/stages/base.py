@@ -270,6 +270,7 @@ BUILTIN_STAGES = (
     "laueflow.stages.indexing:STAGE",
     "laueflow.stages.strain:STAGE",
     "laueflow.stages.summary:STAGE",
+    "laueflow.stages.features:STAGE",
     "laueflow.stages.segmentation:STAGE",
     "laueflow.stages.delegates:SELECT_STAGE",
     "laueflow.stages.delegates:MAP_STAGE",

@@ -1,0 +1,133 @@
+"""Training of the Laue autoencoder: preprocessed images in, trained model out (arrays only).
+
+:func:`train_autoencoder` minimises the binary cross-entropy between images ``(n, 128, 128)`` in
+[0, 1] and their reconstruction (Adam, cosine learning-rate decay per batch, 20 % dropout on the
+bottleneck), monitors the MSE, evaluates every epoch on named validation sets (e.g. the training
+materials' own validation scans and a material left out of training) and keeps the epoch with the
+lowest loss on the first validation set. Deterministic on the CPU for a given seed and thread
+count (``torch.manual_seed``, a seeded shuffle, a fixed number of torch threads). The data come
+from :mod:`laueflow.synth.training_frames` or a user's scan (``laueflow train autoencoder``).
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+
+import numpy as np
+
+__all__ = ["TRAIN_DEFAULTS", "train_autoencoder", "evaluate_autoencoder"]
+
+TRAIN_DEFAULTS = {"epochs": 6, "batch_size": 16, "lr": 1e-3, "lr_min": 2e-5, "threads": 1, "latent_size": 256,
+                  "spot_weight": 20.0}
+
+
+def bce_loss(reconstruction, target, spot_weight: float = 0.0, reduction: str = "mean"):
+    """Binary cross-entropy with pixel weights ``1 + spot_weight · target`` (bright pixels count
+    more: a preprocessed Laue image is ≈ 97 % background; 0 = plain BCE)."""
+    import torch.nn.functional as F  # deferred: torch is heavy
+
+    weight = None if not spot_weight else 1 + spot_weight * target
+    return F.binary_cross_entropy(reconstruction, target, weight=weight, reduction=reduction)
+
+
+def evaluate_autoencoder(model, images, *, batch_size: int = 256, spot_weight: float = 0.0) -> dict:
+    """``{"bce": …, "wbce": …, "mse": …}`` (means over pixels; ``wbce`` with ``spot_weight``) of
+    ``model`` on ``images (n, 128, 128)``, eval mode."""
+    import torch  # deferred: torch is heavy
+    import torch.nn.functional as F  # deferred: torch is heavy
+
+    was_training = model.training
+    model.eval()
+    bce = wbce = mse = 0.0
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        for lo in range(0, len(images), batch_size):
+            x = torch.as_tensor(np.asarray(images[lo:lo + batch_size], np.float32), device=device)[:, None]
+            y = model(x)
+            bce += float(F.binary_cross_entropy(y, x, reduction="sum"))
+            wbce += float(bce_loss(y, x, spot_weight, reduction="sum"))
+            mse += float(F.mse_loss(y, x, reduction="sum"))
+    model.train(was_training)
+    n = max(1, images[0].size * len(images))
+    return {"bce": bce / n, "wbce": wbce / n, "mse": mse / n}
+
+
+def train_autoencoder(train, val_sets: dict, *, seed: int = 0, epochs: int = TRAIN_DEFAULTS["epochs"],
+                      batch_size: int = TRAIN_DEFAULTS["batch_size"], lr: float = TRAIN_DEFAULTS["lr"],
+                      lr_min: float = TRAIN_DEFAULTS["lr_min"], threads: int | None = TRAIN_DEFAULTS["threads"],
+                      latent_size: int = TRAIN_DEFAULTS["latent_size"], spot_weight: float = TRAIN_DEFAULTS["spot_weight"],
+                      init_state: dict | None = None, batch_norm: bool = True, decoder_widths=(128, 64, 32, 16, 8),
+                      device: str = "cpu", log=None):
+    """Train on ``train (n, 128, 128)`` float32 in [0, 1]; ``val_sets``: ``{name: images}`` (the first
+    one chooses the epoch kept). Returns ``(model, history)``; ``init_state``: start from these
+    weights (fine-tuning)."""
+    import torch  # deferred: torch is heavy
+    import torch.nn.functional as F  # deferred: torch is heavy
+
+    from ..models.autoencoder import LaueAutoencoder  # deferred: imports torch
+
+    train = np.asarray(train, dtype=np.float32)
+    if train.ndim != 3 or len(train) == 0:
+        raise ValueError(f"training images must be a non-empty (n, 128, 128) array, got {train.shape}")
+    if float(train.min()) < 0 or float(train.max()) > 1:
+        raise ValueError("training images must be in [0, 1] (binary cross-entropy targets); preprocess them "
+                         "with laueflow.kernels.downsample.preprocess_frames")
+    if int(epochs) < 1:
+        raise ValueError(f"epochs must be ≥ 1, got {epochs}")
+    if threads:
+        torch.set_num_threads(int(threads))
+    torch.manual_seed(int(seed))
+    model = LaueAutoencoder(latent_size=latent_size, input_size=train.shape[-1], batch_norm=batch_norm,
+                            decoder_widths=decoder_widths)
+    if init_state is not None:
+        model.load_state_dict(init_state)
+    cpu = torch.device(device).type == "cpu"
+    model = model.to(device)
+    if cpu:
+        model = model.to(memory_format=torch.channels_last)
+    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
+    n_batches = math.ceil(len(train) / batch_size)
+    total = max(1, epochs * n_batches)
+    rng = np.random.default_rng([int(seed), 3])
+    data = torch.from_numpy(train)
+    history, best, best_state, step = [], math.inf, None, 0
+    first = next(iter(val_sets)) if val_sets else None
+    for epoch in range(1, epochs + 1):
+        t0 = time.perf_counter()
+        model.train()
+        order = torch.from_numpy(rng.permutation(len(train)))
+        bce_sum = mse_sum = 0.0
+        for lo in range(0, len(train), batch_size):
+            lr_now = lr_min + 0.5 * (lr - lr_min) * (1 + math.cos(math.pi * step / total))
+            for group in optimiser.param_groups:
+                group["lr"] = lr_now
+            x = data[order[lo:lo + batch_size]][:, None].to(device)
+            if cpu:
+                x = x.contiguous(memory_format=torch.channels_last)
+            y = model(x)
+            loss = bce_loss(y, x, spot_weight)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            bce_sum += float(loss.detach()) * len(x)
+            mse_sum += float(F.mse_loss(y.detach(), x)) * len(x)
+            step += 1
+        record = {"epoch": epoch, "lr_end": float(f"{lr_now:.3g}"), "train_loss": round(bce_sum / len(train), 6),
+                  "train_mse": round(mse_sum / len(train), 7)}
+        for name, images in val_sets.items():
+            scores = evaluate_autoencoder(model, images, spot_weight=spot_weight)
+            record[f"{name}_loss"] = round(scores["wbce"], 6)
+            record[f"{name}_bce"] = round(scores["bce"], 6)
+            record[f"{name}_mse"] = round(scores["mse"], 7)
+        record["wall_s"] = round(time.perf_counter() - t0, 1)
+        history.append(record)
+        if log is not None:
+            log(" ".join(f"{k} {v}" for k, v in record.items()))
+        score = record[f"{first}_loss"] if first else record["train_loss"]
+        if score < best:
+            best, best_state = score, copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+    model.load_state_dict(best_state)
+    model.eval()
+    best_epoch = min(history, key=lambda r: r[f"{first}_loss"] if first else r["train_loss"])["epoch"]
+    return model, {"epochs": history, "best_epoch": best_epoch, "n_train": int(len(train))}

@@ -1,0 +1,78 @@
+"""Feature stage: every image of a tile → ``features (y, x, feature)``, the autoencoder's latent
+vector (issue #13; Song, Tamura et al., ALS 12.3.2).
+
+``compute_features(images, mask=None, *, model, device="auto", n_features=256, batch_size=64)``:
+the images the tile already read (``images (n, rows, cols)`` uint16, the same batch the ``peaks``
+stage gets: in one stage group with it, nothing is read twice) are preprocessed by
+:func:`laueflow.kernels.downsample.preprocess_frames` with the parameters stored with the model
+(crop to a square, area-average to 128 × 128 leaving out the scan's bad pixels, smooth background
+removed, log scaling to [0, 1]) in slices of ``batch_size`` images, and encoded in batches on the
+model's device (:func:`laueflow.models.autoencoder.encode_images`). ``model`` is the loaded
+:class:`~laueflow.models.autoencoder.LaueAutoencoder` (the pipeline loads the file named by the
+``model`` parameter — None: the shipped ``laueflow/data/autoencoder.pt`` — once per worker and
+device, :mod:`laueflow.pipeline.models`). ``n_features`` must equal the model's latent size (the
+validation checks the file before the run starts). The segmentation stage reads ``features``.
+
+Where the run's cluster offers a GPU, ``device: auto`` puts this stage in its own (GPU) stage
+group, which reads the tile's images from the scan store again; ``device: cpu`` keeps it in the
+peak-search group (one read). Preprocessing runs on the CPU in both cases; CPU and CUDA features
+agree to float32 rounding (``tests/stages/test_features_gpu.py``).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..kernels.downsample import preprocess_frames
+from .base import StageSpec, Variable
+
+__all__ = ["STAGE", "compute_features", "DEFAULT_N_FEATURES"]
+
+DEFAULT_N_FEATURES = 256
+
+
+def compute_features(images, mask=None, *, model, device="auto", n_features=DEFAULT_N_FEATURES,
+                     batch_size=64) -> dict[str, np.ndarray]:
+    """``{"features": (n, n_features) float32}`` for ``images (n, rows, cols)``."""
+    from ..models.autoencoder import encode_images  # deferred: imports torch
+
+    if model is None or isinstance(model, (str, bytes)) or not hasattr(model, "encode"):
+        raise TypeError("features: `model` must be a loaded LaueAutoencoder (laueflow.io.model_files."
+                        "load_autoencoder); in a workflow the pipeline loads it from the `model` parameter")
+    if int(model.latent_size) != int(n_features):
+        raise ValueError(f"features: the model has {model.latent_size} features but n_features is {n_features}; "
+                         f"set n_features: {model.latent_size}")
+    images = np.asarray(images)
+    if images.ndim == 2:
+        images = images[None]
+    if images.ndim != 3:
+        raise ValueError(f"images must be (n_images, n_rows, n_cols), got shape {images.shape}")
+    out = STAGE.empty_outputs(len(images), {"n_features": n_features})
+    step = max(1, int(batch_size))
+    for lo in range(0, len(images), step):
+        small = preprocess_frames(images[lo:lo + step], mask, **getattr(model, "preprocess", {}))
+        out["features"][lo:lo + step] = encode_images(model, small, batch_size=step)
+    return out
+
+
+def check_params(params) -> None:
+    for name in ("n_features", "batch_size"):
+        value = params.get(name)
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be an integer ≥ 1, got {value!r}")
+
+
+STAGE = StageSpec(
+    name="features",
+    func=compute_features,
+    inputs={"images": "images"},
+    optional_inputs={"mask": "mask"},
+    outputs=(
+        Variable("features", ("feature",), "float32", float("nan"), "1",
+                 "autoencoder latent features of the preprocessed 128×128 image (NaN: image not processed)"),
+    ),
+    params={"model": None, "device": "auto", "n_features": DEFAULT_N_FEATURES, "batch_size": 64},
+    dim_sizes={"feature": "n_features"},
+    check=check_params,
+    models={"model": "autoencoder"},
+    description="CNN autoencoder features of every image (input of the segmentation)",
+)

@@ -1,0 +1,64 @@
+"""Preprocessing of Laue frames for the autoencoder (crop, area-average, background, scale)."""
+import numpy as np
+import pytest
+
+from laueflow.kernels.downsample import (block_means, block_means_reference, crop_geometry, preprocess_frames,
+                                         scale_counts, subtract_background)
+
+
+def test_crop_geometry_of_real_detectors():
+    assert crop_geometry(2018, 2016) == (1, 0, 16, 126)  # sCMOS BM32: one row cropped top and bottom
+    assert crop_geometry(2048, 2048) == (0, 0, 16, 128)
+    assert crop_geometry(1024, 1030) == (0, 3, 8, 128)
+    with pytest.raises(ValueError, match="smaller than"):
+        crop_geometry(100, 200)
+
+
+def test_block_means_match_slow_reference_with_mask(rng):
+    frames = rng.integers(0, 65536, size=(2, 2018, 2016), dtype=np.uint16)
+    mask = np.zeros((2018, 2016), bool)
+    mask[rng.integers(0, 2018, 50), rng.integers(0, 2016, 50)] = True
+    mask[1:17, 16:32] = True  # one whole block bad → the frame's median block
+    fast = block_means(frames, mask)
+    assert fast.shape == (2, 126, 126) and fast.dtype == np.float32
+    for i in range(2):
+        np.testing.assert_allclose(fast[i], block_means_reference(frames[i], mask), rtol=0, atol=2e-3)
+    np.testing.assert_allclose(block_means(frames[0]), block_means_reference(frames[0]), rtol=0, atol=2e-3)
+    with pytest.raises(ValueError, match="mask is"):
+        block_means(frames, mask[:-1])
+
+
+def test_background_removed_spots_kept(rng):
+    """A smooth halo of +150 counts and a dark offset vanish; a spot survives, at its block."""
+    rows, cols = 2018, 2016
+    r, c = np.mgrid[0:rows, 0:cols].astype(np.float32)
+    halo = 1000 + 150 * np.exp(-(((r - 880) ** 2 + (c - 965) ** 2) / 800.0 ** 2) ** 0.9)
+    frame = halo + rng.normal(0, 4, (rows, cols))
+    frame += 3000 * np.exp(-((r - 500.3) ** 2 + (c - 1200.7) ** 2) / (2 * 1.2 ** 2))  # one spot
+    image = preprocess_frames(np.rint(frame).astype(np.uint16)[None])[0]
+    assert image.shape == (128, 128) and image.dtype == np.float32
+    assert 0 <= image.min() and image.max() <= 1
+    spot = (1 + (500 - 1) // 16, 1 + 1200 // 16)  # +1: the 126 blocks are centred in 128
+    assert image[spot] == image.max() and image[spot] > 0.4
+    others = np.delete(image.ravel(), np.ravel_multi_index(spot, image.shape))
+    # the +150-count halo and the offset are gone: what is left (≤ 0.1 ≈ 4 counts) is noise and the
+    # curvature of the halo near its top that the bilinear background does not follow
+    assert np.percentile(others, 99) < 0.1 and np.median(others) < 0.02
+    assert image[0].max() == 0 and image[:, -1].max() == 0  # padded margin
+
+
+def test_scaling_is_monotone_and_bounded():
+    counts = np.array([[[-5.0, 0.0, 1.0, 10.0, 100.0, 1e4]]], np.float32)
+    log = scale_counts(counts)
+    assert np.all(np.diff(log[0, 0]) >= 0) and log[0, 0, 0] == 0 and log[0, 0, -1] == 1
+    assert log[0, 0, 2] == 0  # at the noise floor (1 count): background is exactly 0
+    np.testing.assert_allclose(log[0, 0, 3], np.log1p((10 - 1) / 4) / np.log1p(256 / 4), rtol=1e-6)
+    pct = scale_counts(counts, scaling="percentile", percentile=100, noise_floor_counts=0)
+    np.testing.assert_allclose(pct[0, 0], [0, 0, 1e-4, 1e-3, 1e-2, 1], rtol=1e-5)
+    with pytest.raises(ValueError, match="scaling must be"):
+        scale_counts(counts, scaling="sqrt")
+
+
+def test_subtract_background_needs_dividing_block():
+    with pytest.raises(ValueError, match="must divide"):
+        subtract_background(np.zeros((1, 126, 126), np.float32), background_block=5)

@@ -1,0 +1,70 @@
+"""The feature stage: direct calls, and a real run on a small scan store writing `features`."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import test_pipeline_standin as standin
+
+
+@pytest.fixture(scope="module")
+def model():
+    from laueflow.io.model_files import load_autoencoder
+
+    return load_autoencoder()
+
+
+def test_direct_call_batches_and_checks(model, rng):
+    from laueflow.stages.features import STAGE, compute_features
+
+    images = rng.poisson(1000, size=(5, 300, 310)).astype(np.uint16)
+    images[:, 100:103, 150:153] += 5000  # one spot
+    mask = np.zeros((300, 310), bool)
+    mask[7, 9] = True
+    whole = compute_features(images, mask, model=model, batch_size=64)["features"]
+    sliced = compute_features(images, mask, model=model, batch_size=2)["features"]
+    assert whole.shape == (5, 256) and whole.dtype == np.float32 and np.isfinite(whole).all()
+    np.testing.assert_allclose(sliced, whole, rtol=1e-4, atol=1e-5)
+    assert STAGE.kind == "map" and STAGE.models == {"model": "autoencoder"}
+    with pytest.raises(ValueError, match="set n_features: 256"):
+        compute_features(images, model=model, n_features=32)
+    with pytest.raises(TypeError, match="loaded LaueAutoencoder"):
+        compute_features(images, model="autoencoder.pt")
+    with pytest.raises(ValueError, match="n_features"):
+        STAGE.validate_params({**STAGE.params, "n_features": 0})
+
+
+def test_features_in_a_real_run(tmp_path, model):
+    """peaks + features on a scan of 3 × 4 small frames (one invalid): features are finite where the
+    image was processed, NaN where not, and equal to the stage called on the stored images."""
+    from laueflow.pipeline.cluster import ClusterConfig, connect
+    from laueflow.pipeline.run import run_workflow
+    from laueflow.pipeline.workflow import parse_workflow
+    from laueflow.stages.features import compute_features
+
+    scan = tmp_path / "scan.zarr"
+    standin.make_scan_store(scan, ny=3, nx=4, rows=256, cols=272, n_spots=12, invalid=[(2, 1)])
+    out = tmp_path / "results.zarr"
+    workflow = parse_workflow({"input": str(scan), "output": str(out), "images_per_task": 4,
+                               "stages": [{"peaks": {"max_peaks": 50}}, {"features": {"device": "cpu"}}]})
+    with connect(ClusterConfig("local", {"n_workers": 1, "threads_per_worker": 1, "processes": False,
+                                         "dashboard_address": ":0"})) as client:
+        run_workflow(workflow, client, progress=False, log=lambda *a: None)
+    with xr.open_zarr(str(out)) as ds, xr.open_zarr(str(scan)) as s:
+        features = ds.features
+        assert features.dims == ("y", "x", "feature") and features.shape == (3, 4, 256)
+        assert features.dtype == np.float32
+        values = features.values
+        images = s.images.values
+    assert np.isnan(values[2, 1]).all()
+    valid = np.ones((3, 4), bool)
+    valid[2, 1] = False
+    assert np.isfinite(values[valid]).all()
+    direct = compute_features(images[valid], model=model)["features"]
+    np.testing.assert_allclose(values[valid], direct, rtol=1e-4, atol=1e-5)
+    assert np.ptp(values[valid], axis=0).max() > 0  # different images, different features
+    from store_asserts import documented_variables
+
+    _, dims, dtype, fill, units, _ = documented_variables()["features"]
+    assert (dims, dtype, fill, units) == ("y, x, feature", "float32", "NaN", "1")
