@@ -456,8 +456,13 @@ def map_phase(plan: RunPlan, params: dict, client, *, progress: bool = True, del
                       max_tiles=max_tiles, log=log, reports=reports)
 
 
-def _any_selected(block):
-    return np.array([[int(np.count_nonzero(block))]], np.int64)
+def _tile_counts(block, *, cy: int, cx: int):
+    """Selected points per tile of a block of whole tiles (blocks start on tile boundaries)."""
+    ny, nx = block.shape
+    ty, tx = -(-ny // cy), -(-nx // cx)
+    padded = np.zeros((ty * cy, tx * cx), np.int64)
+    padded[:ny, :nx] = np.asarray(block, bool)
+    return padded.reshape(ty, cy, tx, cx).sum(axis=(1, 3))
 
 
 def late_map_phase(plan: RunPlan, phase: MapPhase, params: dict, client, *, progress: bool = True,
@@ -470,8 +475,10 @@ def late_map_phase(plan: RunPlan, phase: MapPhase, params: dict, client, *, prog
     if done.all():
         return True
     selection = lazy_outputs(Path(results), [phase.points])[phase.points]
+    cy, cx = plan.layout.cy, plan.layout.cx
+    tile_chunks = tuple(tuple(-(-b // c) for b in blocks) for blocks, c in zip(selection.chunks, (cy, cx)))
     counts = np.asarray(client.compute(selection.map_blocks(
-        _any_selected, dtype=np.int64, chunks=tuple((1,) * len(c) for c in selection.chunks))).result())
+        _tile_counts, cy=cy, cx=cx, dtype=np.int64, chunks=tile_chunks)).result())
     mark_phase_done(results, phase.number, (counts == 0) & ~done)
     todo = (counts > 0) & ~done
     log(f"  map phase {phase.number} ({', '.join(s.name for s in phase.stages)}) on the {int(counts.sum())} points "
