@@ -9,12 +9,15 @@ Per image, repeatedly (one grain per round):
    symmetry-equivalent orientations) and h2 any member of class(j) whose theoretical angle matches
    the measured one within ``angle_tolerance_deg`` gives a candidate U (:func:`orientation_from_pairs`);
 3. candidates are scored in batches (one vectorised simulation of all of a batch's UBs, one
-   matching pass): matching rate, distinct measured spots matched (≥ ``min_matched``), mean
-   residual (≤ ``max_residual_deg``), overlap with grains already found (≤ ``max_overlap``);
-4. the best candidate of a batch is accepted at once when its matching rate ≥ ``mr_accept``;
-   else the best over ``max_pairs`` pairs is accepted when ≥ ``mr_min``; otherwise the material
-   is done. The accepted U is refined (least-squares rotation on matched q̂ pairs) and its matched
-   spots are claimed.
+   matching pass) on the spots no accepted grain explains: free matching rate (spots shared with
+   accepted grains left out), new measured spots matched (≥ ``min_matched``), mean residual
+   (≤ ``max_residual_deg``), optional shared-fraction cap ``max_overlap`` (1: off);
+4. the best candidate of a batch is taken at once when its free rate ≥ ``mr_accept``; else the
+   best over ``max_pairs`` pairs when ≥ ``mr_min``; otherwise the material is done. It is
+   replaced by the pseudo-symmetric variant (Σ3 twin …, :mod:`.pseudosymmetry`) that explains
+   the spots best, refined (least-squares rotation on matched q̂ pairs) and confirmed (free rate
+   ≥ ``mr_min`` within ``confirm_tolerance_deg``; else excluded and the search goes on); its
+   matched spots are claimed. :func:`prune_grains` then judges the grains jointly.
 
 ``previous`` (``use_previous``): orientations of neighbouring scan points, scored before any pair.
 

@@ -40,19 +40,20 @@ def coincidence_fraction(rotations, directions, targets, tolerance_deg: float) -
     """Fraction (K,) of ``directions`` (n, 3) that each rotation (K, 3, 3) maps within
     ``tolerance_deg`` of one of ``targets`` (t, 3) (all unit vectors)."""
     rotated = np.einsum("kij,nj->kni", rotations, directions)
-    best = (rotated @ targets.T).max(axis=-1)  # (K, n)
+    k, n = rotated.shape[:2]
+    best = (rotated.reshape(k * n, 3) @ targets.T).max(axis=-1).reshape(k, n)  # one BLAS product
     return (best > np.cos(np.deg2rad(tolerance_deg))).mean(axis=-1)
 
 
 def _distinct(rotations, symmetry, tol_deg: float = 0.5):
     """Rotations that give distinct orientations ``U · R``: R ≡ R' when R⁻¹ R' is a symmetry."""
-    keep = []
+    keep = np.zeros((0, 3, 3))
     cos_tol = 1 + 2 * np.cos(np.deg2rad(tol_deg))  # trace of a rotation by tol_deg
-    for r in rotations:
-        if any(np.einsum("ij,nji->n", r.T @ k, symmetry).max() > cos_tol for k in keep):
+    for r in rotations:  # trace(Rᵀ K S) over the kept K and the symmetries S, at once
+        if len(keep) and np.einsum("ji,kjl,nli->kn", r, keep, symmetry).max() > cos_tol:
             continue
-        keep.append(r)
-    return np.asarray(keep).reshape(-1, 3, 3)
+        keep = np.concatenate([keep, r[None]])
+    return keep
 
 
 def _family_heads(seeds, symmetry, n: int) -> list:
@@ -95,6 +96,7 @@ def pseudo_symmetry_variants(material: Material, *, min_coincidence: float = 0.2
         g1.append(np.repeat(seeds[d1][None], len(i2), 0))
         g2.append(seeds[i2]), q1.append(seeds[j1]), q2.append(seeds[j2])
     rot = orientation_from_pairs(*(np.concatenate(v) for v in (g1, g2, q1, q2)))
+    rot = np.unique(np.round(rot, 4), axis=0)  # the same R from several direction pairs
     # not a symmetry of the lattice (those map every direction)
     trace_max = np.einsum("kij,nji->kn", rot, symmetry).max(axis=1)
     rot = rot[trace_max < 1 + 2 * np.cos(np.deg2rad(0.5))]
