@@ -179,18 +179,29 @@ def _rank(sc):
     return sc.free_rate + 1e-3 * sc.n_new
 
 
-def best_variant(material: Material, ub, q, calibration, energy_band_kev, params: IndexingParams, claimed):
+def best_variant(material: Material, ub, q, calibration, energy_band_kev, params: IndexingParams, claimed,
+                 runners_up: list | None = None, accepted=(), symmetry=None):
     """``ub`` or the pseudo-symmetric variant of it (``ub · V``) that best explains the spots not
     yet ``claimed`` (highest :func:`_rank`): resolves the Σ3-twin trap, where a twin of the
-    true grain matches 40–50 % of its spots."""
+    true grain matches 40–50 % of its spots. The other candidates that pass with a free matching
+    rate ≥ ``mr_min`` (a real twin and its parent both do) are appended to ``runners_up``, best
+    first, so that they are tried again once the chosen one has claimed its spots.
+
+    Variants are scored within ``confirm_tolerance_deg`` (a variant next to an accepted grain or a
+    1° sub-grain would otherwise "explain" its neighbour's spots at 0.5°), and those within 0.3°
+    of an ``accepted`` UB (same material; ``symmetry``: its proper rotations) are left out."""
     variants = pseudo_symmetry_variants(material, min_coincidence=params.min_coincidence)
     if not params.pseudo_symmetry or not len(variants):
         return np.asarray(ub, float)
     cands = np.concatenate([np.asarray(ub, float)[None], np.einsum("ij,kjl->kil", ub, variants)])
-    sc = score_candidates(material, cands, q, calibration, energy_band_kev, params.match_tolerance_deg, claimed)
-    key = np.where(_passes(sc, params), _rank(sc), -np.inf)
-    k = int(np.argmax(key))
-    return cands[k] if np.isfinite(key[k]) and key[k] > key[0] else cands[0]
+    sc = score_candidates(material, cands, q, calibration, energy_band_kev, params.confirm_tolerance_deg, claimed)
+    dup = _near(cands, list(accepted), symmetry, 0.3) if len(accepted) else np.zeros(len(cands), bool)
+    dup[0] = False  # the candidate itself is judged by the caller
+    key = np.where(_passes(sc, params) & ~dup, _rank(sc), -np.inf)
+    order = np.argsort(-key, kind="stable")
+    if runners_up is not None:
+        runners_up.extend(cands[k] for k in order[1:] if np.isfinite(key[k]) and sc.free_rate[k] >= params.mr_min)
+    return cands[order[0]] if np.isfinite(key[order[0]]) else cands[0]
 
 
 def prune_grains(grains, q, geom, calibration, energy_band_kev, params: IndexingParams):
@@ -248,9 +259,13 @@ def find_grains(q: np.ndarray, cls: np.ndarray, conf: np.ndarray, geom: ClassGeo
 
     def accept(mat_i, ub) -> bool:
         mat = materials[mat_i]
-        ub = best_variant(mat, ub, q, calibration, energy_band_kev, p, claimed)
+        others: list = []
+        ub = best_variant(mat, ub, q, calibration, energy_band_kev, p, claimed, others,
+                          [g.ub for g in grains if g.material == mat_i], geom.rotation_ops(mat_i))
+        prev[:0] = [(mat_i, u) for u in others]  # scored first in the next round
         if p.refine:
             ub = refine_orientation(mat, ub, q, calibration, energy_band_kev, p.refine_tolerances_deg)
+        ub = _consistent_setting(mat, ub, q, calibration, energy_band_kev, p, claimed, geom, mat_i)
         sc = score_candidates(mat, ub, q, calibration, energy_band_kev, p.confirm_tolerance_deg, claimed)
         if not (sc.n_new[0] >= p.min_matched and sc.free_rate[0] >= p.mr_min):
             rejected.append((mat_i, ub))
@@ -324,14 +339,45 @@ def find_grains(q: np.ndarray, cls: np.ndarray, conf: np.ndarray, geom: ClassGeo
     return grains
 
 
+_SYMMETRIC_RULE: dict = {}
+
+
+def rule_is_symmetric(material: Material, max_index: int = 6) -> bool:
+    """Whether the material's allowed reflections are invariant under its Laue group (the
+    space-group rule always is; some LaueTools codes, e.g. ``wurtzite``, are not: symmetry-
+    equivalent UBs then predict slightly different spots and harmonic labels)."""
+    key = (material.name, material.extinction_rule)
+    if key not in _SYMMETRIC_RULE:
+        r = np.arange(-max_index, max_index + 1)
+        hkl = np.stack(np.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3)
+        ok = material.allowed(hkl)
+        images = np.einsum("nij,mj->nmi", hkl_operators(material), hkl)
+        _SYMMETRIC_RULE[key] = bool(all((material.allowed(im) == ok).all() for im in images))
+    return _SYMMETRIC_RULE[key]
+
+
+def _consistent_setting(material, ub, q, calibration, energy_band_kev, p: IndexingParams, claimed,
+                        geom: ClassGeometry, mat_i: int):
+    """For an extinction rule that is not Laue-symmetric, the symmetry-equivalent ``ub · S`` whose
+    predicted spots match best (most matched, then highest rate): its spot list and harmonic
+    labels are the ones measured. Symmetric rules: ``ub`` unchanged."""
+    if rule_is_symmetric(material):
+        return ub
+    cands = np.einsum("ij,kjl->kil", ub, geom.rotation_ops(mat_i))
+    sc = score_candidates(material, cands, q, calibration, energy_band_kev, p.match_tolerance_deg, claimed)
+    return cands[int(np.argmax(sc.n_matched + 1e-3 * sc.matching_rate))]
+
+
 def _near_rejected(ubs, mat_i: int, rejected, geom: ClassGeometry, max_deg: float = 2.0) -> np.ndarray:
     """(K,) True for candidates within ``max_deg`` (symmetry-reduced) of a rejected one."""
-    near = np.zeros(len(ubs), bool)
     mine = [u for m, u in rejected if m == mat_i]
-    if not mine:
-        return near
-    ops = geom.rotation_ops(mat_i)
-    for u in mine:  # trace(Uᵀ_rej · U_cand · S) ≥ 1 + 2 cos(max)
-        tr = np.einsum("ji,kjl,nli->kn", u, ubs, ops).max(axis=1)
+    return _near(ubs, mine, geom.rotation_ops(mat_i), max_deg) if mine else np.zeros(len(ubs), bool)
+
+
+def _near(ubs, others, symmetry, max_deg: float) -> np.ndarray:
+    """(K,) True for the UBs (K, 3, 3) within ``max_deg`` (symmetry-reduced) of one of ``others``."""
+    near = np.zeros(len(ubs), bool)
+    for u in others:  # trace(Uᵀ_other · U · S) ≥ 1 + 2 cos(max)
+        tr = np.einsum("ji,kjl,nli->kn", u, ubs, symmetry).max(axis=1)
         near |= tr >= 1 + 2 * np.cos(np.deg2rad(max_deg))
     return near
