@@ -69,7 +69,7 @@ def test_sigma3_impostor_resolved_to_the_true_grain(tiny):
     assert float(reduce_misorientation(impostor, u, cu)) > 59
     best = best_variant(cu, impostor, q, DEFAULT_CALIBRATION, tiny.config.energy_band_kev, IndexingParams(),
                         np.zeros(len(q), bool))
-    assert float(reduce_misorientation(best, u, cu)) < 1e-6
+    assert float(reduce_misorientation(best, u, cu)) < 1e-3  # the true grain (arccos rounding)
     out = index_peaks(tth, chi, None, indexer=tiny, max_grains=3)
     mis, count = _misorientations(out, [u], cu)
     assert count == 1 and mis[0] < 0.1
