@@ -50,6 +50,8 @@ def check_params(params) -> None:
         raise ValueError(f"mr_min ({params['mr_min']}) must not exceed mr_accept ({params['mr_accept']})")
     if not 0 <= params["confidence_threshold"] <= 1:
         raise ValueError(f"confidence_threshold must be in [0, 1], got {params['confidence_threshold']!r}")
+    if not isinstance(params.get("pseudo_symmetry", True), bool):
+        raise ValueError(f"pseudo_symmetry must be true or false, got {params['pseudo_symmetry']!r}")
     if not 0 <= params["max_overlap"] <= 1:
         raise ValueError(f"max_overlap must be a fraction in [0, 1], got {params['max_overlap']!r}")
     if not isinstance(params["min_matched"], int) or params["min_matched"] < 2:
@@ -89,7 +91,7 @@ STAGE = StageSpec(
             "max_grains_per_material": None,  # [n per scan material]: grain caps per image (null: max_grains)
             "confidence_threshold": 0.5, "angle_tolerance_deg": 0.6, "match_tolerance_deg": 0.5,
             "mr_accept": 50.0, "mr_min": 25.0, "min_matched": 8, "max_residual_deg": 0.35,
-            "max_overlap": 0.3, "use_previous": False, "indexer_config": None, "device": "auto"},
+            "max_overlap": 1.0, "pseudo_symmetry": True, "use_previous": False, "indexer_config": None, "device": "auto"},
     dim_sizes={"grain": "max_grains", "i3": 3, "j3": 3},
     models={"model": "lauenn-indexer"},
     check=check_params,

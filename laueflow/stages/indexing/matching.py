@@ -25,8 +25,11 @@ __all__ = ["CandidateScores", "score_candidates", "match_one", "refine_orientati
 @dataclass
 class CandidateScores:
     """Per candidate (K,): matching rate (%), matched theoretical spots, distinct measured spots
-    matched, mean residual (deg) and overlap (fraction of its matched measured spots that are
-    already ``claimed``)."""
+    matched, mean residual (deg), overlap (fraction of its matched measured spots that are
+    already ``claimed``), ``n_new`` (distinct *unclaimed* measured spots matched) and
+    ``free_rate`` (%): the matching rate on the spots no accepted grain explains —
+    theoretical spots matched to unclaimed measured spots / theoretical spots not matched to a
+    claimed one (a spot shared with an accepted grain tells nothing either way)."""
 
     matching_rate: np.ndarray
     n_theoretical: np.ndarray
@@ -34,6 +37,8 @@ class CandidateScores:
     n_distinct: np.ndarray
     mean_residual_deg: np.ndarray
     overlap: np.ndarray
+    n_new: np.ndarray
+    free_rate: np.ndarray
 
 
 #: final matching (and refinement) simulate a slightly wider band and frame, so that a spot at
@@ -63,7 +68,7 @@ def score_candidates(material: Material, ub, q_exp: np.ndarray, calibration: Cal
     n_th = np.bincount(s.pattern, minlength=k)
     if m == 0 or len(s) == 0:
         z = np.zeros(k)
-        return CandidateScores(z, n_th, z.astype(int), z.astype(int), np.full(k, np.inf), z)
+        return CandidateScores(z, n_th, z.astype(int), z.astype(int), np.full(k, np.inf), z, z.astype(int), z)
     dots = q_th @ q_exp.T
     nearest = dots.argmax(axis=1)
     ang = np.rad2deg(np.arccos(np.clip(dots[np.arange(len(nearest)), nearest], -1, 1)))
@@ -75,13 +80,19 @@ def score_candidates(material: Material, ub, q_exp: np.ndarray, calibration: Cal
     n_distinct = np.bincount(cand, minlength=k)
     if claimed is not None and claimed.any():
         n_claimed = np.bincount(cand, weights=claimed[pairs % m], minlength=k)
+        on_claimed = ok & claimed[nearest]  # theoretical spots explained by an accepted grain
     else:
         n_claimed = np.zeros(k)
+        on_claimed = np.zeros(len(ok), bool)
+    n_on_claimed = np.bincount(s.pattern, weights=on_claimed, minlength=k)
     with np.errstate(invalid="ignore", divide="ignore"):
         mr = np.where(n_th > 0, 100.0 * n_match / n_th, 0.0)
         mean_res = np.where(n_match > 0, res_sum / n_match, np.inf)
         overlap = np.where(n_distinct > 0, n_claimed / n_distinct, 1.0)
-    return CandidateScores(mr, n_th, n_match.astype(int), n_distinct, mean_res, overlap)
+        n_free_th = n_th - n_on_claimed
+        free = np.where(n_free_th > 0, 100.0 * (n_match - n_on_claimed) / n_free_th, 0.0)
+    return CandidateScores(mr, n_th, n_match.astype(int), n_distinct, mean_res, overlap,
+                           (n_distinct - n_claimed).astype(int), free)
 
 
 def match_one(material: Material, ub, q_exp: np.ndarray, calibration: Calibration,

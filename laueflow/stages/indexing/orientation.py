@@ -9,12 +9,15 @@ Per image, repeatedly (one grain per round):
    symmetry-equivalent orientations) and h2 any member of class(j) whose theoretical angle matches
    the measured one within ``angle_tolerance_deg`` gives a candidate U (:func:`orientation_from_pairs`);
 3. candidates are scored in batches (one vectorised simulation of all of a batch's UBs, one
-   matching pass): matching rate, distinct measured spots matched (≥ ``min_matched``), mean
-   residual (≤ ``max_residual_deg``), overlap with grains already found (≤ ``max_overlap``);
-4. the best candidate of a batch is accepted at once when its matching rate ≥ ``mr_accept``;
-   else the best over ``max_pairs`` pairs is accepted when ≥ ``mr_min``; otherwise the material
-   is done. The accepted U is refined (least-squares rotation on matched q̂ pairs) and its matched
-   spots are claimed.
+   matching pass) on the spots no accepted grain explains: free matching rate (spots shared with
+   accepted grains left out), new measured spots matched (≥ ``min_matched``), mean residual
+   (≤ ``max_residual_deg``), optional shared-fraction cap ``max_overlap`` (1: off);
+4. the best candidate of a batch is taken at once when its free rate ≥ ``mr_accept``; else the
+   best over ``max_pairs`` pairs when ≥ ``mr_min``; otherwise the material is done. It is
+   replaced by the pseudo-symmetric variant (Σ3 twin …, :mod:`.pseudosymmetry`) that explains
+   the spots best, refined (least-squares rotation on matched q̂ pairs) and confirmed (free rate
+   ≥ ``mr_min`` within ``confirm_tolerance_deg``; else excluded and the search goes on); its
+   matched spots are claimed. :func:`prune_grains` then judges the grains jointly.
 
 ``previous`` (``use_previous``): orientations of neighbouring scan points, scored before any pair.
 
@@ -30,8 +33,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ...physics.materials import Material
-from ...physics.symmetry import hkl_operators
+from ...physics.symmetry import hkl_operators, rotation_operators
 from .matching import match_one, orientation_from_pairs, refine_orientation, score_candidates
+from .pseudosymmetry import pseudo_symmetry_variants
 
 __all__ = ["IndexingParams", "GrainResult", "find_grains", "ClassGeometry"]
 
@@ -49,7 +53,15 @@ class IndexingParams:
     mr_min: float = 25.0                 # [cap_matchrate] best-of-all acceptance (%)
     min_matched: int = 8                 # [nb_spots_global_threshold]
     max_residual_deg: float = 0.35       # [residues_threshold]
-    max_overlap: float = 0.3             # [coeff_overlap]
+    max_overlap: float = 1.0             # [coeff_overlap] optional cap on the shared fraction (1: none;
+                                         # acceptance uses the spots no accepted grain explains instead)
+    pseudo_symmetry: bool = True         # compare a candidate with its pseudo-symmetric variants (Σ3 twins …)
+    min_coincidence: float = 0.2         # rotations sharing ≥ this fraction of the directions are variants
+    # after refinement, an accepted grain must still explain ≥ mr_min % (and ≥ min_matched) of the
+    # unexplained spots within this tolerance: chance matches spread over the whole match cone
+    # ((0.2 / 0.5)² = 16 % of them fall inside), real ones sit at the noise level
+    confirm_tolerance_deg: float = 0.2
+    max_rejections: int = 3              # rejected candidates per image and call before giving up
     pairs_per_batch: int = 32
     max_pairs: int = 400                 # pairs tried per grain before giving up
     refine: bool = True
@@ -89,6 +101,13 @@ class ClassGeometry:
             self.members_cart.append(_unit(mem @ b0.T))
             self.first_cart.append(_unit(first @ b0.T))
         self._angles = {}
+        self._rotations = {}
+
+    def rotation_ops(self, material_index: int) -> np.ndarray:
+        """Proper Laue-group rotations (n, 3, 3) of a material, B0 Cartesian frame (cached)."""
+        if material_index not in self._rotations:
+            self._rotations[material_index] = rotation_operators(self.materials[material_index])
+        return self._rotations[material_index]
 
     def _first_members(self, members, mat):
         key = mat.name
@@ -149,7 +168,62 @@ def _candidates(geom: ClassGeometry, pairs, cls, q, delta, tol):
 
 
 def _passes(sc, p: IndexingParams):
-    return (sc.n_distinct >= p.min_matched) & (sc.mean_residual_deg <= p.max_residual_deg) & (sc.overlap <= p.max_overlap)
+    """A candidate explains ≥ ``min_matched`` measured spots that no accepted grain explains, with a
+    small residual (and, when ``max_overlap`` < 1, shares at most that fraction of its spots)."""
+    return ((sc.n_new >= p.min_matched) & (sc.mean_residual_deg <= p.max_residual_deg)
+            & (sc.overlap <= p.max_overlap))
+
+
+def _rank(sc):
+    """Ranking key of candidates (K,): the matching rate on the unexplained spots, ties → more new spots."""
+    return sc.free_rate + 1e-3 * sc.n_new
+
+
+def best_variant(material: Material, ub, q, calibration, energy_band_kev, params: IndexingParams, claimed,
+                 runners_up: list | None = None, accepted=(), symmetry=None):
+    """``ub`` or the pseudo-symmetric variant of it (``ub · V``) that best explains the spots not
+    yet ``claimed`` (highest :func:`_rank`): resolves the Σ3-twin trap, where a twin of the
+    true grain matches 40–50 % of its spots. The other candidates that pass with a free matching
+    rate ≥ ``mr_min`` (a real twin and its parent both do) are appended to ``runners_up``, best
+    first, so that they are tried again once the chosen one has claimed its spots.
+
+    Variants are scored within ``confirm_tolerance_deg`` (a variant next to an accepted grain or a
+    1° sub-grain would otherwise "explain" its neighbour's spots at 0.5°), and those within 0.3°
+    of an ``accepted`` UB (same material; ``symmetry``: its proper rotations) are left out."""
+    variants = pseudo_symmetry_variants(material, min_coincidence=params.min_coincidence)
+    if not params.pseudo_symmetry or not len(variants):
+        return np.asarray(ub, float)
+    cands = np.concatenate([np.asarray(ub, float)[None], np.einsum("ij,kjl->kil", ub, variants)])
+    sc = score_candidates(material, cands, q, calibration, energy_band_kev, params.confirm_tolerance_deg, claimed)
+    dup = _near(cands, list(accepted), symmetry, 0.3) if len(accepted) else np.zeros(len(cands), bool)
+    dup[0] = False  # the candidate itself is judged by the caller
+    key = np.where(_passes(sc, params) & ~dup, _rank(sc), -np.inf)
+    order = np.argsort(-key, kind="stable")
+    if runners_up is not None:
+        runners_up.extend(cands[k] for k in order[1:] if np.isfinite(key[k]) and sc.free_rate[k] >= params.mr_min)
+    return cands[order[0]] if np.isfinite(key[order[0]]) else cands[0]
+
+
+def prune_grains(grains, q, geom, calibration, energy_band_kev, params: IndexingParams):
+    """Drop accepted grains that the *other* grains make redundant (their spots explained by the
+    others, fewer than ``min_matched`` new spots or a free matching rate < ``mr_min``), weakest
+    first: the set of grains is judged jointly, not in acceptance order."""
+    grains = list(grains)
+    while len(grains) > 1:
+        worst, worst_key = None, np.inf
+        for gi, g in enumerate(grains):
+            claimed = np.zeros(len(q), bool)
+            for o in grains[:gi] + grains[gi + 1:]:
+                claimed[o.spot_index] = True
+            sc = score_candidates(geom.materials[g.material], g.ub, q, calibration, energy_band_kev,
+                                  params.match_tolerance_deg, claimed)
+            bad = not (_passes(sc, params)[0] and sc.free_rate[0] >= params.mr_min)
+            if bad and _rank(sc)[0] < worst_key:
+                worst, worst_key = gi, _rank(sc)[0]
+        if worst is None:
+            break
+        grains.pop(worst)
+    return grains
 
 
 def find_grains(q: np.ndarray, cls: np.ndarray, conf: np.ndarray, geom: ClassGeometry, calibration,
@@ -181,15 +255,27 @@ def find_grains(q: np.ndarray, cls: np.ndarray, conf: np.ndarray, geom: ClassGeo
     c = len(cls)
     spot_mat = np.where(cls >= 0, classes.class_material[np.maximum(cls, 0)], -1)
 
-    def accept(mat_i, ub):
+    rejected: list = []  # (material, UB) of candidates that failed confirmation
+
+    def accept(mat_i, ub) -> bool:
         mat = materials[mat_i]
+        others: list = []
+        ub = best_variant(mat, ub, q, calibration, energy_band_kev, p, claimed, others,
+                          [g.ub for g in grains if g.material == mat_i], geom.rotation_ops(mat_i))
+        prev[:0] = [(mat_i, u) for u in others]  # scored first in the next round
         if p.refine:
             ub = refine_orientation(mat, ub, q, calibration, energy_band_kev, p.refine_tolerances_deg)
+        ub = _consistent_setting(mat, ub, q, calibration, energy_band_kev, p, claimed, geom, mat_i)
+        sc = score_candidates(mat, ub, q, calibration, energy_band_kev, p.confirm_tolerance_deg, claimed)
+        if not (sc.n_new[0] >= p.min_matched and sc.free_rate[0] >= p.mr_min):
+            rejected.append((mat_i, ub))
+            return False
         idx, hkl, res, n_th = match_one(mat, ub, q, calibration, energy_band_kev, p.match_tolerance_deg)
         g = GrainResult(mat_i, ub, 100.0 * len(idx) / max(n_th, 1), len(idx),
                         float(res.mean()) if len(res) else np.inf, idx, hkl, res)
         grains.append(g)
         claimed[idx] = True
+        return True
 
     while len(grains) < p.max_grains and not done.all():
         counts = np.bincount([g.material for g in grains], minlength=n_mat)
@@ -203,12 +289,13 @@ def find_grains(q: np.ndarray, cls: np.ndarray, conf: np.ndarray, geom: ClassGeo
             if done[mat_i]:
                 continue
             sc = score_candidates(materials[mat_i], ub, q, calibration, energy_band_kev, p.match_tolerance_deg, claimed)
-            if _passes(sc, p)[0] and sc.matching_rate[0] >= p.mr_accept:
-                best = (sc.matching_rate[0], mat_i, np.asarray(ub, float))
+            if _passes(sc, p)[0] and sc.free_rate[0] >= p.mr_accept:
+                best = (sc.free_rate[0], mat_i, np.asarray(ub, float))
                 break
         if best is not None:
-            accept(best[1], best[2])
-            continue
+            if accept(best[1], best[2]):
+                continue
+            best = None
         # 2. pairs of confident spots
         cand = np.flatnonzero((cls >= 0) & (conf >= p.confidence_threshold) & ~claimed[:c] & ~done[np.maximum(spot_mat, 0)])
         if len(cand) < 2:
@@ -236,16 +323,61 @@ def find_grains(q: np.ndarray, cls: np.ndarray, conf: np.ndarray, geom: ClassGeo
                     continue
                 sc = score_candidates(materials[mat_i], ubs, q, calibration, energy_band_kev,
                                       p.match_tolerance_deg, claimed)
-                ok = _passes(sc, p)
+                ok = _passes(sc, p) & ~_near_rejected(ubs, mat_i, rejected, geom)
                 if not ok.any():
                     continue
-                k = np.flatnonzero(ok)[np.argmax(sc.matching_rate[ok])]
-                if best is None or sc.matching_rate[k] > best[0]:
-                    best = (sc.matching_rate[k], mat_i, ubs[k])
+                k = np.flatnonzero(ok)[np.argmax(_rank(sc)[ok])]
+                if best is None or sc.free_rate[k] > best[0]:
+                    best = (sc.free_rate[k], mat_i, ubs[k])
             if best is not None and best[0] >= p.mr_accept:
                 accepted = True
                 break
         if best is None or (not accepted and best[0] < p.mr_min):
             break
-        accept(best[1], best[2])
+        if not accept(best[1], best[2]) and len(rejected) >= p.max_rejections:
+            break
     return grains
+
+
+_SYMMETRIC_RULE: dict = {}
+
+
+def rule_is_symmetric(material: Material, max_index: int = 6) -> bool:
+    """Whether the material's allowed reflections are invariant under its Laue group (the
+    space-group rule always is; some LaueTools codes, e.g. ``wurtzite``, are not: symmetry-
+    equivalent UBs then predict slightly different spots and harmonic labels)."""
+    key = (material.name, material.extinction_rule)
+    if key not in _SYMMETRIC_RULE:
+        r = np.arange(-max_index, max_index + 1)
+        hkl = np.stack(np.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3)
+        ok = material.allowed(hkl)
+        images = np.einsum("nij,mj->nmi", hkl_operators(material), hkl)
+        _SYMMETRIC_RULE[key] = bool(all((material.allowed(im) == ok).all() for im in images))
+    return _SYMMETRIC_RULE[key]
+
+
+def _consistent_setting(material, ub, q, calibration, energy_band_kev, p: IndexingParams, claimed,
+                        geom: ClassGeometry, mat_i: int):
+    """For an extinction rule that is not Laue-symmetric, the symmetry-equivalent ``ub · S`` whose
+    predicted spots match best (most matched, then highest rate): its spot list and harmonic
+    labels are the ones measured. Symmetric rules: ``ub`` unchanged."""
+    if rule_is_symmetric(material):
+        return ub
+    cands = np.einsum("ij,kjl->kil", ub, geom.rotation_ops(mat_i))
+    sc = score_candidates(material, cands, q, calibration, energy_band_kev, p.match_tolerance_deg, claimed)
+    return cands[int(np.argmax(sc.n_matched + 1e-3 * sc.matching_rate))]
+
+
+def _near_rejected(ubs, mat_i: int, rejected, geom: ClassGeometry, max_deg: float = 2.0) -> np.ndarray:
+    """(K,) True for candidates within ``max_deg`` (symmetry-reduced) of a rejected one."""
+    mine = [u for m, u in rejected if m == mat_i]
+    return _near(ubs, mine, geom.rotation_ops(mat_i), max_deg) if mine else np.zeros(len(ubs), bool)
+
+
+def _near(ubs, others, symmetry, max_deg: float) -> np.ndarray:
+    """(K,) True for the UBs (K, 3, 3) within ``max_deg`` (symmetry-reduced) of one of ``others``."""
+    near = np.zeros(len(ubs), bool)
+    for u in others:  # trace(Uᵀ_other · U · S) ≥ 1 + 2 cos(max)
+        tr = np.einsum("ji,kjl,nli->kn", u, ubs, symmetry).max(axis=1)
+        near |= tr >= 1 + 2 * np.cos(np.deg2rad(max_deg))
+    return near

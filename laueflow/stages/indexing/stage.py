@@ -18,7 +18,7 @@ from ...physics.geometry import Calibration, angles_to_qhat
 from ...physics.materials import get_materials, material_differences
 from ...physics.orientations import matrix_to_euler
 from . import STAGE
-from .orientation import ClassGeometry, IndexingParams, find_grains
+from .orientation import ClassGeometry, IndexingParams, find_grains, prune_grains
 from .training import Indexer
 
 __all__ = ["index_peaks", "index_stage", "model_to_scan_materials"]
@@ -161,6 +161,7 @@ def index_peaks(peak_two_theta, peak_chi, peak_intensity=None, *, indexer: Index
             grains = find_grains(q, ci, fi, geom, calibration, band, p, grains=grains, seed_from=c)
             c = end
         out[SEED_KEY][i] = c
+        grains = prune_grains(grains, q, geom, calibration, band, p)
         # resolve spots matched by several grains: keep the smallest residual
         best_res = np.full(m, np.inf)
         for gi, g in enumerate(grains):
