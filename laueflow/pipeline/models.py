@@ -136,12 +136,17 @@ register_model_kind(ModelKind("lauenn-indexer", indexers.check_index_model, inde
                               _load_indexer))
 
 
-def _autoencoder_path(params: Mapping) -> Path:
+def _autoencoder_path(params: Mapping) -> Path | None:
+    if params.get("method", "autoencoder") != "autoencoder":
+        return None  # method: pixels needs no model
     return Path(params["model"]).expanduser() if params.get("model") else default_autoencoder_path()
 
 
 def _check_autoencoder(params: Mapping, context: Mapping) -> None:
-    meta = check_autoencoder_file(_autoencoder_path(params))
+    path = _autoencoder_path(params)
+    if path is None:
+        return
+    meta = check_autoencoder_file(path)
     latent = int(meta["config"]["latent_size"])
     if "n_features" in params and int(params["n_features"]) != latent:
         raise ValueError(f"the model has {latent} features but n_features is {params['n_features']}; "

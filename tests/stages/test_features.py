@@ -68,3 +68,32 @@ def test_features_in_a_real_run(tmp_path, model):
 
     _, dims, dtype, fill, units, _ = documented_variables()["features"]
     assert (dims, dtype, fill, units) == ("y, x, feature", "float32", "NaN", "1")
+
+
+def test_pixels_method_is_the_preprocessed_image_area_averaged_and_needs_no_model(tmp_path, rng):
+    from laueflow.kernels.downsample import preprocess_frames
+    from laueflow.pipeline.workflow import parse_workflow
+    from laueflow.stages.features import STAGE, compute_features
+
+    images = rng.poisson(1000, size=(3, 300, 310)).astype(np.uint16)
+    images[:, 100:103, 150:153] += 5000
+    small = preprocess_frames(images)
+    for n_features, side in ((256, 16), (1024, 32)):
+        got = compute_features(images, method="pixels", n_features=n_features, batch_size=2)["features"]
+        f = 128 // side
+        want = np.stack([[small[i, r * f:(r + 1) * f, c * f:(c + 1) * f].mean() for r in range(side) for c in range(side)]
+                         for i in range(3)])
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="side²"):
+        STAGE.validate_params({**STAGE.params, "method": "pixels", "n_features": 100})
+    with pytest.raises(ValueError, match="'autoencoder' or 'pixels'"):
+        STAGE.validate_params({**STAGE.params, "method": "pca"})
+    scan = tmp_path / "scan.zarr"
+    standin.make_scan_store(scan, ny=2, nx=2, rows=256, cols=272, n_spots=12)
+    from laueflow.pipeline.models import check_models, resolve_models
+
+    params = {**STAGE.params, "method": "pixels", "model": "/no/such/file.pt"}
+    check_models(STAGE, params, {})  # no model file is looked for
+    assert resolve_models(STAGE, params, {})["model"] is None
+    parse_workflow({"input": str(scan), "output": str(tmp_path / "r.zarr"),
+                    "stages": [{"features": {"method": "pixels"}}]})
