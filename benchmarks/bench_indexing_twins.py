@@ -1,7 +1,7 @@
 """Twin / pseudo-symmetry acceptance (issue #12, deliverable 3): the issue's bars from one command.
 
 Run:  python benchmarks/bench_indexing_twins.py [--n 1000] [--rules space_group,lauetools]
-      [--only lists|scan] [--scan-seeds 4] [--no-pseudo-symmetry]
+      [--only lists|scan] [--scan-seeds 4] [--rows '1 Si + 3 GaN'] [--failures] [--no-pseudo-symmetry]
 
 1. **Lists**: simulated clean lists (no missing or spurious spots), 0.2 px Gaussian noise on x
    and y, spots shuffled, no intensities (``bench_indexing_order.lists`` / ``shuffle``): 1–5 Cu
@@ -59,7 +59,10 @@ def models(rule: str):
     return cu, gs
 
 
-def run_lists(indexer, counts, seed, max_grains, **kw):
+def run_lists(indexer, counts, seed, max_grains, failures: bool = False, **kw):
+    """Index a row's lists (seed ``seed``: simulation, ``seed + 1`` noise, ``seed + 2`` order);
+    ``failures``: print each list (0-based index within the row) with a grain not found < 0.1° or
+    a spurious grain."""
     from laueflow.stages.indexing.evaluate import evaluate_indexing
     from laueflow.stages.indexing.stage import index_peaks
 
@@ -69,6 +72,12 @@ def run_lists(indexer, counts, seed, max_grains, **kw):
     out = index_peaks(s_tth, s_chi, None, indexer=indexer, max_grains=max_grains, **kw)
     dt = (time.perf_counter() - t) / len(ps)
     ev = evaluate_indexing(out, ps.ub, ps.grain_material, indexer.materials, truth_hkl=s_hkl, truth_grain=s_grain)
+    for i in range(len(ps)) if failures else ():
+        e = evaluate_indexing({k: v[i:i + 1] for k, v in out.items()}, ps.ub[i:i + 1], ps.grain_material[i:i + 1],
+                              indexer.materials)
+        if e["spurious"] or e["found_precise"] < e["n_truth_grains"]:
+            print(f"  seed {seed} list {i}: found < 0.1° {e['found_precise']}/{e['n_truth_grains']}, "
+                  f"spurious {e['spurious']}", flush=True)
     return ev, dt
 
 
@@ -131,6 +140,7 @@ def main():
     ap.add_argument("--only", choices=("lists", "scan"))
     ap.add_argument("--scan-seeds", type=int, default=4)
     ap.add_argument("--rows", default="", help="comma-separated subset of row labels, e.g. '1 Si + 2 GaN'")
+    ap.add_argument("--failures", action="store_true", help="print the lists with a missed or spurious grain")
     ap.add_argument("--no-pseudo-symmetry", action="store_true", help="before: max_overlap 0.3, no variants")
     args = ap.parse_args()
     kw = dict(pseudo_symmetry=False, max_overlap=0.3) if args.no_pseudo_symmetry else {}
@@ -145,7 +155,7 @@ def main():
             for indexer, label, counts, seed, mg in rows:
                 if args.rows and label not in args.rows.split(","):
                     continue
-                ev, dt = run_lists(indexer, counts, seed, mg, **kw)
+                ev, dt = run_lists(indexer, counts, seed, mg, args.failures, **kw)
                 print(f"| {rule} | {label} | {ev['found_precise']}/{ev['n_truth_grains']} "
                       f"({100 * ev['found_precise_fraction']:.2f} %) | {ev['spurious']} "
                       f"| {100 * ev['hkl_accuracy']:.2f} % | {1000 * dt:.0f} |", flush=True)

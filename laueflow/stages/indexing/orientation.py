@@ -15,7 +15,8 @@ Per image, repeatedly (one grain per round):
 4. the best candidate of a batch is taken at once when its free rate ≥ ``mr_accept``; else the
    best over ``max_pairs`` pairs when ≥ ``mr_min``; otherwise the material is done. It is
    replaced by the pseudo-symmetric variant (Σ3 twin …, :mod:`.pseudosymmetry`) that explains
-   the spots best, refined (least-squares rotation on matched q̂ pairs) and confirmed (free rate
+   the spots best — or by an orientation of another material whose spots fall on many of its
+   own (GaN [0001] ∥ Si <111>: :func:`_cross_material`) when that explains them better —, refined (least-squares rotation on matched q̂ pairs) and confirmed (free rate
    ≥ ``mr_min`` within ``confirm_tolerance_deg``; else excluded and the search goes on); its
    matched spots are claimed. :func:`prune_grains` then judges the grains jointly.
 
@@ -35,7 +36,7 @@ import numpy as np
 from ...physics.materials import Material
 from ...physics.symmetry import hkl_operators, rotation_operators
 from .matching import match_one, orientation_from_pairs, refine_orientation, score_candidates
-from .pseudosymmetry import pseudo_symmetry_variants
+from .pseudosymmetry import cross_material_variants, pseudo_symmetry_variants
 
 __all__ = ["IndexingParams", "GrainResult", "find_grains", "ClassGeometry"]
 
@@ -260,9 +261,30 @@ def find_grains(q: np.ndarray, cls: np.ndarray, conf: np.ndarray, geom: ClassGeo
     def accept(mat_i, ub) -> bool:
         mat = materials[mat_i]
         others: list = []
-        ub = best_variant(mat, ub, q, calibration, energy_band_kev, p, claimed, others,
-                          [g.ub for g in grains if g.material == mat_i], geom.rotation_ops(mat_i))
-        prev[:0] = [(mat_i, u) for u in others]  # scored first in the next round
+
+        def settle(mat_i, ub):
+            # the best variant, then the best variant of that one …, until no variant of the
+            # chosen orientation explains the spots better: variants are not transitive (a chance
+            # candidate's variant can be the Σ3 twin of the true grain, whose variant is the grain)
+            for _ in range(4):
+                found: list = []
+                new = best_variant(materials[mat_i], ub, q, calibration, energy_band_kev, p, claimed, found,
+                                   [g.ub for g in grains if g.material == mat_i], geom.rotation_ops(mat_i))
+                others.extend((mat_i, u) for u in found)
+                if new is ub or np.array_equal(new, ub):
+                    break
+                ub = new
+            return ub
+
+        ub = settle(mat_i, np.asarray(ub, float))
+        if p.pseudo_symmetry and n_mat > 1:
+            new_mat, ub = _cross_material(mat_i, ub, q, calibration, energy_band_kev, p, claimed, geom, grains,
+                                          done, others)
+            if new_mat != mat_i:
+                mat_i = new_mat
+                ub = settle(mat_i, ub)
+            mat = materials[mat_i]
+        prev[:0] = others  # scored first in the next round
         if p.refine:
             ub = refine_orientation(mat, ub, q, calibration, energy_band_kev, p.refine_tolerances_deg)
         ub = _consistent_setting(mat, ub, q, calibration, energy_band_kev, p, claimed, geom, mat_i)
@@ -337,6 +359,52 @@ def find_grains(q: np.ndarray, cls: np.ndarray, conf: np.ndarray, geom: ClassGeo
         if not accept(best[1], best[2]) and len(rejected) >= p.max_rejections:
             break
     return grains
+
+
+def _cross_material(mat_i: int, ub, q, calibration, energy_band_kev, p: IndexingParams, claimed,
+                    geom: ClassGeometry, grains, done, runners_up: list):
+    """``(mat_i, ub)`` or the orientation of another material of the model whose spots fall on
+    many of ``ub``'s (:func:`.pseudosymmetry.cross_material_variants`, e.g. GaN [0001] ∥ Si <111>)
+    when it explains the spots not yet ``claimed`` better: a Si orientation can explain ~50 % of a
+    GaN grain's spots, and pass the confirmation, while the GaN grain explains all of them. Every
+    variant is refined first (the two lattices' shared directions are a fraction of a degree
+    apart) and all are scored within ``confirm_tolerance_deg``, like :func:`best_variant`'s.
+    Materials at their cap (``done``) are not offered. The candidates left out that pass with a
+    free rate ≥ ``mr_min`` (a real epitaxial pair: both do) are appended to ``runners_up``."""
+    materials = geom.materials
+    tol = p.confirm_tolerance_deg
+    ref = lambda mat, u: (refine_orientation(mat, u, q, calibration, energy_band_kev, p.refine_tolerances_deg)  # noqa: E731
+                          if p.refine else u)
+    cands = [(mat_i, np.asarray(ub, float), ref(materials[mat_i], ub))]
+    for b in range(len(materials)):
+        if b == mat_i or done[b]:
+            continue
+        v = cross_material_variants(materials[b], materials[mat_i], min_coincidence=p.min_coincidence)
+        if not len(v):
+            continue
+        ubs = np.einsum("ij,kjl->kil", np.asarray(ub, float), v)
+        accepted = [g.ub for g in grains if g.material == b]
+        if accepted:
+            ubs = ubs[~_near(ubs, accepted, geom.rotation_ops(b), 0.3)]
+        cands += [(b, u, ref(materials[b], u)) for u in ubs]
+    if len(cands) == 1:
+        return mat_i, ub
+    keys = []
+    for b, _, u in cands:
+        sc = score_candidates(materials[b], u, q, calibration, energy_band_kev, tol, claimed)
+        keys.append((_rank(sc)[0] if _passes(sc, p)[0] else -np.inf, sc.free_rate[0]))
+    own = keys[0][0]
+    best = int(np.argmax([k for k, _ in keys]))
+    if not keys[best][0] > own:
+        best = 0
+    order = sorted(range(len(cands)), key=lambda k: -keys[k][0])
+    runners_up.extend((cands[k][0], cands[k][1]) for k in order
+                      if k != best and k != 0 and np.isfinite(keys[k][0]) and keys[k][1] >= p.mr_min)
+    if best != 0:
+        if np.isfinite(own) and keys[0][1] >= p.mr_min:
+            runners_up.append((mat_i, np.asarray(ub, float)))
+        return cands[best][0], cands[best][2]
+    return mat_i, ub
 
 
 _SYMMETRIC_RULE: dict = {}

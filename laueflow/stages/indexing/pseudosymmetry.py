@@ -112,3 +112,62 @@ def pseudo_symmetry_variants(material: Material, *, min_coincidence: float = 0.2
     ident = np.einsum("kij,nji->kn", out, symmetry).max(axis=1) > 1 + 2 * np.cos(np.deg2rad(0.5))
     _CACHE[key] = out[~ident]
     return _CACHE[key]
+
+
+def cross_material_variants(target: Material, source: Material, *, min_coincidence: float = 0.2,
+                            max_index: int = 3, n_seed_directions: int = 40,
+                            tolerance_deg: float = 0.5) -> np.ndarray:
+    """Crystal-frame rotations ``V`` (K, 3, 3) from ``target``'s frame to ``source``'s: for an
+    orientation ``U`` of ``source``, ``U · V`` is an orientation of ``target`` whose spots fall on
+    many of ``U``'s (≥ ``min_coincidence`` of ``target``'s observable directions within
+    ``tolerance_deg`` of one of ``source``'s). Two materials of one list can be such impostors of
+    each other: wurtzite GaN and diamond Si share the close-packed directions (GaN [0001] ∥ Si
+    <111>, the epitaxial relation), so a Si orientation explains ~50 % of a GaN grain's spots
+    (residual ~0.2°: c/a is not ideal). K = 0 when none (or ``target`` is ``source``: see
+    :func:`pseudo_symmetry_variants`). The tolerance is wider than for one lattice (a real
+    lattice mismatch leaves the shared directions a fraction of a degree apart). Cached."""
+    key = ("cross", target.name, tuple(target.lattice_parameters), target.extinction_rule, source.name,
+           tuple(source.lattice_parameters), source.extinction_rule, min_coincidence, max_index,
+           n_seed_directions, tolerance_deg)
+    if key in _CACHE:
+        return _CACHE[key]
+    if target.name == source.name and tuple(target.lattice_parameters) == tuple(source.lattice_parameters):
+        _CACHE[key] = np.zeros((0, 3, 3))
+        return _CACHE[key]
+    sym_t = rotation_operators(target)
+    sym_s = rotation_operators(source)
+
+    def seeds_of(mat):
+        dirs = _directions(mat, max_index)
+        qlen = np.linalg.norm(observable_directions(mat, max_index) @ mat.b_matrix.T, axis=1)
+        return dirs[np.argsort(qlen, kind="stable")[:n_seed_directions]]
+
+    st, ss = seeds_of(target), seeds_of(source)
+    cos_t, cos_s = st @ st.T, ss @ ss.T
+    ang_t = np.rad2deg(np.arccos(np.clip(cos_t, -1, 1)))
+    ang_s = np.rad2deg(np.arccos(np.clip(cos_s, -1, 1)))
+    g1, g2, q1, q2 = [], [], [], []
+    for d1 in _family_heads(st, sym_t, 3):  # the others are symmetry images
+        i2, j1, j2 = np.nonzero(np.abs(ang_t[d1][:, None, None] - ang_s[None, :, :]) < tolerance_deg)
+        ok = (np.abs(cos_t[d1, i2]) < 0.999) & (np.abs(cos_s[j1, j2]) < 0.999)
+        i2, j1, j2 = i2[ok], j1[ok], j2[ok]
+        g1.append(np.repeat(st[d1][None], len(i2), 0))
+        g2.append(st[i2]), q1.append(ss[j1]), q2.append(ss[j2])
+    if not sum(len(v) for v in g1):
+        _CACHE[key] = np.zeros((0, 3, 3))
+        return _CACHE[key]
+    rot = orientation_from_pairs(*(np.concatenate(v) for v in (g1, g2, q1, q2)))
+    _, first = np.unique(np.round(rot, 3), axis=0, return_index=True)  # the same R from several pairs
+    rot = rot[np.sort(first)]  # exact rotations (rounded ones are not orthogonal)
+    coarse_dirs, coarse_targets = _directions(target, 2), _directions(source, 4)
+    frac = np.concatenate([coincidence_fraction(rot[k:k + 256], coarse_dirs, coarse_targets, tolerance_deg)
+                           for k in range(0, len(rot), 256)] or [np.zeros(0)])
+    keep = frac >= 0.75 * min_coincidence
+    rot = _distinct(rot[keep][np.argsort(-frac[keep], kind="stable")], sym_t)
+    if len(rot):
+        rot = rot[coincidence_fraction(rot, _directions(target, max_index), _directions(source, max_index + 2),
+                                       tolerance_deg) >= min_coincidence]
+    # every distinct variant: S_source · R (U · S_source is U itself, U · S_source · R is not U · R)
+    out = _distinct(np.einsum("sij,kjl->skil", sym_s, rot).reshape(-1, 3, 3), sym_t) if len(rot) else rot
+    _CACHE[key] = out
+    return out
