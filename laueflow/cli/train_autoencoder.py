@@ -145,15 +145,3 @@ def run_train_autoencoder(args) -> int:
     _log(f"wrote {args.out} (sha256 {meta['sha256'][:16]}…, best epoch {hist['best_epoch']}"
          + (f", {first} BCE {best[f'{first}_bce']}" if first else "") + f"{held}, {meta['wall_s']:.0f} s)")
     return 0
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="laueflow train")
-    sub = parser.add_subparsers(dest="target", required=True)
-    add_train_target(sub)
-    args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
