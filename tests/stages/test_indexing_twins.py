@@ -14,7 +14,7 @@ from laueflow.physics.geometry import DEFAULT_CALIBRATION, angles_to_qhat
 from laueflow.physics.simulate import simulate_spots
 from laueflow.physics.symmetry import reduce_misorientation
 from laueflow.pipeline.indexers import get_indexer
-from laueflow.stages.indexing.orientation import IndexingParams, best_variant
+from laueflow.stages.indexing.orientation import IndexingParams, best_variant, settle_variant
 from laueflow.stages.indexing.pseudosymmetry import pseudo_symmetry_variants
 from laueflow.stages.indexing.stage import index_peaks
 from laueflow.synth.microstructure import twin_rotation
@@ -73,6 +73,22 @@ def test_sigma3_impostor_resolved_to_the_true_grain(tiny):
     out = index_peaks(tth, chi, None, indexer=tiny, max_grains=3)
     mis, count = _misorientations(out, [u], cu)
     assert count == 1 and mis[0] < 0.1
+
+
+def test_sigma9_candidate_settles_on_the_true_grain(tiny):
+    """A chance candidate two Σ3 steps from the only grain (Σ9): one variant comparison reaches only
+    the grain's Σ3 twin; taken to a fixed point it reaches the grain itself."""
+    cu = tiny.materials[0]
+    u = _random_u(12)
+    tth, chi = _list(cu, [u], seed=13)
+    q = angles_to_qhat(tth[0], chi[0])
+    sigma9 = u @ twin_rotation(cu.lattice_parameters, direction=(1, 1, 1)) \
+        @ twin_rotation(cu.lattice_parameters, direction=(1, -1, 1))
+    assert 35 < float(reduce_misorientation(sigma9, u, cu)) < 60 - 1  # Σ9: 38.9° about <110>
+    args = (cu, sigma9, q, DEFAULT_CALIBRATION, tiny.config.energy_band_kev, IndexingParams(), np.zeros(len(q), bool))
+    one_step = best_variant(*args)
+    assert float(reduce_misorientation(one_step, u, cu)) > 59  # the twin, not the grain
+    assert float(reduce_misorientation(settle_variant(*args), u, cu)) < 1e-3
 
 
 def test_real_twin_and_parent_are_both_kept(tiny):

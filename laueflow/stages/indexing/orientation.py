@@ -38,7 +38,7 @@ from ...physics.symmetry import hkl_operators, rotation_operators
 from .matching import match_one, orientation_from_pairs, refine_orientation, score_candidates
 from .pseudosymmetry import cross_material_variants, pseudo_symmetry_variants
 
-__all__ = ["IndexingParams", "GrainResult", "find_grains", "ClassGeometry"]
+__all__ = ["IndexingParams", "GrainResult", "find_grains", "ClassGeometry", "best_variant", "settle_variant"]
 
 
 @dataclass(frozen=True)
@@ -205,6 +205,23 @@ def best_variant(material: Material, ub, q, calibration, energy_band_kev, params
     return cands[order[0]] if np.isfinite(key[order[0]]) else cands[0]
 
 
+def settle_variant(material: Material, ub, q, calibration, energy_band_kev, params: IndexingParams, claimed,
+                   runners_up: list | None = None, accepted=(), symmetry=None, max_steps: int = 4):
+    """:func:`best_variant` taken to a fixed point: the best variant, then the best variant of that
+    one …, until no variant of the chosen orientation explains the spots better (at most
+    ``max_steps`` steps). Variants are not transitive: a chance candidate Σ9 from the true grain has
+    the grain's Σ3 twin among its variants, and only that twin's variants hold the grain. The
+    runners-up of every step are appended to ``runners_up``."""
+    ub = np.asarray(ub, float)
+    for _ in range(max_steps):
+        new = best_variant(material, ub, q, calibration, energy_band_kev, params, claimed, runners_up, accepted,
+                           symmetry)
+        if new is ub or np.array_equal(new, ub):
+            break
+        ub = new
+    return ub
+
+
 def prune_grains(grains, q, geom, calibration, energy_band_kev, params: IndexingParams):
     """Drop accepted grains that the *other* grains make redundant (their spots explained by the
     others, fewer than ``min_matched`` new spots or a free matching rate < ``mr_min``), weakest
@@ -263,17 +280,10 @@ def find_grains(q: np.ndarray, cls: np.ndarray, conf: np.ndarray, geom: ClassGeo
         others: list = []
 
         def settle(mat_i, ub):
-            # the best variant, then the best variant of that one …, until no variant of the
-            # chosen orientation explains the spots better: variants are not transitive (a chance
-            # candidate's variant can be the Σ3 twin of the true grain, whose variant is the grain)
-            for _ in range(4):
-                found: list = []
-                new = best_variant(materials[mat_i], ub, q, calibration, energy_band_kev, p, claimed, found,
-                                   [g.ub for g in grains if g.material == mat_i], geom.rotation_ops(mat_i))
-                others.extend((mat_i, u) for u in found)
-                if new is ub or np.array_equal(new, ub):
-                    break
-                ub = new
+            found: list = []
+            ub = settle_variant(materials[mat_i], ub, q, calibration, energy_band_kev, p, claimed, found,
+                                [g.ub for g in grains if g.material == mat_i], geom.rotation_ops(mat_i))
+            others.extend((mat_i, u) for u in found)
             return ub
 
         ub = settle(mat_i, np.asarray(ub, float))
