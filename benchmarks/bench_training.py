@@ -166,9 +166,12 @@ def main():
     per_shuffled = ", ".join(f"{g}: {100 * a:.2f}"
                              for g, a in info.get("validation_accuracy_shuffled_per_grain_count", {}).items())
     epochs = sum(1 for h in ix.history if "epoch" in h)
+    best = max((h for h in ix.history if "val_accuracy" in h), key=lambda h: h["val_accuracy"])
+    raw = (f"; without the class priors {100 * best['val_accuracy_uncorrected']:.3f} % / "
+           f"{100 * best['val_accuracy_shuffled_uncorrected']:.3f} %" if "val_accuracy_uncorrected" in best else "")
     result = (f"{'+'.join(args.materials)} (max grains {args.max_grains}): validation accuracy "
               f"{100 * ix.validation_accuracy:.3f} % ({per}) in intensity order, {100 * shuffled:.3f} % "
-              f"({per_shuffled}) shuffled, {wall:.1f} s wall (data {info['data_seconds']:.1f} s "
+              f"({per_shuffled}) shuffled{raw}, {wall:.1f} s wall (data {info['data_seconds']:.1f} s "
               f"before the first epoch, {epochs} epochs), {cpu:.0f} s CPU, load {load0:.1f} → {load1:.1f}")
     print(result, flush=True)
     if args.write:
@@ -176,7 +179,7 @@ def main():
         command = " ".join(["python benchmarks/bench_training.py", *argv])
         row = (f"| {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC | {args.write} | {_commit()} | `{command}` | "
                f"**{100 * ix.validation_accuracy:.3f} %** ({per}); shuffled **{100 * shuffled:.3f} %** "
-               f"({per_shuffled}) | **{wall:.0f} s** ({cpu:.0f} s CPU; "
+               f"({per_shuffled}){raw} | **{wall:.0f} s** ({cpu:.0f} s CPU; "
                f"{epochs} epochs, {info['threads']} torch thread(s) + 1 data thread) | {load0:.1f} → {load1:.1f} |")
         _append_row(RESULTS, row)
         print(f"written to {RESULTS}")

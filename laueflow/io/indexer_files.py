@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
+
 from ..physics.geometry import Calibration
 from ..physics.materials import Material, get_material
 from ..stages.indexing.classes import ClassTable
@@ -39,6 +41,8 @@ def save_indexer(indexer: Indexer, path) -> Path:
         "validation_accuracy": indexer.validation_accuracy,
         "train_seconds": indexer.train_seconds,
         "history": indexer.history,
+        "log_prior_rank": None if indexer.log_prior_rank is None else np.asarray(indexer.log_prior_rank).tolist(),
+        "log_prior_any": None if indexer.log_prior_any is None else np.asarray(indexer.log_prior_any).tolist(),
     }
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     torch.save(payload, tmp)
@@ -75,4 +79,10 @@ def load_indexer(path) -> Indexer:
     model.eval()
     return Indexer([_material(m) for m in payload["materials"]], Calibration.from_dict(payload["calibration"]),
                    IndexerConfig.from_dict(config), ClassTable.from_dict(payload["classes"]), model,
-                   payload["validation_accuracy"], payload["train_seconds"], payload.get("history", []), Path(path))
+                   payload["validation_accuracy"], payload["train_seconds"], payload.get("history", []), Path(path),
+                   _array(payload.get("log_prior_rank")), _array(payload.get("log_prior_any")))
+
+
+def _array(values):
+    """float32 array of a stored list, or None (models stored without it)."""
+    return None if values is None else np.asarray(values, dtype=np.float32)

@@ -84,7 +84,7 @@ def test_training_samples_are_the_prediction_features(monkeypatch):
     ps = simulate_patterns(mats, DEFAULT_CALIBRATION, grain_count_table((3, 1), 25), seed=3)
     assert np.ptp(ps.n_spots) > 100  # very different spot counts: several groups, each cut differently
     monkeypatch.setattr(training, "_FEATURE_GROUP", 16)  # 175 patterns: 11 groups
-    x, y, p = make_samples(ps, classes, cfg, return_pattern=True)
+    x, y, p, _ = make_samples(ps, classes, cfg, return_pattern=True)
     feats = angular_histograms(ps.two_theta, ps.chi, max_angle_deg=cfg.max_angle_deg, step_deg=cfg.step_deg,
                                n_centres=cfg.n_centres)
     lab = classes.label(np.maximum(ps.spot_material[:, :40], 0), ps.hkl[:, :40])
@@ -146,8 +146,37 @@ def test_classifier_as_accurate_on_shuffled_spots_as_in_intensity_order():
     for mode in ("brightest", "shuffled"):
         order = centre_order(ps, labels, mode, 11)
         tth, chi, lab = (np.take_along_axis(a, order, axis=1) for a in (ps.two_theta, ps.chi, labels))
-        cls, _ = ix.predict(tth, chi, n_centres=c)
         known = lab[:, :c] >= 0
-        accuracy[mode] = float((cls[known] == lab[:, :c][known]).mean())
-    assert accuracy["brightest"] > 0.97, accuracy
-    assert abs(accuracy["shuffled"] - accuracy["brightest"]) < 0.02, accuracy
+        for ranked in (False, True):
+            cls, _ = ix.predict(tth, chi, n_centres=c, intensity_order=ranked)
+            accuracy[mode, ranked] = float((cls[known] == lab[:, :c][known]).mean())
+    assert accuracy["brightest", False] > 0.97, accuracy
+    assert abs(accuracy["shuffled", False] - accuracy["brightest", False]) < 0.02, accuracy
+    # the class prior of the intensity ranks helps on intensity-ordered lists (training's validation
+    # and the prediction path agree on it)
+    assert accuracy["brightest", True] >= accuracy["brightest", False], accuracy
+    best = max((h for h in ix.history if "val_accuracy" in h), key=lambda h: h["val_accuracy"])
+    assert best["val_accuracy"] >= best["val_accuracy_uncorrected"]
+
+
+def test_class_log_priors_follow_the_relative_intensity_ranks():
+    """Patterns of 20 and 40 spots; the brightest 25 % are class 0, the others class 1; training
+    saw both classes equally (weights 1): the rank prior favours class 0 in the first quarter of
+    the relative ranks and class 1 after it; over all spots class 1 is 3 times as frequent."""
+    from laueflow.stages.indexing.training import PRIOR_RANK_BUCKETS, class_log_priors, relative_rank_bucket
+
+    labels = np.full((10, 40), -1, np.int64)
+    n_spots = np.array([20, 40] * 5)
+    for p, n in enumerate(n_spots):
+        labels[p, :n] = 1
+        labels[p, : n // 4] = 0
+    rank, any_order = class_log_priors(labels, n_spots, np.array([0, 1] * 50), np.ones(2), 2)
+    assert rank.shape == (PRIOR_RANK_BUCKETS, 2) and any_order.shape == (2,)
+    first, last = relative_rank_bucket([0, 39], [40, 40])
+    assert first == 0 and last == PRIOR_RANK_BUCKETS - 1
+    assert (rank[: PRIOR_RANK_BUCKETS // 4, 0] > 0).all() and (rank[: PRIOR_RANK_BUCKETS // 4, 1] < 0).all()
+    assert (rank[PRIOR_RANK_BUCKETS // 4:, 0] < 0).all() and (rank[PRIOR_RANK_BUCKETS // 4:, 1] > 0).all()
+    np.testing.assert_allclose(any_order, np.log(np.array([76, 226]) / 302) - np.log(0.5), rtol=1e-6)
+    # a model that learned class 1 twice as much (loss weight 2) is corrected for it
+    _, weighted = class_log_priors(labels, n_spots, np.array([0, 1] * 50), np.array([1.0, 2.0]), 2)
+    np.testing.assert_allclose(weighted - any_order, np.log([1.5, 0.75]), rtol=1e-6)

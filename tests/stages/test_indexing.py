@@ -213,10 +213,14 @@ def test_model_cache_reuse(tiny_cache, monkeypatch):
     assert model_path(["Cu"], DEFAULT_CALIBRATION, IndexerConfig(**{**TINY.__dict__, "step_deg": 0.2}), cache) != path
     # the loaded model predicts exactly like the trained one
     ps = simulate_patterns(indexer.materials, DEFAULT_CALIBRATION, np.ones((2, 1), int), seed=5)
-    c1, p1 = indexer.predict(ps.two_theta, ps.chi)
-    c2, p2 = load_indexer(path).predict(ps.two_theta, ps.chi)
-    np.testing.assert_array_equal(c1, c2)
-    np.testing.assert_allclose(p1, p2, rtol=1e-6)
+    loaded = load_indexer(path)
+    np.testing.assert_array_equal(loaded.log_prior_rank, indexer.log_prior_rank)
+    np.testing.assert_array_equal(loaded.log_prior_any, indexer.log_prior_any)
+    for ranked in (False, True):
+        c1, p1 = indexer.predict(ps.two_theta, ps.chi, intensity_order=ranked)
+        c2, p2 = loaded.predict(ps.two_theta, ps.chi, intensity_order=ranked)
+        np.testing.assert_array_equal(c1, c2)
+        np.testing.assert_allclose(p1, p2, rtol=1e-6)
     # the pipeline finds the cached model by materials + calibration (no training): validate phase,
     # prepare phase (driver), then the worker loads it once and hands the stage the loaded indexer
     params = {"cache_dir": str(cache), "train_if_missing": False, "indexer_config": TINY.to_dict()}

@@ -128,7 +128,8 @@ def index_peaks(peak_two_theta, peak_chi, peak_intensity=None, *, indexer: Index
     tth_o[~np.take_along_axis(valid, order, 1)] = np.nan
     if n_predict is None:
         n_predict = max(int(indexer.config.n_centres), 25 * g_max)
-    cls, conf = indexer.predict(tth_o, chi_o, n_centres=int(n_predict), device=device)
+    ranked = peak_intensity is not None  # brightest first: class priors of the intensity ranks
+    cls, conf = indexer.predict(tth_o, chi_o, n_centres=int(n_predict), device=device, intensity_order=ranked)
     block = max(int(n_predict), 2)
 
     out = STAGE.empty_outputs(n, {"max_grains": g_max}, peak=mp)
@@ -156,7 +157,8 @@ def index_peaks(peak_two_theta, peak_chi, peak_intensity=None, *, indexer: Index
         while c < m and _unexplained(grains, m, p, len(geom.materials)):
             end = min(c + block, m)
             perm = np.r_[c:end, 0:c, end:m]
-            bc, bf = indexer.predict(tth_o[i, :m][perm], chi_o[i, :m][perm], n_centres=end - c, device=device)
+            bc, bf = indexer.predict(tth_o[i, :m][perm], chi_o[i, :m][perm], n_centres=end - c, device=device,
+                                     intensity_order=ranked, first_rank=c)
             ci, fi = np.concatenate([ci, bc]), np.concatenate([fi, bf])
             grains = find_grains(q, ci, fi, geom, calibration, band, p, grains=grains, seed_from=c)
             c = end

@@ -28,7 +28,7 @@ from .training_data import grain_count_table, simulate_patterns
 
 __all__ = ["IndexerConfig", "Indexer", "train_indexer", "model_hash", "resolve_materials", "MODEL_FORMAT",
            "TRAINING_CODE_VERSION", "CALIBRATION_TOLERANCE_PX", "calibration_sensitivity", "calibration_decimals",
-           "calibration_key"]
+           "calibration_key", "class_log_priors", "relative_rank_bucket", "PRIOR_RANK_BUCKETS"]
 
 #: version of the stored model (part of the model hash; see :mod:`laueflow.io.indexer_files`)
 MODEL_FORMAT = 2
@@ -36,7 +36,7 @@ MODEL_FORMAT = 2
 #: version of the training and feature code (part of the model hash): bump it whenever a change to
 #: this module, ``training_data.py``, ``classes.py``, ``kernels/histograms.py``, the simulator or
 #: ``models/lauenn.py`` changes what training the same inputs gives (history: ``docs/indexing.md`` §4)
-TRAINING_CODE_VERSION = 3
+TRAINING_CODE_VERSION = 4
 
 #: the cache key rounds each calibration parameter to a step that moves no spot on the detector by
 #: this much (px) — see :func:`calibration_key`
@@ -192,6 +192,12 @@ class Indexer:
     train_seconds: float = float("nan")
     history: list = field(default_factory=list)
     path: Path | None = None
+    #: label-shift corrections of the network's log-probabilities (:func:`class_log_priors`):
+    #: ``(PRIOR_RANK_BUCKETS, n_classes)`` for a centre by its relative intensity rank in an
+    #: intensity-ordered list, ``(n_classes,)`` for a list in arbitrary order; None (models stored
+    #: before them): no correction
+    log_prior_rank: np.ndarray | None = None
+    log_prior_any: np.ndarray | None = None
 
     @property
     def material_names(self) -> list[str]:
@@ -203,8 +209,15 @@ class Indexer:
         return to_numpy(angular_histograms(two_theta, chi, max_angle_deg=c.max_angle_deg, step_deg=c.step_deg,
                                            n_centres=n_centres or c.n_centres, smooth_bins=c.smooth_bins))
 
-    def predict(self, two_theta, chi, n_centres=None, device=None):
+    def predict(self, two_theta, chi, n_centres=None, device=None, *, intensity_order: bool = False,
+                first_rank: int = 0):
         """Predicted class and confidence for the first ``n_centres`` spots of each image.
+
+        ``intensity_order``: the spots are sorted brightest first, so the centre in column j has
+        intensity rank ``first_rank + j`` among the image's spots, and the class probabilities are
+        corrected to the class frequencies at that relative rank (bright spots are mostly
+        low-index reflections); otherwise (a list in arbitrary order) to the frequencies over all
+        spots (:func:`class_log_priors`).
 
         Returns ``(class (n, c) int64, −1 where no spot; confidence (n, c) float32)``.
         """
@@ -218,17 +231,33 @@ class Indexer:
         n, c, nb = feats.shape
         valid = np.isfinite(tth[:, :c])
         x = torch.from_numpy(feats[valid])
+        rows, cols = np.nonzero(valid)
+        shift = self.log_prior_shift(cols + int(first_rank), np.isfinite(tth).sum(axis=1)[rows], intensity_order)
         if device is not None:
             self.model.to(device)
             x = x.to(device)
         with torch.inference_mode():
-            prob = self.model.predict_proba(x) if len(x) else torch.zeros((0, self.classes.n_classes))
+            self.model.eval()
+            logits = self.model(x) if len(x) else torch.zeros((0, self.classes.n_classes))
+            if shift is not None:
+                logits = logits + torch.as_tensor(shift, dtype=logits.dtype, device=logits.device)
+            prob = torch.softmax(logits, dim=-1)
         conf, cls = prob.max(dim=-1)
         out_cls = np.full((n, c), -1, dtype=np.int64)
         out_conf = np.zeros((n, c), dtype=np.float32)
         out_cls[valid] = cls.cpu().numpy()
         out_conf[valid] = conf.cpu().numpy()
         return (out_cls[0], out_conf[0]) if single else (out_cls, out_conf)
+
+    def log_prior_shift(self, rank, n_spots, intensity_order: bool):
+        """Corrections ``(len(rank), n_classes)`` float32 added to the logits of centres at intensity
+        ``rank`` in lists of ``n_spots`` spots (both ignored unless ``intensity_order``), or None
+        when the model has none."""
+        if intensity_order and self.log_prior_rank is not None:
+            return np.asarray(self.log_prior_rank, dtype=np.float32)[relative_rank_bucket(rank, n_spots)]
+        if not intensity_order and self.log_prior_any is not None:
+            return np.broadcast_to(np.asarray(self.log_prior_any, dtype=np.float32), (len(rank), self.classes.n_classes))
+        return None
 
 
 
@@ -273,8 +302,9 @@ def centre_order(patterns, labels, mode: str, rng=None, n_bright: int = 0) -> np
 
 def make_samples(patterns, classes: ClassTable, config: IndexerConfig, return_pattern: bool = False,
                  centres: str = "brightest", rng=None):
-    """(features (N, n_bins) float32, labels (N,) int64[, pattern index (N,)]) of the labelled
-    centre spots, pattern by pattern in input order.
+    """(features (N, n_bins) float32, labels (N,) int64[, pattern index (N,), centre column (N,)])
+    of the labelled centre spots, pattern by pattern in input order (the column is the centre's
+    rank in the order of ``centres``: its intensity rank for ``"brightest"``).
 
     The centres are the first ``config.n_centres`` spots of each pattern in the order
     :func:`centre_order` gives for ``centres`` (``rng``: seed or Generator of the random orders).
@@ -309,8 +339,46 @@ def make_samples(patterns, classes: ClassTable, config: IndexerConfig, return_pa
         k = keep[idx, :h.shape[1]]
         feats[row[idx, :h.shape[1]][k]] = h[k]
     if return_pattern:
-        return feats, lab[keep], np.nonzero(keep)[0]
+        pattern, column = np.nonzero(keep)
+        return feats, lab[keep], pattern, column
     return feats, lab[keep]
+
+
+#: buckets of the relative intensity rank (rank / number of spots in the list) of the rank prior
+PRIOR_RANK_BUCKETS = 40
+
+
+def relative_rank_bucket(rank, n_spots):
+    """Bucket (int array) of the relative intensity rank ``rank / n_spots`` (0 = brightest)."""
+    rel = np.asarray(rank, float) / np.maximum(np.asarray(n_spots, float), 1.0)
+    return np.clip((rel * PRIOR_RANK_BUCKETS).astype(np.int64), 0, PRIOR_RANK_BUCKETS - 1)
+
+
+def class_log_priors(labels, n_spots, train_labels, loss_weights, n_classes: int):
+    """Label-shift corrections of a classifier trained on ``train_labels`` with the loss weights
+    ``loss_weights`` (it learned the class prior ∝ frequency × weight): ``log p_target − log
+    p_learned`` for two targets, from training-like patterns: ``labels`` ``(n_patterns,
+    max_spots)``, the class of every spot in intensity order (−1: none), ``n_spots``
+    ``(n_patterns,)`` the spots of each pattern (unlabelled ones included):
+
+    * ``rank`` ``(PRIOR_RANK_BUCKETS, n_classes)``: the class frequencies of the spots in each
+      bucket of the relative intensity rank (:func:`relative_rank_bucket`) — the centres of an
+      intensity-ordered peak list (bright spots are mostly low-index reflections, the more so
+      the more spots the list has);
+    * ``any`` ``(n_classes,)``: the frequencies over all spots — a list in arbitrary order.
+
+    Frequencies use add-one (Laplace) counts. Returns ``(rank, any)`` float32.
+    """
+    def log_freq(lab):
+        counts = np.bincount(lab[lab >= 0], minlength=n_classes)[:n_classes] + 1.0
+        return np.log(counts / counts.sum())
+
+    labels = np.asarray(labels)
+    learned = log_freq(np.asarray(train_labels)) + np.log(np.asarray(loss_weights, float))
+    learned -= np.log(np.exp(learned).sum())
+    bucket = relative_rank_bucket(np.arange(labels.shape[1])[None], np.asarray(n_spots)[:, None])
+    rank = np.stack([log_freq(labels[bucket == b]) for b in range(PRIOR_RANK_BUCKETS)])
+    return (rank - learned).astype(np.float32), (log_freq(labels.ravel()) - learned).astype(np.float32)
 
 
 def _class_weights(counts: np.ndarray, scheme: str) -> np.ndarray:
@@ -366,7 +434,7 @@ class _TrainingData:
     def __init__(self, mats, calibration, classes, config, counts, pool=None):
         self.mats, self.calibration, self.config, self.counts = mats, calibration, config, counts
         self._pool, self._own_pool, self._pending = pool, pool is None, None
-        x, y = self._simulate(0, classes)
+        (x, y), pats = self._simulate(0, classes, with_patterns=True)
         freq = np.bincount(y, minlength=classes.n_classes)
         keep = freq > config.min_class_count
         self.remap = np.full(classes.n_classes, -1)
@@ -374,13 +442,18 @@ class _TrainingData:
         self.all_classes, self.classes = classes, classes.subset(keep)
         self.first = self._relabel(x, y)
         self.n_patterns = len(counts)
+        # the class of every spot of the epoch-0 patterns, intensity order (kept classes; −1: none)
+        lab = classes.label(np.maximum(pats.spot_material, 0), pats.hkl)
+        self.spot_labels = np.where((pats.spot_material >= 0) & (lab >= 0), self.remap[np.maximum(lab, 0)], -1)
+        self.n_spots = np.isfinite(pats.two_theta).sum(axis=1)
 
-    def _simulate(self, epoch, classes):
+    def _simulate(self, epoch, classes, with_patterns=False):
         c = self.config
         seed = (c.seed, 1) if epoch == 0 else (c.seed, 1, epoch)
         pats = simulate_patterns(self.mats, self.calibration, self.counts, seed=seed,
                                  energy_band_kev=c.energy_band_kev, mode="lauenn")
-        return make_samples(pats, classes, c, centres=c.training_centres, rng=(*seed, 3))
+        samples = make_samples(pats, classes, c, centres=c.training_centres, rng=(*seed, 3))
+        return (samples, pats) if with_patterns else samples
 
     def _relabel(self, x, y):
         y = self.remap[y]
@@ -435,12 +508,12 @@ def _train(materials, calibration, config, device, verbose, log) -> Indexer:
     try:
         val_future = pool.submit(_validation_samples, mats, calibration, classes, config, n_va)
         data = _TrainingData(mats, calibration, classes, config, grain_count_table(config.max_grains, n_tr), pool)
-        (x_va, y_va, g_va), (x_vs, y_vs, g_vs) = val_future.result()
+        (x_va, y_va, g_va, r_va, n_va_spots), (x_vs, y_vs, g_vs, _, _) = val_future.result()
     except BaseException:
         pool.shutdown(wait=True, cancel_futures=True)
         raise
     # the classes kept (seen > min_class_count times in the first epoch)
-    x_va, y_va, g_va = _kept(x_va, data.remap[y_va], g_va)
+    x_va, y_va, g_va, r_va, n_va_spots = _kept(x_va, data.remap[y_va], g_va, r_va, n_va_spots)
     x_vs, y_vs, g_vs = _kept(x_vs, data.remap[y_vs], g_vs)
     classes = data.classes
     x_tr, y_tr = data.first
@@ -456,6 +529,10 @@ def _train(materials, calibration, config, device, verbose, log) -> Indexer:
     weights = torch.as_tensor(_class_weights(np.bincount(y_tr, minlength=classes.n_classes), config.class_weighting),
                               dtype=torch.float32, device=device)
     loss_fn = torch.nn.CrossEntropyLoss(weight=weights)
+    log_prior_rank, log_prior_any = class_log_priors(data.spot_labels, data.n_spots, y_tr, weights.cpu().numpy(),
+                                                     classes.n_classes)
+    shift_va = torch.from_numpy(log_prior_rank[relative_rank_bucket(r_va, n_va_spots)]).to(device)
+    shift_vs = torch.from_numpy(log_prior_any).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     xv = torch.from_numpy(x_va).to(device)
     yv = torch.from_numpy(y_va).to(device)
@@ -485,10 +562,13 @@ def _train(materials, calibration, config, device, verbose, log) -> Indexer:
                 loss.backward()
                 opt.step()
                 total += float(loss.detach()) * len(idx)
-            acc, acc_shuffled = _accuracy(model, xv, yv), _accuracy(model, xs, ys)
+            lv, ls = _logits(model, xv), _logits(model, xs)
+            acc, acc_shuffled = _accuracy(lv, yv, shift_va), _accuracy(ls, ys, shift_vs)
             score = acc  # early stopping and the best epoch: intensity-order accuracy, as before #12
             history.append({"epoch": epoch + 1, "loss": total / max(len(perm), 1), "val_accuracy": acc,
-                            "val_accuracy_shuffled": acc_shuffled, "seconds": time.perf_counter() - t_fit})
+                            "val_accuracy_shuffled": acc_shuffled, "val_accuracy_uncorrected": _accuracy(lv, yv),
+                            "val_accuracy_shuffled_uncorrected": _accuracy(ls, ys),
+                            "seconds": time.perf_counter() - t_fit})
             say(f"  epoch {epoch + 1}: loss {total / max(len(perm), 1):.4f}  validation accuracy {100 * acc:.3f} % "
                 f"(intensity order), {100 * acc_shuffled:.3f} % (shuffled)  ({time.perf_counter() - t_fit:.1f} s)")
             if score > best_score:
@@ -506,8 +586,8 @@ def _train(materials, calibration, config, device, verbose, log) -> Indexer:
         pool.shutdown(wait=True, cancel_futures=True)
     model.load_state_dict(best_state)
     seconds = time.perf_counter() - t0
-    per_count = _per_grain_count(model, xv, y_va, g_va)
-    per_count_shuffled = _per_grain_count(model, xs, y_vs, g_vs)
+    per_count = _per_grain_count(_logits(model, xv), y_va, g_va, shift_va)
+    per_count_shuffled = _per_grain_count(_logits(model, xs), y_vs, g_vs, shift_vs)
     say("  validation accuracy per grain count: " + ", ".join(f"{g}: {100 * a:.2f} %" for g, a in per_count.items())
         + " (intensity order); " + ", ".join(f"{g}: {100 * a:.2f} %" for g, a in per_count_shuffled.items())
         + " (shuffled)")
@@ -521,46 +601,50 @@ def _train(materials, calibration, config, device, verbose, log) -> Indexer:
     model.to("cpu").eval()
     say(f"  best validation accuracy {100 * best_acc:.3f} % (intensity order), {100 * best_shuffled:.3f} % "
         f"(shuffled); total training time {seconds:.1f} s")
-    return Indexer(mats, calibration, config, classes, model, best_acc, seconds, history)
+    return Indexer(mats, calibration, config, classes, model, best_acc, seconds, history,
+                   log_prior_rank=log_prior_rank, log_prior_any=log_prior_any)
 
 
 def _validation_samples(mats, calibration, classes, config, n_per_combination):
     """Validation samples of the same patterns (seed ``(seed, 2)``, disjoint from the training
     draws) in intensity order (centres: the brightest) and shuffled (centres: the first spots of a
     random permutation, as a peak list in arbitrary order gives them): two tuples (features,
-    labels in ``classes``, grains in the spot's pattern)."""
+    labels in ``classes``, grains in the spot's pattern, intensity rank of the centre, spots in its
+    pattern)."""
     val = simulate_patterns(mats, calibration, grain_count_table(config.max_grains, n_per_combination),
                             seed=(config.seed, 2), energy_band_kev=config.energy_band_kev, mode="lauenn")
     grains = (val.grain_material >= 0).sum(axis=1)
+    n_spots = np.isfinite(val.two_theta).sum(axis=1)
     out = []
     for centres in ("brightest", "shuffled"):
-        x, y, p = make_samples(val, classes, config, return_pattern=True, centres=centres, rng=(config.seed, 2, 3))
-        out.append((x, y, grains[p]))
+        x, y, p, r = make_samples(val, classes, config, return_pattern=True, centres=centres, rng=(config.seed, 2, 3))
+        out.append((x, y, grains[p], r, n_spots[p]))
     return tuple(out)
 
 
-def _kept(x, y, g):
+def _kept(x, y, *rest):
     """Samples whose (remapped) class is kept (≥ 0)."""
     keep = y >= 0
-    return x[keep], y[keep], g[keep]
+    return (x[keep], y[keep], *(a[keep] for a in rest))
 
 
-def _per_grain_count(model, x, y, grains) -> dict:
-    """Accuracy per number of grains in the pattern: {grains: fraction}."""
-    import torch  # deferred: torch is heavy
-
-    with torch.inference_mode():
-        model.eval()
-        pred = torch.cat([model(x[s:s + 65536]).argmax(-1) for s in range(0, len(y), 65536)]).cpu().numpy()
-    return {int(g): float((pred[grains == g] == y[grains == g]).mean()) for g in np.unique(grains)}
-
-
-def _accuracy(model, x, y, batch: int = 65536) -> float:
+def _logits(model, x, batch: int = 65536):
+    """Logits (N, C) of the network in eval mode."""
     import torch  # deferred: torch is heavy
 
     model.eval()
-    correct = 0
     with torch.inference_mode():
-        for s in range(0, len(y), batch):
-            correct += int((model(x[s:s + batch]).argmax(-1) == y[s:s + batch]).sum())
-    return correct / max(len(y), 1)
+        out = [model(x[s:s + batch]) for s in range(0, len(x), batch)]
+    return torch.cat(out) if out else torch.zeros((0, 0))
+
+
+def _per_grain_count(logits, y, grains, shift=None) -> dict:
+    """Accuracy per number of grains in the pattern: {grains: fraction}."""
+    pred = (logits if shift is None else logits + shift).argmax(-1).cpu().numpy()
+    return {int(g): float((pred[grains == g] == y[grains == g]).mean()) for g in np.unique(grains)}
+
+
+def _accuracy(logits, y, shift=None) -> float:
+    """Fraction of ``argmax(logits + shift) == y`` (``shift``: (N, C), (C,) or None)."""
+    pred = (logits if shift is None else logits + shift).argmax(-1)
+    return int((pred == y).sum()) / max(len(y), 1)
