@@ -99,6 +99,9 @@ GresTypes=gpu
 $node Gres=gpu:1 State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
 PartitionName=gpu Nodes=$host MaxTime=INFINITE State=UP
+# a partition without GPUs (a node that never registers) for the GPU-config checks
+NodeName=nogpu NodeHostname=$host NodeAddr=127.0.0.1 Port=$((PORT + 2)) CPUs=1 RealMemory=100 State=FUTURE
+PartitionName=cpu Nodes=nogpu MaxTime=INFINITE State=UP
 EOF
     echo "Name=gpu File=/dev/null" >"$DIR/gres.conf"
 }
