@@ -200,8 +200,11 @@ def start_slurm_cluster(options: dict):
     from dask_jobqueue import SLURMCluster  # deferred: heavy
 
     opts = {k: v for k, v in options.items() if k not in OWN_KEYS}
+    opts["job_script_prologue"] = worker_prologue() + list(opts.get("job_script_prologue") or [])
     lo, hi = parse_adapt(options["adapt"]) if "adapt" in options else (options.get("jobs", 1),) * 2
-    opts.setdefault("dashboard_address", ":8787")
+    if "dashboard_address" in opts:  # SLURMCluster takes it only inside scheduler_options
+        opts["scheduler_options"] = {"dashboard_address": str(opts.pop("dashboard_address")),
+                                     **(opts.get("scheduler_options") or {})}
     cluster = SLURMCluster(**opts)
     try:
         cluster.adapt(minimum_jobs=lo, maximum_jobs=hi)
@@ -209,6 +212,18 @@ def start_slurm_cluster(options: dict):
         cluster.close()
         raise
     return cluster
+
+
+def worker_prologue() -> list[str]:
+    """Job-script lines giving SLURM workers what local workers get (cluster.py): one BLAS thread
+    per task, the malloc thresholds, no statistical profiler (the config's prologue comes after
+    and may override them)."""
+    from .cluster import WORKER_DASK_CONFIG, worker_environment
+
+    env = dict(worker_environment())
+    for key, value in WORKER_DASK_CONFIG.items():  # distributed.worker.profile.enabled → DASK_DISTRIBUTED__…
+        env["DASK_" + "__".join(k.upper().replace("-", "_") for k in key.split("."))] = str(value)
+    return ["export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())]
 
 
 def job_ids(cluster) -> list[str]:
