@@ -333,7 +333,9 @@ def _has_jobqueue() -> bool:
 
 def _check_slurm():
     try:
-        import dask_jobqueue  # noqa: F401  # deferred: optional package, checked here
+        from .slurm import import_jobqueue  # deferred: dask_jobqueue is heavy
+
+        import_jobqueue()
     except ImportError:
         raise ClusterConfigError("cluster type 'slurm' needs dask-jobqueue, which is not installed: "
                                  "pip install dask-jobqueue") from None

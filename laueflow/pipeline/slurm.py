@@ -36,10 +36,26 @@ _INTERNAL = {"self", "scheduler", "name", "job_cls", "loop", "asynchronous", "jo
 _GPU_DIRECTIVE = re.compile(r"^(--gres=(\S+,)?gpu|--gpus(-per-\w+)?=|-G\s*\d|--gpus\s)")
 
 
+def import_jobqueue():
+    """``import dask_jobqueue``, keeping Ctrl-C a KeyboardInterrupt: dask-jobqueue 0.9's
+    ``runner`` module, imported with the package, replaces the SIGINT handler with ``sys.exit()``
+    — Ctrl-C would end the driver with exit status 0, silently, its jobs left to the atexit hooks."""
+    import signal
+    import threading
+
+    import dask_jobqueue  # deferred: heavy
+
+    if threading.current_thread() is threading.main_thread():
+        handler = signal.getsignal(signal.SIGINT)
+        if getattr(handler, "__module__", "").startswith("dask_jobqueue"):
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+    return dask_jobqueue
+
+
 @functools.cache
 def slurm_keywords() -> frozenset:
     """Keywords ``dask_jobqueue.SLURMCluster`` accepts (cluster, SLURM job and generic job ones)."""
-    from dask_jobqueue import SLURMCluster  # deferred: heavy
+    SLURMCluster = import_jobqueue().SLURMCluster
     from dask_jobqueue.core import Job
     from dask_jobqueue.slurm import SLURMJob
 
@@ -197,8 +213,7 @@ def check_slurm_site(options: dict, where: str = "") -> None:
 def start_slurm_cluster(options: dict):
     """A ``SLURMCluster`` from a validated config's options (own keys removed), its jobs managed by
     ``adapt`` (``jobs: N`` → N to N, ``adapt: MIN:MAX``): a job that ends is replaced."""
-    from dask_jobqueue import SLURMCluster  # deferred: heavy
-
+    SLURMCluster = import_jobqueue().SLURMCluster
     opts = {k: v for k, v in options.items() if k not in OWN_KEYS}
     opts["job_script_prologue"] = worker_prologue() + list(opts.get("job_script_prologue") or [])
     lo, hi = parse_adapt(options["adapt"]) if "adapt" in options else (options.get("jobs", 1),) * 2
