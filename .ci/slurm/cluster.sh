@@ -28,13 +28,15 @@ export SLURM_CONF=$CONF
 log() { echo "slurm: $*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-# alive PID_FILE NAME: the PID recorded in PID_FILE runs the daemon NAME (not a recycled PID)
+# alive PID_FILE NAME: the PID recorded in PID_FILE runs the daemon NAME (not a recycled PID, not
+# a zombie waiting to be reaped)
 alive() {
-    local pid
+    local pid stat
     [[ -s $1 ]] || return 1
     pid=$(<"$1")
-    [[ -r /proc/$pid/comm ]] || return 1
-    [[ $(<"/proc/$pid/comm") == "$2"* ]]
+    stat=$(cat "/proc/$pid/stat" 2>/dev/null) || return 1
+    [[ $(<"/proc/$pid/comm") == "$2"* ]] || return 1
+    [[ ${stat##*) } != Z* ]]
 }
 
 install_missing() {
