@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import threading
 import time
+import urllib.request
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -16,7 +17,8 @@ import pytest
 
 import test_pipeline_standin as standin
 from store_asserts import assert_stores_identical
-from laueflow.pipeline.cluster import ClusterConfig, ClusterConfigError, connect, load_cluster_config, parse_cluster_config
+from laueflow.pipeline.cluster import (ClusterConfig, ClusterConfigError, connect, describe, load_cluster_config,
+                                       parse_cluster_config)
 from laueflow.pipeline.run import run_workflow
 from laueflow.pipeline.slurm import batch_script, check_slurm_site, job_ids, parse_adapt, wants_gpu
 from laueflow.pipeline.store import read_chunk_done
@@ -128,6 +130,8 @@ def test_a_slurm_run_is_identical_to_a_local_run(slurm, scan, reference, tmp_pat
     with connect(_slurm_config(tmp_path, jobs=2)) as client:
         ids = job_ids(client.cluster)
         summary = run_workflow(_workflow(scan, out), client, **QUIET)
+        with urllib.request.urlopen(client.dashboard_link, timeout=30) as page:  # the dashboard answers
+            assert page.status == 200 and b"Dask" in page.read()
     assert summary.complete and len(ids) == 2
     assert_stores_identical(out, reference)
     assert {p.name for p in (tmp_path / "logs").iterdir()} >= {f"dask-worker-{i}.err" for i in ids}
@@ -224,4 +228,21 @@ def test_a_job_at_its_walltime_is_retired_and_replaced(slurm, scan, reference, t
     assert set(later) - set(first), f"the worker outlived its lifetime in job {first}"
     computed = _computed(record)
     assert len(computed) == 19 and sum(n > 1 for n in computed.values()) <= 1 and max(computed.values()) <= 2
+    assert_stores_identical(out, reference)
+
+
+def test_gpu_jobs_get_the_gres_and_run_the_gpu_stage(slurm, scan, reference, tmp_path):
+    """slurm-gpu.yaml's recipe on the CI node's fake GPU gres: the job asks for --gres=gpu:1 in the
+    `gpu` partition, SLURM hands it a device, its worker offers GPU=1 and the stage that needs a
+    GPU runs there; the results are those of the CPU run (the stand-in stage computes the same)."""
+    register_stage(replace(get_stage("test_angles"), name="gpu_angles", resources={"GPU": 1}))
+    out = tmp_path / "results.zarr"
+    config = _slurm_config(tmp_path, jobs=1, queue="gpu", job_extra_directives=["--gres=gpu:1"],
+                           worker_extra_args=["--resources", "GPU=1"])
+    with connect(config) as client:
+        seen = client.run(lambda: __import__("os").environ.get("CUDA_VISIBLE_DEVICES"))
+        summary = run_workflow(_workflow(scan, out, stages=("test_peaks", "gpu_angles")), client, **QUIET)
+        resources = describe(client)["worker_resources"]
+    assert list(seen.values()) == ["0"] and resources == {"GPU": 1}
+    assert summary.complete
     assert_stores_identical(out, reference)
