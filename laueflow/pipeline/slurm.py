@@ -66,14 +66,16 @@ def slurm_keywords() -> frozenset:
 
 
 def parse_adapt(value, where: str = "") -> tuple[int, int]:
-    """``"MIN:MAX"`` or ``[MIN, MAX]`` → ``(min_jobs, max_jobs)`` with 0 ≤ MIN ≤ MAX, MAX ≥ 1."""
+    """``"MIN:MAX"`` or ``[MIN, MAX]`` → ``(min_jobs, max_jobs)`` with 1 ≤ MIN ≤ MAX (the driver
+    needs a worker before it submits: it checks the workers' resources against the stages)."""
     parts = value.split(":") if isinstance(value, str) else list(value)
     try:
         lo, hi = (int(p) for p in parts)
     except (TypeError, ValueError):
         raise ClusterConfigError(f"adapt{where} must be 'MIN:MAX' (numbers of jobs, e.g. '1:8'), got {value!r}") from None
-    if not 0 <= lo <= hi or hi < 1:
-        raise ClusterConfigError(f"adapt{where}: need 0 <= MIN <= MAX and MAX >= 1, got {lo}:{hi}")
+    if not 1 <= lo <= hi:
+        raise ClusterConfigError(f"adapt{where}: need 1 <= MIN <= MAX (numbers of jobs; the run starts once a "
+                                 f"worker has joined), got {lo}:{hi}")
     return lo, hi
 
 
@@ -190,8 +192,11 @@ def sinfo_partitions() -> tuple[dict[str, set[str]], str | None] | None:
 
 
 def check_slurm_site(options: dict, where: str = "") -> None:
-    """Refuse a config this SLURM cannot run (when ``sinfo`` answers): an unknown partition
-    (``queue``), or GPU jobs on a partition whose nodes have no GPU gres."""
+    """Refuse a config this SLURM cannot run: no ``sbatch`` here; and when ``sinfo`` answers, an
+    unknown partition (``queue``), or GPU jobs on a partition whose nodes have no GPU gres."""
+    if not shutil.which("sbatch"):
+        raise ClusterConfigError(f"cluster config{where} is for SLURM, but this machine has no `sbatch`: run on a "
+                                 "SLURM login node (or install the SLURM client and set SLURM_CONF)")
     info = sinfo_partitions()
     if info is None:
         return

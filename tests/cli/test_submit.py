@@ -91,7 +91,7 @@ def test_submit_refuses_what_it_cannot_do(scan, tmp_path, capsys):
 def test_submit_with_worker_jobs(slurm, scan, reference, tmp_path, capsys):
     out = tmp_path / "results.zarr"
     args = ["submit", str(_workflow_file(tmp_path, scan, out)), "--cluster", str(_cluster_file(tmp_path)),
-            "--jobs", "2", "--no-progress"]
+            "--adapt", "2:3", "--no-progress"]  # 2 jobs at once, a third when the work asks for it
     assert main(args) == 0
     stdout = capsys.readouterr().out
     ids = re.search(r"SLURM jobs (\d+), (\d+) \(squeue --me; worker logs in (\S+)\)", stdout)

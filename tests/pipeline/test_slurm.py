@@ -47,7 +47,8 @@ def test_shipped_slurm_configs_parse():
     ({"job_extra_directive": []}, r"did you mean 'job_extra_directives'"),
     ({"jobs": 0}, r"jobs must be >= 1"),
     ({"jobs": 2, "adapt": "1:4"}, r"either 'jobs' .* or 'adapt'"),
-    ({"adapt": "4:1"}, r"need 0 <= MIN <= MAX"),
+    ({"adapt": "4:1"}, r"need 1 <= MIN <= MAX"),
+    ({"adapt": "0:4"}, r"need 1 <= MIN <= MAX .* the run starts once a worker has joined"),
     ({"adapt": "many"}, r"adapt in cluster config must be 'MIN:MAX'"),
     ({"job_extra_directives": "--gres=gpu:1"}, r"'job_extra_directives' must be a list of strings"),
     ({"account_required": True}, r"needs a SLURM account \(account_required: true\).*sacctmgr"),
@@ -65,7 +66,7 @@ def test_good_slurm_configs_pass():
     ok = {"walltime": "01:00:00", "account": "p1", "account_required": True, "adapt": [1, 8],
           "job_extra_directives": ["--gres=gpu:2"], "worker_extra_args": ["--resources", "GPU=1", "--lifetime", "50m"]}
     assert parse_cluster_config({"type": "slurm", **ok}).options["account"] == "p1"
-    assert parse_adapt("0:3") == (0, 3) and parse_adapt([2, 2]) == (2, 2)
+    assert parse_adapt("1:3") == (1, 3) and parse_adapt([2, 2]) == (2, 2)
     assert wants_gpu({"job_extra_directives": ["--gpus-per-node=4"]})
     assert not wants_gpu({"job_extra_directives": ["--gres=tmpfs:10G"]})
 
