@@ -506,8 +506,7 @@ def _run_tiles(plan: RunPlan, params: dict, client, phase: int, todo: np.ndarray
                 break
             future = None
             for task, resources in _tile_chain(plan, params, ty, tx, ys, xs, delay_s, phase):
-                future = client.submit(run_tile_group, task, future,
-                                       key=f"laueflow-p{phase}-g{task.group}-{ty}-{tx}-{token}",
+                future = client.submit(run_tile_group, task, future, key=_task_key(task, token),
                                        resources=resources or None, pure=False, retries=1)
             pending[future.key] = future
         bar = _progress_bar(len(pending), phase) if progress and pending else None
@@ -536,6 +535,14 @@ def _run_tiles(plan: RunPlan, params: dict, client, phase: int, todo: np.ndarray
         if bar is not None:
             bar.close()
     return reports
+
+
+def _task_key(task, token: str) -> str:
+    """A readable task key: the group's stages, map phase, group and tile, e.g.
+    ``peaks+angles-p1-g0-tile-3-4-1a2b3c4d``; the dashboard names (and colours) tasks by the
+    stages (``dask.utils.key_split`` → ``peaks+angles``)."""
+    ty, tx = task.tile
+    return f"{'+'.join(call.spec.name for call in task.stages)}-p{task.phase}-g{task.group}-tile-{ty}-{tx}-{token}"
 
 
 def _stop(client, pending: dict, reports: list, timeout_s: float = 600, notice=None) -> None:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import dask
 import pytest
+from dask.utils import key_split
+from distributed import get_task_stream
 
 import test_pipeline_standin as standin
 from store_asserts import assert_stores_identical
@@ -130,10 +132,13 @@ def test_a_slurm_run_is_identical_to_a_local_run(slurm, scan, reference, tmp_pat
     out = tmp_path / "results.zarr"
     with connect(_slurm_config(tmp_path, jobs=2)) as client:
         ids = job_ids(client.cluster)
-        summary = run_workflow(_workflow(scan, out), client, **QUIET)
+        with get_task_stream(client) as stream:
+            summary = run_workflow(_workflow(scan, out), client, **QUIET)
         with urllib.request.urlopen(client.dashboard_link, timeout=30) as page:  # the dashboard answers
             assert page.status == 200 and b"Dask" in page.read()
     assert summary.complete and len(ids) == 2
+    tiles = {t["key"] for t in stream.data if key_split(t["key"]) == "test_peaks+test_angles"}  # readable names
+    assert len(tiles) == 20 and "test_peaks+test_angles-p1-g0-tile-1-2-" in " ".join(tiles)
     assert_stores_identical(out, reference)
     assert {p.name for p in (tmp_path / "logs").iterdir()} >= {f"dask-worker-{i}.err" for i in ids}
     deadline = time.monotonic() + 30  # closing the cluster cancels its jobs
