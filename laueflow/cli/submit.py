@@ -163,8 +163,8 @@ def _batch(args, workflow, config: ClusterConfig, folder: Path) -> int:
     log = Path(str(log_pattern).replace("%j", job_id))
     print(f"laueflow submit: batch job {job_id} ({script})")
     print(f"laueflow submit: log {log}")
-    print(f"laueflow submit: follow it with `squeue -j {job_id}` and `tail -f {log}`; "
-          "run the same command again to resume an unfinished run", flush=True)
+    print(f"laueflow submit: follow it with `squeue -j {job_id}` and `tail -f {log}`; run the same command "
+          f"again{' without --overwrite' if args.overwrite else ''} to resume an unfinished run", flush=True)
     if not args.wait:
         return 0
     try:
