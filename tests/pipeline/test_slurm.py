@@ -224,7 +224,7 @@ def test_a_job_at_its_walltime_is_retired_and_replaced(slurm, scan, reference, t
     successor which tiles are done)."""
     out, record = tmp_path / "results.zarr", tmp_path / "computed.txt"
     workflow = _recording_workflow(scan, out, record, delay_s=0.6)  # 19 tiles ≥ 11 s on one worker
-    config = _slurm_config(tmp_path, jobs=1, walltime="00:01:00",
+    config = _slurm_config(tmp_path, jobs=1, walltime="00:01:00", nanny=False,  # no nanny: faster job starts
                            worker_extra_args=["--lifetime", "8s", "--lifetime-stagger", "1s"])
     jobs: set = set()
     with dask.config.set({"distributed.deploy.lost-worker-timeout": "1s"}), connect(config) as client:
