@@ -422,6 +422,9 @@ def connect(config: ClusterConfig | None = None, *, address: str | None = None) 
         finally:
             client.close()
         return
+    from .live_map import register
+
+    register()  # the /laueflow page on the dashboards of the schedulers started here
     cluster = None
     try:  # a Ctrl-C held back while a local cluster starts lands as soon as it has: close it then too
         if config.type == "local":
