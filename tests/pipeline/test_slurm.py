@@ -136,6 +136,8 @@ def test_a_slurm_run_is_identical_to_a_local_run(slurm, scan, reference, tmp_pat
             summary = run_workflow(_workflow(scan, out), client, **QUIET)
         with urllib.request.urlopen(client.dashboard_link, timeout=30) as page:  # the dashboard answers
             assert page.status == 200 and b"Dask" in page.read()
+        with urllib.request.urlopen(client.dashboard_link.rsplit("/", 1)[0] + "/laueflow", timeout=30) as page:
+            assert page.status == 200 and b"laueflow: live maps" in page.read()  # docs/clusters.md
     assert summary.complete and len(ids) == 2
     tiles = {t["key"] for t in stream.data if key_split(t["key"]) == "test_peaks+test_angles"}  # readable names
     assert len(tiles) == 20 and "test_peaks+test_angles-p1-g0-tile-1-2-" in " ".join(tiles)
