@@ -16,6 +16,8 @@ and sees a device); both imply the ``gpu`` marker. A ``gpu`` test without either
 """
 import functools
 import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -130,6 +132,45 @@ def _restore_global_state():
     for key, value in environ.items():
         if os.environ.get(key) != value:
             os.environ[key] = value
+
+
+# --------------------------------------------------------------------------- SLURM
+#: the config .ci/slurm/cluster.sh writes (used when SLURM_CONF is unset)
+CI_SLURM_CONF = Path(os.environ.get("LAUEFLOW_SLURM_DIR", "/tmp/laueflow-slurm")) / "slurm.conf"
+
+
+def _slurm_down(env: dict) -> str | None:
+    """Why SLURM cannot run the tests' jobs here (None when a node of `debug` is up)."""
+    if not shutil.which("sinfo") or not shutil.which("sbatch"):
+        return "sinfo/sbatch not found"
+    try:
+        out = subprocess.run(["sinfo", "-h", "-N", "-p", "debug", "-o", "%T"], capture_output=True, text=True,
+                             timeout=30, env=env)
+    except subprocess.TimeoutExpired:
+        return "sinfo did not answer within 30 s"
+    if out.returncode != 0:
+        return f"sinfo failed: {out.stderr.strip()[:300]}"
+    states = out.stdout.split()
+    if not any(s.rstrip("*~#").startswith(("idle", "mixed", "alloc")) for s in states):
+        return f"no node of partition debug is up (sinfo states: {' '.join(states) or 'none'})"
+    return None
+
+
+@pytest.fixture
+def slurm(monkeypatch):
+    """A SLURM that runs jobs (partition ``debug``; the CI one has ``gpu`` and the GPU-less
+    ``cpu`` too): skips without one — fails when ``LAUEFLOW_REQUIRE_SLURM=1`` (.ci/run).
+    Sets ``SLURM_CONF`` to the CI cluster's config when it is unset and that config exists."""
+    if not os.environ.get("SLURM_CONF") and CI_SLURM_CONF.is_file():
+        monkeypatch.setenv("SLURM_CONF", str(CI_SLURM_CONF))
+    reason = _slurm_down(dict(os.environ))
+    if reason:
+        message = (f"SLURM is not running: {reason}; start the test cluster with "
+                   "`.ci/slurm/cluster.sh start --install` (as root)")
+        if os.environ.get("LAUEFLOW_REQUIRE_SLURM") == "1":
+            pytest.fail(message + " — LAUEFLOW_REQUIRE_SLURM=1 makes this a failure")
+        pytest.skip(message)
+    return os.environ.get("SLURM_CONF")
 
 
 @pytest.fixture

@@ -49,16 +49,25 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run_command(args) -> int:
+    return execute(args)
+
+
+def execute(args, *, adjust_config=None, announce=None) -> int:
+    """`laueflow run` (and `laueflow submit`, which passes ``adjust_config(config, workflow) →
+    config``, applied to the cluster config, and ``announce(client)``, called once the cluster is up)."""
     workflow = None
     try:
         workflow = load_workflow(args.workflow, output=args.output)
-        cluster_path = args.cluster or workflow.cluster
-        config = load_cluster_config(cluster_path) if cluster_path and not args.scheduler else None
+        cluster_path = getattr(args, "cluster", None) or workflow.cluster
+        scheduler = getattr(args, "scheduler", None)
+        config = load_cluster_config(cluster_path) if cluster_path and not scheduler else None
+        if adjust_config is not None:
+            config = adjust_config(config, workflow)
         # the stores' locks and the scan's state before any worker starts: refused at once
         with StoreLock(workflow.output, "run", log=print), \
                 StoreLock(workflow.input, "run (reading the scan)", shared=True):
             _validate(workflow, args)
-            summary = _run(workflow, config, args)
+            summary = _run(workflow, config, args, announce)
     except (WorkflowError, ClusterConfigError, ResultsStoreError, StoreLockedError) as err:
         raise UserError(str(err)) from None
     except KeyboardInterrupt:  # Ctrl-C (the driver's alone: workers ignore it), the cluster is shut down
@@ -92,13 +101,16 @@ def _validate(workflow, args) -> None:
                     log=lambda *a: None)
 
 
-def _run(workflow, config, args):
+def _run(workflow, config, args, announce=None):
     from ..pipeline.run import run_workflow  # deferred: imports scipy (~0.6 s)
 
-    with connect(config, address=args.scheduler) as client:
+    scheduler = getattr(args, "scheduler", None)
+    with connect(config, address=scheduler) as client:
+        if announce is not None:
+            announce(client)
         description = describe(client)
         description["config"] = config.to_dict() if config else (
-            {"type": "scheduler", "address": args.scheduler} if args.scheduler else {"type": "local"})
+            {"type": "scheduler", "address": scheduler} if scheduler else {"type": "local"})
         return run_workflow(workflow, client, overwrite=args.overwrite,
                             progress=not args.no_progress, cluster_description=description,
                             allow_incomplete_scan=args.allow_incomplete_scan)

@@ -12,13 +12,20 @@ Schema (one YAML mapping; every key but ``type`` optional)::
     resources: {}               # Dask worker resources, e.g. {GPU: 1}
     # scheduler
     address: tcp://host:8786
-    # slurm (dask-jobqueue SLURMCluster; every other key is passed to SLURMCluster)
-    jobs: 1                     # number of SLURM jobs to start
+    # slurm (dask-jobqueue SLURMCluster; every other key is passed to SLURMCluster and must be
+    # one of its keywords: cluster-configs/slurm-cpu.yaml and slurm-gpu.yaml explain them)
+    jobs: 1                     # SLURM jobs kept running (lost ones are replaced)
+    adapt: "1:4"                # or: scale between MIN and MAX jobs with the work left
+    account_required: false     # true: refuse a config without `account` (sites that need one)
     cores: 8
     memory: 32GB
     queue: gpu
     walltime: "01:00:00"
     wait_timeout_s: 300         # how long to wait for the first worker
+
+SLURM configs are checked twice: keys and values when loaded (:func:`parse_cluster_config`), and
+against the SLURM of this machine before any job is submitted (:func:`check_slurm_site`: the
+partition exists, and has GPUs when the config asks for them — when ``sinfo`` can tell).
 
 Local worker processes start with :func:`worker_environment` (thread and ``malloc`` settings,
 applied before each worker process starts; see there why) and leave Ctrl-C to the driver
@@ -48,6 +55,7 @@ __all__ = [
     "ClusterConfigError",
     "ClusterConfig",
     "available_cpus",
+    "available_memory_bytes",
     "local_cluster_kwargs",
     "worker_environment",
     "load_cluster_config",
@@ -70,7 +78,7 @@ _KEYS = {
     "local": _LOCAL_KEYS,
     "local-cuda": {**_LOCAL_KEYS, "CUDA_VISIBLE_DEVICES": (str, list), "rmm_pool_size": (str, int)},
     "scheduler": {"address": str},
-    "slurm": None,  # open: passed to dask_jobqueue.SLURMCluster (validated by it)
+    "slurm": None,  # SLURMCluster's keywords and laueflow's own: checked in pipeline/slurm.py
 }
 
 
@@ -108,6 +116,25 @@ def available_cpus() -> int:
     return max(1, n)
 
 
+def available_memory_bytes() -> int | None:
+    """Memory this process may use when something limits it: the SLURM allocation
+    (``SLURM_MEM_PER_NODE`` MB, or ``SLURM_MEM_PER_CPU`` MB × :func:`available_cpus`) and a cgroup
+    limit (``memory.max``), the smaller; None when neither limits it (then the machine's memory)."""
+    limits = []
+    per_node, per_cpu = os.environ.get("SLURM_MEM_PER_NODE", ""), os.environ.get("SLURM_MEM_PER_CPU", "")
+    if per_node.isdigit() and int(per_node) > 0:
+        limits.append(int(per_node) << 20)
+    elif per_cpu.isdigit() and int(per_cpu) > 0:
+        limits.append((int(per_cpu) << 20) * available_cpus())
+    try:
+        text = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if text.isdigit():
+            limits.append(int(text))
+    except OSError:
+        pass
+    return min(limits) if limits else None
+
+
 def local_cluster_kwargs(
     n_workers: int | str | None = None,
     threads_per_worker: int = 1,
@@ -118,7 +145,9 @@ def local_cluster_kwargs(
 ) -> dict:
     """Keyword arguments for ``distributed.LocalCluster`` sized to this process's CPUs.
 
-    ``n_workers`` None/"auto": :func:`available_cpus` // ``threads_per_worker`` (at least 1).
+    ``n_workers`` None/"auto": :func:`available_cpus` // ``threads_per_worker`` (at least 1);
+    ``memory_limit`` "auto": :func:`available_memory_bytes` split between the workers when an
+    allocation or cgroup limits it (else distributed's "auto": the machine's memory).
     """
     threads_per_worker = max(1, int(threads_per_worker))
     if n_workers in (None, "auto"):
@@ -129,6 +158,8 @@ def local_cluster_kwargs(
         "processes": bool(processes),
         "dashboard_address": dashboard_address,
     }
+    if memory_limit == "auto" and available_memory_bytes():  # a SLURM allocation or cgroup limit
+        memory_limit = available_memory_bytes() // int(n_workers)
     if memory_limit is not None:
         kwargs["memory_limit"] = memory_limit
     if resources:
@@ -272,6 +303,10 @@ def parse_cluster_config(data: Any, source: str | None = None) -> ClusterConfig:
         if isinstance(data.get("n_workers"), str) and data["n_workers"] != "auto":
             raise ClusterConfigError(f"cluster config{_where(source)}: n_workers must be an "
                                      f"integer or 'auto', got {data['n_workers']!r}")
+    if kind == "slurm" and _has_jobqueue():
+        from .slurm import validate_slurm_options  # deferred: imports dask_jobqueue
+
+        validate_slurm_options(data, _where(source))
     if kind == "scheduler" and not data.get("address"):
         raise ClusterConfigError(f"cluster config{_where(source)}: type 'scheduler' needs "
                                  "'address: tcp://host:port'")
@@ -290,9 +325,17 @@ def load_cluster_config(path: str | os.PathLike) -> ClusterConfig:
     return parse_cluster_config(data, str(path))
 
 
+def _has_jobqueue() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("dask_jobqueue") is not None
+
+
 def _check_slurm():
     try:
-        import dask_jobqueue  # noqa: F401  # deferred: optional package, checked here
+        from .slurm import import_jobqueue  # deferred: dask_jobqueue is heavy
+
+        import_jobqueue()
     except ImportError:
         raise ClusterConfigError("cluster type 'slurm' needs dask-jobqueue, which is not installed: "
                                  "pip install dask-jobqueue") from None
@@ -344,6 +387,19 @@ def _accepts_n_workers(client) -> bool:
         return False
 
 
+def _wait_for_a_worker(client, timeout_s: float) -> None:
+    """Wait for the first SLURM worker; a job SLURM refused is only logged by dask-jobqueue."""
+    from distributed.client import TimeoutError as DaskTimeoutError  # deferred: heavy
+
+    try:
+        client.wait_for_workers(1, timeout=timeout_s)
+    except (TimeoutError, DaskTimeoutError):
+        raise ClusterConfigError(
+            f"no SLURM worker joined within wait_timeout_s = {timeout_s:.0f} s: the jobs may still be queued "
+            "(squeue --me), refused by sbatch (see the log above), or unable to reach this scheduler "
+            "(firewall, network interface: see docs/clusters.md § Troubleshooting)") from None
+
+
 @contextlib.contextmanager
 def connect(config: ClusterConfig | None = None, *, address: str | None = None) -> Iterator:
     """Start (or connect to) the cluster a config describes; yields a ``distributed.Client``.
@@ -366,6 +422,9 @@ def connect(config: ClusterConfig | None = None, *, address: str | None = None) 
         finally:
             client.close()
         return
+    from .live_map import register
+
+    register()  # the /laueflow page on the dashboards of the schedulers started here
     cluster = None
     try:  # a Ctrl-C held back while a local cluster starts lands as soon as it has: close it then too
         if config.type == "local":
@@ -381,16 +440,15 @@ def connect(config: ClusterConfig | None = None, *, address: str | None = None) 
                 opts.pop("n_workers")
             with _worker_environment(worker_environment()), _sigint_to_driver_only():
                 cluster = LocalCUDACluster(**opts)
-        else:  # slurm
-            from dask_jobqueue import SLURMCluster  # deferred: optional package
+        else:  # slurm: jobs kept (or adapted) by cluster.adapt, so a job that ends is replaced
+            from .slurm import check_slurm_site, start_slurm_cluster  # deferred: imports dask_jobqueue
 
-            jobs = int(opts.pop("jobs", 1))
-            cluster = SLURMCluster(**opts)
-            cluster.scale(jobs=jobs)
+            check_slurm_site(opts, _where(config.source))
+            cluster = start_slurm_cluster(opts)
         client = Client(cluster)
         try:
             if config.type == "slurm":
-                client.wait_for_workers(1, timeout=timeout)
+                _wait_for_a_worker(client, timeout)
             yield client
         finally:
             client.close()

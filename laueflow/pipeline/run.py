@@ -506,8 +506,7 @@ def _run_tiles(plan: RunPlan, params: dict, client, phase: int, todo: np.ndarray
                 break
             future = None
             for task, resources in _tile_chain(plan, params, ty, tx, ys, xs, delay_s, phase):
-                future = client.submit(run_tile_group, task, future,
-                                       key=f"laueflow-p{phase}-g{task.group}-{ty}-{tx}-{token}",
+                future = client.submit(run_tile_group, task, future, key=_task_key(task, token),
                                        resources=resources or None, pure=False, retries=1)
             pending[future.key] = future
         bar = _progress_bar(len(pending), phase) if progress and pending else None
@@ -536,6 +535,14 @@ def _run_tiles(plan: RunPlan, params: dict, client, phase: int, todo: np.ndarray
         if bar is not None:
             bar.close()
     return reports
+
+
+def _task_key(task, token: str) -> str:
+    """A readable task key: the group's stages, map phase, group and tile, e.g.
+    ``peaks+angles-p1-g0-tile-3-4-1a2b3c4d``; the dashboard names (and colours) tasks by the
+    stages (``dask.utils.key_split`` → ``peaks+angles``)."""
+    ty, tx = task.tile
+    return f"{'+'.join(call.spec.name for call in task.stages)}-p{task.phase}-g{task.group}-tile-{ty}-{tx}-{token}"
 
 
 def _stop(client, pending: dict, reports: list, timeout_s: float = 600, notice=None) -> None:
@@ -678,8 +685,10 @@ def run_workflow(workflow: Workflow, client, *, overwrite: bool = False, progres
     submitting that many tiles; ``grouping`` (``split`` | ``whole``, see :func:`stage_groups`);
     ``allow_incomplete_scan``: run on the points of an unfinished ingest (see :func:`validate_run`).
     """
+    from .live_map import watching
+
     with StoreLock(workflow.output, "run", log=log), \
-            StoreLock(workflow.input, "run (reading the scan)", shared=True):
+            StoreLock(workflow.input, "run (reading the scan)", shared=True), watching(workflow.output):
         plan = validate_run(workflow, client, overwrite=overwrite, cluster_description=cluster_description,
                             grouping=grouping, allow_incomplete_scan=allow_incomplete_scan, log=log)
         return _run_phases(plan, client, progress=progress, delay_s=delay_s, max_tiles=max_tiles, log=log)
@@ -693,7 +702,8 @@ def _later_steps(plan: RunPlan) -> str:
 def _run_phases(plan: RunPlan, client, *, progress, delay_s, max_tiles, log) -> RunSummary:
     workflow, layout = plan.workflow, plan.layout
     log(f"laueflow run: {workflow.input} → {workflow.output}")
-    log(f"  dashboard: {client.dashboard_link}")
+    log(f"  dashboard: {client.dashboard_link}" + (f" (live maps: {client.dashboard_link.rsplit('/', 1)[0]}/laueflow)"
+                                                   if getattr(client, "cluster", None) is not None else ""))
     log(f"  {layout.ny}×{layout.nx} images, tiles of {layout.cy}×{layout.cx}: {layout.grid[0] * layout.grid[1]} "
         f"tasks, {int(plan.done.sum())} already done; stage groups: "
         + " | ".join(", ".join(s.name for s in stages) + (f" {res}" if res else "") for stages, res in plan.groups)

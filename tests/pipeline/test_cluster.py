@@ -30,6 +30,19 @@ def test_available_cpus_uses_affinity_slurm_and_cgroup(cpus):
     assert cl.available_cpus() == 2
 
 
+def test_memory_of_the_allocation(cpus):
+    for var in ("SLURM_MEM_PER_NODE", "SLURM_MEM_PER_CPU"):
+        cpus.delenv(var, raising=False)
+    cgroup = cl.available_memory_bytes()  # None, or this machine's cgroup limit
+    cpus.setenv("SLURM_MEM_PER_CPU", "1000")  # MB per CPU × the 6 CPUs of the fixture
+    assert cl.available_memory_bytes() == min(6000 << 20, cgroup or 6000 << 20)
+    cpus.setenv("SLURM_MEM_PER_NODE", "4000")  # wins over per-CPU
+    assert cl.available_memory_bytes() == min(4000 << 20, cgroup or 4000 << 20)
+    if not cgroup or cgroup > 4000 << 20:
+        assert cl.local_cluster_kwargs(n_workers=4)["memory_limit"] == 1000 << 20  # split between workers
+        assert cl.local_cluster_kwargs(n_workers=4, memory_limit="2GB")["memory_limit"] == "2GB"
+
+
 def test_local_cluster_kwargs(cpus):
     kw = cl.local_cluster_kwargs()
     assert kw["n_workers"] == 6 and kw["threads_per_worker"] == 1 and kw["processes"] is True
