@@ -250,13 +250,13 @@ class Indexer:
         return (out_cls[0], out_conf[0]) if single else (out_cls, out_conf)
 
     def log_prior_shift(self, rank, n_spots, intensity_order: bool):
-        """Corrections ``(len(rank), n_classes)`` float32 added to the logits of centres at intensity
-        ``rank`` in lists of ``n_spots`` spots (both ignored unless ``intensity_order``), or None
-        when the model has none."""
+        """Corrections float32 added to the logits of centres at intensity ``rank`` in lists of
+        ``n_spots`` spots: ``(len(rank), n_classes)`` with ``intensity_order``, else ``(n_classes,)``
+        (the same for every centre); None when the model has none."""
         if intensity_order and self.log_prior_rank is not None:
             return np.asarray(self.log_prior_rank, dtype=np.float32)[relative_rank_bucket(rank, n_spots)]
         if not intensity_order and self.log_prior_any is not None:
-            return np.broadcast_to(np.asarray(self.log_prior_any, dtype=np.float32), (len(rank), self.classes.n_classes))
+            return np.asarray(self.log_prior_any, dtype=np.float32)
         return None
 
 
