@@ -21,7 +21,9 @@ __all__ = ["__version__", *_RESULTS_API]
 
 def __getattr__(name):
     if name in _RESULTS_API:
-        from .pipeline import results
+        # by name, not `from .pipeline import results`: every layer imports this package for
+        # __version__, and a static import here would make them all (indirectly) import the pipeline
+        import importlib
 
-        return getattr(results, name)
+        return getattr(importlib.import_module("laueflow.pipeline.results"), name)
     raise AttributeError(f"module 'laueflow' has no attribute {name!r}")

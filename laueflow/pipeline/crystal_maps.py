@@ -21,7 +21,7 @@ from ..physics.strain import polar_rotation, sample_rotation
 from .results import ResultsError, material_names
 
 __all__ = ["FRAMES", "orix_frame_change", "orix_phase", "orix_symmetry", "rotation_matrices",
-           "to_orientations", "to_crystal_map", "store_materials"]
+           "to_orientations", "to_crystal_map", "store_materials", "euler_angles", "ctf_phase"]
 
 FRAMES = ("sample", "lab")
 
@@ -122,3 +122,26 @@ def to_crystal_map(ds, frame: str = "sample"):
     phases = PhaseList(phases=[orix_phase(m) for m in materials], ids=list(range(len(materials))))
     return CrystalMap(rotations=Rotation(q.reshape(-1, 4)), phase_id=phase_id.ravel(), x=x_um.ravel(),
                       y=y_um.ravel(), phase_list=phases, prop=props, scan_unit="um")
+
+
+def euler_angles(ds, frame: str = "sample") -> np.ndarray:
+    """Bunge Euler angles (y, x, 3) in degrees of orix's ``g`` (sample → orix crystal frame) of one
+    grain per point (``ds`` after best_grain / grain); NaN where no grain."""
+    from ..physics.orientations import matrix_to_euler
+
+    if "grain" in ds["orientation_matrix"].dims:
+        raise ResultsError("euler_angles: select one grain per point first (best_grain or grain)")
+    ub = np.asarray(ds["orientation_matrix"].values, dtype=float)
+    which = np.asarray(ds["grain_material"].values).astype(int)
+    out = np.full(which.shape + (3,), np.nan)
+    for index, mat in enumerate(store_materials(ds)):
+        here = (which == index) & np.isfinite(ub).all(axis=(-1, -2))
+        if here.any():  # orix from_euler(e) = g  ⇔  scipy ZXZ(e) = gᵀ
+            out[here] = matrix_to_euler(np.swapaxes(rotation_matrices(ub[here], mat, frame), -1, -2))
+    return out
+
+
+def ctf_phase(material: Material) -> dict:
+    """The .ctf phase line of a material (Laue group from orix's point group)."""
+    return {"name": material.name, "lattice_parameters": material.lattice_parameters,
+            "laue_group": orix_symmetry(material).laue.name, "space_group": material.space_group_number}

@@ -24,9 +24,12 @@ import numpy as np
 from ..io.store_kind import KIND_NAMES, RESULTS_MARKER, read_store_attrs, store_kind
 
 __all__ = ["open_results", "best_grain", "grain", "material", "ResultsError", "GRAIN_DIM",
-           "status_names", "material_names"]
+           "status_names", "material_names", "TENSOR_COMPONENTS"]
 
 GRAIN_DIM = "grain"
+
+#: symmetric tensor components (strain, stress) by name → (i3, j3)
+TENSOR_COMPONENTS = {"xx": (0, 0), "yy": (1, 1), "zz": (2, 2), "xy": (0, 1), "xz": (0, 2), "yz": (1, 2)}
 
 
 class ResultsError(ValueError):

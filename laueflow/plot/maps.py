@@ -6,7 +6,7 @@ import numpy as np
 from matplotlib.colors import BoundaryNorm, ListedColormap
 from matplotlib.patches import Patch
 
-from ..pipeline.results import ResultsError
+from ..pipeline.results import TENSOR_COMPONENTS, ResultsError
 from ._base import (NOT_INDEXED, check_dataset, extent, figure, grain_label, map_axes, not_indexed_legend,
                     select_grain, style, to_numpy)
 
@@ -14,7 +14,7 @@ __all__ = ["scalar_map", "matching_rate_map", "peak_count_map", "von_mises_map",
            "status_map", "STRAIN_COMPONENTS"]
 
 #: strain/stress tensor components by name → (i, j)
-STRAIN_COMPONENTS = {"xx": (0, 0), "yy": (1, 1), "zz": (2, 2), "xy": (0, 1), "xz": (0, 2), "yz": (1, 2)}
+STRAIN_COMPONENTS = TENSOR_COMPONENTS
 
 
 def _cmap(name: str):
