@@ -13,7 +13,7 @@ from .. import __version__
 from ..io.store_lock import StoreLockedError
 
 #: subcommand modules, in the order they are listed by ``laueflow --help``
-SUBCOMMANDS = ["demo", "simulate", "ingest", "run", "evaluate", "train", "export", "index", "segment"]
+SUBCOMMANDS = ["demo", "simulate", "ingest", "run", "evaluate", "train", "export", "index", "segment", "report"]
 
 
 class UserError(Exception):
