@@ -88,7 +88,7 @@ def test_crystal_map_and_euler_angles(results_store):
     best = laueflow.best_grain(laueflow.open_results(path))
     xmap = to_crystal_map(best, frame="lab")
     assert xmap.shape == (rf.NY, rf.NX) and xmap.scan_unit == "um"
-    assert list(xmap.phases_in_data.names) == ["Cu", "GaN"]
+    assert [xmap.phases[i].name for i in (0, 1)] == ["Cu", "GaN"]  # ids = the store's material indices
     assert (xmap.phase_id == -1).sum() == 3
     np.testing.assert_allclose(np.unique(xmap.x), np.arange(rf.NX) * rf.STEP_UM[1])
     e = euler_angles(best, "lab")
