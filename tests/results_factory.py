@@ -78,7 +78,7 @@ def build(path, *, attrs_update=None, drop_attrs=()) -> xr.Dataset:
     peak_col[has_peaks] = rng.uniform(5, 59, (has_peaks.sum(), PEAKS))
     peak_row[has_peaks] = rng.uniform(5, 43, (has_peaks.sum(), PEAKS))
     intensity = np.where(np.isfinite(peak_col), rng.uniform(10, 1000, peak_col.shape), np.nan).astype(np.float32)
-    peak_grain = np.where(np.isfinite(peak_col) & indexed[..., None], np.arange(PEAKS) % 2 - (np.arange(PEAKS) == 5),
+    peak_grain = np.where(np.isfinite(peak_col) & indexed[..., None], np.arange(PEAKS) % 2 - (np.arange(PEAKS) == 4),
                           -1).astype(np.int16)
     hkl = np.where(peak_grain[..., None] >= 0, np.array([1, 1, 1]) * (np.arange(PEAKS)[:, None] + 1), 0).astype(np.int32)
     labels = np.where(status == 1, -1, (np.arange(NX) >= 3).astype(int)[None, :].repeat(NY, 0)).astype(np.int32)

@@ -20,9 +20,7 @@ STRAIN_COMPONENTS = TENSOR_COMPONENTS
 def _cmap(name: str):
     from matplotlib import colormaps
 
-    cmap = colormaps[name].copy()
-    cmap.set_bad(NOT_INDEXED)
-    return cmap
+    return colormaps[name].with_extremes(bad=NOT_INDEXED)
 
 
 def show_values(ds, values, *, title: str, label: str, cmap="viridis", vmin=None, vmax=None, ax=None,

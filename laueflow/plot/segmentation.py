@@ -26,8 +26,7 @@ def cluster_map(ds, *, ax=None):
     labels = np.asarray(ds["cluster_label"].values).astype(int)
     n = max(1, int(labels.max()) + 1)
     base = colormaps["tab20"].colors if n > 10 else colormaps["tab10"].colors
-    cmap = ListedColormap([base[i % len(base)] for i in range(n)])
-    cmap.set_bad(NOT_INDEXED)
+    cmap = ListedColormap([base[i % len(base)] for i in range(n)]).with_extremes(bad=NOT_INDEXED)
     fig, (ax,) = figure(1, ds) if ax is None else (ax.figure, (ax,))
     with style():
         image = ax.imshow(np.ma.masked_less(labels, 0), cmap=cmap, norm=BoundaryNorm(np.arange(n + 1) - 0.5, n),

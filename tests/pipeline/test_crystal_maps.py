@@ -76,11 +76,7 @@ def test_ipf_colors_of_a_store_and_nan_where_not_indexed(results_store):
     rgb = lp.ipf_colors(ds, "z", frame="lab")
     assert np.isnan(rgb[rf.NOT_INDEXED]).all() and np.isnan(rgb[rf.INVALID]).all()
     np.testing.assert_allclose(rgb[1, 0], [1, 0, 0], atol=1e-9)  # identity: [001] ∥ z, red
-    key = IPFColorKeyTSL(orix_symmetry(GAN), direction=Vector3d.zvector())
-    gan = Orientation.from_euler(R.from_matrix(rf.orientation_of(1, 4)).as_euler("ZXZ"), symmetry=orix_symmetry(GAN))
-    # GaN frame: ours x ∥ a*, orix x ∥ a — the colours differ unless the frame change is applied
-    assert rgb[1, 4].tolist() == pytest.approx(lp.ipf_colors(ds, "z", frame="lab")[2, 4].tolist())
-    assert np.isfinite(key.orientation2color(gan)).all()
+    assert np.isfinite(rgb[1:, 4]).all()  # GaN points: coloured with GaN's (6/mmm) key
 
 
 def test_crystal_map_and_euler_angles(results_store):
