@@ -170,7 +170,7 @@ def export_map(results: Path, out: Path, fmt: str, *, prefix="laueflow", grain=N
     table = strain_table(one, frame)
     if fmt == "csv":
         path = out / f"{prefix}_strain.csv"
-        table.to_dataframe().reset_index().to_csv(path, index=False, float_format="%.6g")
+        table.to_dataframe(dim_order=["y", "x"]).reset_index().to_csv(path, index=False, float_format="%.6g")
         return [path]
     path = out / f"{prefix}_strain.nc"
     codes = one["status"].attrs
@@ -212,4 +212,4 @@ def strain_table(one, frame: str):
     table = table.drop_vars(drop)
     table.attrs = {"source": "laueflow export", "frame": frame, "materials": " ".join(map(str, one["material"].values)),
                    "grain": "best (highest matching rate)" if "grain_index" in one else "one slot"}
-    return table.load()
+    return table.transpose("y", "x").load()

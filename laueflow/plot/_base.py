@@ -84,7 +84,7 @@ def not_indexed_legend(ax, missing: bool, label: str = NOT_INDEXED_LABEL):
     """A legend entry for the grey of points without a value (only when some exist)."""
     if missing:
         ax.legend(handles=[Patch(facecolor=NOT_INDEXED, edgecolor="0.3", label=label)],
-                  loc="upper left", bbox_to_anchor=(0.0, -0.12), frameon=False, borderaxespad=0.0)
+                  loc="upper left", bbox_to_anchor=(0.0, 0.0), frameon=False, borderaxespad=3.2)
 
 
 def to_numpy(var) -> np.ndarray:

@@ -1,0 +1,54 @@
+"""`laueflow report`: every available map as a PNG, one HTML page linking and embedding them all,
+with the scan summary; maps the store cannot give are listed with the reason."""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import json
+import re
+
+import pytest
+
+from laueflow.cli.main import main
+
+
+@pytest.fixture(scope="module")
+def report(results_store, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report") / "report"
+    evaluation = out.parent / "evaluation.json"
+    evaluation.write_text(json.dumps({"metrics": {"peaks": {"summary": {"recall": 0.987}}}, "skipped": {}}))
+    assert main(["report", str(results_store[0]), "--out", str(out), "--evaluation", str(evaluation),
+                 "--frame", "lab"]) == 0
+    return out
+
+
+def test_the_page_links_and_embeds_every_png(report):
+    page = (report / "index.html").read_text()
+    pngs = sorted(p.name for p in report.glob("*.png"))
+    links = sorted(set(re.findall(r"href='([^']+)'", page)))
+    assert links == pngs  # every link resolves to a file, every file is linked
+    assert page.count("src='data:image/png;base64,") == len(pngs)  # self-contained
+    expected = {"status", "ipf_x", "ipf_y", "ipf_z", "matching_rate", "peak_count", "von_mises", "strain_xx",
+                "strain_yz", "pole_figure_100", "pole_figure_111", "strain_histograms", "descriptor_histograms",
+                "clusters", "pca_labeler_rgb", "direct_rgb", "segmentation_scores"}
+    assert expected <= {p[:-4] for p in pngs}
+    assert all((report / p).stat().st_size > 5000 for p in pngs)
+
+
+def test_the_page_summarises_the_scan(report):
+    page = (report / "index.html").read_text()
+    assert "4 × 5 = 20" in page
+    assert "<td>3</td><td>not_indexed</td><td>1</td>" in page and "<td>0</td><td>ok</td><td>17</td>" in page
+    assert "<td>index</td><td>2.500</td>" in page  # stage timings
+    assert "ab" * 32 in page  # model hash
+    assert "recall" in page and "0.987" in page  # the evaluation table
+    assert "Detector image" in page and "not reachable" in page  # no scan store: said, not drawn
+
+
+def test_bad_arguments(results_store, tmp_path, capsys):
+    assert main(["report", str(results_store[0]), "--out", str(tmp_path / "r"), "--point", "9,9"]) == 2
+    assert "outside the 4×5 scan" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "none.zarr"), "--out", str(tmp_path / "r")]) == 2
+    assert "not found" in capsys.readouterr().err
