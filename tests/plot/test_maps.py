@@ -133,3 +133,33 @@ def test_maps_refuse_a_dataset_without_positions(results_store):
 
     with pytest.raises(ResultsError, match="open_results"):
         lp.status_map(xr.open_zarr(results_store[0]))
+
+
+@pytest.mark.parametrize("laue, lattice, space_group, corners", [
+    ("m-3m", (3.6, 3.6, 3.6, 90, 90, 90), 225, {"[001]": [0, 0, 1], "[101]": [1, 0, 1], "[111]": [1, 1, 1]}),
+    ("6/mmm", (3.189, 3.189, 5.185, 90, 90, 120), 186, {"[0001]": [0, 0, 0, 1], "[2-1-10]": [2, -1, -1, 0],
+                                                       "[10-10]": [1, 0, -1, 0]}),
+])
+def test_ipf_key_corners_carry_orix_colours(laue, lattice, space_group, corners):
+    """The drawn key: corners labelled with their lattice directions, coloured as orix colours them."""
+    from orix.plot import DirectionColorKeyTSL
+    from orix.vector import Miller
+
+    from laueflow.physics.materials import Material
+    from laueflow.pipeline.crystal_maps import orix_phase, orix_symmetry
+    from laueflow.plot.orientations import _key_grid
+
+    image, (x0, x1, y0, y1), vertices = _key_grid(laue, lattice)
+    material = Material("m", lattice, space_group)
+    key = DirectionColorKeyTSL(orix_symmetry(material).laue)
+    assert {label for label, _, _ in vertices} == set(corners)
+    ny, nx = image.shape[:2]
+    for label, px, py in vertices:
+        row = min(ny - 1, max(0, int(round((py - y0) / (y1 - y0 + 1e-12) * (ny - 1))))) if y1 > y0 else 0
+        col = min(nx - 1, max(0, int(round((px - x0) / (x1 - x0) * (nx - 1)))))
+        window = image[max(0, row - 3):row + 4, max(0, col - 3):col + 4]
+        drawn = window[window[..., 3] > 0][:, :3]
+        uvw = corners[label]
+        miller = Miller(UVTW=uvw, phase=orix_phase(material)) if len(uvw) == 4 else Miller(uvw=uvw, phase=orix_phase(material))
+        expected = key.direction2color(miller)[0]
+        assert np.abs(drawn - expected).max(axis=1).min() < 0.05, (label, drawn.mean(0), expected)
