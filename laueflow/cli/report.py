@@ -153,7 +153,7 @@ def run_report(args) -> int:
             skipped.append((title, str(err).strip("'\"")))
             continue
         file = out / f"{stem}.png"
-        fig.savefig(file)
+        fig.savefig(file, bbox_inches="tight", pad_inches=0.1)  # legends outside the axes stay whole
         drawn.append((title, file))
     evaluation = _evaluation(args, path)
     page = out / "index.html"

@@ -123,7 +123,7 @@ def status_map(ds, *, name: str = "status", ax=None):
     index = np.full(codes.shape, -1)
     for i, c in enumerate(present):
         index[codes == c] = i
-    fig, (ax,) = figure(1, ds) if ax is None else (ax.figure, (ax,))
+    fig, (ax,) = figure(1, ds, width_in=5.6) if ax is None else (ax.figure, (ax,))
     with style():
         cmap = ListedColormap(colors or ["white"])
         ax.imshow(index, cmap=cmap, norm=BoundaryNorm(np.arange(len(present) + 1) - 0.5, max(1, len(present))),
