@@ -190,7 +190,7 @@ def render_html(ds, path, drawn, skipped, evaluation) -> str:
     parts = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>laueflow report</title><style>",
              "body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;margin:0.5em 0}"
              "td,th{border:1px solid #ccc;padding:2px 8px;text-align:left}figure{display:inline-block;margin:0.5em;"
-             "vertical-align:top}figure img{max-width:560px;border:1px solid #eee}pre{background:#f6f6f6;padding:0.8em;"
+             "vertical-align:top}figure img{max-width:560px;border:1px solid #eee}figure.wide img{max-width:1130px}pre{background:#f6f6f6;padding:0.8em;"
              "overflow-x:auto}", "</style></head><body>",
              f"<h1>laueflow report — {html.escape(path.name)}</h1>", "<h2>Scan</h2>", _table(summary_rows(ds, path)),
              "<h2>Status</h2>", _table(status_rows, ("code", "name", "points"))]
@@ -204,8 +204,11 @@ def render_html(ds, path, drawn, skipped, evaluation) -> str:
         parts += ["<h2>Evaluation against the truth</h2>", f"<pre>{html.escape(evaluation)}</pre>"]
     parts.append("<h2>Maps</h2>")
     for title, file in drawn:
-        data = base64.b64encode(file.read_bytes()).decode()
-        parts.append(f"<figure><a href='{html.escape(file.name)}'><img alt='{html.escape(title)}' "
+        raw = file.read_bytes()
+        data = base64.b64encode(raw).decode()
+        width, height = int.from_bytes(raw[16:20], "big"), int.from_bytes(raw[20:24], "big")  # PNG IHDR
+        wide = " class='wide'" if width > 1.6 * height else ""
+        parts.append(f"<figure{wide}><a href='{html.escape(file.name)}'><img alt='{html.escape(title)}' "
                      f"src='data:image/png;base64,{data}'></a><figcaption>{html.escape(title)} "
                      f"(<a href='{html.escape(file.name)}'>{html.escape(file.name)}</a>)</figcaption></figure>")
     if skipped:

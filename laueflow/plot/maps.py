@@ -39,7 +39,7 @@ def show_values(ds, values, *, title: str, label: str, cmap="viridis", vmin=None
 
 
 def scalar_map(ds, name: str, *, grain=None, cmap="viridis", vmin=None, vmax=None, scale=1.0,
-               label=None, ax=None):
+               label=None, title=None, ax=None):
     """Map of the (y, x[, grain]) variable ``name``; ``grain``: None = best grain, or slot k."""
     if name not in ds:
         raise ResultsError(f"scalar_map: the Dataset has no variable {name!r}")
@@ -55,18 +55,19 @@ def scalar_map(ds, name: str, *, grain=None, cmap="viridis", vmin=None, vmax=Non
     units = var.attrs.get("units", "")
     if label is None:
         label = f"{name} ({units})" if units not in ("", "1") else name
-    title = f"{name}" + (f"\n{grain_label(grain)}" if has_grain else "")
+    title = (title or name) + (f"\n{grain_label(grain)}" if has_grain else "")
     return show_values(ds, values, title=title, label=label, cmap=cmap, vmin=vmin, vmax=vmax, ax=ax)
 
 
 def matching_rate_map(ds, *, grain=None, ax=None):
     """Matching rate (%) of the best grain (or slot ``grain``), 0–100."""
-    return scalar_map(ds, "matching_rate", grain=grain, vmin=0, vmax=100, label="matching rate (%)", ax=ax)
+    return scalar_map(ds, "matching_rate", grain=grain, vmin=0, vmax=100, label="matching rate (%)",
+                      title="matching rate", ax=ax)
 
 
 def peak_count_map(ds, *, ax=None):
     """Peaks kept per image; grey: image not processed."""
-    fig = scalar_map(ds, "peak_count", cmap="magma", label="peaks per image", ax=ax)
+    fig = scalar_map(ds, "peak_count", cmap="magma", label="peaks per image", title="peaks per image", ax=ax)
     return fig
 
 
@@ -100,7 +101,7 @@ def strain_map(ds, component: str = "xx", *, frame: str = "sample", grain=None, 
 def von_mises_map(ds, *, grain=None, ax=None):
     """Equivalent (von Mises) deviatoric strain, 10⁻³."""
     return scalar_map(ds, "von_mises_strain", grain=grain, scale=1e3, cmap="inferno", vmin=0,
-                      label="von Mises strain (10⁻³)", ax=ax)
+                      label="von Mises strain (10⁻³)", title="von Mises equivalent strain", ax=ax)
 
 
 #: fixed colours of the status codes (by name, so a legend means the same in every map)
