@@ -184,6 +184,9 @@ def material(ds, name: str):
     if "material" not in ds.coords or "grain_material" not in ds:
         raise ResultsError("material: the Dataset has no materials coordinate or `grain_material` "
                            "(open it with laueflow.open_results; an `index` stage is needed)")
+    if GRAIN_DIM not in ds.dims:
+        raise ResultsError("material: the Dataset has no grain dim (one grain per point already chosen): "
+                           "select the material first, then the grain — best_grain(material(ds, name))")
     names = [str(v) for v in ds.coords["material"].values]
     if name not in names:
         raise ResultsError(f"material {name!r} is not in this store; its materials: {names}")

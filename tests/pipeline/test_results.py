@@ -74,3 +74,7 @@ def test_best_grain_grain_and_material(results_store):
     assert (gan["grain_material"].values[..., 0][:, :4] == -1).all()
     with pytest.raises(ResultsError, match="not in this store"):
         laueflow.material(ds, "Al")
+    best_gan = laueflow.best_grain(gan)
+    assert np.isfinite(best_gan["matching_rate"].values).sum() == 3
+    with pytest.raises(ResultsError, match="select the material first"):
+        laueflow.material(best, "GaN")
