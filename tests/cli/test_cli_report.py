@@ -52,3 +52,26 @@ def test_bad_arguments(results_store, tmp_path, capsys):
     assert "outside the 4×5 scan" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "none.zarr"), "--out", str(tmp_path / "r")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_segmentation_groups_get_their_maps(tmp_path):
+    import warnings
+
+    import numpy as np
+    import xarray as xr
+
+    import laueflow
+    import results_factory as rf
+    from laueflow.cli.report import _segmentation_figures
+
+    path = tmp_path / "seg.zarr"
+    rf.build(path, attrs_update={"segmentations": [{"name": "k3 pcs8", "group": "segmentations/k3"}]})
+    labels = np.arange(rf.NY * rf.NX, dtype=np.int32).reshape(rf.NY, rf.NX) % 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # zarr: consolidated metadata is not in the v3 spec
+        xr.Dataset({"cluster_label": (("y", "x"), labels)}).to_zarr(path, group="segmentations/k3", mode="w")
+    figures = _segmentation_figures(path, laueflow.open_results(path))
+    assert [stem for stem, _, _ in figures] == ["seg_k3_pcs8_clusters", "seg_k3_pcs8_pca_labeler_rgb",
+                                                "seg_k3_pcs8_direct_rgb", "seg_k3_pcs8_scores"]
+    clusters = figures[0][2]()
+    assert set(np.unique(clusters.axes[0].images[0].get_array().compressed())) == {0, 1, 2}

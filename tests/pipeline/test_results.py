@@ -78,3 +78,19 @@ def test_best_grain_grain_and_material(results_store):
     assert np.isfinite(best_gan["matching_rate"].values).sum() == 3
     with pytest.raises(ResultsError, match="select the material first"):
         laueflow.material(best, "GaN")
+
+
+def test_a_segmentation_group_opens_over_the_root_coordinates(tmp_path):
+    import warnings
+
+    import xarray as xr
+
+    path = tmp_path / "seg.zarr"
+    rf.build(path)
+    labels = np.arange(rf.NY * rf.NX, dtype=np.int32).reshape(rf.NY, rf.NX) % 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # zarr: consolidated metadata is not in the v3 spec
+        xr.Dataset({"cluster_label": (("y", "x"), labels)}).to_zarr(path, group="segmentations/k3", mode="w")
+    ds = laueflow.open_results(path, group="segmentations/k3")
+    np.testing.assert_array_equal(ds["cluster_label"].values, labels)  # the group's, not the root's
+    assert "x_um" in ds.coords and ds["status_name"].values[rf.INVALID] == "invalid_input"
