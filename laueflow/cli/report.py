@@ -57,6 +57,7 @@ def _figures(ds, frame: str, point, scan):
     for comp in lp.STRAIN_COMPONENTS:
         figs.append((f"strain_{comp}", f"Deviatoric strain ε_{comp}",
                      lambda c=comp: lp.strain_map(ds, c, frame=frame)))
+    figs.append(("stress", "Deviatoric stress (GPa)", lambda: lp.tensor_maps(ds, quantity="stress", frame=frame)))
     figs += [("pole_figure_100", "{100} pole figure", lambda: lp.pole_figure(ds, (1, 0, 0), frame=frame)),
              ("pole_figure_111", "{111} pole figure", lambda: lp.pole_figure(ds, (1, 1, 1), frame=frame)),
              ("strain_histograms", "Strain histograms", lambda: lp.strain_histograms(ds, frame=frame)),

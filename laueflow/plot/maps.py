@@ -11,7 +11,7 @@ from ._base import (NOT_INDEXED, check_dataset, extent, figure, grain_label, map
                     select_grain, style, to_numpy)
 
 __all__ = ["scalar_map", "matching_rate_map", "peak_count_map", "von_mises_map", "strain_map",
-           "status_map", "STRAIN_COMPONENTS"]
+           "status_map", "tensor_maps", "STRAIN_COMPONENTS"]
 
 #: strain/stress tensor components by name → (i, j)
 STRAIN_COMPONENTS = TENSOR_COMPONENTS
@@ -77,7 +77,7 @@ def _symmetric_limit(values, percentile=99.0) -> float:
 
 
 def strain_map(ds, component: str = "xx", *, frame: str = "sample", grain=None, quantity: str = "strain",
-               ax=None):
+               title=None, ax=None):
     """Deviatoric strain (10⁻³) or stress (GPa) component ``component`` (xx, yy, zz, xy, xz, yz) in
     ``frame`` (sample, lab, crystal); diverging colours, limits ± the 99th percentile of |value|."""
     if component not in STRAIN_COMPONENTS:
@@ -93,7 +93,7 @@ def strain_map(ds, component: str = "xx", *, frame: str = "sample", grain=None, 
     scale, units = (1e3, "10⁻³") if quantity == "strain" else (1.0, "GPa")
     values = values * scale
     limit = _symmetric_limit(values)
-    title = f"deviatoric {quantity} {symbol}_{component}, {frame} frame\n{grain_label(grain)}"
+    title = title or f"deviatoric {quantity} {symbol}_{component}, {frame} frame\n{grain_label(grain)}"
     return show_values(ds, values, title=title, label=f"{symbol}_{component} ({units})", cmap="RdBu_r",
                        vmin=-limit, vmax=limit, ax=ax)
 
@@ -134,4 +134,23 @@ def status_map(ds, *, name: str = "status", ax=None):
                    for c, col in zip(present, colors)]
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, title="status")
         map_axes(ax, ds, "status per point")
+    return fig
+
+
+def tensor_maps(ds, *, quantity: str = "strain", frame: str = "sample", grain=None):
+    """The six components of deviatoric strain (10⁻³) or stress (GPa) in one 2 × 3 figure."""
+    from matplotlib.figure import Figure
+
+    name = f"{quantity}_{frame}"
+    if name not in ds:
+        raise ResultsError(f"tensor_maps: the Dataset has no {name!r} (a `strain` stage is needed; stress needs "
+                           "elastic constants)")
+    check_dataset(ds)
+    sel = select_grain(ds, grain)  # once, for the six panels
+    with style():
+        fig = Figure(figsize=(12, 6.5), layout="constrained")
+        for i, component in enumerate(STRAIN_COMPONENTS):
+            strain_map(sel, component, frame=frame, quantity=quantity, title=f"{component}",
+                       ax=fig.add_subplot(2, 3, i + 1))
+        fig.suptitle(f"deviatoric {quantity}, {frame} frame — {grain_label(grain)}")
     return fig

@@ -163,3 +163,11 @@ def test_ipf_key_corners_carry_orix_colours(laue, lattice, space_group, corners)
         miller = Miller(UVTW=uvw, phase=orix_phase(material)) if len(uvw) == 4 else Miller(uvw=uvw, phase=orix_phase(material))
         expected = key.direction2color(miller)[0]
         assert np.abs(drawn - expected).max(axis=1).min() < 0.05, (label, drawn.mean(0), expected)
+
+
+def test_tensor_maps_draw_six_components(ds):
+    fig = lp.tensor_maps(ds, quantity="strain", frame="lab", grain=0)
+    titles = [ax.get_title() for ax in fig.axes if ax.images]
+    assert titles == list(lp.STRAIN_COMPONENTS)
+    xy = [ax for ax in fig.axes if ax.get_title() == "xy"][0].images[0].get_array().filled(0)
+    np.testing.assert_allclose(xy[:, 0], [0, 0.2, 0.4, 0.0])  # 0.2e-3 · y (10⁻³); (3, 0): no peaks, masked
