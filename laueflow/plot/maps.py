@@ -32,7 +32,7 @@ def show_values(ds, values, *, title: str, label: str, cmap="viridis", vmin=None
     with style():
         image = ax.imshow(np.ma.masked_invalid(values), cmap=_cmap(cmap), vmin=vmin, vmax=vmax,
                           extent=extent(ds), origin="upper", interpolation="nearest")
-        fig.colorbar(image, ax=ax, label=label, shrink=0.9)
+        fig.colorbar(image, ax=ax, label=label, shrink=0.9, aspect=35)
         map_axes(ax, ds, title)
         not_indexed_legend(ax, bool(np.isnan(values).any()), missing_label)
     return fig

@@ -31,7 +31,7 @@ def cluster_map(ds, *, ax=None):
     with style():
         image = ax.imshow(np.ma.masked_less(labels, 0), cmap=cmap, norm=BoundaryNorm(np.arange(n + 1) - 0.5, n),
                           extent=extent(ds), origin="upper", interpolation="nearest")
-        bar = fig.colorbar(image, ax=ax, ticks=np.arange(n), label="cluster", shrink=0.9)
+        bar = fig.colorbar(image, ax=ax, ticks=np.arange(n), label="cluster", shrink=0.9, aspect=35)
         if n > 20:
             bar.set_ticks(np.arange(0, n, max(1, n // 10)))
         map_axes(ax, ds, f"clusters (natural labeler, {n} clusters)")
