@@ -127,8 +127,6 @@ def build(path, *, attrs_update=None, drop_attrs=()) -> xr.Dataset:
     ds = xr.Dataset(data, coords=coords, attrs=attrs)
     encoding = {name: {"fill_value": var.attrs["fill_value"]} for name, var in ds.data_vars.items()
                 if "fill_value" in var.attrs}
-    for name in encoding:
-        ds[name].attrs = {k: v for k, v in ds[name].attrs.items()}
     with warnings.catch_warnings():  # consolidated like `laueflow run`'s stores; zarr warns that v3 lacks it
         warnings.simplefilter("ignore", UserWarning)
         ds.to_zarr(path, mode="w", consolidated=True, encoding=encoding)

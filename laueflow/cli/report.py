@@ -114,7 +114,7 @@ def _parse_point(text, ds):
 
 
 def _evaluation(args, results_path):
-    """(title, text) of the evaluation table, or None."""
+    """The evaluation report as text (`laueflow evaluate`'s format), or None."""
     if args.evaluation:
         report = json.loads(Path(args.evaluation).read_text())
     elif args.truth:

@@ -104,10 +104,6 @@ def _positions(ds, attrs: dict) -> dict:
     return coords
 
 
-def _is_results(path: Path) -> bool:
-    return store_kind(path) == "results"
-
-
 def open_results(path, *, group: str | None = None):
     """Open ``path`` (a results store of ``laueflow run``) lazily with statuses and materials named
     and positions in µm; ``group``: a segmentation group, e.g. ``"segmentations/k6-pcs32-kmeans"``
@@ -121,7 +117,7 @@ def open_results(path, *, group: str | None = None):
     path = Path(path)
     if not path.exists():
         raise ResultsError(f"results store not found: {path}")
-    if not _is_results(path):
+    if store_kind(path) != "results":
         raise ResultsError(f"{path} is {KIND_NAMES.get(store_kind(path), 'not a laueflow store')}, "
                            f"not a results store (no `{RESULTS_MARKER}` attribute): give the store of `laueflow run`")
     attrs = read_store_attrs(path) or {}
