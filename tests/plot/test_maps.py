@@ -171,3 +171,13 @@ def test_tensor_maps_draw_six_components(ds):
     assert titles == list(lp.STRAIN_COMPONENTS)
     xy = [ax for ax in fig.axes if ax.get_title() == "xy"][0].images[0].get_array().filled(0)
     np.testing.assert_allclose(xy[:, 0], [0, 0.2, 0.4, 0.0])  # 0.2e-3 · y (10⁻³); (3, 0): no peaks, masked
+
+
+def test_maps_draw_into_given_axes(ds):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    left, right = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    assert lp.ipf_map(ds, "x", ax=left) is fig and lp.strain_map(ds, "yy", ax=right) is fig
+    assert [a.get_title() for a in left.child_axes] == ["Cu: IPF-X key", "GaN: IPF-X key"]  # keys as insets
+    assert right.images[0].get_array().shape == (rf.NY, rf.NX)
