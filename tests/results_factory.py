@@ -113,6 +113,11 @@ def build(path, *, attrs_update=None, drop_attrs=()) -> xr.Dataset:
         "silhouette_score": (("k",), np.array([np.nan, 0.8, 0.6, 0.5, 0.4, 0.3]), {"units": "1"}),
         "calinski_harabasz_score": (("k",), np.array([np.nan, 90, 70, 60, 50, 45.0]), {"units": "1"}),
         "suggested_k": ((), np.int32(2), {"units": "1"}),
+        # indexing labeler: each cluster's delegate orientation (cluster 0: identity Cu, 1: GaN of column 4)
+        "delegate_orientation": (("y", "x", "i3", "j3"), np.where(
+            (labels >= 0)[..., None, None], np.where((labels == 0)[..., None, None], np.eye(3), orientation_of(1, 4)),
+            np.nan), {"units": "1"}),
+        "delegate_material": (("y", "x"), np.where(labels >= 0, labels, -1).astype(np.int16), {"units": "1", "fill_value": -1}),
     }
     attrs = {"laueflow_results": True, "status_codes": STATUS_CODES, "materials": ["Cu", "GaN"],
              "material_definitions": [m.to_dict() for m in materials], "step_um": list(STEP_UM),

@@ -65,7 +65,9 @@ def _figures(ds, frame: str, point, scan):
              ("clusters", "Segmentation: clusters", lambda: lp.cluster_map(ds)),
              ("pca_labeler_rgb", "Segmentation: PCA labeler", lambda: lp.rgb_map(ds, "pca_labeler_rgb")),
              ("direct_rgb", "Segmentation: direct coloring", lambda: lp.rgb_map(ds, "direct_rgb")),
-             ("segmentation_scores", "Segmentation: scores", lambda: lp.segmentation_scores(ds))]
+             ("segmentation_scores", "Segmentation: scores", lambda: lp.segmentation_scores(ds)),
+             ("ipf_z_delegates", "Indexing labeler: IPF-Z of the cluster delegates",
+              lambda: lp.ipf_map(ds, "z", frame=frame, source="delegates"))]
     if point is not None:
         figs.append(("image", f"Detector image of point {point}",
                      lambda: lp.image_view(ds, *point, scan_store=scan)))

@@ -40,16 +40,29 @@ def _key(material, direction):
     return IPFColorKeyTSL(orix_symmetry(material), direction=_direction(direction))
 
 
-def ipf_colors(ds, direction="z", *, frame: str = "sample", grain=None) -> np.ndarray:
+#: where orientations come from: the indexed grains, or the cluster delegates (indexing labeler)
+SOURCES = {"grains": ("orientation_matrix", "grain_material"),
+           "delegates": ("delegate_orientation", "delegate_material")}
+
+
+def _orientations(ds, grain, source):
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {list(SOURCES)}, got {source!r}")
+    ub_name, material_name = SOURCES[source]
+    sel = select_grain(ds, grain) if source == "grains" else ds
+    if ub_name not in sel:
+        stage = "an `index` stage" if source == "grains" else "a `delegate_map` stage (docs/workflow.md)"
+        raise ResultsError(f"ipf_colors: the Dataset has no {ub_name} (needs {stage})")
+    return np.asarray(sel[ub_name].values, dtype=float), np.asarray(sel[material_name].values).astype(int)
+
+
+def ipf_colors(ds, direction="z", *, frame: str = "sample", grain=None, source: str = "grains") -> np.ndarray:
     """IPF colours (y, x, 3) in [0, 1] of the crystal direction along ``direction`` (x, y, z or a
     vector, in ``frame``) for one grain per point (best, or slot ``grain``); NaN: no grain.
-    Each material is coloured with its own Laue group's TSL key (orix)."""
+    ``source="delegates"``: the orientation of each point's cluster delegate (the indexing
+    labeler, ``delegate_map`` stage). Each material is coloured with its own Laue group's TSL key (orix)."""
     check_dataset(ds)
-    sel = select_grain(ds, grain)
-    if "orientation_matrix" not in sel:
-        raise ResultsError("ipf_colors: the Dataset has no orientation_matrix (no `index` stage)")
-    ub = np.asarray(sel["orientation_matrix"].values, dtype=float)
-    which = np.asarray(sel["grain_material"].values).astype(int)
+    ub, which = _orientations(ds, grain, source)
     rgb = np.full(which.shape + (3,), np.nan)
     for index, material in enumerate(store_materials(ds)):
         here = (which == index) & np.isfinite(ub).all(axis=(-1, -2))
@@ -123,13 +136,15 @@ def draw_ipf_key(ax, material, title: str) -> None:
     ax.axis("off")
 
 
-def ipf_map(ds, direction="z", *, frame: str = "sample", grain=None, ax=None, key: bool = True):
+def ipf_map(ds, direction="z", *, frame: str = "sample", grain=None, source: str = "grains", ax=None,
+            key: bool = True):
     """Orientation map in IPF colours along sample (or lab) ``direction``, with each material's
-    colour key (orix TSL key of its Laue group) beside it; grey: not indexed. Returns the Figure."""
-    rgb = ipf_colors(ds, direction, frame=frame, grain=grain)
+    colour key (orix TSL key of its Laue group) beside it; grey: not indexed. ``source``: see
+    :func:`ipf_colors`. Returns the Figure."""
+    rgb = ipf_colors(ds, direction, frame=frame, grain=grain, source=source)
     missing = np.isnan(rgb).any(-1)
     shown = np.where(missing[..., None], np.array(to_rgb(NOT_INDEXED)), rgb)
-    which = np.asarray(select_grain(ds, grain)["grain_material"].values)
+    which = _orientations(ds, grain, source)[1]
     materials = [m for i, m in enumerate(store_materials(ds)) if (which == i).any()] if key else []
     label = direction.upper() if isinstance(direction, str) else str(tuple(direction))
     with style():
@@ -144,7 +159,8 @@ def ipf_map(ds, direction="z", *, frame: str = "sample", grain=None, ax=None, ke
             size = 1.0 / max(1, len(materials))
             keys = [ax.inset_axes([1.04, 1.0 - (i + 1) * size, 0.5, size]) for i in range(len(materials))]
         ax.imshow(shown, extent=extent(ds), origin="upper", interpolation="nearest")
-        map_axes(ax, ds, f"IPF-{label}, {frame} frame\n{grain_label(grain)}")
+        what = grain_label(grain) if source == "grains" else "indexing labeler (cluster delegates)"
+        map_axes(ax, ds, f"IPF-{label}, {frame} frame\n{what}")
         not_indexed_legend(ax, bool(missing.any()))
         for key_ax, m in zip(keys, materials):
             draw_ipf_key(key_ax, m, f"{m.name}: IPF-{label} key")

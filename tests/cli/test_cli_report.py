@@ -30,7 +30,7 @@ def test_the_page_links_and_embeds_every_png(report):
     links = sorted(set(re.findall(r"href='([^']+)'", page)))
     assert links == pngs  # every link resolves to a file, every file is linked
     assert page.count("src='data:image/png;base64,") == len(pngs)  # self-contained
-    expected = {"status", "ipf_x", "ipf_y", "ipf_z", "matching_rate", "peak_count", "von_mises", "strain_xx",
+    expected = {"status", "ipf_x", "ipf_y", "ipf_z", "ipf_z_delegates", "matching_rate", "peak_count", "von_mises", "strain_xx",
                 "strain_yz", "pole_figure_100", "pole_figure_111", "strain_histograms", "descriptor_histograms",
                 "clusters", "pca_labeler_rgb", "direct_rgb", "segmentation_scores"}
     assert expected <= {p[:-4] for p in pngs}

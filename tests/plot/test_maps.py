@@ -90,6 +90,15 @@ def test_ipf_map(ds):
     assert (shown >= 0).all() and (shown <= 1).all()
 
 
+def test_indexing_labeler_map(ds):
+    fig = lp.ipf_map(ds, "z", frame="lab", source="delegates")
+    shown = _image(fig).get_array()
+    np.testing.assert_allclose(shown[1, 0], [1, 0, 0], atol=1e-9)  # delegate of cluster 0: identity, [001] ∥ z
+    np.testing.assert_allclose(shown[rf.INVALID], matplotlib.colors.to_rgb(lp._base.NOT_INDEXED))
+    np.testing.assert_allclose(shown[1, 3], shown[1, 4])  # cluster 1 shares its delegate's colour
+    assert "indexing labeler" in fig.axes[0].get_title()
+
+
 def test_segmentation_maps(ds):
     clusters = _image(lp.cluster_map(ds))
     assert _masked_points(clusters) == {rf.INVALID}
