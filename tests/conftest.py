@@ -176,3 +176,13 @@ def slurm(monkeypatch):
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
+
+
+@pytest.fixture(scope="session")
+def results_store(tmp_path_factory):
+    """A small results store of known contents (tests/results_factory.py), shared by the tests of
+    open_results, the maps, the report and the map exports: (path, the Dataset written)."""
+    import results_factory
+
+    path = tmp_path_factory.mktemp("results") / "results.zarr"
+    return path, results_factory.build(path)

@@ -1,4 +1,5 @@
-"""``laueflow export``: one scan point of a results store → LaueTools ``.dat``, ``.cor``, ``.fit`` files."""
+"""``laueflow export``: one scan point of a results store → LaueTools ``.dat``, ``.cor``, ``.fit`` files;
+or the whole map → ``.ctf`` (orientations, MTEX / orix), CSV or NetCDF (strain maps)."""
 from __future__ import annotations
 
 import argparse
@@ -33,7 +34,20 @@ variant chosen:
   reference:FILE  UB closest to the UB in FILE (.fit file, .npy or text 3×3): the surest way to
               compare with one LaueTools .fit file, for any crystal system
 See docs/strain.md ("UB variants").
+
+Maps (--format ctf | csv | netcdf; no --point: every point, one grain per point — the best, or
+--grain K):
+  laueflow export demo/results.zarr --format ctf --out demo/maps/      # demo/maps/laueflow.ctf
+  laueflow export demo/results.zarr --format csv --frame lab --out demo/maps/
+  laueflow export demo/results.zarr --format netcdf --out demo/maps/   # laueflow_strain.nc
+.ctf: Bunge Euler angles of the sample → crystal rotation (orix/MTEX convention, crystal x ∥ a,
+z ∥ c*), positions in µm, Bands = matched spots, MAD = mean residual (deg), BC = matching rate (%),
+BS = peak count; phase 0 = not indexed. CSV / NetCDF: one row (point) with positions, status,
+the grain's material, matching rate, deviatoric strain components (and stress when computed) in
+--frame, von Mises. See docs/maps.md.
 """
+
+MAP_FORMATS = ("ctf", "csv", "netcdf")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -43,7 +57,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     "LaueTools-style files.",
         epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("results", help="results store (laueflow run)")
-    parser.add_argument("--point", required=True, help="scan point Y,X (0-based indices)")
+    parser.add_argument("--format", default="lauetools", choices=("lauetools", *MAP_FORMATS),
+                        help="lauetools (one --point: .dat/.cor/.fit, default) or a whole map: ctf, csv, netcdf")
+    parser.add_argument("--point", help="scan point Y,X (0-based indices; --format lauetools)")
+    parser.add_argument("--grain", type=int, default=None, metavar="K",
+                        help="maps: grain slot K at every point (default: the best grain, highest matching rate)")
+    parser.add_argument("--frame", default="sample", choices=("sample", "lab"),
+                        help="maps: reference frame of orientations and strain (default: sample)")
     parser.add_argument("--out", default=".", help="output folder (default: current folder)")
     parser.add_argument("--prefix", default="laueflow", help="file name prefix (default: laueflow)")
     parser.add_argument("--ub-variant", default="laueflow", metavar="VARIANT",
@@ -54,6 +74,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run_export(args) -> int:
+    if args.format in MAP_FORMATS:
+        if args.point:
+            raise UserError(f"--point is for --format lauetools; --format {args.format} exports every point")
+        for f in export_map(Path(args.results), Path(args.out), args.format, prefix=args.prefix, grain=args.grain,
+                            frame=args.frame):
+            print(f)
+        return 0
+    if not args.point:
+        raise UserError("--point Y,X is needed for --format lauetools (or choose --format ctf, csv or netcdf)")
     import xarray as xr  # deferred: xarray is heavy
 
     from ..io.lauetools_files import parse_ub_variant, write_cor, write_dat, write_fit  # deferred: imports scipy (~0.5 s)
@@ -103,3 +132,84 @@ def run_export(args) -> int:
     for f in written:
         print(f)
     return 0
+
+
+def _one_grain(results: Path, grain):
+    from ..pipeline.results import ResultsError, best_grain, grain as grain_slot, open_results
+
+    try:
+        ds = open_results(results)
+        if "orientation_matrix" not in ds:
+            raise UserError("the results store has no orientations (run a workflow with the 'index' stage)")
+        return ds, (best_grain(ds) if grain is None else grain_slot(ds, grain))
+    except ResultsError as err:
+        raise UserError(str(err)) from None
+
+
+def export_map(results: Path, out: Path, fmt: str, *, prefix="laueflow", grain=None, frame="sample") -> list[Path]:
+    """Write the map of ``results`` (one grain per point) as ``fmt`` (ctf, csv, netcdf) into ``out``."""
+    from ..io.ctf import write_ctf
+    from ..pipeline.crystal_maps import ctf_phase, euler_angles, store_materials
+
+    ds, one = _one_grain(results, grain)
+    out.mkdir(parents=True, exist_ok=True)
+    if fmt == "ctf":
+        materials = store_materials(ds)
+        which = np.asarray(one["grain_material"].values).astype(int)
+        euler = euler_angles(one, frame)
+        phase = np.where(np.isfinite(euler).all(-1) & (which >= 0), which + 1, 0)
+        column = {name: (one[name].values if name in one else None)
+                  for name in ("matched_spots", "mean_residual_deg", "matching_rate", "peak_count")}
+        path = write_ctf(out / f"{prefix}.ctf", euler_deg=euler, phase=phase, x_um=ds["x_um"].values,
+                         y_um=ds["y_um"].values, step_um=ds.attrs.get("step_um", (1.0, 1.0)),
+                         phases=[ctf_phase(m) for m in materials], bands=column["matched_spots"],
+                         mad_deg=column["mean_residual_deg"],
+                         bc=None if column["matching_rate"] is None else np.round(column["matching_rate"]),
+                         bs=column["peak_count"], source=str(results))
+        return [path]
+    table = strain_table(one, frame)
+    if fmt == "csv":
+        path = out / f"{prefix}_strain.csv"
+        table.to_dataframe(dim_order=["y", "x"]).reset_index().to_csv(path, index=False, float_format="%.6g")
+        return [path]
+    path = out / f"{prefix}_strain.nc"
+    codes = one["status"].attrs
+    table["status"].attrs = {k: codes[k] for k in ("flag_values", "flag_meanings") if k in codes}
+    table = table.drop_vars(["status_name", "material"], errors="ignore")  # names: the flag attributes
+    table.to_netcdf(path, engine="scipy")  # NetCDF3 (64-bit offset): no extra library needed
+    return [path]
+
+
+def strain_table(one, frame: str):
+    """A (y, x) Dataset of positions, status, material, matching rate and strain columns."""
+    import xarray as xr
+
+    from ..pipeline.results import TENSOR_COMPONENTS
+
+    columns = {"y_um": one["y_um"], "x_um": one["x_um"]}
+    data = {"status": one["status"].astype(np.int32)}
+    if "status_name" in one:
+        data["status_name"] = one["status_name"].astype(str)
+    data["grain_index"] = one["grain_index"].astype(np.int32) if "grain_index" in one else None
+    data["material"] = one["grain_material_name"].astype(str)
+    data["material_index"] = one["grain_material"].astype(np.int32)
+    data["material_index"].attrs = {"flag_values": list(range(one.sizes["material"])),
+                                    "flag_meanings": " ".join(map(str, one["material"].values)), "fill_value": -1}
+    for name in ("matching_rate", "matched_spots", "von_mises_strain", "strain_rms_px"):
+        if name in one:
+            data[name] = one[name].astype(np.float64 if one[name].dtype.kind == "f" else np.int32)
+    for quantity in ("strain", "stress"):
+        name = f"{quantity}_{frame}"
+        if name not in one:
+            continue
+        for comp, (i, j) in TENSOR_COMPONENTS.items():
+            data[f"{quantity}_{comp}"] = one[name].isel(i3=i, j3=j).drop_vars(["i3", "j3"], errors="ignore")
+            data[f"{quantity}_{comp}"].attrs = {"units": "1" if quantity == "strain" else "GPa",
+                                                "description": f"deviatoric {quantity} {comp}, {frame} frame"}
+    table = xr.Dataset({k: v.reset_coords(drop=True) for k, v in data.items() if v is not None})
+    table = table.assign_coords({k: v.reset_coords(drop=True) for k, v in columns.items()})
+    drop = [c for c in table.coords if c not in ("y", "x", "y_um", "x_um")]
+    table = table.drop_vars(drop)
+    table.attrs = {"source": "laueflow export", "frame": frame, "materials": " ".join(map(str, one["material"].values)),
+                   "grain": "best (highest matching rate)" if "grain_index" in one else "one slot"}
+    return table.transpose("y", "x").load()

@@ -13,7 +13,8 @@ from .. import __version__
 from ..io.store_lock import StoreLockedError
 
 #: subcommand modules, in the order they are listed by ``laueflow --help``
-SUBCOMMANDS = ["demo", "simulate", "ingest", "run", "submit", "evaluate", "train", "export", "index", "segment"]
+SUBCOMMANDS = ["demo", "simulate", "ingest", "run", "submit", "evaluate", "train", "export", "index", "segment",
+               "report"]
 
 
 class UserError(Exception):

@@ -1,0 +1,79 @@
+"""Segmentation maps (docs/segmentation.md): cluster labels, PCA-labeler and direct-coloring RGB,
+silhouette / Calinski–Harabasz curves. A segmentation group: ``open_results(path, group=...)``."""
+from __future__ import annotations
+
+import numpy as np
+from matplotlib.colors import BoundaryNorm, ListedColormap
+
+from ..pipeline.results import ResultsError
+from ._base import NOT_INDEXED, check_dataset, extent, figure, map_axes, not_indexed_legend, style
+
+__all__ = ["cluster_map", "rgb_map", "segmentation_scores"]
+
+
+def _need(ds, name, what):
+    if name not in ds:
+        raise ResultsError(f"{what}: the Dataset has no {name!r} (no segmentation in this store or group)")
+
+
+def cluster_map(ds, *, ax=None):
+    """Cluster label of each point (natural labeler), one colour per cluster with its size;
+    grey: not processed (-1)."""
+    check_dataset(ds)
+    _need(ds, "cluster_label", "cluster_map")
+    from matplotlib import colormaps
+
+    labels = np.asarray(ds["cluster_label"].values).astype(int)
+    n = max(1, int(labels.max()) + 1)
+    base = colormaps["tab20"].colors if n > 10 else colormaps["tab10"].colors
+    cmap = ListedColormap([base[i % len(base)] for i in range(n)]).with_extremes(bad=NOT_INDEXED)
+    fig, (ax,) = figure(1, ds) if ax is None else (ax.figure, (ax,))
+    with style():
+        image = ax.imshow(np.ma.masked_less(labels, 0), cmap=cmap, norm=BoundaryNorm(np.arange(n + 1) - 0.5, n),
+                          extent=extent(ds), origin="upper", interpolation="nearest")
+        bar = fig.colorbar(image, ax=ax, ticks=np.arange(n), label="cluster", shrink=0.9, aspect=35)
+        if n > 20:
+            bar.set_ticks(np.arange(0, n, max(1, n // 10)))
+        map_axes(ax, ds, f"clusters (natural labeler, {n} clusters)")
+        not_indexed_legend(ax, bool((labels < 0).any()), "not processed")
+    return fig
+
+
+def rgb_map(ds, name: str = "pca_labeler_rgb", *, ax=None):
+    """``pca_labeler_rgb`` (cluster colours) or ``direct_rgb`` (each point's first 3 PCs) as an RGB
+    image; grey: not processed."""
+    check_dataset(ds)
+    _need(ds, name, "rgb_map")
+    rgb = np.asarray(ds[name].values, dtype=float)
+    missing = ~np.isfinite(rgb).all(-1)
+    shown = np.where(missing[..., None], 0.69, np.clip(rgb, 0, 1))
+    titles = {"pca_labeler_rgb": "PCA labeler (cluster centroids' first 3 PCs as RGB)",
+              "direct_rgb": "direct coloring (first 3 PCs as RGB)"}
+    fig, (ax,) = figure(1, ds) if ax is None else (ax.figure, (ax,))
+    with style():
+        ax.imshow(shown, extent=extent(ds), origin="upper", interpolation="nearest")
+        map_axes(ax, ds, titles.get(name, name))
+        not_indexed_legend(ax, bool(missing.any()), "not processed")
+    return fig
+
+
+def segmentation_scores(ds):
+    """Silhouette and Calinski–Harabasz scores against K, the suggested K marked."""
+    _need(ds, "silhouette_score", "segmentation_scores")
+    k = np.asarray(ds["score_k"].values)
+    silhouette = np.asarray(ds["silhouette_score"].values, dtype=float)
+    ch = np.asarray(ds["calinski_harabasz_score"].values, dtype=float)
+    suggested = int(ds["suggested_k"].values) if "suggested_k" in ds else -1
+    fig, (ax1, ax2) = figure(2, None, width_in=3.4)
+    with style():
+        for ax, values, name in ((ax1, silhouette, "silhouette score"), (ax2, ch, "Calinski–Harabasz score")):
+            ok = np.isfinite(values) & (k > 0)
+            ax.plot(k[ok], values[ok], "o-", color="C0", ms=4)
+            if suggested > 0:
+                ax.axvline(suggested, color="C3", ls="--", lw=1, label=f"suggested K = {suggested}")
+                ax.legend(loc="best")
+            ax.set_xlabel("K (clusters)")
+            ax.set_ylabel(name)
+            ax.set_title(name)
+            ax.grid(alpha=0.3)
+    return fig
