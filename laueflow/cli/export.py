@@ -52,7 +52,7 @@ MAP_FORMATS = ("ctf", "csv", "netcdf")
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
-        "export", help="export a scan point as LaueTools .dat/.cor/.fit files",
+        "export", help="export a point as LaueTools .dat/.cor/.fit files, or maps as .ctf (orix/MTEX), CSV or NetCDF",
         description="Export the peaks and refined grains of one scan point of a results store as "
                     "LaueTools-style files.",
         epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
