@@ -171,6 +171,16 @@ case "${1:-}" in
         wait_idle
         ;;
     stop)
+        # cancel the jobs still on this cluster first: stopping slurmd alone leaves their processes
+        # (e.g. Dask workers) running as orphans
+        if alive "$DIR/slurmctld.pid" slurmctld; then
+            jobs=$(SLURM_CONF=$CONF squeue -h -o %i 2>/dev/null || true)
+            if [[ -n $jobs ]]; then
+                SLURM_CONF=$CONF scancel $jobs 2>/dev/null || true
+                for _ in $(seq 50); do [[ -z $(SLURM_CONF=$CONF squeue -h -o %i 2>/dev/null) ]] && break; sleep 0.2; done
+                log "cancelled job(s) $(echo $jobs)"
+            fi
+        fi
         stop_one "$DIR/slurmd.pid" slurmd
         stop_one "$DIR/slurmctld.pid" slurmctld
         stop_one "$DIR/munge/munged.pid" munged
