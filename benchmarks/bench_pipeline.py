@@ -165,6 +165,9 @@ def main(argv=None) -> int:
     parser.add_argument("--material", default="Cu")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--cluster", type=Path, default=None,
+                        help="a cluster config instead of a LocalCluster of --workers (e.g. "
+                             "cluster-configs/local-cuda.yaml: one worker per GPU, GPU stages on them)")
     parser.add_argument("--images-per-task", type=int, default=10, help="as workflows/demo.yaml (default 10)")
     parser.add_argument("--repeat", type=int, default=2, help="timed runs; the best is reported (default 2)")
     parser.add_argument("--workdir", type=Path, default=None, help="keep (and reuse) the scan here")
@@ -186,7 +189,12 @@ def main(argv=None) -> int:
     else:
         workdir = args.workdir.resolve()
         workdir.mkdir(parents=True, exist_ok=True)
-    config = ClusterConfig("local", {"n_workers": args.workers, "threads_per_worker": 1, "dashboard_address": ":0"})
+    if args.cluster is not None:
+        from laueflow.pipeline.cluster import load_cluster_config
+
+        config = load_cluster_config(args.cluster)
+    else:
+        config = ClusterConfig("local", {"n_workers": args.workers, "threads_per_worker": 1, "dashboard_address": ":0"})
     quiet = {"progress": False, "log": lambda *a: None}
     try:
         t = time.perf_counter()
