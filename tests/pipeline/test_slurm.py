@@ -254,6 +254,44 @@ def test_a_job_at_its_walltime_is_retired_and_replaced(slurm, scan, reference, t
     assert_stores_identical(out, reference)
 
 
+def _job_state(job_id: str) -> str:
+    out = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
+    return next((w.split("=", 1)[1] for w in out.split() if w.startswith("JobState=")), "?")
+
+
+def test_a_job_killed_by_slurm_at_its_walltime_is_replaced_and_nothing_is_lost(slurm, scan, reference, tmp_path):
+    """No --lifetime: SLURM itself kills the worker's job at its 1-minute walltime (state TIMEOUT)
+    while tiles remain (19 tiles of ≥ 5 s on one worker); adapt submits another job, the run
+    completes identical, and only the tile running at the kill may be computed twice."""
+    out, record = tmp_path / "results.zarr", tmp_path / "computed.txt"
+    workflow = _recording_workflow(scan, out, record, delay_s=5.0)
+    jobs: set = set()
+    with dask.config.set({"distributed.deploy.lost-worker-timeout": "1s"}), \
+            connect(_slurm_config(tmp_path, jobs=1, walltime="00:01:00")) as client:
+        first = job_ids(client.cluster)
+        stop = threading.Event()
+
+        def watch_jobs():
+            while not stop.is_set():
+                jobs.update(job_ids(client.cluster))
+                time.sleep(0.5)
+
+        watcher = threading.Thread(target=watch_jobs, daemon=True)
+        watcher.start()
+        try:
+            summary = run_workflow(workflow, client, **QUIET)
+        finally:
+            stop.set()
+            watcher.join(timeout=10)
+    assert summary.complete and len(first) == 1
+    assert _job_state(first[0]) == "TIMEOUT", f"job {first[0]} ended {_job_state(first[0])}, not at its walltime"
+    assert jobs - set(first), f"no job replaced the one killed at its walltime ({first} → {jobs})"
+    computed = _computed(record)
+    assert len(computed) == 19 and max(computed.values()) <= 2
+    assert sum(n > 1 for n in computed.values()) <= len(jobs) - 1, (computed, jobs)
+    assert_stores_identical(out, reference)
+
+
 def test_gpu_jobs_get_the_gres_and_run_the_gpu_stage(slurm, scan, reference, tmp_path):
     """slurm-gpu.yaml's recipe on the CI node's fake GPU gres: the job asks for --gres=gpu:1 in the
     `gpu` partition, SLURM hands it a device, its worker offers GPU=1 and the stage that needs a
