@@ -14,7 +14,9 @@ import numpy as np
 
 __all__ = [
     "valid_rows", "moment_sums", "pca_from_moments", "fix_component_signs", "project",
-    "hash_uniform", "NearestCentroid", "lloyd_sums", "centroids_from_sums", "cluster_stats",
+    "hash_uniform", "NearestCentroid", "UnmixingLabeler", "nonnegative_weights", "unmixing_frame", "pure_sums",
+    "unmixing_labeler", "PURE_FRACTION",
+    "lloyd_sums", "centroids_from_sums", "cluster_stats",
     "merge_cluster_stats", "canonical_order", "kmeans_on_sample", "k_scan_scores", "pairwise_distances",
     "silhouette_from_distances", "suggest_k",
     "rgb_range", "to_rgb", "fit_in_memory",
@@ -107,6 +109,90 @@ class NearestCentroid:
 
     def predict(self, points: np.ndarray) -> np.ndarray:
         return squared_distances(points, self.centroids).argmin(axis=1).astype(np.int32)
+
+
+def nonnegative_weights(endmembers: np.ndarray, points: np.ndarray, *, sweeps: int = 200,
+                        tol: float = 1e-7) -> np.ndarray:
+    """Non-negative least squares per point, batched: ``w (n, e) ≥ 0`` minimising
+    ``‖Σ_j w_j endmembers[i, j] − points[i]‖`` for ``endmembers (n, e, d)`` (each point its own
+    ``e`` candidates) and ``points (n, d)``. Cyclic coordinate descent on the normal equations,
+    each row until its largest weight change is ≤ ``tol`` × its largest weight (at most
+    ``sweeps``): every row is solved on its own, so the result does not depend on the blocks."""
+    a = np.asarray(endmembers, np.float64)
+    b = np.asarray(points, np.float64)
+    gram = np.einsum("ned,nfd->nef", a, a)
+    rhs = np.einsum("ned,nd->ne", a, b)
+    diag = np.maximum(np.einsum("nee->ne", gram), 1e-300)
+    w = np.zeros(rhs.shape)
+    active = np.arange(len(b))
+    for _ in range(sweeps):
+        if not len(active):
+            break
+        wa, ga, ra, da = w[active], gram[active], rhs[active], diag[active]
+        change = np.zeros(len(active))
+        for j in range(wa.shape[1]):
+            new = np.maximum(wa[:, j] - ((wa * ga[:, j]).sum(axis=1) - ra[:, j]) / da[:, j], 0.0)
+            change = np.maximum(change, np.abs(new - wa[:, j]))
+            wa[:, j] = new
+        w[active] = wa
+        active = active[change > tol * np.maximum(wa.max(axis=1), 1e-300)]
+    return w
+
+
+def unmixing_frame(mean: np.ndarray, components: np.ndarray) -> tuple[np.ndarray, float]:
+    """``(offset (pcs,), residual)``: the PCA mean's coordinates on the components and the norm
+    of its part outside their span. ``[pcs + offset, residual]`` are then the uncentred features'
+    coordinates (in the PC span plus the mean's direction), where a non-negative mixture of
+    images stays a non-negative mixture of their features."""
+    mean, components = np.asarray(mean, np.float64), np.asarray(components, np.float64)
+    offset = components @ mean
+    return offset, float(np.linalg.norm(mean - components.T @ offset))
+
+
+class UnmixingLabeler:
+    """Each point → the cluster with the largest weight when its uncentred features are unmixed
+    into a non-negative combination of the ``n_nearest`` nearest centroids' (a beam footprint
+    that sees two or three domains gives the weighted sum of their images: the largest weight is
+    the dominant domain, where the nearest centroid is biased by the mixture's nonlinearity and
+    intensity). ``centroids (k, pcs)`` and points in centred PCs; ``offset``/``residual`` from
+    :func:`unmixing_frame`."""
+
+    def __init__(self, centroids: np.ndarray, offset: np.ndarray, residual: float, n_nearest: int = 4):
+        self.centroids = np.asarray(centroids, np.float64)
+        self.offset, self.residual = np.asarray(offset, np.float64), float(residual)
+        self.n_nearest = int(min(n_nearest, len(self.centroids)))
+
+    def _uncentred(self, pcs: np.ndarray) -> np.ndarray:
+        pcs = np.asarray(pcs, np.float64)
+        return np.concatenate([pcs + self.offset, np.full((*pcs.shape[:-1], 1), self.residual)], axis=-1)
+
+    def weights(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(candidates (n, e), weights (n, e))``: each point's ``e`` nearest centroids (by
+        increasing distance) and their non-negative weights."""
+        d2 = squared_distances(points, self.centroids)
+        near = np.argsort(d2, axis=1, kind="stable")[:, :self.n_nearest]
+        ends = self._uncentred(self.centroids)[near]
+        return near, nonnegative_weights(ends, self._uncentred(points))
+
+    def predict(self, points: np.ndarray) -> np.ndarray:
+        near, w = self.weights(points)
+        return near[np.arange(len(near)), np.argmax(w, axis=1)].astype(np.int32)
+
+
+def pure_sums(points: np.ndarray, labeler: UnmixingLabeler, min_fraction: float) -> np.ndarray:
+    """Like :func:`lloyd_sums`, over the valid rows whose largest unmixing weight is at least
+    ``min_fraction`` of their weights' sum (points that see one domain): ``(k, d + 1)``."""
+    ok = valid_rows(points)
+    p = np.asarray(points[ok], np.float64)
+    k, d = labeler.centroids.shape
+    near, w = labeler.weights(p)
+    top = np.argmax(w, axis=1)
+    pure = w[np.arange(len(w)), top] >= min_fraction * np.maximum(w.sum(axis=1), 1e-300)
+    labels = near[np.arange(len(near)), top][pure]
+    out = np.zeros((k, d + 1), np.float64)
+    np.add.at(out[:, :d], labels, p[pure])
+    out[:, d] = np.bincount(labels, minlength=k)
+    return out
 
 
 def squared_distances(points: np.ndarray, centroids: np.ndarray) -> np.ndarray:
@@ -279,13 +365,24 @@ def to_rgb(pcs: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- in memory
+#: a point is "pure" (sees one domain) when its largest unmixing weight is ≥ this fraction of the sum
+PURE_FRACTION = 0.9
+
+
+def unmixing_labeler(centroids: np.ndarray, mean: np.ndarray, components: np.ndarray) -> UnmixingLabeler:
+    """The :class:`UnmixingLabeler` of ``centroids`` in the PC frame of ``mean``/``components``."""
+    return UnmixingLabeler(centroids, *unmixing_frame(mean, components))
+
+
 def fit_in_memory(features: np.ndarray, *, pcs: int, ks, k: int | None, method: str, seed: int,
-                  score_sample: int, max_iter: int, tol: float) -> dict:
+                  score_sample: int, max_iter: int, tol: float, assign: str = "nearest") -> dict:
     """The whole fit with scikit-learn on one worker: ``features (ny, nx, M)`` or ``(n, M)``.
 
     ``PCA`` (full SVD), the score scan on the hash sample, then ``KMeans`` on every processed
     point (started from the sample's centroids, as the distributed path) or a
-    ``BayesianGaussianMixture`` (``method="bgm"``). Returns the small results only: ``mean``,
+    ``BayesianGaussianMixture`` (``method="bgm"``). ``assign="unmix"`` (KMeans only): the
+    centroids are then replaced by the means of the points the unmixing finds pure
+    (:data:`PURE_FRACTION`) and points are labelled by :class:`UnmixingLabeler`. Returns the small results only: ``mean``,
     ``components``, ``explained_variance_ratio``, ``silhouette``, ``calinski_harabasz``,
     ``suggested_k``, ``k``, ``labeler``, ``centroids``, ``rgb_lo``, ``rgb_hi``, ``n``.
     """
@@ -311,6 +408,11 @@ def fit_in_memory(features: np.ndarray, *, pcs: int, ks, k: int | None, method: 
                        tol=tol, random_state=seed).fit(np.asarray(points[ok], np.float64))
         fitted["centroids"] = np.asarray(model.cluster_centers_, np.float64)
         fitted["labeler"] = NearestCentroid(fitted["centroids"])
+        if assign == "unmix":
+            first = unmixing_labeler(fitted["centroids"], pca.mean_, components)
+            fitted["centroids"], _ = centroids_from_sums(pure_sums(points[ok], first, PURE_FRACTION),
+                                                         fitted["centroids"])
+            fitted["labeler"] = unmixing_labeler(fitted["centroids"], pca.mean_, components)
     return {**fitted, "mean": pca.mean_, "components": components, "n": n,
             "explained_variance_ratio": np.asarray(pca.explained_variance_ratio_, np.float64)}
 
