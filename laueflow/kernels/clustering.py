@@ -14,7 +14,8 @@ import numpy as np
 
 __all__ = [
     "valid_rows", "moment_sums", "pca_from_moments", "fix_component_signs", "project",
-    "hash_uniform", "NearestCentroid", "UnmixingLabeler", "nonnegative_weights", "unmixing_frame", "pure_sums",
+    "hash_uniform", "NearestCentroid", "UnmixingLabeler", "nonnegative_weights", "weights_from_normal_equations",
+    "unmixing_frame", "pure_sums",
     "unmixing_labeler", "PURE_FRACTION",
     "lloyd_sums", "centroids_from_sums", "cluster_stats",
     "merge_cluster_stats", "canonical_order", "kmeans_on_sample", "k_scan_scores", "pairwise_distances",
@@ -111,32 +112,53 @@ class NearestCentroid:
         return squared_distances(points, self.centroids).argmin(axis=1).astype(np.int32)
 
 
-def nonnegative_weights(endmembers: np.ndarray, points: np.ndarray, *, sweeps: int = 200,
-                        tol: float = 1e-7) -> np.ndarray:
+def nonnegative_weights(endmembers: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Non-negative least squares per point, batched: ``w (n, e) ≥ 0`` minimising
     ``‖Σ_j w_j endmembers[i, j] − points[i]‖`` for ``endmembers (n, e, d)`` (each point its own
-    ``e`` candidates) and ``points (n, d)``. Cyclic coordinate descent on the normal equations,
-    each row until its largest weight change is ≤ ``tol`` × its largest weight (at most
-    ``sweeps``): every row is solved on its own, so the result does not depend on the blocks."""
+    ``e ≤ 6`` candidates) and ``points (n, d)``. Exact: the solution is the unconstrained least
+    squares on its support, so every one of the ``2^e − 1`` supports is solved (batched ``e × e``
+    normal equations) and the best one with non-negative weights is kept (none: all weights 0).
+    Each row is solved on its own: the result does not depend on the blocks."""
     a = np.asarray(endmembers, np.float64)
     b = np.asarray(points, np.float64)
-    gram = np.einsum("ned,nfd->nef", a, a)
-    rhs = np.einsum("ned,nd->ne", a, b)
-    diag = np.maximum(np.einsum("nee->ne", gram), 1e-300)
-    w = np.zeros(rhs.shape)
-    active = np.arange(len(b))
-    for _ in range(sweeps):
-        if not len(active):
-            break
-        wa, ga, ra, da = w[active], gram[active], rhs[active], diag[active]
-        change = np.zeros(len(active))
-        for j in range(wa.shape[1]):
-            new = np.maximum(wa[:, j] - ((wa * ga[:, j]).sum(axis=1) - ra[:, j]) / da[:, j], 0.0)
-            change = np.maximum(change, np.abs(new - wa[:, j]))
-            wa[:, j] = new
-        w[active] = wa
-        active = active[change > tol * np.maximum(wa.max(axis=1), 1e-300)]
-    return w
+    return weights_from_normal_equations(np.einsum("ned,nfd->nef", a, a), np.einsum("ned,nd->ne", a, b))
+
+
+def weights_from_normal_equations(gram: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """:func:`nonnegative_weights` from ``gram (n, e, e)`` = AAᵀ and ``rhs (n, e)`` = Ab."""
+    n, e = rhs.shape
+    if e > 6:
+        raise ValueError(f"{e} endmembers per point: at most 6 (2^e supports are solved)")
+    best_w = np.zeros((n, e))
+    best = np.zeros(n)  # objective ‖Aw − b‖² − ‖b‖² = wᵀGw − 2wᵀr; 0 for w = 0
+    scale = np.maximum(np.einsum("nee->n", gram) / e, 1e-300)
+    for mask in range(1, 2 ** e):
+        support = [j for j in range(e) if mask >> j & 1]
+        g = gram[:, support][:, :, support] + 1e-12 * scale[:, None, None] * np.eye(len(support))
+        w_s = _solve_spd(g, rhs[:, support])
+        objective = -np.einsum("ns,ns->n", w_s, rhs[:, support])  # at the LS solution wᵀGw = wᵀr
+        better = (w_s >= 0).all(axis=1) & (objective < best)
+        best = np.where(better, objective, best)
+        w = np.zeros((n, e))
+        w[:, support] = w_s
+        best_w = np.where(better[:, None], w, best_w)
+    return best_w
+
+
+def _solve_spd(g: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """``x (n, s)`` with ``g x = r`` for symmetric positive-definite ``g (n, s, s)``, small
+    ``s``: Gaussian elimination without pivoting, vectorised over ``n`` (no per-matrix LAPACK call)."""
+    g, r = g.copy(), r.copy()
+    size = r.shape[1]
+    for i in range(size):
+        for j in range(i + 1, size):
+            f = g[:, j, i] / g[:, i, i]
+            g[:, j, i:] -= f[:, None] * g[:, i, i:]
+            r[:, j] -= f * r[:, i]
+    x = np.zeros_like(r)
+    for i in range(size - 1, -1, -1):
+        x[:, i] = (r[:, i] - np.einsum("nj,nj->n", g[:, i, i + 1:], x[:, i + 1:])) / g[:, i, i]
+    return x
 
 
 def unmixing_frame(mean: np.ndarray, components: np.ndarray) -> tuple[np.ndarray, float]:
@@ -171,8 +193,10 @@ class UnmixingLabeler:
         increasing distance) and their non-negative weights."""
         d2 = squared_distances(points, self.centroids)
         near = np.argsort(d2, axis=1, kind="stable")[:, :self.n_nearest]
-        ends = self._uncentred(self.centroids)[near]
-        return near, nonnegative_weights(ends, self._uncentred(points))
+        ends = self._uncentred(self.centroids)
+        gram = (ends @ ends.T)[near[:, :, None], near[:, None, :]]
+        rhs = np.take_along_axis(self._uncentred(points) @ ends.T, near, axis=1)
+        return near, weights_from_normal_equations(gram, rhs)
 
     def predict(self, points: np.ndarray) -> np.ndarray:
         near, w = self.weights(points)

@@ -126,7 +126,7 @@ def test_nonnegative_weights_equal_scipy_nnls_row_by_row():
     true = np.where(rng.random((50, 4)) < 0.5, rng.random((50, 4)), 0.0)
     points = np.einsum("ne,ned->nd", true, ends) + rng.normal(scale=0.05, size=(50, 12))
     points[:5] = -ends[:5, 0]  # all weights 0
-    w = nonnegative_weights(ends, points, tol=1e-12, sweeps=2000)
+    w = nonnegative_weights(ends, points)
     ref = np.array([nnls(ends[i].T, points[i])[0] for i in range(50)])
     np.testing.assert_allclose(w, ref, atol=1e-6)
     assert (w >= 0).all() and (w[:5] == 0).all()
