@@ -15,9 +15,7 @@ import numpy as np
 __all__ = [
     "valid_rows", "moment_sums", "pca_from_moments", "fix_component_signs", "project",
     "hash_uniform", "NearestCentroid", "UnmixingLabeler", "nonnegative_weights", "weights_from_normal_equations",
-    "unmixing_frame", "pure_sums",
-    "unmixing_labeler", "PURE_FRACTION",
-    "lloyd_sums", "centroids_from_sums", "cluster_stats",
+    "unmixing_frame", "unmixing_labeler", "pure_sums", "PURE_FRACTION", "lloyd_sums", "centroids_from_sums", "cluster_stats",
     "merge_cluster_stats", "canonical_order", "kmeans_on_sample", "k_scan_scores", "pairwise_distances",
     "silhouette_from_distances", "suggest_k",
     "rgb_range", "to_rgb", "fit_in_memory",
@@ -199,6 +197,7 @@ class UnmixingLabeler:
         return near, weights_from_normal_equations(gram, rhs)
 
     def predict(self, points: np.ndarray) -> np.ndarray:
+        """``(n,)`` int32 cluster of the largest weight (all weights 0: the nearest centroid)."""
         near, w = self.weights(points)
         return near[np.arange(len(near)), np.argmax(w, axis=1)].astype(np.int32)
 
