@@ -1,13 +1,15 @@
 """Feature stage throughput: preprocessing (crop + area-average + background + scale) and encoding
 of full 2018 × 2016 uint16 frames, image reading excluded.
 
-    python benchmarks/bench_features.py [--images 256] [--workers 2]
+    python benchmarks/bench_features.py [--images 256] [--workers 2] [--method autoencoder|pixels]
 
 Frames: 16 distinct simulated frames (``plan.render``, Cu, 6 grains), repeated to ``--images``
 (8 MB each: no cache reuse between frames). Prints, on one core (1 numpy/torch thread): the
 preprocessing alone, the encoder alone (shipped model), the whole stage function; then the whole
 stage in ``--workers`` processes with one thread each (as the Dask workers of ``laueflow run``
 on this machine), images/s summed over the workers; and the load average before and after.
+``--method pixels``: the stage with ``method: pixels`` (linear 16 × 16 area averages, no model)
+in the "whole stage" lines.
 """
 import os
 
@@ -41,8 +43,14 @@ def best_rate(func, n, repeats=3):
     return n / best
 
 
+def _stage(compute_features, method, model):
+    if method == "pixels":
+        return lambda images, mask: compute_features(images, mask, method="pixels")
+    return lambda images, mask: compute_features(images, mask, model=model)
+
+
 def _worker(args):
-    n, barrier = args
+    n, barrier, method = args
     import torch
 
     torch.set_num_threads(1)
@@ -50,11 +58,11 @@ def _worker(args):
     from laueflow.stages.features import compute_features
 
     images, mask = frames(n)
-    model = load_autoencoder()
-    compute_features(images[:64], mask, model=model)  # warm-up
+    stage = _stage(compute_features, method, load_autoencoder())
+    stage(images[:64], mask)  # warm-up
     barrier.wait()
     t = time.perf_counter()
-    compute_features(images, mask, model=model)
+    stage(images, mask)
     return time.perf_counter() - t
 
 
@@ -62,6 +70,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=256)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--method", default="autoencoder", choices=("autoencoder", "pixels"))
     args = ap.parse_args()
     import torch
 
@@ -80,15 +89,16 @@ def main():
     r_pre = best_rate(lambda: [preprocess_frames(images[i:i + 64], mask) for i in range(0, n, 64)], n)
     enc_in = small[np.arange(n) % 64]
     r_enc = best_rate(lambda: encode_images(model, enc_in), n)
-    r_stage = best_rate(lambda: compute_features(images, mask, model=model), n)
+    stage = _stage(compute_features, args.method, model)
+    r_stage = best_rate(lambda: stage(images, mask), n)
     print(f"1 core: block means {r_mean:.0f} images/s; preprocessing {r_pre:.0f} images/s; "
-          f"encoder {r_enc:.0f} images/s; whole stage {r_stage:.0f} images/s")
+          f"encoder {r_enc:.0f} images/s; whole stage ({args.method}) {r_stage:.0f} images/s")
     ctx = mp.get_context("fork")
     with ctx.Manager() as manager:
         barrier = manager.Barrier(args.workers)
         with ctx.Pool(args.workers) as pool:
             t = time.perf_counter()
-            walls = pool.map(_worker, [(n, barrier)] * args.workers)
+            walls = pool.map(_worker, [(n, barrier, args.method)] * args.workers)
             wall = time.perf_counter() - t
     total = args.workers * n / max(walls)
     print(f"{args.workers} worker processes × 1 thread: {total:.0f} images/s "

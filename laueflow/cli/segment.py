@@ -36,6 +36,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--pcs", type=int, default=32, help="principal components kept (default 32)")
     parser.add_argument("--method", choices=("kmeans", "bgm"), default="kmeans",
                         help="kmeans (default) or bgm (Bayesian Gaussian mixture, fitted on the sample)")
+    parser.add_argument("--assign", choices=("auto", "unmix", "nearest"), default="auto",
+                        help="labels: unmix (each point's dominant domain by non-negative unmixing over the "
+                             "nearest centroids; for features linear in the image), nearest (nearest centroid), "
+                             "auto (default: unmix for kmeans, nearest for bgm)")
     parser.add_argument("--k-range", type=int, nargs=2, metavar=("KMIN", "KMAX"), default=(2, 20),
                         help="K range of the scores (default 2 20)")
     parser.add_argument("--name", help="name of the new segmentation (default: k<K>-pcs<PCS>-<method>)")
@@ -55,7 +59,7 @@ def run_segment(args) -> int:
 
     k_min, k_max = args.k_range
     params = {"pcs": args.pcs, "method": args.method, "k_min": k_min, "k_max": max(k_max, k_min),
-              "path": args.path, "seed": args.seed, "k": args.k}
+              "path": args.path, "seed": args.seed, "k": args.k, "assign": args.assign}
     if args.k is not None and args.k > params["k_max"]:
         params["k_max"] = args.k  # cluster slots for an explicit K (the scores then run up to K)
     try:

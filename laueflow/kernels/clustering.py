@@ -14,7 +14,8 @@ import numpy as np
 
 __all__ = [
     "valid_rows", "moment_sums", "pca_from_moments", "fix_component_signs", "project",
-    "hash_uniform", "NearestCentroid", "lloyd_sums", "centroids_from_sums", "cluster_stats",
+    "hash_uniform", "NearestCentroid", "UnmixingLabeler", "nonnegative_weights", "weights_from_normal_equations",
+    "unmixing_frame", "unmixing_labeler", "pure_sums", "PURE_FRACTION", "lloyd_sums", "centroids_from_sums", "cluster_stats",
     "merge_cluster_stats", "canonical_order", "kmeans_on_sample", "k_scan_scores", "pairwise_distances",
     "silhouette_from_distances", "suggest_k",
     "rgb_range", "to_rgb", "fit_in_memory",
@@ -107,6 +108,114 @@ class NearestCentroid:
 
     def predict(self, points: np.ndarray) -> np.ndarray:
         return squared_distances(points, self.centroids).argmin(axis=1).astype(np.int32)
+
+
+def nonnegative_weights(endmembers: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Non-negative least squares per point, batched: ``w (n, e) ≥ 0`` minimising
+    ``‖Σ_j w_j endmembers[i, j] − points[i]‖`` for ``endmembers (n, e, d)`` (each point its own
+    ``e ≤ 6`` candidates) and ``points (n, d)``. Exact: the solution is the unconstrained least
+    squares on its support, so every one of the ``2^e − 1`` supports is solved (batched ``e × e``
+    normal equations) and the best one with non-negative weights is kept (none: all weights 0).
+    Each row is solved on its own: the result does not depend on the blocks."""
+    a = np.asarray(endmembers, np.float64)
+    b = np.asarray(points, np.float64)
+    return weights_from_normal_equations(np.einsum("ned,nfd->nef", a, a), np.einsum("ned,nd->ne", a, b))
+
+
+def weights_from_normal_equations(gram: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """:func:`nonnegative_weights` from ``gram (n, e, e)`` = AAᵀ and ``rhs (n, e)`` = Ab."""
+    n, e = rhs.shape
+    if e > 6:
+        raise ValueError(f"{e} endmembers per point: at most 6 (2^e supports are solved)")
+    best_w = np.zeros((n, e))
+    best = np.zeros(n)  # objective ‖Aw − b‖² − ‖b‖² = wᵀGw − 2wᵀr; 0 for w = 0
+    scale = np.maximum(np.einsum("nee->n", gram) / e, 1e-300)
+    for mask in range(1, 2 ** e):
+        support = [j for j in range(e) if mask >> j & 1]
+        g = gram[:, support][:, :, support] + 1e-12 * scale[:, None, None] * np.eye(len(support))
+        w_s = _solve_spd(g, rhs[:, support])
+        objective = -np.einsum("ns,ns->n", w_s, rhs[:, support])  # at the LS solution wᵀGw = wᵀr
+        better = (w_s >= 0).all(axis=1) & (objective < best)
+        best = np.where(better, objective, best)
+        w = np.zeros((n, e))
+        w[:, support] = w_s
+        best_w = np.where(better[:, None], w, best_w)
+    return best_w
+
+
+def _solve_spd(g: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """``x (n, s)`` with ``g x = r`` for symmetric positive-definite ``g (n, s, s)``, small
+    ``s``: Gaussian elimination without pivoting, vectorised over ``n`` (no per-matrix LAPACK call)."""
+    g, r = g.copy(), r.copy()
+    size = r.shape[1]
+    for i in range(size):
+        for j in range(i + 1, size):
+            f = g[:, j, i] / g[:, i, i]
+            g[:, j, i:] -= f[:, None] * g[:, i, i:]
+            r[:, j] -= f * r[:, i]
+    x = np.zeros_like(r)
+    for i in range(size - 1, -1, -1):
+        x[:, i] = (r[:, i] - np.einsum("nj,nj->n", g[:, i, i + 1:], x[:, i + 1:])) / g[:, i, i]
+    return x
+
+
+def unmixing_frame(mean: np.ndarray, components: np.ndarray) -> tuple[np.ndarray, float]:
+    """``(offset (pcs,), residual)``: the PCA mean's coordinates on the components and the norm
+    of its part outside their span. ``[pcs + offset, residual]`` are then the uncentred features'
+    coordinates (in the PC span plus the mean's direction), where a non-negative mixture of
+    images stays a non-negative mixture of their features."""
+    mean, components = np.asarray(mean, np.float64), np.asarray(components, np.float64)
+    offset = components @ mean
+    return offset, float(np.linalg.norm(mean - components.T @ offset))
+
+
+class UnmixingLabeler:
+    """Each point → the cluster with the largest weight when its uncentred features are unmixed
+    into a non-negative combination of the ``n_nearest`` nearest centroids' (a beam footprint
+    that sees two or three domains gives the weighted sum of their images: the largest weight is
+    the dominant domain, where the nearest centroid is biased by the mixture's nonlinearity and
+    intensity). ``centroids (k, pcs)`` and points in centred PCs; ``offset``/``residual`` from
+    :func:`unmixing_frame`."""
+
+    def __init__(self, centroids: np.ndarray, offset: np.ndarray, residual: float, n_nearest: int = 4):
+        self.centroids = np.asarray(centroids, np.float64)
+        self.offset, self.residual = np.asarray(offset, np.float64), float(residual)
+        self.n_nearest = int(min(n_nearest, len(self.centroids)))
+
+    def _uncentred(self, pcs: np.ndarray) -> np.ndarray:
+        pcs = np.asarray(pcs, np.float64)
+        return np.concatenate([pcs + self.offset, np.full((*pcs.shape[:-1], 1), self.residual)], axis=-1)
+
+    def weights(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(candidates (n, e), weights (n, e))``: each point's ``e`` nearest centroids (by
+        increasing distance) and their non-negative weights."""
+        d2 = squared_distances(points, self.centroids)
+        near = np.argsort(d2, axis=1, kind="stable")[:, :self.n_nearest]
+        ends = self._uncentred(self.centroids)
+        gram = (ends @ ends.T)[near[:, :, None], near[:, None, :]]
+        rhs = np.take_along_axis(self._uncentred(points) @ ends.T, near, axis=1)
+        return near, weights_from_normal_equations(gram, rhs)
+
+    def predict(self, points: np.ndarray) -> np.ndarray:
+        """``(n,)`` int32 cluster of the largest weight (all weights 0: the nearest centroid)."""
+        near, w = self.weights(points)
+        return near[np.arange(len(near)), np.argmax(w, axis=1)].astype(np.int32)
+
+
+def pure_sums(points: np.ndarray, labeler: UnmixingLabeler, min_fraction: float) -> np.ndarray:
+    """Like :func:`lloyd_sums`, over the valid rows whose largest unmixing weight is at least
+    ``min_fraction`` of their weights' sum (points that see one domain): ``(k, d + 1)``."""
+    ok = valid_rows(points)
+    p = np.asarray(points[ok], np.float64)
+    k, d = labeler.centroids.shape
+    near, w = labeler.weights(p)
+    top = np.argmax(w, axis=1)
+    pure = w[np.arange(len(w)), top] >= min_fraction * np.maximum(w.sum(axis=1), 1e-300)
+    labels = near[np.arange(len(near)), top][pure]
+    out = np.zeros((k, d + 1), np.float64)
+    np.add.at(out[:, :d], labels, p[pure])
+    out[:, d] = np.bincount(labels, minlength=k)
+    return out
 
 
 def squared_distances(points: np.ndarray, centroids: np.ndarray) -> np.ndarray:
@@ -279,13 +388,24 @@ def to_rgb(pcs: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- in memory
+#: a point is "pure" (sees one domain) when its largest unmixing weight is ≥ this fraction of the sum
+PURE_FRACTION = 0.9
+
+
+def unmixing_labeler(centroids: np.ndarray, mean: np.ndarray, components: np.ndarray) -> UnmixingLabeler:
+    """The :class:`UnmixingLabeler` of ``centroids`` in the PC frame of ``mean``/``components``."""
+    return UnmixingLabeler(centroids, *unmixing_frame(mean, components))
+
+
 def fit_in_memory(features: np.ndarray, *, pcs: int, ks, k: int | None, method: str, seed: int,
-                  score_sample: int, max_iter: int, tol: float) -> dict:
+                  score_sample: int, max_iter: int, tol: float, assign: str = "nearest") -> dict:
     """The whole fit with scikit-learn on one worker: ``features (ny, nx, M)`` or ``(n, M)``.
 
     ``PCA`` (full SVD), the score scan on the hash sample, then ``KMeans`` on every processed
     point (started from the sample's centroids, as the distributed path) or a
-    ``BayesianGaussianMixture`` (``method="bgm"``). Returns the small results only: ``mean``,
+    ``BayesianGaussianMixture`` (``method="bgm"``). ``assign="unmix"`` (KMeans only): the
+    centroids are then replaced by the means of the points the unmixing finds pure
+    (:data:`PURE_FRACTION`) and points are labelled by :class:`UnmixingLabeler`. Returns the small results only: ``mean``,
     ``components``, ``explained_variance_ratio``, ``silhouette``, ``calinski_harabasz``,
     ``suggested_k``, ``k``, ``labeler``, ``centroids``, ``rgb_lo``, ``rgb_hi``, ``n``.
     """
@@ -311,6 +431,11 @@ def fit_in_memory(features: np.ndarray, *, pcs: int, ks, k: int | None, method: 
                        tol=tol, random_state=seed).fit(np.asarray(points[ok], np.float64))
         fitted["centroids"] = np.asarray(model.cluster_centers_, np.float64)
         fitted["labeler"] = NearestCentroid(fitted["centroids"])
+        if assign == "unmix":
+            first = unmixing_labeler(fitted["centroids"], pca.mean_, components)
+            fitted["centroids"], _ = centroids_from_sums(pure_sums(points[ok], first, PURE_FRACTION),
+                                                         fitted["centroids"])
+            fitted["labeler"] = unmixing_labeler(fitted["centroids"], pca.mean_, components)
     return {**fitted, "mean": pca.mean_, "components": components, "n": n,
             "explained_variance_ratio": np.asarray(pca.explained_variance_ratio_, np.float64)}
 

@@ -17,7 +17,9 @@ optional bad-pixel mask into ``(…, size, size)`` float32 images in ``[0, 1]``,
    (``noise_floor_counts``, ≈ 4–5 σ of a block mean's noise; below → 0, so the background is
    exactly 0) to ``[0, 1]``: ``log`` (default) ``log1p(s / log_scale_counts) / log1p(log_max_counts
    / log_scale_counts)``, clipped at 1, the same for every image; or ``percentile``: ``s`` divided
-   by the image's own ``percentile``-th percentile, clipped at 1.
+   by the image's own ``percentile``-th percentile, clipped at 1; or ``linear``: ``s`` itself
+   (counts, not clipped), so the image of a point that sees two domains is the weighted sum of
+   their images (what the segmentation's unmixing assumes; ``method: pixels`` uses it).
 
 The defaults were chosen by measurement (``docs/features.md``). Arrays in, arrays out (numpy, or
 cupy through :mod:`laueflow.backend`); :func:`block_means_reference` is the slow, obvious
@@ -44,7 +46,7 @@ PREPROCESS_DEFAULTS = {
     "log_max_counts": 256.0,
     "percentile": 99.9,
 }
-SCALINGS = ("log", "percentile")
+SCALINGS = ("log", "percentile", "linear")
 
 
 def crop_geometry(rows: int, cols: int, size: int = 128) -> tuple[int, int, int, int]:
@@ -151,7 +153,8 @@ def subtract_background(means, *, size: int = 128, background_block: int = 8):
 
 def scale_counts(counts, *, scaling: str = "log", noise_floor_counts: float = 1.0, log_scale_counts: float = 4.0,
                  log_max_counts: float = 256.0, percentile: float = 99.9):
-    """Counts above background ``(…, h, w)`` → float32 in ``[0, 1]`` (module docstring)."""
+    """Counts above background ``(…, h, w)`` → float32 in ``[0, 1]`` (``linear``: counts above
+    the noise floor, unscaled) (module docstring)."""
     xp = get_array_module(counts)
     if not noise_floor_counts >= 0:
         raise ValueError(f"noise_floor_counts must be ≥ 0, got {noise_floor_counts}")
@@ -166,6 +169,8 @@ def scale_counts(counts, *, scaling: str = "log", noise_floor_counts: float = 1.
         *lead, h, w = s.shape
         top = xp.percentile(s.reshape(*lead, h * w), percentile, axis=-1).astype(np.float32)
         y = s / xp.maximum(top, np.float32(1e-6))[..., None, None]
+    elif scaling == "linear":
+        return s
     else:
         raise ValueError(f"scaling must be one of {', '.join(SCALINGS)}, got {scaling!r}")
     return xp.minimum(y, np.float32(1)).astype(np.float32, copy=False)

@@ -31,14 +31,16 @@ import time
 
 import numpy as np
 
-from ..kernels.clustering import (NearestCentroid, canonical_order, centroids_from_sums, cluster_sample,
+from ..kernels.clustering import (PURE_FRACTION, NearestCentroid, canonical_order, centroids_from_sums, cluster_sample,
                                   cluster_stats, fit_in_memory, hash_uniform, k_scan_scores, lloyd_sums,
-                                  merge_cluster_stats, moment_sums, pca_from_moments, project, to_rgb)
+                                  merge_cluster_stats, moment_sums, pca_from_moments, project, pure_sums, to_rgb,
+                                  unmixing_labeler)
 from .base import StageSpec, Variable
 
 __all__ = ["STAGE", "segmentation", "METHODS", "PATHS", "choose_path"]
 
 METHODS = ("kmeans", "bgm")
+ASSIGNS = ("auto", "unmix", "nearest")
 PATHS = ("auto", "in_memory", "distributed")
 #: a worker may hold the feature matrix when it is at most this fraction of its memory limit
 WORKER_MEMORY_FRACTION = 0.125  # the fit holds ~5 copies: float32, float64, SVD workspace
@@ -47,38 +49,53 @@ WORKER_MEMORY_FRACTION = 0.125  # the fit holds ~5 copies: float32, float64, SVD
 def segmentation(features, *, client, writer, pcs: int = 32, k: int | None = None, k_min: int = 2,
                  k_max: int = 20, method: str = "kmeans", path: str = "auto", in_memory_max_mb: float = 256.0,
                  score_sample: int = 3000, seed: int = 0, max_iter: int = 300, tol: float = 1e-4,
-                 block_mb: float = 64.0) -> dict:
+                 block_mb: float = 64.0, assign: str = "auto") -> dict:
     """Segment the scan from ``features`` (lazy ``(y, x, feature)`` float; NaN: not processed)
     and write every output (see ``STAGE``). Returns a small record of what was done (the
     pipeline logs it and keeps it in the store's ``reduce_info``)."""
     ny, nx, m = features.shape
     ks = np.arange(k_min, k_max + 1)
+    assign = resolve_assign(assign, method)
     chosen, reason = choose_path(path, ny * nx * m * features.dtype.itemsize, in_memory_max_mb,
                                  _worker_memory_limits(client))
     flat = _flat_blocks(features, block_mb)
     timings = {"start": time.perf_counter()}
     if chosen == "in_memory":
         fit = client.submit(fit_in_memory, client.compute(flat), pcs=pcs, ks=ks, k=k, method=method, seed=seed,
-                            score_sample=score_sample, max_iter=max_iter, tol=tol, pure=False).result()
+                            score_sample=score_sample, max_iter=max_iter, tol=tol, assign=assign,
+                            pure=False).result()
         iterations = None
         points = client.persist(_projected(flat, fit["mean"], fit["components"]))
         timings["fit"] = time.perf_counter()
     else:
         fit, points, iterations = _fit_distributed(flat, client, pcs=pcs, ks=ks, k=k, method=method, seed=seed,
                                                    score_sample=score_sample, max_iter=max_iter, tol=tol,
-                                                   timings=timings)
+                                                   assign=assign, timings=timings)
     try:
         record = _write_outputs(points, fit, writer, client, ny=ny, nx=nx, ks=ks, timings=timings)
     finally:
         client.cancel(points)
     marks = list(timings.items())
-    record.update(path=chosen, path_reason=reason, method=method, pcs=pcs, n_points=ny * nx,
+    record.update(path=chosen, path_reason=reason, method=method, assign=assign, pcs=pcs, n_points=ny * nx,
                   blocks=len(flat.chunks[0]), lloyd_iterations=iterations,
                   timings_s={name: round(t - marks[i][1], 3) for i, (name, t) in enumerate(marks[1:])})
     record["log"] = [f"segmentation: {chosen} path ({reason}); {record['n_processed']} processed points, "
-                     f"{method} K = {record['k']} (suggested {record['suggested_k']}), {pcs} PCs explain "
+                     f"{method} K = {record['k']} (suggested {record['suggested_k']}; labels: {assign}), {pcs} PCs explain "
                      f"{100 * record['explained_variance']:.1f} % of the variance"]
     return record
+
+
+def resolve_assign(assign: str, method: str) -> str:
+    """``auto`` → ``unmix`` for KMeans, ``nearest`` (the most probable component) for ``bgm``;
+    ``unmix`` with ``bgm`` is refused."""
+    if assign not in ASSIGNS:
+        raise ValueError(f"assign must be one of {', '.join(ASSIGNS)}, got {assign!r}")
+    if assign == "auto":
+        return "unmix" if method == "kmeans" else "nearest"
+    if assign == "unmix" and method != "kmeans":
+        raise ValueError("assign: unmix needs method: kmeans (the mixture's components are not unmixed); "
+                         "use assign: nearest or auto with method: bgm")
+    return assign
 
 
 # --------------------------------------------------------------------------- path
@@ -145,6 +162,10 @@ def _lloyd_block(points, *, centroids):
     return lloyd_sums(points, centroids).reshape(1, -1)
 
 
+def _pure_block(points, *, labeler):
+    return pure_sums(points, labeler, PURE_FRACTION).reshape(1, -1)
+
+
 def _stats_block(points, *, labeler, centroids, block_info=None):
     return cluster_stats(points, labeler, centroids, _global_index(len(points), block_info)).reshape(1, -1)
 
@@ -172,7 +193,7 @@ def _per_block(points, func, width: int, **kwargs):
 
 
 # --------------------------------------------------------------------------- distributed fit
-def _fit_distributed(flat, client, *, pcs, ks, k, method, seed, score_sample, max_iter, tol, timings):
+def _fit_distributed(flat, client, *, pcs, ks, k, method, seed, score_sample, max_iter, tol, assign, timings):
     m = flat.shape[1]
     sums = client.compute(_per_block(flat, _moments_block, 1 + m + m * m).sum(axis=0)).result()
     pca = pca_from_moments(sums, pcs)
@@ -197,6 +218,13 @@ def _fit_distributed(flat, client, *, pcs, ks, k, method, seed, score_sample, ma
                 break
         fit.update(centroids=centroids, labeler=NearestCentroid(centroids))
         timings["lloyd"] = time.perf_counter()
+        if assign == "unmix":
+            first = unmixing_labeler(centroids, pca["mean"], pca["components"])
+            step = _per_block(points, _pure_block, centroids.size + len(centroids), labeler=first)
+            step_sums = client.compute(step.sum(axis=0)).result().reshape(len(centroids), -1)
+            centroids, _ = centroids_from_sums(step_sums, centroids)
+            fit.update(centroids=centroids, labeler=unmixing_labeler(centroids, pca["mean"], pca["components"]))
+            timings["unmix"] = time.perf_counter()
     fit.update(mean=pca["mean"], components=pca["components"], n=pca["n"],
                explained_variance_ratio=pca["explained_variance_ratio"])
     return fit, points, iterations
@@ -292,6 +320,7 @@ def check_params(params) -> None:
     integer("seed", 0)
     if params["method"] not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {params['method']!r}")
+    resolve_assign(params["assign"], params["method"])
     if params["path"] not in PATHS:
         raise ValueError(f"path must be one of {', '.join(PATHS)}, got {params['path']!r}")
     for name in ("in_memory_max_mb", "tol", "block_mb"):
@@ -331,7 +360,7 @@ OUTPUTS = (
 
 PARAMS = {"pcs": 32, "k": None, "k_min": 2, "k_max": 20, "method": "kmeans", "path": "auto",
           "in_memory_max_mb": 256.0, "score_sample": 3000, "seed": 0, "max_iter": 300, "tol": 1e-4,
-          "block_mb": 64.0}
+          "block_mb": 64.0, "assign": "auto"}
 
 STAGE = StageSpec(
     name="segmentation",

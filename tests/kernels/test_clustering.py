@@ -113,3 +113,68 @@ def test_rgb_is_nan_where_not_processed():
     rgb = to_rgb(pcs, np.array([0.0, 0.0, 0.0]), np.array([2.0, 2.0, 1.0]))
     np.testing.assert_array_equal(rgb[0], [0.0, 0.5, 1.0])
     assert np.isnan(rgb[1]).all() and rgb.dtype == np.float32
+
+
+# --------------------------------------------------------------------------- unmixing
+def test_nonnegative_weights_equal_scipy_nnls_row_by_row():
+    from scipy.optimize import nnls
+
+    from laueflow.kernels.clustering import nonnegative_weights
+
+    rng = np.random.default_rng(3)
+    ends = np.abs(rng.normal(size=(50, 4, 12)))
+    true = np.where(rng.random((50, 4)) < 0.5, rng.random((50, 4)), 0.0)
+    points = np.einsum("ne,ned->nd", true, ends) + rng.normal(scale=0.05, size=(50, 12))
+    points[:5] = -ends[:5, 0]  # all weights 0
+    w = nonnegative_weights(ends, points)
+    ref = np.array([nnls(ends[i].T, points[i])[0] for i in range(50)])
+    np.testing.assert_allclose(w, ref, atol=1e-6)
+    assert (w >= 0).all() and (w[:5] == 0).all()
+    # every row solved on its own: the blocks do not matter
+    np.testing.assert_array_equal(np.concatenate([nonnegative_weights(ends[s], points[s]) for s in
+                                                  np.array_split(np.arange(50), 7)]),
+                                  nonnegative_weights(ends, points))
+
+
+def _spot_patterns(k=3, m=64, seed=5):
+    """``k`` non-negative sparse 'Laue images' (m pixels, a few bright spots each)."""
+    rng = np.random.default_rng(seed)
+    patterns = np.zeros((k, m))
+    for j in range(k):
+        patterns[j, rng.choice(m, 6, replace=False)] = rng.uniform(20, 100, 6)
+    return patterns
+
+
+def test_unmixing_labels_the_dominant_domain_where_the_nearest_centroid_does_not():
+    from laueflow.kernels.clustering import UnmixingLabeler, unmixing_frame
+
+    a, b, c = _spot_patterns()
+    b = 3 * b  # a bright grain
+    # a point that sees 60 % of the faint grain a, 40 % of b, twice as bright overall (beam, thickness)
+    mixed = 2.0 * (0.6 * a + 0.4 * b)
+    pure = np.stack([a, b, c, 0.9 * a, 1.1 * b, 1.05 * c])
+    x = np.vstack([pure, mixed])
+    mean = x.mean(axis=0)
+    components = fix_component_signs(np.linalg.svd(x - mean, full_matrices=False)[2][:5])
+    pcs = (x - mean) @ components.T
+    centroids = (np.stack([a, b, c]) - mean) @ components.T
+    assert NearestCentroid(centroids).predict(pcs[-1:])[0] == 1  # nearest: the bright grain
+    labeler = UnmixingLabeler(centroids, *unmixing_frame(mean, components))
+    assert labeler.predict(pcs).tolist() == [0, 1, 2, 0, 1, 2, 0]
+    near, w = labeler.weights(pcs[-1:])
+    weights = dict(zip(near[0].tolist(), w[0]))
+    assert weights[0] == pytest.approx(1.2, abs=1e-3) and weights[1] == pytest.approx(0.8, abs=1e-3)
+
+
+def test_pure_sums_leave_out_the_mixed_points():
+    from laueflow.kernels.clustering import UnmixingLabeler, pure_sums, unmixing_frame
+
+    a, b, _ = _spot_patterns()
+    x = np.vstack([a, 1.1 * a, b, 0.5 * a + 0.5 * b, 0.95 * a + 0.05 * b, np.full_like(a, np.nan)])
+    mean = np.nanmean(x, axis=0)
+    components = fix_component_signs(np.linalg.svd(x[:5] - mean, full_matrices=False)[2][:4])
+    pcs = (x - mean) @ components.T
+    labeler = UnmixingLabeler(pcs[[0, 2]], *unmixing_frame(mean, components))
+    sums = pure_sums(pcs, labeler, 0.9)
+    assert sums[:, -1].tolist() == [3, 1]  # a, 1.1 a, 0.95 a + 0.05 b | b; the 50/50 point and the NaN row left out
+    np.testing.assert_allclose(sums[0, :-1], pcs[[0, 1, 4]].sum(axis=0), atol=1e-9)

@@ -55,6 +55,9 @@ def test_scaling_is_monotone_and_bounded():
     np.testing.assert_allclose(log[0, 0, 3], np.log1p((10 - 1) / 4) / np.log1p(256 / 4), rtol=1e-6)
     pct = scale_counts(counts, scaling="percentile", percentile=100, noise_floor_counts=0)
     np.testing.assert_allclose(pct[0, 0], [0, 0, 1e-4, 1e-3, 1e-2, 1], rtol=1e-5)
+    linear = scale_counts(counts, scaling="linear")  # counts above the floor, not clipped
+    np.testing.assert_array_equal(linear[0, 0], [0, 0, 0, 9, 99, 9999])
+    assert linear.dtype == np.float32
     with pytest.raises(ValueError, match="scaling must be"):
         scale_counts(counts, scaling="sqrt")
 

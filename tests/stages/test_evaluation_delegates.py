@@ -42,3 +42,22 @@ def test_fractions_and_medians_against_truth_and_indexing():
     assert s["points_inhomogeneous_cluster"] == 1
     assert s["points_compared_with_indexing"] == 3 and s["fraction_within_1deg_of_indexing"] == 1.0
     assert s["indexing_fraction_within_1deg_of_truth"] == 0.75
+
+
+def test_phase_map_ari_from_the_delegates_material():
+    r = _rot([1, 2, 3], 50)
+    ub = np.broadcast_to(r, (2, 3, 1, 3, 3)).copy()
+    true_material = np.array([[0, 0, 1], [0, 1, 1]], np.int16)
+    truth = StoreArrays({"grain_map": np.array([[0, 0, 1], [0, 1, 1]]),
+                         "grain_id": np.array([[0, 0, 1], [0, 1, 1]])[..., None],
+                         "orientation_matrix": ub, "grain_material": true_material[..., None]},
+                        {"materials": ["Cu", "Si"]})
+    results = {"delegate_orientation": ub[:, :, 0], "delegate_material": true_material}
+    s = delegate_map_metrics(StoreArrays(results, {"materials": ["Cu", "Si"]}), truth, {})["summary"]
+    assert s["ari_phase_map"] == 1.0
+    wrong = {**results, "delegate_material": np.array([[0, 0, 1], [0, 0, 1]], np.int16)}  # one point of Si mapped Cu
+    s = delegate_map_metrics(StoreArrays(wrong, {"materials": ["Cu", "Si"]}), truth, {})["summary"]
+    assert 0 < s["ari_phase_map"] < 1
+    one_phase = StoreArrays({**truth.arrays, "grain_material": np.zeros((2, 3, 1), np.int16)}, {"materials": ["Cu"]})
+    s = delegate_map_metrics(StoreArrays(results, {"materials": ["Cu", "Si"]}), one_phase, {})["summary"]
+    assert "ari_phase_map" not in s

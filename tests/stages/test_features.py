@@ -77,13 +77,16 @@ def test_pixels_method_is_the_preprocessed_image_area_averaged_and_needs_no_mode
 
     images = rng.poisson(1000, size=(3, 300, 310)).astype(np.uint16)
     images[:, 100:103, 150:153] += 5000
-    small = preprocess_frames(images)
-    for n_features, side in ((256, 16), (1024, 32)):
-        got = compute_features(images, method="pixels", n_features=n_features, batch_size=2)["features"]
+    for scaling, n_features, side in (("linear", 256, 16), ("linear", 1024, 32), ("log", 256, 16)):
+        small = preprocess_frames(images, scaling=scaling)
+        got = compute_features(images, method="pixels", n_features=n_features, batch_size=2,
+                               **({} if scaling == "linear" else {"pixel_scaling": scaling}))["features"]
         f = 128 // side
         want = np.stack([[small[i, r * f:(r + 1) * f, c * f:(c + 1) * f].mean() for r in range(side) for c in range(side)]
                          for i in range(3)])
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="pixel_scaling must be one of"):
+        STAGE.validate_params({**STAGE.params, "method": "pixels", "pixel_scaling": "sqrt"})
     with pytest.raises(ValueError, match="side²"):
         STAGE.validate_params({**STAGE.params, "method": "pixels", "n_features": 100})
     with pytest.raises(ValueError, match="'autoencoder' or 'pixels'"):
@@ -97,3 +100,23 @@ def test_pixels_method_is_the_preprocessed_image_area_averaged_and_needs_no_mode
     assert resolve_models(STAGE, params, {})["model"] is None
     parse_workflow({"input": str(scan), "output": str(tmp_path / "r.zarr"),
                     "stages": [{"features": {"method": "pixels"}}]})
+
+
+def test_linear_pixel_features_add_up_like_the_images():
+    """A point that sees two domains: with pixel_scaling linear (the default) its features are
+    the weighted sum of the two domains' (what the segmentation's unmixing assumes); with the
+    log scale they are not."""
+    from laueflow.stages.features import compute_features
+
+    rng = np.random.default_rng(2)
+    base = np.full((512, 512), 1000.0)
+    a, b = base.copy(), base.copy()
+    for img in (a, b):
+        for r, c in rng.integers(20, 490, size=(8, 2)):
+            img[r - 2:r + 3, c - 2:c + 3] += rng.uniform(500, 5000)
+    mixed = 0.7 * (a - base) + 0.3 * (b - base) + base
+    frames = np.rint(np.stack([a, b, mixed])).astype(np.uint16)
+    for scaling, linear in (("linear", True), ("log", False)):
+        f = compute_features(frames, method="pixels", n_features=256, pixel_scaling=scaling)["features"].astype(float)
+        error = np.abs(f[2] - (0.7 * f[0] + 0.3 * f[1])).max() / f[2].max()
+        assert (error < 0.02) == linear, (scaling, error)

@@ -146,3 +146,44 @@ def test_path_choice_follows_the_matrix_size():
     assert path == "distributed" and "300.0 MB > 256 MB" in reason
     assert choose_path("auto", 100e6, 256, [0.5e9])[0] == "distributed"  # > 1/8 of a worker
     assert choose_path("distributed", 1e3, 256, [])[0] == "distributed"
+
+
+def spot_pattern_scan(ny=12, nx=24, m=256, k=4, seed=3):
+    """``(ny, nx, m)`` float32 'linear pixel features' of a scan of ``k`` vertical stripes, each
+    domain a sparse non-negative pattern (10 spots of very different brightness; every other
+    domain 2 × brighter); the two points either side of a boundary see 60 % of their own domain
+    and 40 % of the neighbour, every point has its own overall intensity (× 0.5–2) and noise. Returns features and the dominant
+    domain per point."""
+    rng = np.random.default_rng(seed)
+    patterns = np.zeros((k, m))
+    for j in range(k):
+        patterns[j, rng.choice(m, 10, replace=False)] = 10 ** rng.uniform(1, 3, 10) * (2 if j % 2 else 1)
+    width = nx // k
+    own = np.broadcast_to(np.arange(nx) // width, (ny, nx))
+    pos = np.arange(nx) % width
+    other = np.where(pos == 0, own - 1, np.where(pos == width - 1, own + 1, own))
+    other = np.clip(other, 0, k - 1)
+    w_own = np.where(other != own, 0.6, 1.0)
+    x = w_own[..., None] * patterns[own] + (1 - w_own)[..., None] * patterns[other]
+    x *= rng.uniform(0.5, 2.0, size=(ny, nx, 1))
+    x += rng.normal(scale=1.0, size=x.shape)
+    return x.astype(np.float32), np.ascontiguousarray(own)
+
+
+def test_unmixing_labels_boundary_points_by_their_dominant_domain(client):
+    x, truth = spot_pattern_scan()
+    features = da.from_array(x, chunks=(1, 8, x.shape[2]))
+    got = {}
+    for name, params in {"unmix_in_memory": {"path": "in_memory"},
+                         "unmix_distributed": {"path": "distributed", "block_mb": 0.05},
+                         "nearest": {"path": "in_memory", "assign": "nearest"}}.items():
+        writer = Writer()
+        info = segmentation(features, client=client, writer=writer, k=4, k_max=6, pcs=8, **params)
+        assert info["assign"] == params.get("assign", "unmix")
+        got[name] = (writer.out, adjusted_rand_score(truth.ravel(), writer.out["cluster_label"].ravel()))
+    assert got["unmix_in_memory"][1] == 1.0 > got["nearest"][1]
+    np.testing.assert_array_equal(got["unmix_distributed"][0]["cluster_label"], got["unmix_in_memory"][0]["cluster_label"])
+    for key in ("delegate_y", "delegate_x"):
+        np.testing.assert_array_equal(got["unmix_distributed"][0][key], got["unmix_in_memory"][0][key])
+    with pytest.raises(ValueError, match="assign: unmix needs method: kmeans"):
+        segmentation(features, client=client, writer=Writer(), method="bgm", assign="unmix", k=4)

@@ -8,11 +8,15 @@ truth, and vs the full indexing when the store has it.
 - **vs full indexing**: at every point where both the delegate orientation and an indexed grain
   (the best: highest matching rate) exist, their misorientation (same material). In a
   delegates-first run only the selected points are indexed, so this compares only those.
+- **phase map** (scans of more than one material): the ARI of ``delegate_material`` against the
+  material of each point's dominant true grain — the phases as the K indexed delegates give them
+  (not index-free: the delegates are indexed).
 """
 from __future__ import annotations
 
 import numpy as np
 
+from ...kernels.partitions import adjusted_rand_index
 from ...physics.materials import get_materials
 from ...physics.symmetry import reduce_misorientation
 from ..delegates import best_grains
@@ -73,12 +77,17 @@ def delegate_map_metrics(results: StoreArrays, truth: StoreArrays, opts) -> dict
         "misorientation_vs_truth_p95_deg": percentile(vs_truth[np.isfinite(vs_truth)], 95),
         "mapped_wrong_material": int((mapped & np.isnan(vs_truth)).sum()),
     }
+    notes = [f"vs truth: each point with a true grain, against its dominant grain's orientation there (symmetry-"
+             f"reduced); unmapped points count as misses in fraction_within_{tolerance:g}deg_of_truth"]
+    if len(np.unique(true_material[has_truth])) > 1:  # a phase map: the delegates' indexed material
+        summary["ari_phase_map"] = round(adjusted_rand_index(material[has_truth], true_material[has_truth]), 4)
+        notes.append("ari_phase_map: adjusted Rand index of delegate_material (−1: unmapped, its own label) against "
+                     "the material of each point's dominant true grain — phases from the K indexed delegates "
+                     "(not index-free)")
     if "delegate_map_status" in results:
         status = np.asarray(results["delegate_map_status"]).reshape(-1)[has_truth]
         summary["points_inhomogeneous_cluster"] = int((status == 3).sum())
         summary["points_delegate_not_indexed"] = int((status == 2).sum())
-    notes = [f"vs truth: each point with a true grain, against its dominant grain's orientation there (symmetry-"
-             f"reduced); unmapped points count as misses in fraction_within_{tolerance:g}deg_of_truth"]
     if "orientation_matrix" in results and "grain_material" in results:
         full = np.asarray(results["orientation_matrix"], float)
         full = full.reshape(-1, *full.shape[-3:])
