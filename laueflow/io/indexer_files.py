@@ -73,6 +73,7 @@ def load_indexer(path) -> Indexer:
     config = dict(payload["config"])
     if payload.get("format", 1) < 2:
         config = {**_FORMAT1_DEFAULTS, **config}
+    config.setdefault("training_centres", "brightest")  # models stored before the option were trained so
     mc = payload["model_config"]
     model = LaueNN(mc["n_bins"], mc["n_classes"], tuple(mc["hidden"]), mc["dropout"])
     model.load_state_dict(payload["state_dict"])

@@ -180,3 +180,12 @@ def test_class_log_priors_follow_the_relative_intensity_ranks():
     # a model that learned class 1 twice as much (loss weight 2) is corrected for it
     _, weighted = class_log_priors(labels, n_spots, np.array([0, 1] * 50), np.array([1.0, 2.0]), 2)
     np.testing.assert_allclose(weighted - any_order, np.log([1.5, 0.75]), rtol=1e-6)
+
+
+def test_a_config_from_a_workflow_gets_the_defaults():
+    """A workflow's ``indexer_config`` (or none) gets today's defaults — random training centres —
+    not those of models stored before the option (their files say nothing: brightest)."""
+    from laueflow.stages.indexing.training import IndexerConfig
+
+    assert IndexerConfig.from_dict({}) == IndexerConfig()
+    assert IndexerConfig.from_dict({"epochs": 2}).training_centres == "random"

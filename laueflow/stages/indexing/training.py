@@ -106,7 +106,6 @@ class IndexerConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "IndexerConfig":
         known = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in cls.__dataclass_fields__}
-        known.setdefault("training_centres", "brightest")  # models stored before the option: brightest centres
         return cls(**known)
 
 
