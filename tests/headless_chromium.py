@@ -8,8 +8,10 @@ import base64
 import io
 import itertools
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -29,12 +31,13 @@ class Chromium:
         self.size = (width, height)
 
     def __enter__(self):
-        self._profile = tempfile.TemporaryDirectory()
+        self._profile = tempfile.TemporaryDirectory(ignore_cleanup_errors=True)
         self._proc = subprocess.Popen(
             [chromium_path(), "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
              "--remote-debugging-port=0", f"--user-data-dir={self._profile.name}",
              f"--window-size={self.size[0]},{self.size[1]}", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            start_new_session=True)  # its own process group: its helper processes are stopped with it
         deadline = time.monotonic() + 60
         for line in self._proc.stderr:  # "DevTools listening on ws://127.0.0.1:PORT/devtools/browser/…"
             match = re.search(r"ws://127\.0\.0\.1:(\d+)/", line)
@@ -49,13 +52,25 @@ class Chromium:
         return self
 
     def __exit__(self, *exc):
-        self._proc.terminate()
+        self._signal_group(signal.SIGTERM)
         try:
             self._proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             self._proc.kill()
+        self._signal_group(signal.SIGKILL)  # renderer / crashpad helpers still writing the profile
         self._loop.close()
+        for _ in range(20):  # a helper may still be flushing into the profile for a moment
+            shutil.rmtree(self._profile.name, ignore_errors=True)
+            if not os.path.exists(self._profile.name):
+                break
+            time.sleep(0.1)
         self._profile.cleanup()
+
+    def _signal_group(self, sig) -> None:
+        try:
+            os.killpg(self._proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
 
     def open(self, url: str) -> "Page":
         request = urllib.request.Request(f"http://127.0.0.1:{self.port}/json/new?{url}", method="PUT")
