@@ -29,10 +29,25 @@ def _outputs(notebook, kind):
     return [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs if o.output_type == kind]
 
 
-@pytest.mark.parametrize("name", ["01-quickstart.ipynb", "02-explore-results.ipynb"])
+@pytest.mark.parametrize("name", sorted(p.name for p in NOTEBOOKS.glob("*.ipynb")))
 def test_outputs_are_cleared_in_git(name):
     notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
     assert all(not c.outputs and c.execution_count is None for c in notebook.cells if c.cell_type == "code")
+
+
+def _images(notebook):
+    return [o for o in _outputs(notebook, "display_data") + _outputs(notebook, "execute_result")
+            if "image/png" in o.get("data", {})]
+
+
+def _texts(notebook) -> str:
+    return "".join(o.get("text", "") for o in _outputs(notebook, "stream"))
+
+
+def test_notebooks_folder_holds_the_five_notebooks():
+    assert sorted(p.name for p in NOTEBOOKS.glob("*.ipynb")) == [
+        "01-quickstart.ipynb", "02-explore-results.ipynb", "03-train-models.ipynb", "04-cluster.ipynb",
+        "05-segmentation.ipynb"]
 
 
 def test_quickstart_runs(tmp_path):
@@ -51,3 +66,14 @@ def test_explore_results_runs(results_store, tmp_path):
     images = [o for o in _outputs(notebook, "display_data") + _outputs(notebook, "execute_result")
               if "image/png" in o.get("data", {})]
     assert len(images) >= 17  # every map of the store, segmentation included
+
+
+def test_segmentation_runs(tmp_path):
+    notebook = _execute("05-segmentation.ipynb", 'from pathlib import Path\nWORK = Path("seg")\nSHAPE = (4, 6)\n'
+                        'GRAINS = 2\nMATERIAL = "Cu"\nK_MAX = 5\nK_AGAIN = 3\nPCS = 12\nRESULTS = None', tmp_path)
+    store = tmp_path / "seg" / "results.zarr"
+    assert (store / "zarr.json").is_file() and (store / "segmentations" / "k3-pcs12-kmeans" / "zarr.json").is_file()
+    texts = _texts(notebook)
+    assert "complete: True" in texts and "segmentations/k3-pcs12-kmeans: K = 3, 12 PCs, kmeans" in texts
+    assert "new group: K = 3" in texts and "suggested K:" in texts
+    assert len(_images(notebook)) >= 5  # clusters, PCA labeler, direct coloring, scores, both segmentations
