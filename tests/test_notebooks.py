@@ -4,6 +4,7 @@ contents (tests/results_factory.py). A cell that raises fails the test."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import nbformat
@@ -77,3 +78,17 @@ def test_segmentation_runs(tmp_path):
     assert "complete: True" in texts and "segmentations/k3-pcs12-kmeans: K = 3, 12 PCs, kmeans" in texts
     assert "new group: K = 3" in texts and "suggested K:" in texts
     assert len(_images(notebook)) >= 5  # clusters, PCA labeler, direct coloring, scores, both segmentations
+
+
+def test_train_models_runs(tmp_path):
+    notebook = _execute("03-train-models.ipynb", 'from pathlib import Path\nWORK = Path("train")\n'
+                        'MATERIAL_YAML = """\\\nPd:\n  lattice: [3.8907, 3.8907, 3.8907, 90, 90, 90]\n'
+                        '  space_group: "F m -3 m"\n  atoms: [[Pd, 0, 0, 0]]\n  lauetools_extinction: fcc\n"""\n'
+                        'MAX_GRAINS = 2\nEPOCHS = 20\nN_TEST_PATTERNS = 3', tmp_path)
+    assert len(list((tmp_path / "train" / "models").glob("lauenn-Pd-*.pt"))) == 1
+    texts = _texts(notebook)
+    assert "materials: ['Pd']" in texts
+    accuracy = float(re.search(r"validation accuracy: ([\d.]+) %", texts).group(1))
+    assert accuracy > 95.0
+    assert "grains found within 0.1°: 3 / 3, spurious: 0, hkl accuracy: 100.0 %" in texts
+    assert len(_images(notebook)) >= 1
