@@ -92,3 +92,14 @@ def test_train_models_runs(tmp_path):
     assert accuracy > 95.0
     assert "grains found within 0.1°: 3 / 3, spurious: 0, hkl accuracy: 100.0 %" in texts
     assert len(_images(notebook)) >= 1
+
+
+def test_cluster_runs(tmp_path):
+    notebook = _execute("04-cluster.ipynb", 'from pathlib import Path\nWORK = Path("cl")\nSCHEDULER = None\n'
+                        'N_WORKERS = 2\nSHAPE = (2, 3)\nMATERIAL = "Cu"', tmp_path)
+    assert (tmp_path / "cl" / "results.zarr" / "zarr.json").is_file()
+    texts = _texts(notebook)
+    assert re.search(r"dashboard: http://[\d.]+:\d+/status", texts) and "workers: 2 | threads: 2" in texts
+    assert re.search(r"complete: True \| 2 tiles, 6 images in [\d.]+ s", texts)
+    assert re.search(r"  peaks[^:]*: [\d.]+ s", texts)
+    assert len(_images(notebook)) == 1  # the timings
