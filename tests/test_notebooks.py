@@ -70,14 +70,15 @@ def test_explore_results_runs(results_store, tmp_path):
 
 
 def test_segmentation_runs(tmp_path):
-    notebook = _execute("05-segmentation.ipynb", 'from pathlib import Path\nWORK = Path("seg")\nSHAPE = (4, 6)\n'
-                        'GRAINS = 2\nMATERIAL = "Cu"\nK_MAX = 5\nK_AGAIN = 3\nPCS = 12\nRESULTS = None', tmp_path)
+    notebook = _execute("05-segmentation.ipynb", 'from pathlib import Path\nWORK = Path("seg")\nSHAPE = (3, 5)\n'
+                        'GRAINS = 2\nMATERIAL = "Cu"\nK_MAX = 5\nK_AGAIN = 4\nPCS = 8\nRESULTS = None', tmp_path)
     store = tmp_path / "seg" / "results.zarr"
-    assert (store / "zarr.json").is_file() and (store / "segmentations" / "k3-pcs12-kmeans" / "zarr.json").is_file()
+    assert (store / "zarr.json").is_file() and (store / "segmentations" / "k4-pcs8-kmeans" / "zarr.json").is_file()
     texts = _texts(notebook)
-    assert "complete: True" in texts and "segmentations/k3-pcs12-kmeans: K = 3, 12 PCs, kmeans" in texts
-    assert "new group: K = 3" in texts and "suggested K:" in texts
-    assert len(_images(notebook)) >= 5  # clusters, PCA labeler, direct coloring, scores, both segmentations
+    assert "complete: True" in texts and "segmentations/k4-pcs8-kmeans: K = 4, 8 PCs, kmeans" in texts
+    suggested = int(re.search(r"suggested K: (\d+)", texts).group(1))
+    assert f"root: K = {suggested} | new group: K = 4" in texts  # both segmentations kept
+    assert len(_images(notebook)) == 5  # clusters, PCA labeler, direct coloring, scores, both segmentations
 
 
 def test_train_models_runs(tmp_path):
