@@ -1,6 +1,8 @@
 """The notebooks run headless from top to bottom (nbclient, a real kernel), outputs cleared in git:
 01-quickstart on a 2 × 3 scan with peaks and angles only, 02-explore-results on a store of known
-contents (tests/results_factory.py). A cell that raises fails the test."""
+contents (tests/results_factory.py), 03-train-models with a small indexer for a material from a
+materials file, 04-cluster on a LocalCluster of 2 workers, 05-segmentation on a 3 × 5 scan. A cell
+that raises fails the test."""
 from __future__ import annotations
 
 import os
