@@ -1,17 +1,21 @@
 """The notebooks run headless from top to bottom (nbclient, a real kernel), outputs cleared in git:
 01-quickstart on a 2 × 3 scan with peaks and angles only, 02-explore-results on a store of known
 contents (tests/results_factory.py), 03-train-models with a small indexer for a material from a
-materials file, 04-cluster on a LocalCluster of 2 workers, 05-segmentation on a 3 × 5 scan. A cell
+materials file, 04-cluster on a LocalCluster of 2 workers and on a running scheduler (its address),
+05-segmentation on a 3 × 5 scan. A cell
 that raises fails the test."""
 from __future__ import annotations
 
 import os
 import re
+from contextlib import ExitStack
 from pathlib import Path
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
+
+from laueflow.pipeline.cluster import ClusterConfig, connect
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
@@ -97,12 +101,23 @@ def test_train_models_runs(tmp_path):
     assert len(_images(notebook)) >= 1
 
 
-def test_cluster_runs(tmp_path):
-    notebook = _execute("04-cluster.ipynb", 'from pathlib import Path\nWORK = Path("cl")\nSCHEDULER = None\n'
-                        'N_WORKERS = 2\nSHAPE = (2, 3)\nMATERIAL = "Cu"', tmp_path)
+@pytest.mark.parametrize("external", [False, True], ids=["local-cluster", "running-scheduler"])
+def test_cluster_runs(tmp_path, external):
+    """Without SCHEDULER the notebook starts a LocalCluster of 2 workers; with the address of a
+    running scheduler (here one started by the test, as a SLURM job's would be) it connects to it."""
+    with ExitStack() as stack:
+        scheduler = "None"
+        if external:
+            client = stack.enter_context(connect(ClusterConfig("local", {
+                "n_workers": 2, "threads_per_worker": 1, "dashboard_address": ":0"})))
+            scheduler = repr(client.scheduler.address)
+        notebook = _execute("04-cluster.ipynb", f'from pathlib import Path\nWORK = Path("cl")\nSCHEDULER = {scheduler}\n'
+                            'N_WORKERS = 2\nSHAPE = (2, 3)\nMATERIAL = "Cu"', tmp_path)
     assert (tmp_path / "cl" / "results.zarr" / "zarr.json").is_file()
     texts = _texts(notebook)
     assert re.search(r"dashboard: http://[\d.]+:\d+/status", texts) and "workers: 2 | threads: 2" in texts
+    if external:
+        assert f"scheduler: {scheduler[1:-1]}" in texts
     assert re.search(r"complete: True \| 2 tiles, 6 images in [\d.]+ s", texts)
     assert re.search(r"  peaks[^:]*: [\d.]+ s", texts)
     assert len(_images(notebook)) == 1  # the timings
