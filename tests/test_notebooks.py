@@ -2,8 +2,7 @@
 01-quickstart on a 2 × 3 scan with peaks and angles only, 02-explore-results on a store of known
 contents (tests/results_factory.py), 03-train-models with a small indexer for a material from a
 materials file, 04-cluster on a LocalCluster of 2 workers and on a running scheduler (its address),
-05-segmentation on a 3 × 5 scan. A cell
-that raises fails the test."""
+05-segmentation on a 3 × 5 scan. A cell that raises fails the test."""
 from __future__ import annotations
 
 import os
