@@ -418,6 +418,9 @@ def fit_in_memory(features: np.ndarray, *, pcs: int, ks, k: int | None, method: 
         raise ValueError(f"PCA needs at least 2 processed points, got {n}")
     if not 1 <= pcs <= x.shape[1]:
         raise ValueError(f"pcs = {pcs} components asked of {x.shape[1]} features; use 1 ≤ pcs ≤ {x.shape[1]}")
+    if pcs > n:
+        raise ValueError(f"pcs = {pcs} principal components need at least {pcs} processed points; the scan has "
+                         f"{n}: use pcs ≤ {n} (segmentation parameter `pcs`, `laueflow segment --pcs`)")
     pca = PCA(n_components=pcs, svd_solver="full").fit(np.asarray(x[ok], np.float64))
     components = fix_component_signs(pca.components_)
     points = project(x, pca.mean_, components)

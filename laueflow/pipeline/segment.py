@@ -114,6 +114,8 @@ def check_segment_inputs(results, **overrides) -> tuple[dict, Layout, tuple]:
     cy, cx = features.chunks[:2]
     if params["pcs"] > m:
         raise SegmentError(f"--pcs {params['pcs']} is more than the {m} features per point; use --pcs ≤ {m}")
+    if params["pcs"] > ny * nx:
+        raise SegmentError(f"--pcs {params['pcs']} is more than the {ny * nx} points of the scan; use --pcs ≤ {ny * nx}")
     dim_sizes = spec.resolved_dim_sizes(params)
     gy, gx = group_chunk(ny, nx, cy)
     return params, Layout(ny, nx, gy, gx, dim_sizes, spec.outputs), tuple(features.chunks)

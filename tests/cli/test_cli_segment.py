@@ -80,6 +80,8 @@ def test_segment_refuses_what_it_cannot_segment(store, client, tmp_path, capsys)
     assert "not a laueflow results store" in capsys.readouterr().err
     assert main(["segment", str(out), "--k", "3", "--pcs", "100", *scheduler]) == 2
     assert "--pcs 100 is more than the 80 features per point" in capsys.readouterr().err
+    assert main(["segment", str(out), "--k", "3", "--pcs", "55", *scheduler]) == 2  # 6 × 9 points
+    assert "--pcs 55 is more than the 54 points of the scan" in capsys.readouterr().err
     holder = subprocess.Popen([sys.executable, "-c", (  # another process writes the store: refused
         "import sys, time; from laueflow.io.store_lock import StoreLock\n"
         f"lock = StoreLock({str(out)!r}, 'run').acquire(); print('held', flush=True); time.sleep(60)")],

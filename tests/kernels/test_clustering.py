@@ -6,7 +6,8 @@ import pytest
 from sklearn.decomposition import PCA
 from sklearn.metrics import silhouette_score
 
-from laueflow.kernels.clustering import (NearestCentroid, canonical_order, cluster_stats, fix_component_signs,
+from laueflow.kernels.clustering import (
+    NearestCentroid, fit_in_memory, canonical_order, cluster_stats, fix_component_signs,
                                          hash_uniform, lloyd_sums, merge_cluster_stats, moment_sums,
                                          pca_from_moments, project, silhouette_from_distances,
                                          pairwise_distances, suggest_k, to_rgb)
@@ -42,6 +43,10 @@ def test_pca_refuses_impossible_requests():
         pca_from_moments(sums, 9)
     with pytest.raises(ValueError, match="at least 2 processed points"):
         pca_from_moments(moment_sums(np.full((4, 8), np.nan)), 2)
+    few = _features(m=8)[:5]  # 4 processed points (row 3 is NaN), 6 PCs asked: a clear error
+    with pytest.raises(ValueError, match=r"pcs = 6 principal components need at least 6 processed points; the scan has 4"):  # row 3 is NaN
+        fit_in_memory(few, pcs=6, ks=np.arange(2, 4), k=2, method="kmeans", seed=0, score_sample=100, max_iter=10,
+                      tol=1e-4)
 
 
 def test_component_signs_largest_entry_positive():
