@@ -78,8 +78,8 @@ class IndexerConfig:
     dropout: float = 0.0          # LaueNN: 0.3; with new patterns every epoch nothing is seen twice
     epochs: int = 6
     patience: int = 2
-    batch_size: int = 256
-    learning_rate: float = 2e-3
+    batch_size: int = 512         # 256 before: 512 trains GaN + Si 15 % faster at the same accuracy (issue #12)
+    learning_rate: float = 3e-3
     lr_schedule: str = "cosine"    # "constant" or "cosine" (per batch, from learning_rate to 0 over `epochs`)
     weight_decay: float = 1e-5
     class_weighting: str = "sqrt"  # "sqrt" (sqrt(max/count)), "lauenn" (floor(max/count)), "none"
