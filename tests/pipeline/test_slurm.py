@@ -219,21 +219,15 @@ def test_a_cancelled_worker_job_is_replaced_and_nothing_finished_is_recomputed(s
     assert_stores_identical(out, reference)
 
 
-def test_a_job_at_its_walltime_is_retired_and_replaced(slurm, scan, reference, tmp_path):
-    """walltime 1 min, worker --lifetime 8 s: the worker retires before SLURM would kill it, the
-    job ends, adapt submits another; nothing is lost, and only the tile the worker was running when
-    it retired may be computed again (its result was not handed over: the store tells its
-    successor which tiles are done)."""
-    out, record = tmp_path / "results.zarr", tmp_path / "computed.txt"
-    workflow = _recording_workflow(scan, out, record, delay_s=0.6)  # 19 tiles ≥ 11 s on one worker
-    config = _slurm_config(tmp_path, jobs=1, walltime="00:01:00", nanny=False,  # no nanny: faster job starts
-                           worker_extra_args=["--lifetime", "8s", "--lifetime-stagger", "1s"])
+def _run_watching_jobs(workflow, config):
+    """Run ``workflow`` on ``config``'s SLURM cluster (lost workers noticed after 1 s), noting every
+    job the run had: ``(summary, the first job ids, all job ids)``."""
     jobs: set = set()
     with dask.config.set({"distributed.deploy.lost-worker-timeout": "1s"}), connect(config) as client:
         first = job_ids(client.cluster)
         stop = threading.Event()
 
-        def watch_jobs():  # every job the run had (one more per retirement)
+        def watch_jobs():
             while not stop.is_set():
                 jobs.update(job_ids(client.cluster))
                 time.sleep(0.2)
@@ -245,6 +239,19 @@ def test_a_job_at_its_walltime_is_retired_and_replaced(slurm, scan, reference, t
         finally:
             stop.set()
             watcher.join(timeout=10)
+    return summary, first, jobs
+
+
+def test_a_job_at_its_walltime_is_retired_and_replaced(slurm, scan, reference, tmp_path):
+    """walltime 1 min, worker --lifetime 8 s: the worker retires before SLURM would kill it, the
+    job ends, adapt submits another; nothing is lost, and only the tile the worker was running when
+    it retired may be computed again (its result was not handed over: the store tells its
+    successor which tiles are done)."""
+    out, record = tmp_path / "results.zarr", tmp_path / "computed.txt"
+    workflow = _recording_workflow(scan, out, record, delay_s=0.6)  # 19 tiles ≥ 11 s on one worker
+    config = _slurm_config(tmp_path, jobs=1, walltime="00:01:00", nanny=False,  # no nanny: faster job starts
+                           worker_extra_args=["--lifetime", "8s", "--lifetime-stagger", "1s"])
+    summary, first, jobs = _run_watching_jobs(workflow, config)
     assert summary.complete
     assert jobs - set(first), f"the worker outlived its lifetime in job {first}"
     computed = _computed(record)
@@ -265,24 +272,7 @@ def test_a_job_killed_by_slurm_at_its_walltime_is_replaced_and_nothing_is_lost(s
     completes identical, and only the tile running at the kill may be computed twice."""
     out, record = tmp_path / "results.zarr", tmp_path / "computed.txt"
     workflow = _recording_workflow(scan, out, record, delay_s=5.0)
-    jobs: set = set()
-    with dask.config.set({"distributed.deploy.lost-worker-timeout": "1s"}), \
-            connect(_slurm_config(tmp_path, jobs=1, walltime="00:01:00")) as client:
-        first = job_ids(client.cluster)
-        stop = threading.Event()
-
-        def watch_jobs():
-            while not stop.is_set():
-                jobs.update(job_ids(client.cluster))
-                time.sleep(0.5)
-
-        watcher = threading.Thread(target=watch_jobs, daemon=True)
-        watcher.start()
-        try:
-            summary = run_workflow(workflow, client, **QUIET)
-        finally:
-            stop.set()
-            watcher.join(timeout=10)
+    summary, first, jobs = _run_watching_jobs(workflow, _slurm_config(tmp_path, jobs=1, walltime="00:01:00"))
     assert summary.complete and len(first) == 1
     assert _job_state(first[0]) == "TIMEOUT", f"job {first[0]} ended {_job_state(first[0])}, not at its walltime"
     assert jobs - set(first), f"no job replaced the one killed at its walltime ({first} → {jobs})"
