@@ -40,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import inspect
+import logging
 import math
 import os
 import signal
@@ -257,6 +258,34 @@ def _sigint_to_driver_only() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
+class _SyncCancelRaceFilter(logging.Filter):
+    """Drop distributed's log of its own ``sync`` cancel race (distributed 2026.8).
+
+    A Ctrl-C that lands while ``Client.sync`` waits, before its coroutine has started on the event
+    loop, schedules ``cancel()``, which reads the coroutine's not yet assigned ``future`` and
+    raises ``NameError``; tornado logs it with a traceback after laueflow has already said
+    "interrupted". Nothing is lost (the coroutine runs to its end; the client is closed next),
+    but the traceback looks like a crash. Only that record is dropped: a ``NameError`` raised in
+    ``cancel`` of ``distributed/utils.py``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, NameError) or exc.__traceback__ is None:
+            return True
+        tb = exc.__traceback__
+        while tb.tb_next is not None:
+            tb = tb.tb_next
+        code = tb.tb_frame.f_code
+        return not (code.co_name == "cancel" and Path(code.co_filename).match("distributed/utils.py"))
+
+
+def quiet_sync_cancel_race() -> None:
+    """Install :class:`_SyncCancelRaceFilter` on tornado's callback logger (once)."""
+    logger = logging.getLogger("tornado.application")
+    if not any(isinstance(f, _SyncCancelRaceFilter) for f in logger.filters):
+        logger.addFilter(_SyncCancelRaceFilter())
+
+
 @dataclass
 class ClusterConfig:
     """A validated cluster config."""
@@ -409,6 +438,7 @@ def connect(config: ClusterConfig | None = None, *, address: str | None = None) 
     """
     from distributed import Client, LocalCluster  # deferred: distributed is heavy; the CLI imports this module
 
+    quiet_sync_cancel_race()
     config = config or ClusterConfig()
     if address:
         config = ClusterConfig("scheduler", {"address": address})
