@@ -20,7 +20,9 @@ Scans (Cu unless said, full 2018 × 2016 frames, 1 µm step, 1.5 µm beam):
 - ``fine_twins``: 3 grains, the largest filled with Σ3 lamellae 2 µm wide (bar: ARI ≥ 0.9 on the
   twin-variant map);
 - ``two_phase``: 8 grains, Cu + Si (half of the grains) (bar: ARI ≥ 0.95 on the phase map:
-  the clusters follow grains; the phases come from the delegates' indexed material).
+  the clusters follow grains; index-free, ``phase_groups`` groups them into phases from the
+  delegates' and check points' peak lists, ``ari_phase_group_map``; the delegates' indexed
+  material gives ``delegate_ari_phase_map``).
 """
 from __future__ import annotations
 
@@ -50,13 +52,16 @@ def laueflow(*args) -> float:
     return time.perf_counter() - t
 
 
-def workflow(folder: Path, features: str, delegates: bool, assign: str = "auto", scaling: str = "linear") -> Path:
+def workflow(folder: Path, features: str, delegates: bool, assign: str = "auto", scaling: str = "linear",
+             phases: bool = False) -> Path:
     stages = [f"  - features: {{method: {features}, pixel_scaling: {scaling}}}",
               f"  - segmentation: {{k_max: 20, assign: {assign}}}"]
     if delegates:
         stages += ["  - select_delegates: {check_points_per_cluster: 2}",
                    "  - peaks: {points: selected_points}", "  - angles: {points: selected_points}",
                    "  - index: {points: selected_points, max_grains: 3}", "  - delegate_map"]
+    if phases:
+        stages.append("  - phase_groups")
     path = folder / "segment.yaml"
     path.write_text(f"input: {folder / 'scan.zarr'}\noutput: {folder / 'results.zarr'}\nimages_per_task: 20\n"
                     "stages:\n" + "\n".join(stages) + "\n")
@@ -80,7 +85,8 @@ def one(name: str, work: Path, features: str, shape: str, seed: int | None = Non
                                str(folder / "calib.det"), "--mask", str(folder / "mask.tif"),
                                *[a for m in MATERIALS[name] for a in ("--material", m)],
                                "--out", str(folder / "scan.zarr"), "--overwrite", "--no-progress")
-    times["run"] = laueflow("run", str(workflow(folder, features, name in DELEGATES, assign, scaling)), "--overwrite",
+    times["run"] = laueflow("run", str(workflow(folder, features, name in DELEGATES, assign, scaling,
+                                                     phases=len(MATERIALS[name]) > 1)), "--overwrite",
                             "--no-progress")
     laueflow("evaluate", str(folder / "results.zarr"), "--truth", str(folder / "truth.zarr"),
              "--json", str(folder / "evaluation.json"))

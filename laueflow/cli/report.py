@@ -66,6 +66,7 @@ def _figures(ds, frame: str, point, scan):
              ("pca_labeler_rgb", "Segmentation: PCA labeler", lambda: lp.rgb_map(ds, "pca_labeler_rgb")),
              ("direct_rgb", "Segmentation: direct coloring", lambda: lp.rgb_map(ds, "direct_rgb")),
              ("segmentation_scores", "Segmentation: scores", lambda: lp.segmentation_scores(ds)),
+             ("phase_groups", "Segmentation: index-free phase groups", lambda: lp.phase_group_map(ds)),
              ("ipf_z_delegates", "Indexing labeler: IPF-Z of the cluster delegates",
               lambda: lp.ipf_map(ds, "z", frame=frame, source="delegates"))]
     if point is not None:

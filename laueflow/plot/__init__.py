@@ -15,8 +15,8 @@ from .image import image_view
 from .maps import (STRAIN_COMPONENTS, matching_rate_map, peak_count_map, scalar_map, status_map, strain_map,
                    tensor_maps, von_mises_map)
 from .orientations import ipf_colors, ipf_map, pole_figure
-from .segmentation import cluster_map, rgb_map, segmentation_scores
+from .segmentation import cluster_map, phase_group_map, rgb_map, segmentation_scores
 
 __all__ = ["scalar_map", "matching_rate_map", "peak_count_map", "von_mises_map", "strain_map", "status_map",
-           "tensor_maps", "STRAIN_COMPONENTS", "ipf_colors", "ipf_map", "pole_figure", "cluster_map", "rgb_map",
+           "tensor_maps", "STRAIN_COMPONENTS", "ipf_colors", "ipf_map", "pole_figure", "cluster_map", "phase_group_map", "rgb_map",
            "segmentation_scores", "image_view", "strain_histograms", "descriptor_histograms"]

@@ -8,7 +8,7 @@ from matplotlib.colors import BoundaryNorm, ListedColormap
 from ..pipeline.results import ResultsError
 from ._base import NOT_INDEXED, check_dataset, extent, figure, map_axes, not_indexed_legend, style
 
-__all__ = ["cluster_map", "rgb_map", "segmentation_scores"]
+__all__ = ["cluster_map", "phase_group_map", "rgb_map", "segmentation_scores"]
 
 
 def _need(ds, name, what):
@@ -17,13 +17,24 @@ def _need(ds, name, what):
 
 
 def cluster_map(ds, *, ax=None):
-    """Cluster label of each point (natural labeler), one colour per cluster with its size;
+    """Cluster label of each point (natural labeler), one colour per cluster;
     grey: not processed (-1)."""
+    return _label_map(ds, "cluster_label", "cluster_map", "cluster", "clusters (natural labeler, {n} clusters)", ax)
+
+
+def phase_group_map(ds, *, ax=None):
+    """Index-free phase group of each point (``phase_groups`` stage: the clusters grouped by
+    spot count and spot-pair angles; numbered by increasing spot count); grey: none (-1)."""
+    return _label_map(ds, "phase_group", "phase_group_map", "phase group",
+                      "index-free phase groups ({n} groups, by increasing spot count)", ax)
+
+
+def _label_map(ds, name: str, what: str, label: str, title: str, ax):
     check_dataset(ds)
-    _need(ds, "cluster_label", "cluster_map")
+    _need(ds, name, what)
     from matplotlib import colormaps
 
-    labels = np.asarray(ds["cluster_label"].values).astype(int)
+    labels = np.asarray(ds[name].values).astype(int)
     n = max(1, int(labels.max()) + 1)
     base = colormaps["tab20"].colors if n > 10 else colormaps["tab10"].colors
     cmap = ListedColormap([base[i % len(base)] for i in range(n)]).with_extremes(bad=NOT_INDEXED)
@@ -31,10 +42,10 @@ def cluster_map(ds, *, ax=None):
     with style():
         image = ax.imshow(np.ma.masked_less(labels, 0), cmap=cmap, norm=BoundaryNorm(np.arange(n + 1) - 0.5, n),
                           extent=extent(ds), origin="upper", interpolation="nearest")
-        bar = fig.colorbar(image, ax=ax, ticks=np.arange(n), label="cluster", shrink=0.9, aspect=35)
+        bar = fig.colorbar(image, ax=ax, ticks=np.arange(n), label=label, shrink=0.9, aspect=35)
         if n > 20:
             bar.set_ticks(np.arange(0, n, max(1, n // 10)))
-        map_axes(ax, ds, f"clusters (natural labeler, {n} clusters)")
+        map_axes(ax, ds, title.format(n=n))
         not_indexed_legend(ax, bool((labels < 0).any()), "not processed")
     return fig
 

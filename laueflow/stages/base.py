@@ -274,6 +274,7 @@ BUILTIN_STAGES = (
     "laueflow.stages.segmentation:STAGE",
     "laueflow.stages.delegates:SELECT_STAGE",
     "laueflow.stages.delegates:MAP_STAGE",
+    "laueflow.stages.phase_groups:STAGE",
 )
 
 _REGISTRY: dict[str, StageSpec] = {}

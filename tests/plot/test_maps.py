@@ -190,3 +190,12 @@ def test_maps_draw_into_given_axes(ds):
     assert lp.ipf_map(ds, "x", ax=left) is fig and lp.strain_map(ds, "yy", ax=right) is fig
     assert [a.get_title() for a in left.child_axes] == ["Cu: IPF-X key", "GaN: IPF-X key"]  # keys as insets
     assert right.images[0].get_array().shape == (rf.NY, rf.NX)
+
+
+def test_phase_group_map(ds):
+    groups = np.where(ds["cluster_label"].values >= 0, 1 - ds["cluster_label"].values, -1).astype(np.int8)
+    shown = _image(lp.phase_group_map(ds.assign(phase_group=(("y", "x"), groups))))
+    assert _masked_points(shown) == {rf.INVALID}
+    np.testing.assert_array_equal(shown.get_array().compressed(), groups[groups >= 0])
+    with pytest.raises(ResultsError, match="phase_group"):
+        lp.phase_group_map(ds)

@@ -88,12 +88,16 @@ def segmentation_metrics(results: StoreArrays, truth: StoreArrays, opts) -> dict
         true = group[domains[used]]
         summary[f"{name}_labels"] = int(len(np.unique(true)))
         summary[f"ari_{name}_map"] = round(adjusted_rand_index(labels[used], true), 4)
+    if "phase" in maps and "phase_group" in results:  # the index-free phase labeler (phase_groups stage)
+        groups = np.asarray(results["phase_group"], np.int64)
+        summary["ari_phase_group_map"] = round(adjusted_rand_index(groups[used], phase[domains[used]]), 4)
     table = contingency_table(labels[used], domains[used])
     summary["cluster_purity"] = round(float(table.max(axis=1).sum() / max(used.sum(), 1)), 4)
     out = {"summary": summary, "tables": {}, "notes": [
         "ARI: adjusted Rand index of cluster_label against the true domain / orientation (twin variants: "
         f"domains within {ORIENTATION_MERGE_DEG}° merged) / parent-grain / phase maps, over processed points; "
-        "purity: fraction of points in their cluster's most common domain"]}
+        "purity: fraction of points in their cluster's most common domain; ari_phase_group_map: phase_group "
+        "(index-free phase labeler, −1 its own label) against the phase map"]}
     if "delegate_y" in results and "delegate_x" in results:
         rows, agree = _delegate_rows(np.where(used, labels, -1), domains, results["delegate_y"], results["delegate_x"])
         summary["delegates_in_majority_domain"] = f"{agree}/{len(rows)}"
@@ -104,4 +108,4 @@ def segmentation_metrics(results: StoreArrays, truth: StoreArrays, opts) -> dict
 register_metric(Metric("segmentation", ("cluster_label",),
                        ("grain_map", "grain_phase", "grain_parent", "grain_base_orientation"), segmentation_metrics,
                        "cluster labels vs the true domain, twin-variant, parent-grain and phase maps (ARI)",
-                       optional_results=("delegate_y", "delegate_x")))
+                       optional_results=("delegate_y", "delegate_x", "phase_group")))
