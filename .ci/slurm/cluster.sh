@@ -159,6 +159,32 @@ stop_one() {  # PID_FILE NAME
     log "$2 stopped (pid $pid)"
 }
 
+job_processes() {  # PIDs of processes left by jobs of this cluster (their environment names its config)
+    local env pid
+    for env in /proc/[0-9]*/environ; do
+        pid=${env#/proc/}
+        pid=${pid%/environ}
+        [[ $pid == "$$" ]] && continue
+        { tr '\0' '\n' <"$env" | grep -qx "SLURM_CONF=$CONF" && tr '\0' '\n' <"$env" | grep -q '^SLURM_JOB_ID='; } \
+            2>/dev/null && echo "$pid"
+    done
+    return 0
+}
+
+reap_job_processes() {
+    # a process of an ended job that left the job's process tree (proctrack/linuxproc follows
+    # parents; e.g. a Dask worker retired by --lifetime whose job SLURM had already ended)
+    local pids n
+    pids=$(job_processes)
+    [[ -z $pids ]] && return
+    n=$(echo $pids | wc -w)
+    kill -TERM $pids 2>/dev/null || true
+    for _ in $(seq 50); do [[ -z $(job_processes) ]] && break; sleep 0.2; done
+    pids=$(job_processes)
+    [[ -n $pids ]] && kill -KILL $pids 2>/dev/null || true
+    log "stopped $n process(es) left by ended jobs"
+}
+
 case "${1:-}" in
     start)
         [[ ${2:-} == --install ]] && install_missing
@@ -182,6 +208,7 @@ case "${1:-}" in
             fi
         fi
         stop_one "$DIR/slurmd.pid" slurmd
+        reap_job_processes
         stop_one "$DIR/slurmctld.pid" slurmctld
         stop_one "$DIR/munge/munged.pid" munged
         ;;
