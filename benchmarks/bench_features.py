@@ -46,7 +46,7 @@ def best_rate(func, n, repeats=3):
 def _stage(compute_features, method, model):
     if method == "pixels":
         return lambda images, mask: compute_features(images, mask, method="pixels")
-    return lambda images, mask: compute_features(images, mask, model=model)
+    return lambda images, mask: compute_features(images, mask, method="autoencoder", model=model)
 
 
 def _worker(args):

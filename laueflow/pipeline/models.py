@@ -137,7 +137,7 @@ register_model_kind(ModelKind("lauenn-indexer", indexers.check_index_model, inde
 
 
 def _autoencoder_path(params: Mapping) -> Path | None:
-    if params.get("method", "autoencoder") != "autoencoder":
+    if params.get("method", "pixels") != "autoencoder":
         return None  # method: pixels needs no model
     return Path(params["model"]).expanduser() if params.get("model") else default_autoencoder_path()
 

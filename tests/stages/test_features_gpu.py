@@ -12,7 +12,7 @@ def test_features_cuda_match_cpu():
 
     plan = plan_scan(material="Cu", shape=(2, 3), grains=3, seed=5)
     images = np.stack([plan.render(i) for i in range(plan.n_images)])
-    cpu = compute_features(images, model=load_autoencoder(device="cpu"))["features"]
-    gpu = compute_features(images, model=load_autoencoder(device="cuda"))["features"]
+    cpu = compute_features(images, method="autoencoder", model=load_autoencoder(device="cpu"))["features"]
+    gpu = compute_features(images, method="autoencoder", model=load_autoencoder(device="cuda"))["features"]
     scale = np.abs(cpu).max()
     assert np.abs(cpu - gpu).max() <= 1e-4 * scale + 1e-5
