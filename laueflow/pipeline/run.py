@@ -285,7 +285,7 @@ def validate_inputs(workflow: Workflow, *, overwrite: bool = False, allow_incomp
     _check_scan_inputs(workflow, attrs)
     _check_workflow_materials(workflow, attrs)
     context = {"calibration": calibration_from_json(scan.calibration_json), "materials": scan_materials(attrs),
-               "log": log}
+               "log": log, "workflow_stages": workflow.to_dict()["stages"]}
     for stage in workflow.stages:
         try:
             stage.spec.validate_params(stage.params)

@@ -61,6 +61,8 @@ def segment_store(results, client, *, name: str | None = None, log=print, **over
     spec = get_stage("segmentation")
     with StoreLock(results, "segment", log=log):
         params, layout, features_chunks = check_segment_inputs(results, **overrides)
+        recorded = (read_store_attrs(results) or {}).get("workflow") or {}
+        params = spec.prepared_params(params, {"workflow_stages": recorded.get("stages"), "log": log})
         name = _free_name(results, name or segmentation_name(params))
         group = f"{SEGMENTATIONS_GROUP}/{name}"
         t0 = time.perf_counter()

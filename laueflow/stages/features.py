@@ -109,6 +109,20 @@ def check_params(params) -> None:
                          f"({', '.join(str(s * s) for s in PIXEL_SIDES)}), got {params['n_features']}")
 
 
+def linear_features(stages) -> bool | None:
+    """Whether the ``features`` stage among ``stages`` (a workflow's recorded stage list:
+    ``[{name: params}, …]`` or names) gives features linear in the image (``method: pixels``,
+    ``pixel_scaling: linear``: a mixture's features are the weighted sum of its domains', what
+    the segmentation's unmixing assumes); None when no ``features`` stage is listed."""
+    for entry in stages or []:
+        name, params = (entry, {}) if isinstance(entry, str) else next(iter(dict(entry).items()))
+        if name == "features":
+            params = params or {}
+            return (params.get("method", "pixels") == "pixels"
+                    and params.get("pixel_scaling", "linear") == "linear")
+    return None
+
+
 STAGE = StageSpec(
     name="features",
     func=compute_features,

@@ -98,6 +98,23 @@ def resolve_assign(assign: str, method: str) -> str:
     return assign
 
 
+def prepare_segmentation(params: dict, context: dict) -> dict:
+    """Driver-side: ``assign: auto`` with KMeans → ``nearest`` when the workflow's ``features``
+    are not linear in the image (the autoencoder's, or log / percentile pixels): unmixing assumes
+    a mixture's features are the weighted sum of its domains' (docs/segmentation.md). Features
+    of another stage (a plug-in): ``auto`` as the kernel resolves it."""
+    from .features import linear_features
+
+    if params.get("assign", "auto") == "auto" and params.get("method", "kmeans") == "kmeans" \
+            and linear_features(context.get("workflow_stages")) is False:
+        log = context.get("log")
+        if log is not None:
+            log("segmentation: assign auto → nearest (the features are not linear in the image: unmixing "
+                "needs features: {method: pixels, pixel_scaling: linear})")
+        return {**params, "assign": "nearest"}
+    return params
+
+
 # --------------------------------------------------------------------------- path
 def choose_path(path: str, matrix_bytes: int, in_memory_max_mb: float, worker_limits) -> tuple[str, str]:
     """``(path, reason)``: ``in_memory`` when the ``(n, M)`` float32 feature matrix is at most
@@ -371,5 +388,6 @@ STAGE = StageSpec(
     params=PARAMS,
     dim_sizes={"pc": "pcs", "k": "k_max", "cluster": "k_max", "rgb": 3},
     check=check_params,
+    prepare=prepare_segmentation,
     description="index-free segmentation: PCA of the features, KMeans/BGM clusters, scores, labelers, delegates",
 )

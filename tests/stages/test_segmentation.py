@@ -187,3 +187,29 @@ def test_unmixing_labels_boundary_points_by_their_dominant_domain(client):
         np.testing.assert_array_equal(got["unmix_distributed"][0][key], got["unmix_in_memory"][0][key])
     with pytest.raises(ValueError, match="assign: unmix needs method: kmeans"):
         segmentation(features, client=client, writer=Writer(), method="bgm", assign="unmix", k=4)
+
+
+def test_assign_auto_is_nearest_when_the_workflow_features_are_not_linear():
+    """Unmixing assumes features linear in the image: ``auto`` becomes ``nearest`` for the
+    autoencoder's features or log pixels, stays for linear pixels or a plug-in's features."""
+    from laueflow.stages.base import get_stage
+    from laueflow.stages.features import linear_features
+
+    spec = get_stage("segmentation")
+    base = dict(spec.params)
+    said = []
+
+    def prepared(stages, **params):
+        return spec.prepared_params({**base, **params}, {"workflow_stages": stages, "log": said.append})["assign"]
+
+    assert linear_features(["peaks", {"features": {"method": "pixels", "pixel_scaling": "linear"}}]) is True
+    assert linear_features(["features"]) is True  # the defaults
+    assert linear_features([{"features": {"method": "autoencoder"}}]) is False
+    assert linear_features([{"features": {"method": "pixels", "pixel_scaling": "log"}}]) is False
+    assert linear_features(["test_features"]) is None and linear_features(None) is None
+    assert prepared([{"features": {"method": "autoencoder"}}]) == "nearest" and "not linear" in said[-1]
+    assert prepared([{"features": {"method": "pixels", "pixel_scaling": "percentile"}}]) == "nearest"
+    assert prepared([{"features": {"method": "pixels"}}]) == "auto"
+    assert prepared(["test_features"]) == "auto"  # a plug-in's features: the kernel's rule
+    assert prepared([{"features": {"method": "autoencoder"}}], assign="unmix") == "unmix"  # asked for: kept
+    assert prepared([{"features": {"method": "autoencoder"}}], method="bgm") == "auto"
