@@ -26,14 +26,20 @@ def _lookup_block(labels, *, table):
     return padded[np.where((labels >= 0) & (labels < len(table)), labels, len(table))]
 
 
-def phase_groups(cluster_label, delegate_y, point_role, peak_two_theta, peak_chi, *, client, writer, phases,
-                 bin_deg: float = 3.0) -> dict:
+def phase_groups(cluster_label, delegate_y, delegate_x, peak_two_theta, peak_chi, point_role=None, *, client,
+                 writer, phases, bin_deg: float = 3.0) -> dict:
     """Group the clusters of ``cluster_label (y, x)`` into ``phases`` phases from the peak lists
-    ``peak_two_theta/peak_chi (y, x, peak)`` (deg) of the points with ``point_role > 0``.
-    ``delegate_y (cluster)`` gives the number of cluster slots. Inputs lazy from the results
-    store; writes the outputs of :data:`STAGE`."""
-    ys, xs = (np.asarray(r, np.int64) for r in client.gather(client.compute(list(np.nonzero(point_role > 0)))))
+    ``peak_two_theta/peak_chi (y, x, peak)`` (deg) of the points with ``point_role > 0`` (a
+    ``select_delegates`` stage's delegates and check points), or without ``point_role`` (the
+    whole scan was searched for peaks, no ``select_delegates``) of the delegates
+    ``delegate_y/x (cluster)`` alone. Inputs lazy from the results store; writes the outputs of
+    :data:`STAGE`."""
     slots = int(delegate_y.shape[0])  # cluster slots (k_max)
+    if point_role is not None:
+        ys, xs = (np.asarray(r, np.int64) for r in client.gather(client.compute(list(np.nonzero(point_role > 0)))))
+    else:
+        ys, xs = (np.asarray(client.compute(a).result(), np.int64) for a in (delegate_y, delegate_x))
+        ys, xs = ys[(ys >= 0) & (xs >= 0)], xs[(ys >= 0) & (xs >= 0)]
     if len(ys):
         labels, tth, chi = (np.asarray(r) for r in client.gather(client.compute(
             [a.vindex[ys, xs] for a in (cluster_label, peak_two_theta, peak_chi)])))
@@ -84,8 +90,9 @@ STAGE = StageSpec(
     name="phase_groups",
     kind="reduce",
     func=phase_groups,
-    inputs={"cluster_label": "cluster_label", "delegate_y": "delegate_y", "point_role": "point_role", "peak_two_theta": "peak_two_theta",
-            "peak_chi": "peak_chi"},
+    inputs={"cluster_label": "cluster_label", "delegate_y": "delegate_y", "delegate_x": "delegate_x",
+            "peak_two_theta": "peak_two_theta", "peak_chi": "peak_chi"},
+    optional_inputs={"point_role": "point_role"},
     outputs=(
         Variable("phase_group", (), "int8", -1, "1",
                  "index-free phase group of the point's cluster (numbered by increasing spot count; -1: none)"),

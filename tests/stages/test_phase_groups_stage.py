@@ -41,9 +41,12 @@ def test_clusters_are_grouped_by_their_selected_points_peak_lists(client):
         if source is not None:
             tth[y, x], chi[y, x] = source[0][i], source[1][i]
     writer = Capture()
-    record = phase_groups(da.from_array(labels, chunks=(2, 3)), da.zeros(5, chunks=5),
-                          da.from_array(role, chunks=(2, 3)), da.from_array(tth, chunks=(2, 3, width)),
-                          da.from_array(chi, chunks=(2, 3, width)), client=client, writer=writer, phases=2)
+    inputs = dict(cluster_label=da.from_array(labels, chunks=(2, 3)),
+                  delegate_y=da.from_array(np.array([1, 1, 3, 3, -1]), chunks=5),
+                  delegate_x=da.from_array(np.array([1, 4, 0, 5, -1]), chunks=5),
+                  peak_two_theta=da.from_array(tth, chunks=(2, 3, width)), peak_chi=da.from_array(chi, chunks=(2, 3, width)))
+    record = phase_groups(**inputs, point_role=da.from_array(role, chunks=(2, 3)), client=client, writer=writer,
+                          phases=2)
     w = writer.written
     assert w["cluster_phase_group"].tolist() == [0, 1, 1, -1, -1]  # Cu fewer spots: group 0; slot 4 unused
     expected = np.where(labels >= 0, np.array([0, 1, 1, -1, -1])[np.maximum(labels, 0)], -1)
@@ -53,6 +56,12 @@ def test_clusters_are_grouped_by_their_selected_points_peak_lists(client):
     assert np.isnan(w["cluster_spot_count"][3])
     assert record["clusters_grouped"] == 3 and record["points_described"] == 9
     assert any("clusters [3] have no selected point" in line for line in record["log"])
+
+    # without select_delegates (peaks on every point): the delegates' peak lists alone
+    alone = Capture()
+    record = phase_groups(**inputs, client=client, writer=alone, phases=2)
+    assert record["points_described"] == 4
+    assert alone.written["cluster_phase_group"].tolist() == [0, 1, 1, -1, -1]
 
 
 def test_phases_auto_is_the_number_of_scan_materials_and_bad_params_are_refused():
@@ -64,4 +73,5 @@ def test_phases_auto_is_the_number_of_scan_materials_and_bad_params_are_refused(
         with pytest.raises(ValueError):
             check_params(bad)
     spec = get_stage("phase_groups")
-    assert spec.kind == "reduce" and {"point_role", "peak_two_theta", "peak_chi"} <= set(spec.inputs)
+    assert spec.kind == "reduce" and {"peak_two_theta", "peak_chi"} <= set(spec.inputs)
+    assert set(spec.optional_inputs) == {"point_role"}
