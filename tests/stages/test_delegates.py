@@ -4,30 +4,20 @@ from __future__ import annotations
 import dask.array as da
 import numpy as np
 import pytest
-from distributed import Client
 from scipy.spatial.transform import Rotation
 
 from laueflow.physics.materials import get_material
 from laueflow.physics.symmetry import reduce_misorientation, rotation_operators
 from laueflow.stages.delegates import (delegate_map, merge_check_points, pick_check_points,
                                        prepare_delegate_map, select_delegates)
+from reduce_capture import Capture, in_process_client
 
 NY, NX = 4, 6
 
 
-class Capture:
-    """A reduce writer that keeps what it is given (computed), for assertions."""
-
-    def __init__(self):
-        self.written = {}
-
-    def write(self, name, array):
-        self.written[name] = np.asarray(array.compute() if hasattr(array, "compute") else array)
-
-
 @pytest.fixture(scope="module")
 def client():
-    with Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=":0") as c:
+    with in_process_client() as c:
         yield c
 
 

@@ -5,25 +5,16 @@ from __future__ import annotations
 import dask.array as da
 import numpy as np
 import pytest
-from distributed import Client
 
 from laueflow.stages.base import get_stage
 from laueflow.stages.phase_groups import check_params, phase_groups, prepare_phase_groups
 from peak_lists import simulated_peak_lists as _lists
-
-
-
-class Capture:
-    def __init__(self):
-        self.written = {}
-
-    def write(self, name, array):
-        self.written[name] = np.asarray(array.compute() if hasattr(array, "compute") else array)
+from reduce_capture import Capture, in_process_client
 
 
 @pytest.fixture(scope="module")
 def client():
-    with Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=":0") as c:
+    with in_process_client() as c:
         yield c
 
 
