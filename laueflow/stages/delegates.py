@@ -30,7 +30,7 @@ from ..physics.symmetry import reduce_misorientation
 from .base import StageSpec, Variable
 
 __all__ = ["SELECT_STAGE", "MAP_STAGE", "select_delegates", "delegate_map", "DELEGATE_MAP_CODES",
-           "pick_check_points", "best_grains", "check_misorientations", "cluster_tables"]
+           "pick_check_points", "best_grains", "check_misorientations", "cluster_tables", "lookup_by_cluster"]
 
 DELEGATE_MAP_CODES = {0: "ok", 1: "no_cluster", 2: "delegate_not_indexed", 3: "cluster_inhomogeneous"}
 ROLE_NONE, ROLE_DELEGATE, ROLE_CHECK = 0, 1, 2
@@ -174,7 +174,8 @@ def cluster_tables(delegate_orientation, delegate_material, check_cluster, check
     return {"check_max": check_max, "checked": checked, "homogeneous": homogeneous, "status": status}
 
 
-def _lookup_block(labels, *, table, fill):
+def lookup_by_cluster(labels, *, table, fill):
+    """``table[label]`` for every point of a block of cluster ``labels`` (−1: ``fill``)."""
     padded = np.concatenate([table, np.full((1, *table.shape[1:]), fill, table.dtype)])
     return padded[np.where(labels >= 0, labels, len(table))]
 
@@ -221,7 +222,7 @@ def delegate_map(cluster_label, delegate_y, delegate_x, orientation_matrix, grai
     def lookup(table, fill, dtype, new_axis=None):
         extra = table.shape[1:]
         chunks = (*cluster_label.chunks, *((s,) for s in extra))
-        return cluster_label.map_blocks(_lookup_block, table=table, fill=fill, dtype=dtype, new_axis=new_axis,
+        return cluster_label.map_blocks(lookup_by_cluster, table=table, fill=fill, dtype=dtype, new_axis=new_axis,
                                         chunks=chunks, meta=np.zeros((0,) * len(chunks), dtype))
 
     writer.write("delegate_orientation", lookup(orientation_table, np.nan, np.float64, [2, 3]))

@@ -15,15 +15,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..kernels.phase_groups import DEFAULT_ANGLE_BINS_DEG, cluster_descriptors, group_clusters, spot_descriptors
+from ..kernels.phase_groups import cluster_descriptors, group_clusters, spot_descriptors
 from .base import StageSpec, Variable
+from .delegates import lookup_by_cluster
 
 __all__ = ["STAGE", "phase_groups"]
-
-
-def _lookup_block(labels, *, table):
-    padded = np.concatenate([table, np.full(1, -1, table.dtype)])
-    return padded[np.where((labels >= 0) & (labels < len(table)), labels, len(table))]
 
 
 def phase_groups(cluster_label, delegate_y, delegate_x, peak_two_theta, peak_chi, point_role=None, *, client,
@@ -45,11 +41,10 @@ def phase_groups(cluster_label, delegate_y, delegate_x, peak_two_theta, peak_chi
             [a.vindex[ys, xs] for a in (cluster_label, peak_two_theta, peak_chi)])))
     else:
         labels, tth, chi = np.zeros(0, np.int64), np.zeros((0, 1)), np.zeros((0, 1))
-    bins = np.arange(0.0, 90.0 + 1e-9, float(bin_deg)) if bin_deg else DEFAULT_ANGLE_BINS_DEG
-    count, hist = spot_descriptors(tth, chi, bins)
+    count, hist = spot_descriptors(tth, chi, np.arange(0.0, 90.0 + 1e-9, float(bin_deg)))
     log_count, cluster_hist, used = cluster_descriptors(labels, count, hist, slots)
     groups = group_clusters(log_count, cluster_hist, int(phases))
-    writer.write("phase_group", cluster_label.map_blocks(_lookup_block, table=groups, dtype=np.int8,
+    writer.write("phase_group", cluster_label.map_blocks(lookup_by_cluster, table=groups, fill=-1, dtype=np.int8,
                                                          meta=np.zeros((0, 0), np.int8)))
     writer.write("cluster_phase_group", groups)
     writer.write("cluster_spot_count", np.exp(log_count).astype(np.float32))
@@ -59,7 +54,7 @@ def phase_groups(cluster_label, delegate_y, delegate_x, peak_two_theta, peak_chi
              + ", ".join(f"{g}: {np.exp(np.median(log_count[groups == g])):.0f}" for g in np.unique(groups[groups >= 0]))]
     if no_peaks:
         lines.append(f"phase_groups: clusters {no_peaks} have no selected point with ≥ 2 peaks; their points get "
-                     "phase_group −1 (raise check_points_per_cluster of select_delegates)")
+                     "phase_group −1 (raise check_points_per_cluster of select_delegates, or check the peak search)")
     return {"phases": int(phases), "clusters_grouped": int((groups >= 0).sum()), "points_described": int(len(ys)),
             "cluster_phase_group": [int(g) for g in groups], "log": lines}
 
