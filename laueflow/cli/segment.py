@@ -40,6 +40,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="labels: unmix (each point's dominant domain by non-negative unmixing over the "
                              "nearest centroids; for features linear in the image), nearest (nearest centroid), "
                              "auto (default: unmix for kmeans, nearest for bgm)")
+    parser.add_argument("--feature-scaling", choices=("auto", "standardize", "none"), default="auto",
+                        help="standardize: each feature divided by its spread over the scan + the median spread, "
+                             "so the brightest (saturated) spots do not decide the PCA; none: as stored; "
+                             "auto (default: standardize for linear pixel features, else none)")
     parser.add_argument("--k-range", type=int, nargs=2, metavar=("KMIN", "KMAX"), default=(2, 20),
                         help="K range of the scores (default 2 20)")
     parser.add_argument("--name", help="name of the new segmentation (default: k<K>-pcs<PCS>-<method>)")
@@ -59,7 +63,8 @@ def run_segment(args) -> int:
 
     k_min, k_max = args.k_range
     params = {"pcs": args.pcs, "method": args.method, "k_min": k_min, "k_max": max(k_max, k_min),
-              "path": args.path, "seed": args.seed, "k": args.k, "assign": args.assign}
+              "path": args.path, "seed": args.seed, "k": args.k, "assign": args.assign,
+              "feature_scaling": args.feature_scaling}
     if args.k is not None and args.k > params["k_max"]:
         params["k_max"] = args.k  # cluster slots for an explicit K (the scores then run up to K)
     try:

@@ -14,6 +14,7 @@ import numpy as np
 
 __all__ = [
     "valid_rows", "moment_sums", "pca_from_moments", "fix_component_signs", "project",
+    "FEATURE_SCALINGS", "feature_scale", "scale_from_moments", "scaled_moments",
     "hash_uniform", "NearestCentroid", "UnmixingLabeler", "nonnegative_weights", "weights_from_normal_equations",
     "unmixing_frame", "unmixing_labeler", "pure_sums", "PURE_FRACTION", "lloyd_sums", "centroids_from_sums", "cluster_stats",
     "merge_cluster_stats", "canonical_order", "kmeans_on_sample", "k_scan_scores", "pairwise_distances",
@@ -40,6 +41,61 @@ def moment_sums(x: np.ndarray) -> np.ndarray:
     return out
 
 
+FEATURE_SCALINGS = ("standardize", "none")
+
+
+def feature_scale(sigma: np.ndarray, scaling: str = "standardize") -> np.ndarray:
+    """``(M,)`` float64 factors applied to each feature before the PCA, from the features'
+    standard deviations over the scan ``sigma (M,)``.
+
+    ``standardize``: ``1 / (σ_j + median σ)`` — every feature weighs by its own spread, so a few
+    very bright (often saturated) spots do not decide the whole PCA; the floor (the median
+    spread) keeps features that hold only noise from being blown up. A per-feature factor keeps
+    a mixture of images a mixture of their features (what unmixing needs). ``none``: ones.
+    Spreads all 0 (a constant scan): ones.
+    """
+    sigma = np.asarray(sigma, np.float64)
+    if scaling == "none":
+        return np.ones_like(sigma)
+    if scaling != "standardize":
+        raise ValueError(f"feature_scaling must be one of {', '.join(FEATURE_SCALINGS)}, got {scaling!r}")
+    floor = float(np.median(sigma)) if len(sigma) else 0.0
+    denominator = sigma + floor
+    if not np.any(denominator > 0):
+        return np.ones_like(sigma)
+    return 1.0 / np.where(denominator > 0, denominator, np.max(denominator))
+
+
+def scale_from_moments(sums: np.ndarray, scaling: str = "standardize") -> np.ndarray:
+    """:func:`feature_scale` from :func:`moment_sums` (σ with ``n − 1``, as the covariance)."""
+    sums = np.asarray(sums, np.float64)
+    m = _features_of_moments(sums)
+    n = sums[0]
+    if n < 2:
+        return np.ones(m)
+    mean = sums[1:1 + m] / n
+    second = np.diagonal(sums[1 + m:].reshape(m, m))
+    return feature_scale(np.sqrt(np.clip((second - n * mean * mean) / (n - 1), 0.0, None)), scaling)
+
+
+def scaled_moments(sums: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """The :func:`moment_sums` of ``x · scale`` from those of ``x``."""
+    sums = np.asarray(sums, np.float64)
+    m = _features_of_moments(sums)
+    scale = np.asarray(scale, np.float64)
+    out = sums.copy()
+    out[1:1 + m] *= scale
+    out[1 + m:] = (sums[1 + m:].reshape(m, m) * np.outer(scale, scale)).ravel()
+    return out
+
+
+def _features_of_moments(sums: np.ndarray) -> int:
+    m = int(round((-1 + np.sqrt(1 + 4 * (len(sums) - 1))) / 2))
+    if 1 + m + m * m != len(sums):
+        raise ValueError(f"moment sums of length {len(sums)} are not 1 + M + M² for any M")
+    return m
+
+
 def fix_component_signs(components: np.ndarray) -> np.ndarray:
     """Each component ``(pcs, M)`` signed so that its largest-magnitude entry is positive
     (scikit-learn's ``svd_flip`` rule for ``PCA``): the same PCs from every path."""
@@ -56,9 +112,7 @@ def pca_from_moments(sums: np.ndarray, n_components: int) -> dict:
     (signs by :func:`fix_component_signs`), ``explained_variance (pcs,)`` and
     ``explained_variance_ratio (pcs,)`` (of the total variance); ``n`` the rows used."""
     sums = np.asarray(sums, np.float64)
-    m = int(round((-1 + np.sqrt(1 + 4 * (len(sums) - 1))) / 2))
-    if 1 + m + m * m != len(sums):
-        raise ValueError(f"moment sums of length {len(sums)} are not 1 + M + M² for any M")
+    m = _features_of_moments(sums)
     n = int(sums[0])
     if n < 2:
         raise ValueError(f"PCA needs at least 2 processed points, got {n}")
@@ -77,10 +131,12 @@ def pca_from_moments(sums: np.ndarray, n_components: int) -> dict:
             "explained_variance": values, "explained_variance_ratio": ratio, "n": n}
 
 
-def project(x: np.ndarray, mean: np.ndarray, components: np.ndarray) -> np.ndarray:
-    """PCs ``(n, pcs)`` float32 of ``x (n, M)``: ``(x − mean) · componentsᵀ`` (float64
-    arithmetic); NaN rows where ``x`` is not valid."""
-    out = (np.asarray(x, np.float64) - mean) @ np.asarray(components, np.float64).T
+def project(x: np.ndarray, mean: np.ndarray, components: np.ndarray, scale: np.ndarray | None = None) -> np.ndarray:
+    """PCs ``(n, pcs)`` float32 of ``x (n, M)``: ``(x · scale − mean) · componentsᵀ`` (float64
+    arithmetic; ``scale`` from :func:`feature_scale`, None: 1; ``mean`` of the scaled
+    features); NaN rows where ``x`` is not valid."""
+    scaled = np.asarray(x, np.float64) if scale is None else np.asarray(x, np.float64) * np.asarray(scale, np.float64)
+    out = (scaled - mean) @ np.asarray(components, np.float64).T
     out[~valid_rows(x)] = np.nan
     return out.astype(np.float32)
 
@@ -398,15 +454,17 @@ def unmixing_labeler(centroids: np.ndarray, mean: np.ndarray, components: np.nda
 
 
 def fit_in_memory(features: np.ndarray, *, pcs: int, ks, k: int | None, method: str, seed: int,
-                  score_sample: int, max_iter: int, tol: float, assign: str = "nearest") -> dict:
+                  score_sample: int, max_iter: int, tol: float, assign: str = "nearest",
+                  feature_scaling: str = "none") -> dict:
     """The whole fit with scikit-learn on one worker: ``features (ny, nx, M)`` or ``(n, M)``.
 
     ``PCA`` (full SVD), the score scan on the hash sample, then ``KMeans`` on every processed
     point (started from the sample's centroids, as the distributed path) or a
     ``BayesianGaussianMixture`` (``method="bgm"``). ``assign="unmix"`` (KMeans only): the
     centroids are then replaced by the means of the points the unmixing finds pure
-    (:data:`PURE_FRACTION`) and points are labelled by :class:`UnmixingLabeler`. Returns the small results only: ``mean``,
-    ``components``, ``explained_variance_ratio``, ``silhouette``, ``calinski_harabasz``,
+    (:data:`PURE_FRACTION`) and points are labelled by :class:`UnmixingLabeler`. The features
+    are first multiplied by :func:`feature_scale` (``feature_scaling``). Returns the small
+    results only: ``scale``, ``mean`` (of the scaled features), ``components``, ``explained_variance_ratio``, ``silhouette``, ``calinski_harabasz``,
     ``suggested_k``, ``k``, ``labeler``, ``centroids``, ``rgb_lo``, ``rgb_hi``, ``n``.
     """
     from sklearn.decomposition import PCA  # deferred: heavy
@@ -421,9 +479,11 @@ def fit_in_memory(features: np.ndarray, *, pcs: int, ks, k: int | None, method: 
     if pcs > n:
         raise ValueError(f"pcs = {pcs} principal components need at least {pcs} processed points; the scan has "
                          f"{n}: use pcs ≤ {n} (segmentation parameter `pcs`, `laueflow segment --pcs`)")
-    pca = PCA(n_components=pcs, svd_solver="full").fit(np.asarray(x[ok], np.float64))
+    rows = np.asarray(x[ok], np.float64)
+    scale = feature_scale(rows.std(axis=0, ddof=1), feature_scaling)
+    pca = PCA(n_components=pcs, svd_solver="full").fit(rows * scale)
     components = fix_component_signs(pca.components_)
-    points = project(x, pca.mean_, components)
+    points = project(x, pca.mean_, components, scale)
     index = np.arange(len(x))
     sample = points[ok & (hash_uniform(index, seed) < min(1.0, score_sample / n))]
     fitted = cluster_sample(sample, ks=ks, k=k, method=method, seed=seed)
@@ -439,7 +499,7 @@ def fit_in_memory(features: np.ndarray, *, pcs: int, ks, k: int | None, method: 
             fitted["centroids"], _ = centroids_from_sums(pure_sums(points[ok], first, PURE_FRACTION),
                                                          fitted["centroids"])
             fitted["labeler"] = unmixing_labeler(fitted["centroids"], pca.mean_, components)
-    return {**fitted, "mean": pca.mean_, "components": components, "n": n,
+    return {**fitted, "scale": scale, "mean": pca.mean_, "components": components, "n": n,
             "explained_variance_ratio": np.asarray(pca.explained_variance_ratio_, np.float64)}
 
 

@@ -31,10 +31,10 @@ import time
 
 import numpy as np
 
-from ..kernels.clustering import (PURE_FRACTION, NearestCentroid, canonical_order, centroids_from_sums, cluster_sample,
-                                  cluster_stats, fit_in_memory, hash_uniform, k_scan_scores, lloyd_sums,
-                                  merge_cluster_stats, moment_sums, pca_from_moments, project, pure_sums, to_rgb,
-                                  unmixing_labeler)
+from ..kernels.clustering import (FEATURE_SCALINGS, PURE_FRACTION, NearestCentroid, canonical_order,
+                                  centroids_from_sums, cluster_sample, cluster_stats, fit_in_memory, hash_uniform,
+                                  k_scan_scores, lloyd_sums, merge_cluster_stats, moment_sums, pca_from_moments,
+                                  project, pure_sums, scale_from_moments, scaled_moments, to_rgb, unmixing_labeler)
 from .base import StageSpec, Variable
 
 __all__ = ["STAGE", "segmentation", "METHODS", "PATHS", "choose_path"]
@@ -49,13 +49,14 @@ WORKER_MEMORY_FRACTION = 0.125  # the fit holds ~5 copies: float32, float64, SVD
 def segmentation(features, *, client, writer, pcs: int = 32, k: int | None = None, k_min: int = 2,
                  k_max: int = 20, method: str = "kmeans", path: str = "auto", in_memory_max_mb: float = 256.0,
                  score_sample: int = 3000, seed: int = 0, max_iter: int = 300, tol: float = 1e-4,
-                 block_mb: float = 64.0, assign: str = "auto") -> dict:
+                 block_mb: float = 64.0, assign: str = "auto", feature_scaling: str = "auto") -> dict:
     """Segment the scan from ``features`` (lazy ``(y, x, feature)`` float; NaN: not processed)
     and write every output (see ``STAGE``). Returns a small record of what was done (the
     pipeline logs it and keeps it in the store's ``reduce_info``)."""
     ny, nx, m = features.shape
     ks = np.arange(k_min, k_max + 1)
     assign = resolve_assign(assign, method)
+    feature_scaling = resolve_feature_scaling(feature_scaling)
     chosen, reason = choose_path(path, ny * nx * m * features.dtype.itemsize, in_memory_max_mb,
                                  _worker_memory_limits(client))
     flat = _flat_blocks(features, block_mb)
@@ -63,24 +64,27 @@ def segmentation(features, *, client, writer, pcs: int = 32, k: int | None = Non
     if chosen == "in_memory":
         fit = client.submit(fit_in_memory, client.compute(flat), pcs=pcs, ks=ks, k=k, method=method, seed=seed,
                             score_sample=score_sample, max_iter=max_iter, tol=tol, assign=assign,
-                            pure=False).result()
+                            feature_scaling=feature_scaling, pure=False).result()
         iterations = None
-        points = client.persist(_projected(flat, fit["mean"], fit["components"]))
+        points = client.persist(_projected(flat, fit["mean"], fit["components"], fit["scale"]))
         timings["fit"] = time.perf_counter()
     else:
         fit, points, iterations = _fit_distributed(flat, client, pcs=pcs, ks=ks, k=k, method=method, seed=seed,
                                                    score_sample=score_sample, max_iter=max_iter, tol=tol,
-                                                   assign=assign, timings=timings)
+                                                   assign=assign, feature_scaling=feature_scaling,
+                                                   timings=timings)
     try:
         record = _write_outputs(points, fit, writer, client, ny=ny, nx=nx, ks=ks, timings=timings)
     finally:
         client.cancel(points)
     marks = list(timings.items())
-    record.update(path=chosen, path_reason=reason, method=method, assign=assign, pcs=pcs, n_points=ny * nx,
+    record.update(path=chosen, path_reason=reason, method=method, assign=assign, feature_scaling=feature_scaling,
+                  pcs=pcs, n_points=ny * nx,
                   blocks=len(flat.chunks[0]), lloyd_iterations=iterations,
                   timings_s={name: round(t - marks[i][1], 3) for i, (name, t) in enumerate(marks[1:])})
     record["log"] = [f"segmentation: {chosen} path ({reason}); {record['n_processed']} processed points, "
-                     f"{method} K = {record['k']} (suggested {record['suggested_k']}; labels: {assign}), {pcs} PCs explain "
+                     f"{method} K = {record['k']} (suggested {record['suggested_k']}; labels: {assign}; features "
+                     f"{'standardized' if feature_scaling == 'standardize' else 'unscaled'}), {pcs} PCs explain "
                      f"{100 * record['explained_variance']:.1f} % of the variance"]
     return record
 
@@ -98,20 +102,36 @@ def resolve_assign(assign: str, method: str) -> str:
     return assign
 
 
+def resolve_feature_scaling(feature_scaling: str) -> str:
+    """``auto`` → ``standardize`` (in a workflow :func:`prepare_segmentation` first makes it
+    ``none`` unless the features are linear pixels)."""
+    if feature_scaling == "auto":
+        return "standardize"
+    if feature_scaling not in FEATURE_SCALINGS:
+        raise ValueError(f"feature_scaling must be one of auto, {', '.join(FEATURE_SCALINGS)}, got {feature_scaling!r}")
+    return feature_scaling
+
+
 def prepare_segmentation(params: dict, context: dict) -> dict:
-    """Driver-side: ``assign: auto`` with KMeans → ``nearest`` when the workflow's ``features``
-    are not linear in the image (the autoencoder's, or log / percentile pixels): unmixing assumes
-    a mixture's features are the weighted sum of its domains' (docs/segmentation.md). Features
-    of another stage (a plug-in): ``auto`` as the kernel resolves it."""
+    """Driver-side, from the workflow's ``features`` stage: ``assign: auto`` with KMeans →
+    ``nearest`` when its features are not linear in the image (the autoencoder's, or log /
+    percentile pixels): unmixing assumes a mixture's features are the weighted sum of its
+    domains'; ``feature_scaling: auto`` → ``standardize`` for linear pixel features (where it
+    was measured), else ``none`` (autoencoder latents, log / percentile pixels, a plug-in's
+    features) (docs/segmentation.md). Called without a workflow, the stage resolves ``auto`` as
+    :func:`resolve_feature_scaling`. Features of another stage (a plug-in): ``assign: auto`` as
+    the kernel resolves it."""
     from .features import linear_features
 
+    stages, log = context.get("workflow_stages"), context.get("log")
     if params.get("assign", "auto") == "auto" and params.get("method", "kmeans") == "kmeans" \
-            and linear_features(context.get("workflow_stages")) is False:
-        log = context.get("log")
+            and linear_features(stages) is False:
         if log is not None:
             log("segmentation: assign auto → nearest (the features are not linear in the image: unmixing "
                 "needs features: {method: pixels, pixel_scaling: linear})")
-        return {**params, "assign": "nearest"}
+        params = {**params, "assign": "nearest"}
+    if params.get("feature_scaling", "auto") == "auto" and linear_features(stages) is not True:
+        params = {**params, "feature_scaling": "none"}
     return params
 
 
@@ -165,8 +185,8 @@ def _moments_block(x):
     return moment_sums(x)[None, :]
 
 
-def _projected(flat, mean, components):
-    return flat.map_blocks(project, mean=mean, components=components, dtype=np.float32,
+def _projected(flat, mean, components, scale):
+    return flat.map_blocks(project, mean=mean, components=components, scale=scale, dtype=np.float32,
                            chunks=(flat.chunks[0], (len(components),)))
 
 
@@ -210,12 +230,14 @@ def _per_block(points, func, width: int, **kwargs):
 
 
 # --------------------------------------------------------------------------- distributed fit
-def _fit_distributed(flat, client, *, pcs, ks, k, method, seed, score_sample, max_iter, tol, assign, timings):
+def _fit_distributed(flat, client, *, pcs, ks, k, method, seed, score_sample, max_iter, tol, assign,
+                     feature_scaling, timings):
     m = flat.shape[1]
     sums = client.compute(_per_block(flat, _moments_block, 1 + m + m * m).sum(axis=0)).result()
-    pca = pca_from_moments(sums, pcs)
+    scale = scale_from_moments(sums, feature_scaling)
+    pca = pca_from_moments(scaled_moments(sums, scale), pcs)
     timings["pca"] = time.perf_counter()
-    points = client.persist(_projected(flat, pca["mean"], pca["components"]))
+    points = client.persist(_projected(flat, pca["mean"], pca["components"], scale))
     mask = points.map_blocks(_sample_mask_block, seed=seed, fraction=min(1.0, score_sample / pca["n"]),
                              dtype=bool, drop_axis=1)
     sample = client.compute(points[mask])
@@ -242,7 +264,7 @@ def _fit_distributed(flat, client, *, pcs, ks, k, method, seed, score_sample, ma
             centroids, _ = centroids_from_sums(step_sums, centroids)
             fit.update(centroids=centroids, labeler=unmixing_labeler(centroids, pca["mean"], pca["components"]))
             timings["unmix"] = time.perf_counter()
-    fit.update(mean=pca["mean"], components=pca["components"], n=pca["n"],
+    fit.update(scale=scale, mean=pca["mean"], components=pca["components"], n=pca["n"],
                explained_variance_ratio=pca["explained_variance_ratio"])
     return fit, points, iterations
 
@@ -338,6 +360,7 @@ def check_params(params) -> None:
     if params["method"] not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {params['method']!r}")
     resolve_assign(params["assign"], params["method"])
+    resolve_feature_scaling(params["feature_scaling"])
     if params["path"] not in PATHS:
         raise ValueError(f"path must be one of {', '.join(PATHS)}, got {params['path']!r}")
     for name in ("in_memory_max_mb", "tol", "block_mb"):
@@ -377,7 +400,7 @@ OUTPUTS = (
 
 PARAMS = {"pcs": 32, "k": None, "k_min": 2, "k_max": 20, "method": "kmeans", "path": "auto",
           "in_memory_max_mb": 256.0, "score_sample": 3000, "seed": 0, "max_iter": 300, "tol": 1e-4,
-          "block_mb": 64.0, "assign": "auto"}
+          "block_mb": 64.0, "assign": "auto", "feature_scaling": "auto"}
 
 STAGE = StageSpec(
     name="segmentation",

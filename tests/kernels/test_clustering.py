@@ -183,3 +183,30 @@ def test_pure_sums_leave_out_the_mixed_points():
     sums = pure_sums(pcs, labeler, 0.9)
     assert sums[:, -1].tolist() == [3, 1]  # a, 1.1 a, 0.95 a + 0.05 b | b; the 50/50 point and the NaN row left out
     np.testing.assert_allclose(sums[0, :-1], pcs[[0, 1, 4]].sum(axis=0), atol=1e-9)
+
+
+def test_feature_scale_standardizes_with_the_median_spread_as_floor():
+    from laueflow.kernels.clustering import feature_scale
+
+    sigma = np.array([0.0, 1.0, 2.0, 100.0])
+    np.testing.assert_allclose(feature_scale(sigma), 1 / (sigma + 1.5))
+    np.testing.assert_array_equal(feature_scale(sigma, "none"), np.ones(4))
+    np.testing.assert_array_equal(feature_scale(np.zeros(3)), np.ones(3))  # a constant scan
+    with pytest.raises(ValueError, match="feature_scaling must be one of"):
+        feature_scale(sigma, "zscore")
+
+
+def test_scaled_moments_and_scale_from_moments_equal_the_direct_computation():
+    from laueflow.kernels.clustering import feature_scale, scale_from_moments, scaled_moments
+
+    rng = np.random.default_rng(4)
+    x = rng.gamma(0.3, 5.0, size=(300, 12)) * rng.uniform(0.1, 50, size=12)
+    x[7] = np.nan  # a point not processed
+    ok = np.isfinite(x).all(axis=1)
+    scale = scale_from_moments(moment_sums(x))
+    np.testing.assert_allclose(scale, feature_scale(x[ok].std(axis=0, ddof=1)), rtol=1e-10)
+    np.testing.assert_allclose(scaled_moments(moment_sums(x), scale), moment_sums(x * scale), rtol=1e-10)
+    pca = pca_from_moments(scaled_moments(moment_sums(x), scale), 4)
+    direct = pca_from_moments(moment_sums(x * scale), 4)
+    np.testing.assert_allclose(project(x, pca["mean"], pca["components"], scale),
+                               project(x * scale, direct["mean"], direct["components"]), rtol=1e-5, atol=1e-5)

@@ -9,7 +9,7 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 from laueflow.pipeline.cluster import ClusterConfig, connect
-from laueflow.stages.segmentation import choose_path, segmentation
+from laueflow.stages.segmentation import PARAMS as STAGE_PARAMS, choose_path, segmentation
 
 K_TRUE = 6
 NOT_PROCESSED = [(0, 1), (7, 30), (19, 0)]
@@ -174,19 +174,59 @@ def test_unmixing_labels_boundary_points_by_their_dominant_domain(client):
     x, truth = spot_pattern_scan()
     features = da.from_array(x, chunks=(1, 8, x.shape[2]))
     got = {}
+    # unscaled features: the brightest spots decide the nearest centroid, not the dominant domain
     for name, params in {"unmix_in_memory": {"path": "in_memory"},
                          "unmix_distributed": {"path": "distributed", "block_mb": 0.05},
-                         "nearest": {"path": "in_memory", "assign": "nearest"}}.items():
+                         "nearest": {"path": "in_memory", "assign": "nearest"},
+                         "unmix_standardized": {"path": "in_memory", "feature_scaling": "standardize"},
+                         "unmix_standardized_distributed": {"path": "distributed", "block_mb": 0.05,
+                                                            "feature_scaling": "standardize"}}.items():
         writer = Writer()
+        params = {"feature_scaling": "none", **params}
         info = segmentation(features, client=client, writer=writer, k=4, k_max=6, pcs=8, **params)
         assert info["assign"] == params.get("assign", "unmix")
+        assert info["feature_scaling"] == params["feature_scaling"]
         got[name] = (writer.out, adjusted_rand_score(truth.ravel(), writer.out["cluster_label"].ravel()))
     assert got["unmix_in_memory"][1] == 1.0 > got["nearest"][1]
-    np.testing.assert_array_equal(got["unmix_distributed"][0]["cluster_label"], got["unmix_in_memory"][0]["cluster_label"])
-    for key in ("delegate_y", "delegate_x"):
-        np.testing.assert_array_equal(got["unmix_distributed"][0][key], got["unmix_in_memory"][0][key])
+    assert got["unmix_standardized"][1] == 1.0
+    for a, b in (("unmix_distributed", "unmix_in_memory"), ("unmix_standardized_distributed", "unmix_standardized")):
+        for key in ("cluster_label", "delegate_y", "delegate_x"):
+            np.testing.assert_array_equal(got[a][0][key], got[b][0][key])
     with pytest.raises(ValueError, match="assign: unmix needs method: kmeans"):
         segmentation(features, client=client, writer=Writer(), method="bgm", assign="unmix", k=4)
+
+
+def test_standardized_features_find_every_domain_despite_one_saturated_spot(client):
+    """One domain holds a spot 30 × brighter than any other (a saturated reflection): on the
+    unscaled features it alone decides the PCA and the scores suggest K = 2; standardized
+    (each feature by its spread over the scan + the median spread) every domain is found."""
+    x, truth = spot_pattern_scan(nx=36, k=6, seed=5)
+    x = x.copy()
+    brightest = int(np.argmax(x[truth == 2].mean(axis=0)))
+    x[..., brightest] *= np.where(truth == 2, 30.0, 1.0)
+    features = da.from_array(x, chunks=(2, 36, x.shape[2]))
+    out = {}
+    for scaling in ("none", "standardize"):
+        writer = Writer()
+        info = segmentation(features, client=client, writer=writer, k_max=10, pcs=8, feature_scaling=scaling)
+        out[scaling] = (info["suggested_k"], adjusted_rand_score(truth.ravel(), writer.out["cluster_label"].ravel()))
+    assert out["none"][0] == 2 and out["none"][1] < 0.5
+    assert out["standardize"] == (6, 1.0)
+    with pytest.raises(ValueError, match="feature_scaling must be one of"):
+        segmentation(features, client=client, writer=Writer(), feature_scaling="zscore")
+
+
+def test_feature_scaling_auto_standardizes_linear_pixel_features_only():
+    from laueflow.stages.segmentation import prepare_segmentation
+
+    params = dict(STAGE_PARAMS)
+    for stages in ([{"features": {"method": "autoencoder"}}], [{"features": {"pixel_scaling": "log"}}],
+                   ["plugin_features"], None):
+        assert prepare_segmentation(params, {"workflow_stages": stages})["feature_scaling"] == "none"
+    for stages in ([{"features": {"method": "pixels"}}], ["features"]):
+        assert prepare_segmentation(params, {"workflow_stages": stages})["feature_scaling"] == "auto"
+    explicit = {**params, "feature_scaling": "standardize"}
+    assert prepare_segmentation(explicit, {"workflow_stages": ["plugin_features"]})["feature_scaling"] == "standardize"
 
 
 def test_assign_auto_is_nearest_when_the_workflow_features_are_not_linear():
