@@ -8,7 +8,7 @@ Workflow: ``segmentation`` → ``select_delegates`` → ``peaks``/``angles`` wit
 ``points: selected_points`` → ``phase_groups`` (and ``index``/``delegate_map`` if wanted). The
 number of phases is the number of the scan's materials (``phases: auto``) or given.
 Outputs: ``phase_group (y, x)`` (−1: the point's cluster has none), ``cluster_phase_group`` and
-``cluster_spot_count`` (median spots of its selected points) per cluster. Group numbers are in
+``cluster_spot_count`` (spots of its selected point with the fewest: the least mixed) per cluster. Group numbers are in
 increasing spot count; they name no material (``delegate_map`` gives the indexed material).
 """
 from __future__ import annotations
@@ -94,7 +94,7 @@ STAGE = StageSpec(
         Variable("cluster_phase_group", ("cluster",), "int8", -1, "1", "phase group of each cluster (-1: none)",
                  **_SCAN),
         Variable("cluster_spot_count", ("cluster",), "float32", float("nan"), "1",
-                 "median number of peaks of the cluster's selected points", **_SCAN),
+                 "peaks of the cluster's selected point with the fewest (the least mixed)", **_SCAN),
     ),
     params={"phases": "auto", "bin_deg": 3.0},
     prepare=prepare_phase_groups,

@@ -43,11 +43,12 @@ def test_clusters_of_two_phases_are_grouped_by_phase(a, b):
     np.testing.assert_array_equal(groups, phase ^ fewer)  # group 0: the phase with fewer spots
 
 
-def test_cluster_medians_and_edge_cases():
+def test_cluster_descriptors_take_the_least_mixed_point_and_edge_cases():
     hist = np.eye(3)[[0, 0, 1, 2]]
-    log_count, out, points = cluster_descriptors(np.array([0, 0, 0, -1]), np.array([10, 20, 40, 5]), hist, 3)
-    assert np.isclose(log_count[0], np.log(20)) and points.tolist() == [3, 0, 0]
-    np.testing.assert_allclose(out[0], [1, 0, 0])
+    # the point with the fewest spots (≥ 2) of each cluster; a point without a cluster is ignored
+    log_count, out, points = cluster_descriptors(np.array([0, 0, 0, -1]), np.array([40, 1, 12, 5]), hist, 3)
+    assert np.isclose(log_count[0], np.log(12)) and points.tolist() == [2, 0, 0]
+    np.testing.assert_allclose(out[0], [0, 1, 0])
     assert np.isnan(log_count[1:]).all()
     groups = group_clusters(np.array([1.0, np.nan, 2.0, 3.0]), np.zeros((4, 2)), 1)
     assert groups.tolist() == [0, -1, 0, 0]  # one phase; a cluster without a descriptor: −1

@@ -6,6 +6,7 @@ import dask.array as da
 import numpy as np
 import pytest
 
+from laueflow.kernels.phase_groups import spot_descriptors
 from laueflow.stages.base import get_stage
 from laueflow.stages.phase_groups import check_params, phase_groups, prepare_phase_groups
 from peak_lists import simulated_peak_lists as _lists
@@ -24,13 +25,17 @@ def test_clusters_are_grouped_by_their_selected_points_peak_lists(client):
     role = np.zeros((ny, nx), np.int8)
     cu, si = _lists("Cu", 3, 4, width), _lists("Si", 6, 5, width)
     tth, chi = np.full((ny, nx, width), np.nan), np.full((ny, nx, width), np.nan)
-    # cluster 0 (Cu): delegate + 2 checks; cluster 1 (Si): delegate + 1 check; cluster 2 (Si): 3 points,
-    # one of them a boundary point showing a Cu pattern (the median keeps it Si); cluster 3: no peaks
-    for (y, x), (source, i) in {(1, 1): (cu, 0), (0, 2): (cu, 1), (2, 2): (cu, 2), (1, 4): (si, 0), (3, 4): (si, 1),
-                                (3, 0): (si, 2), (2, 1): (si, 3), (3, 2): (cu, 0), (3, 5): (None, 0)}.items():
-        role[y, x] = 1
+    # both checks of cluster 0 (Cu) are boundary points that also see a Si grain (Cu + Si spots),
+    # so the median of its 3 points is Si-like: its least mixed point (fewest spots) decides
+    mix = tuple(np.concatenate([cu[j][:, :60], si[j][:3, :140]], axis=1) for j in (0, 1))
+    # cluster 0 (Cu): delegate + 2 checks; cluster 1 (Si): delegate + 1 check; cluster 2 (Si): delegate
+    # + 2 checks, one a Si + Cu boundary point; cluster 3: no peaks
+    for (y, x), (source, i) in {(1, 1): (cu, 0), (0, 2): (mix, 1), (2, 2): (mix, 2), (1, 4): (si, 0), (3, 4): (si, 1),
+                                (3, 0): (si, 2), (2, 1): (si, 3), (3, 2): (mix, 0), (3, 5): (None, 0)}.items():
+        role[y, x] = 2
         if source is not None:
             tth[y, x], chi[y, x] = source[0][i], source[1][i]
+    role[[1, 1, 3, 3], [1, 4, 0, 5]] = 1  # the delegates
     writer = Capture()
     inputs = dict(cluster_label=da.from_array(labels, chunks=(2, 3)),
                   delegate_y=da.from_array(np.array([1, 1, 3, 3, -1]), chunks=5),
@@ -46,6 +51,9 @@ def test_clusters_are_grouped_by_their_selected_points_peak_lists(client):
     assert 30 < w["cluster_spot_count"][0] < 50 and 90 < w["cluster_spot_count"][1] < 130
     assert np.isnan(w["cluster_spot_count"][3])
     assert record["clusters_grouped"] == 3 and record["points_described"] == 9
+    # the median of cluster 0's points would have been a Si count
+    count, _ = spot_descriptors(tth[[1, 0, 2], [1, 2, 2]], chi[[1, 0, 2], [1, 2, 2]])
+    assert np.median(count) > 90
     assert any("clusters [3] have no selected point" in line for line in record["log"])
 
     # without select_delegates (peaks on every point): the delegates' peak lists alone
