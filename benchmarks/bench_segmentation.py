@@ -138,7 +138,8 @@ def main() -> None:
         with PeakMemory(client) as memory:
             t = time.perf_counter()
             summary = segment_store(store, client, k=args.k, k_min=args.k_range[0],
-                                    k_max=max(args.k_range[1], args.k), path="distributed", log=print)
+                                    k_max=max(args.k_range[1], args.k), path="distributed",
+                                    feature_scaling="standardize", log=print)
             wall = time.perf_counter() - t
         driver_cpu = time.process_time() - driver_cpu
         cpu_end = {a: c for a, (_, c) in client.run(_rss_and_cpu).items()}
