@@ -173,3 +173,45 @@ def test_si_impostor_of_a_gan_grain_becomes_the_gan_grain():
     # GaN at its cap: the Si candidate stays (and is judged by the confirmation as before)
     mat, _ = _cross_material(1, u_si, q, DEFAULT_CALIBRATION, band, p, claimed, geom, [], np.array([True, False]), [])
     assert mat == 1
+
+
+def test_q_solid_angle_is_the_fraction_of_random_directions_that_reach_the_detector():
+    from laueflow.physics.geometry import angles_to_pixel, in_frame, qhat_to_angles
+    from laueflow.stages.indexing.matching import q_solid_angle_sr
+
+    q = np.random.default_rng(3).normal(size=(400_000, 3))
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    tth, chi = qhat_to_angles(q)
+    col, row = angles_to_pixel(tth, chi, DEFAULT_CALIBRATION)
+    # q̂ and −q̂ reach the same pixel; a reflection's q̂ has 2θ > 0: count that side only
+    inside = np.isfinite(col) & np.isfinite(row) & (tth > 0)
+    inside[inside] = in_frame(col[inside], row[inside], DEFAULT_CALIBRATION)
+    monte_carlo = 4 * np.pi * inside.mean()
+    assert q_solid_angle_sr(DEFAULT_CALIBRATION) == pytest.approx(monte_carlo, rel=0.02)
+
+
+def test_chance_matches_predict_random_coincidences_and_a_true_grain_is_significant():
+    """Against a crowded list (one Cu grain + 400 random peaks), random orientations match as
+    many spots as ``chance_matches`` expects; the true grain is significant, random orientations
+    that pass the fixed thresholds by chance are not."""
+    from laueflow.physics.geometry import pixel_to_angles
+    from laueflow.physics.materials import get_material
+    from laueflow.stages.indexing.matching import score_candidates
+    from laueflow.stages.indexing.orientation import _passes, _significant
+
+    cu, rng = get_material("Cu"), np.random.default_rng(5)
+    truth = _random_u(11)
+    s = simulate_spots(cu, truth[None] @ cu.b_matrix[None], DEFAULT_CALIBRATION, (5.0, 22.0))
+    rows, cols = DEFAULT_CALIBRATION.frame_shape
+    noise = pixel_to_angles(rng.uniform(0, cols, 400), rng.uniform(0, rows, 400), DEFAULT_CALIBRATION)
+    q = angles_to_qhat(np.concatenate([s.two_theta, noise[0]]), np.concatenate([s.chi, noise[1]]))
+    ubs = np.stack([_random_u(100 + i) @ cu.b_matrix for i in range(300)])
+    sc = score_candidates(cu, ubs, q, DEFAULT_CALIBRATION, (5.0, 22.0), 0.5)
+    assert sc.n_new.mean() == pytest.approx(sc.chance_matches.mean(), rel=0.15)
+    params = IndexingParams(min_matched=8)
+    lucky = (sc.n_new >= params.min_matched) & (sc.mean_residual_deg <= params.max_residual_deg)
+    assert lucky.sum() >= 5  # the fixed thresholds alone would let chance through
+    assert not _significant(sc, params)[lucky].any() and not _passes(sc, params).any()
+    true = score_candidates(cu, truth[None] @ cu.b_matrix[None], q, DEFAULT_CALIBRATION, (5.0, 22.0), 0.5)
+    assert _passes(true, params)[0] and true.n_new[0] >= 0.95 * len(s)
+    assert _significant(sc, IndexingParams(chance_alpha=0.0)).all()  # 0 disables

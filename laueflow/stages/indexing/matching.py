@@ -19,7 +19,7 @@ from ...physics.geometry import Calibration, angles_to_qhat
 from ...physics.materials import Material
 from ...physics.simulate import DEFAULT_ENERGY_BAND_KEV, simulate_spots
 
-__all__ = ["CandidateScores", "score_candidates", "match_one", "refine_orientation", "orientation_from_pairs"]
+__all__ = ["CandidateScores", "score_candidates", "q_solid_angle_sr", "match_one", "refine_orientation", "orientation_from_pairs"]
 
 
 @dataclass
@@ -39,12 +39,38 @@ class CandidateScores:
     overlap: np.ndarray
     n_new: np.ndarray
     free_rate: np.ndarray
+    #: matches expected by chance: theoretical spots not on claimed ones × the probability that a
+    #: random direction falls within the tolerance of an unclaimed measured spot (their density
+    #: over the detector's q̂ solid angle, :func:`q_solid_angle_sr`)
+    chance_matches: np.ndarray | None = None
 
 
 #: final matching (and refinement) simulate a slightly wider band and frame, so that a spot at
 #: an edge of the band or the detector is still matched when the found orientation is ~0.05° off
 EDGE_BAND_FRACTION = 0.002
 EDGE_MARGIN_PX = -3.0
+
+
+_SOLID_ANGLES: dict = {}
+
+
+def q_solid_angle_sr(calibration: Calibration, step_px: int = 16) -> float:
+    """Solid angle (sr) of the unit scattering vectors q̂ that reach the detector: the frame's
+    pixel grid (every ``step_px``) mapped to q̂, the spherical area of each cell (two triangles)
+    summed. Cached per calibration."""
+    from ...physics.geometry import pixel_to_angles
+
+    key = tuple(np.ravel([getattr(calibration, f) for f in ("distance_mm", "xcen_px", "ycen_px", "xbet_deg",
+                                                            "xgam_deg", "pixel_size_mm")]).tolist()) \
+        + tuple(calibration.frame_shape)
+    if key not in _SOLID_ANGLES:
+        rows, cols = calibration.frame_shape
+        c, r = np.meshgrid(np.linspace(0, cols, cols // step_px + 1), np.linspace(0, rows, rows // step_px + 1))
+        q = angles_to_qhat(*pixel_to_angles(c, r, calibration))
+        a, b, d, e = q[:-1, :-1], q[:-1, 1:], q[1:, :-1], q[1:, 1:]
+        area = 0.5 * (np.linalg.norm(np.cross(b - a, d - a), axis=-1) + np.linalg.norm(np.cross(b - e, d - e), axis=-1))
+        _SOLID_ANGLES[key] = float(np.nansum(area))
+    return _SOLID_ANGLES[key]
 
 
 def _theoretical(material, ub, calibration, energy_band_kev, edges: bool = False):
@@ -68,7 +94,7 @@ def score_candidates(material: Material, ub, q_exp: np.ndarray, calibration: Cal
     n_th = np.bincount(s.pattern, minlength=k)
     if m == 0 or len(s) == 0:
         z = np.zeros(k)
-        return CandidateScores(z, n_th, z.astype(int), z.astype(int), np.full(k, np.inf), z, z.astype(int), z)
+        return CandidateScores(z, n_th, z.astype(int), z.astype(int), np.full(k, np.inf), z, z.astype(int), z, z)
     dots = q_th @ q_exp.T
     nearest = dots.argmax(axis=1)
     ang = np.rad2deg(np.arccos(np.clip(dots[np.arange(len(nearest)), nearest], -1, 1)))
@@ -91,8 +117,11 @@ def score_candidates(material: Material, ub, q_exp: np.ndarray, calibration: Cal
         overlap = np.where(n_distinct > 0, n_claimed / n_distinct, 1.0)
         n_free_th = n_th - n_on_claimed
         free = np.where(n_free_th > 0, 100.0 * (n_match - n_on_claimed) / n_free_th, 0.0)
+    m_free = m - (int(claimed.sum()) if claimed is not None else 0)
+    cone = np.pi * np.deg2rad(tolerance_deg) ** 2
+    p_chance = -np.expm1(-m_free / q_solid_angle_sr(calibration) * cone)
     return CandidateScores(mr, n_th, n_match.astype(int), n_distinct, mean_res, overlap,
-                           (n_distinct - n_claimed).astype(int), free)
+                           (n_distinct - n_claimed).astype(int), free, np.maximum(n_free_th, 0) * p_chance)
 
 
 def match_one(material: Material, ub, q_exp: np.ndarray, calibration: Calibration,

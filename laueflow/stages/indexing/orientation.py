@@ -71,6 +71,11 @@ class IndexingParams:
     # max_grains grains are found and at least this fraction of the valid spots (and ≥ min_matched
     # spots) is matched by no accepted grain; > 1 disables (only the first n_predict spots seed)
     continue_unexplained: float = 0.1
+    # a candidate is taken only when chance is unlikely to give its new matches: P(X ≥ n_new) ≤
+    # chance_alpha for X ~ Poisson(the matches expected by chance from the density of the spots
+    # no accepted grain explains, CandidateScores.chance_matches); 0 disables. Stricter than
+    # mr_min / min_matched in crowded lists (many unindexed peaks), inactive in sparse ones
+    chance_alpha: float = 1e-7          # ≈ 1e-3 false grains per list over the ~10⁴ candidates one grain search scores
 
 
 @dataclass
@@ -170,9 +175,21 @@ def _candidates(geom: ClassGeometry, pairs, cls, q, delta, tol):
 
 def _passes(sc, p: IndexingParams):
     """A candidate explains ≥ ``min_matched`` measured spots that no accepted grain explains, with a
-    small residual (and, when ``max_overlap`` < 1, shares at most that fraction of its spots)."""
+    small residual, more than chance would (:func:`_significant`) (and, when ``max_overlap`` < 1,
+    shares at most that fraction of its spots)."""
     return ((sc.n_new >= p.min_matched) & (sc.mean_residual_deg <= p.max_residual_deg)
-            & (sc.overlap <= p.max_overlap))
+            & (sc.overlap <= p.max_overlap) & _significant(sc, p))
+
+
+def _significant(sc, p: IndexingParams):
+    """(K,) bool: P(X ≥ n_new) ≤ ``chance_alpha`` for X ~ Poisson(``sc.chance_matches``): the
+    candidate's new matches are not what random spots of that density would give."""
+    from scipy.special import pdtrc  # P(X > k), X ~ Poisson
+
+    if not p.chance_alpha or sc.chance_matches is None:
+        return np.ones(len(sc.n_new), bool)
+    n = np.asarray(sc.n_new)
+    return (n >= 1) & (pdtrc(np.maximum(n - 1, 0), np.maximum(sc.chance_matches, 1e-300)) <= p.chance_alpha)
 
 
 def _rank(sc):
@@ -299,7 +316,7 @@ def find_grains(q: np.ndarray, cls: np.ndarray, conf: np.ndarray, geom: ClassGeo
             ub = refine_orientation(mat, ub, q, calibration, energy_band_kev, p.refine_tolerances_deg)
         ub = _consistent_setting(mat, ub, q, calibration, energy_band_kev, p, claimed, geom, mat_i)
         sc = score_candidates(mat, ub, q, calibration, energy_band_kev, p.confirm_tolerance_deg, claimed)
-        if not (sc.n_new[0] >= p.min_matched and sc.free_rate[0] >= p.mr_min):
+        if not (sc.n_new[0] >= p.min_matched and sc.free_rate[0] >= p.mr_min and _significant(sc, p)[0]):
             rejected.append((mat_i, ub))
             return False
         idx, hkl, res, n_th = match_one(mat, ub, q, calibration, energy_band_kev, p.match_tolerance_deg)
