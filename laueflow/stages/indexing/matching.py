@@ -12,10 +12,11 @@ distinct in-frame spots).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
-from ...physics.geometry import Calibration, angles_to_qhat
+from ...physics.geometry import Calibration, angles_to_qhat, pixel_to_angles
 from ...physics.materials import Material
 from ...physics.simulate import DEFAULT_ENERGY_BAND_KEV, simulate_spots
 
@@ -51,26 +52,17 @@ EDGE_BAND_FRACTION = 0.002
 EDGE_MARGIN_PX = -3.0
 
 
-_SOLID_ANGLES: dict = {}
-
-
+@lru_cache(maxsize=32)
 def q_solid_angle_sr(calibration: Calibration, step_px: int = 16) -> float:
     """Solid angle (sr) of the unit scattering vectors q̂ that reach the detector: the frame's
     pixel grid (every ``step_px``) mapped to q̂, the spherical area of each cell (two triangles)
-    summed. Cached per calibration."""
-    from ...physics.geometry import pixel_to_angles
-
-    key = tuple(np.ravel([getattr(calibration, f) for f in ("distance_mm", "xcen_px", "ycen_px", "xbet_deg",
-                                                            "xgam_deg", "pixel_size_mm")]).tolist()) \
-        + tuple(calibration.frame_shape)
-    if key not in _SOLID_ANGLES:
-        rows, cols = calibration.frame_shape
-        c, r = np.meshgrid(np.linspace(0, cols, cols // step_px + 1), np.linspace(0, rows, rows // step_px + 1))
-        q = angles_to_qhat(*pixel_to_angles(c, r, calibration))
-        a, b, d, e = q[:-1, :-1], q[:-1, 1:], q[1:, :-1], q[1:, 1:]
-        area = 0.5 * (np.linalg.norm(np.cross(b - a, d - a), axis=-1) + np.linalg.norm(np.cross(b - e, d - e), axis=-1))
-        _SOLID_ANGLES[key] = float(np.nansum(area))
-    return _SOLID_ANGLES[key]
+    summed. Cached per calibration (a frozen dataclass)."""
+    rows, cols = calibration.frame_shape
+    c, r = np.meshgrid(np.linspace(0, cols, cols // step_px + 1), np.linspace(0, rows, rows // step_px + 1))
+    q = angles_to_qhat(*pixel_to_angles(c, r, calibration))
+    a, b, d, e = q[:-1, :-1], q[:-1, 1:], q[1:, :-1], q[1:, 1:]
+    area = 0.5 * (np.linalg.norm(np.cross(b - a, d - a), axis=-1) + np.linalg.norm(np.cross(b - e, d - e), axis=-1))
+    return float(np.nansum(area))
 
 
 def _theoretical(material, ub, calibration, energy_band_kev, edges: bool = False):

@@ -32,6 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.special import pdtrc  # P(X > k), X ~ Poisson
 
 from ...physics.materials import Material
 from ...physics.symmetry import hkl_operators, rotation_operators
@@ -184,8 +185,6 @@ def _passes(sc, p: IndexingParams):
 def _significant(sc, p: IndexingParams):
     """(K,) bool: P(X ≥ n_new) ≤ ``chance_alpha`` for X ~ Poisson(``sc.chance_matches``): the
     candidate's new matches are not what random spots of that density would give."""
-    from scipy.special import pdtrc  # P(X > k), X ~ Poisson
-
     if not p.chance_alpha or sc.chance_matches is None:
         return np.ones(len(sc.n_new), bool)
     n = np.asarray(sc.n_new)
