@@ -70,6 +70,7 @@ class FileResult:
     n_peaks: int | None = None
     intensities: str = ""
     n_predict: int | None = None
+    n_seed_spots: int | None = None
     grains: list = field(default_factory=list)
     written: list = field(default_factory=list)
     notes: list = field(default_factory=list)
@@ -263,6 +264,7 @@ def index_file(path, stem: str, job: IndexJob, indexer) -> FileResult:
                           indexer=indexer, calibration=calibration, max_grains=job.max_grains,
                           n_predict=n_predict, device=job.device, **job.index_params)
         materials = indexer.materials
+        result.n_seed_spots = int(out["n_seed_spots"][0])
         n_grains = int(out["grain_count"][0])
         strain = None
         if col is None:
@@ -350,7 +352,7 @@ def run_index(files: Sequence[Path], stems: Sequence[str], job: IndexJob, client
 
 
 # --------------------------------------------------------------------------- summary
-SUMMARY_COLUMNS = ("file", "n_peaks", "intensities", "n_predict", "grain", "material", "matching_rate",
+SUMMARY_COLUMNS = ("file", "n_peaks", "intensities", "n_predict", "n_seed_spots", "grain", "material", "matching_rate",
                    "n_matched", "mean_residual_deg", "euler_phi1_deg", "euler_Phi_deg", "euler_phi2_deg",
                    "strain_status", "strain_n_pairs", "strain_rms_px", "von_mises_strain_1e-3", "fit_file",
                    "note", "error")
@@ -371,7 +373,7 @@ def summary_rows(results: Sequence[FileResult]) -> list[dict]:
     rows = []
     for r in results:
         base = {"file": r.file, "n_peaks": r.n_peaks, "intensities": r.intensities, "n_predict": r.n_predict,
-                "note": "; ".join(r.notes), "error": r.error}
+                "n_seed_spots": r.n_seed_spots, "note": "; ".join(r.notes), "error": r.error}
         if r.error is None and not r.grains:
             base["note"] = "; ".join(["no grain found", *r.notes])
         for g in r.grains or [{}]:

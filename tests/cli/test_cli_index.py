@@ -153,6 +153,7 @@ def test_index_serial_writes_fit_files_matching_the_truth(data, serial):
         n_peaks = int(file_rows[0]["n_peaks"])
         assert n_peaks == sum(len(simulate_spots(CU, ub, CAL)) for ub, _ in truth)
         assert int(file_rows[0]["n_predict"]) == min(n_peaks, 50)  # max(40 centres, 25 × 2 grains)
+        assert min(n_peaks, 50) <= int(file_rows[0]["n_seed_spots"]) <= n_peaks  # blocks of 50 until explained
     assert by_file["plain.dat"][0]["intensities"] == "none"
     assert "spots used in file order" in by_file["plain.dat"][0]["note"]
     assert by_file["one.dat"][0]["intensities"] == by_file["two.cor"][0]["intensities"] == "given"
