@@ -1,7 +1,8 @@
 """Twin / pseudo-symmetry acceptance (issue #12, deliverable 3): the issue's bars from one command.
 
 Run:  python benchmarks/bench_indexing_twins.py [--n 1000] [--rules space_group,lauetools]
-      [--only lists|scan] [--scan-seeds 4] [--rows '1 Si + 3 GaN'] [--failures] [--no-pseudo-symmetry]
+      [--only lists|scan] [--scan-seeds 4] [--first-scan-seed 0] [--rows '1 Si + 3 GaN'] [--failures]
+      [--no-pseudo-symmetry] [--params '{"mr_min": 0}']
 
 1. **Lists**: simulated clean lists (no missing or spurious spots), 0.2 px Gaussian noise on x
    and y, spots shuffled, no intensities (``bench_indexing_order.lists`` / ``shuffle``): 1–5 Cu
@@ -29,6 +30,7 @@ forbids), both cached in ``~/.cache/laueflow/bench_indexing_order``.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -142,9 +144,13 @@ def main():
     ap.add_argument("--rows", default="", help="comma-separated subset of row labels, e.g. '1 Si + 2 GaN'")
     ap.add_argument("--failures", action="store_true", help="print the lists with a missed or spurious grain")
     ap.add_argument("--no-pseudo-symmetry", action="store_true", help="before: max_overlap 0.3, no variants")
+    ap.add_argument("--params", default="{}", help='IndexingParams overrides as JSON, e.g. \'{"mr_min": 0}\'')
+    ap.add_argument("--first-scan-seed", type=int, default=0, help="scan seeds first … first + scan-seeds − 1")
     args = ap.parse_args()
     kw = dict(pseudo_symmetry=False, max_overlap=0.3) if args.no_pseudo_symmetry else {}
-    print(f"{'before (no variants, max_overlap 0.3)' if kw else 'after'}; load {os.getloadavg()[0]:.1f}", flush=True)
+    kw.update(json.loads(args.params))
+    print(f"{'before (no variants, max_overlap 0.3)' if args.no_pseudo_symmetry else 'after'} {kw or ''}; "
+          f"load {os.getloadavg()[0]:.1f}", flush=True)
     if args.only in (None, "lists"):
         print("| rules | lists | found < 0.1° | spurious | hkl accuracy | ms / list |")
         print("|---|---|---|---|---|---|")
@@ -163,7 +169,7 @@ def main():
         cu = cu_model()
         print("| scan seed | points | multi-pattern points | (point, grain ≥ 30 %) found < 0.5° | < 0.1° | spurious | ms / point |")
         print("|---|---|---|---|---|---|---|")
-        for seed in range(args.scan_seeds):
+        for seed in range(args.first_scan_seed, args.first_scan_seed + args.scan_seeds):
             r = run_scan(cu, seed, **kw)
             print(f"| {seed} | {r['points']} | {r['multi']} | {r['found']}/{r['strong']} "
                   f"({100 * r['found'] / r['strong']:.2f} %) | {r['precise']} | {r['spurious']} "

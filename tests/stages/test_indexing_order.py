@@ -73,11 +73,15 @@ def test_intensity_order_unchanged_and_seed_count(tiny):
     for key in old:
         np.testing.assert_array_equal(new[key], old[key], err_msg=key)
     np.testing.assert_array_equal(new["n_seed_spots"], 50)
-    # max_grains reached: no further block even with many unexplained spots (3 grains, max 1)
+    # max_grains reached with many unexplained spots (3 grains, max 1): no further search block, but
+    # the slot is searched once more with every spot as a possible seed (replace_weakest): the
+    # grain kept is a true one
     ps3 = simulate_patterns(tiny.materials, DEFAULT_CALIBRATION, np.full((2, 1), 3), seed=1214, mode="none")
     one = index_peaks(ps3.two_theta, ps3.chi, None, indexer=tiny, max_grains=1)
     assert (one["grain_count"] == 1).all()
-    np.testing.assert_array_equal(one["n_seed_spots"], 40)  # max(40 centres, 25 · 1)
+    np.testing.assert_array_equal(one["n_seed_spots"], np.isfinite(ps3.two_theta).sum(axis=1))
+    ev = evaluate_indexing(one, ps3.ub, ps3.grain_material, tiny.materials)
+    assert ev["found_precise"] == 2 and ev["spurious"] == 0
 
 
 def test_index_stage_drops_undeclared_seed_count(tiny):

@@ -215,3 +215,38 @@ def test_chance_matches_predict_random_coincidences_and_a_true_grain_is_signific
     true = score_candidates(cu, truth[None] @ cu.b_matrix[None], q, DEFAULT_CALIBRATION, (5.0, 22.0), 0.5)
     assert _passes(true, params)[0] and true.n_new[0] >= 0.95 * len(s)
     assert _significant(sc, IndexingParams(chance_alpha=0.0)).all()  # 0 disables
+
+
+def _grain(material, ub, q, band):
+    from laueflow.stages.indexing.matching import match_one
+    from laueflow.stages.indexing.orientation import GrainResult
+
+    idx, hkl, res, n_th = match_one(material, ub, q, DEFAULT_CALIBRATION, band, 0.5)
+    return GrainResult(0, np.asarray(ub, float), 100.0 * len(idx) / n_th, len(idx), float(res.mean()), idx, hkl, res)
+
+
+def test_weakest_grain_at_the_cap_is_replaced_by_a_better_one(tiny):
+    """Two Cu grains, max_grains 2: a Σ3-twin impostor of the second grain took its slot (≈ 40 % of
+    its spots); the search stopped at the cap with the rest of the second grain's spots unexplained.
+    The set judged again: the impostor (fewest own spots) is set aside and its slot searched on the
+    spots the first grain leaves — the true second grain explains more and replaces it. With the
+    true grains, nothing changes."""
+    from laueflow.stages.indexing.orientation import replace_weakest
+    from laueflow.stages.indexing.stage import _geometry
+
+    cu, band = tiny.materials[0], tuple(tiny.config.energy_band_kev)
+    u1, u2 = _random_u(11), _random_u(12)
+    tth, chi = _list(cu, [u1, u2], seed=13)
+    q = angles_to_qhat(tth[0], chi[0])
+    cls, conf = tiny.predict(tth, chi, n_centres=tth.shape[1])
+    impostor = u2 @ twin_rotation(cu.lattice_parameters, direction=(1, 1, -1))
+    params = IndexingParams(max_grains=2)
+    grains = [_grain(cu, u1, q, band), _grain(cu, impostor, q, band)]
+    assert len(q) - len(np.union1d(grains[0].spot_index, grains[1].spot_index)) >= params.min_matched
+    swapped = replace_weakest(grains, q, cls[0], conf[0], _geometry(tiny), DEFAULT_CALIBRATION, band, params)
+    assert len(swapped) == 2 and swapped[0] is grains[0]
+    assert float(reduce_misorientation(swapped[1].ub, u2, cu)) < 0.1
+    assert swapped[1].n_matched > grains[1].n_matched
+    true_pair = [grains[0], _grain(cu, u2, q, band)]
+    kept = replace_weakest(true_pair, q, cls[0], conf[0], _geometry(tiny), DEFAULT_CALIBRATION, band, params)
+    assert [g is t for g, t in zip(kept, true_pair)] == [True, True]

@@ -39,7 +39,7 @@ from ...physics.symmetry import hkl_operators, rotation_operators
 from .matching import match_one, orientation_from_pairs, refine_orientation, score_candidates
 from .pseudosymmetry import cross_material_variants, pseudo_symmetry_variants
 
-__all__ = ["IndexingParams", "GrainResult", "find_grains", "ClassGeometry", "best_variant", "settle_variant"]
+__all__ = ["IndexingParams", "GrainResult", "find_grains", "replace_weakest", "ClassGeometry", "best_variant", "settle_variant"]
 
 
 @dataclass(frozen=True)
@@ -257,6 +257,56 @@ def prune_grains(grains, q, geom, calibration, energy_band_kev, params: Indexing
         if worst is None:
             break
         grains.pop(worst)
+    return grains
+
+
+def free_spots(grains, m: int) -> int:
+    """How many of the ``m`` valid spots no grain of ``grains`` explains."""
+    claimed = np.zeros(m, bool)
+    for g in grains:
+        claimed[g.spot_index] = True
+    return m - int(claimed.sum())
+
+
+def at_cap(grains, p: IndexingParams, n_mat: int) -> bool:
+    """True when no further grain may be accepted: ``max_grains`` reached, or every material at
+    its ``max_grains_per_material`` cap."""
+    if len(grains) >= p.max_grains:
+        return True
+    if p.max_grains_per_material is None:
+        return False
+    counts = np.bincount([g.material for g in grains], minlength=n_mat)[:n_mat]
+    return bool((counts >= np.asarray(p.max_grains_per_material)).all())
+
+
+def _own_spots(grains, gi: int) -> int:
+    """Spots of ``grains[gi]`` that no other grain of the list explains."""
+    others = np.zeros(0, int) if len(grains) < 2 else np.concatenate(
+        [g.spot_index for k, g in enumerate(grains) if k != gi])
+    return int(np.setdiff1d(grains[gi].spot_index, others).size)
+
+
+def replace_weakest(grains, q, cls, conf, geom: ClassGeometry, calibration, energy_band_kev,
+                    params: IndexingParams) -> list[GrainResult]:
+    """The set of grains judged once more when the search stopped at its cap with spots still
+    unexplained (≥ ``min_matched``): an early grain may have
+    taken a slot that a grain explaining more of the spots should have. The weakest grain (fewest
+    spots no other grain explains) is set aside and the search run again for its slot on the
+    spots the others leave (``cls``/``conf`` of every spot that may seed); the grain found
+    replaces it only when it explains more spots that no other grain explains. Repeated while a
+    swap helps (at most one per grain). Costs nothing when the grains explain the list."""
+    grains = list(grains)
+    m, n_mat = len(q), len(geom.materials)
+    for _ in range(len(grains)):
+        if not grains or not at_cap(grains, params, n_mat) or free_spots(grains, m) < params.min_matched:
+            break
+        own = [_own_spots(grains, gi) for gi in range(len(grains))]
+        weakest = int(np.argmin(own))
+        rest = grains[:weakest] + grains[weakest + 1:]
+        found = find_grains(q, cls, conf, geom, calibration, energy_band_kev, params, grains=rest)
+        if len(found) <= len(rest) or _own_spots(found, len(rest)) <= own[weakest]:
+            break
+        grains = rest[:weakest] + [found[len(rest)]] + rest[weakest:]
     return grains
 
 

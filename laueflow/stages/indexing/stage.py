@@ -18,7 +18,8 @@ from ...physics.geometry import Calibration, angles_to_qhat
 from ...physics.materials import get_materials, material_differences
 from ...physics.orientations import matrix_to_euler
 from . import STAGE
-from .orientation import ClassGeometry, IndexingParams, find_grains, prune_grains
+from .orientation import (ClassGeometry, IndexingParams, at_cap, find_grains, free_spots, prune_grains,
+                          replace_weakest)
 from .training import Indexer
 
 __all__ = ["index_peaks", "index_stage", "model_to_scan_materials"]
@@ -43,17 +44,15 @@ def _unexplained(grains, m: int, p: IndexingParams, n_mat: int) -> bool:
     """True while a further block of seed spots may find a grain: fewer than ``max_grains`` grains
     (and some material below its cap) and ≥ max(``min_matched``, ``continue_unexplained`` · m) of
     the m valid spots matched by no accepted grain."""
-    if len(grains) >= p.max_grains:
+    if at_cap(grains, p, n_mat):
         return False
-    if p.max_grains_per_material is not None:
-        counts = np.bincount([g.material for g in grains], minlength=n_mat)[:n_mat]
-        if (counts >= np.asarray(p.max_grains_per_material)).all():
-            return False
-    claimed = np.zeros(m, bool)
-    for g in grains:
-        claimed[g.spot_index] = True
-    free = m - int(claimed.sum())
-    return free >= max(p.min_matched, p.continue_unexplained * m)
+    return free_spots(grains, m) >= max(p.min_matched, p.continue_unexplained * m)
+
+
+def _swap_worth_trying(grains, m: int, p: IndexingParams, n_mat: int) -> bool:
+    """The search stopped at its cap with ≥ ``min_matched`` spots that no grain explains: the
+    weakest grain's slot is searched again (:func:`.orientation.replace_weakest`)."""
+    return bool(grains) and at_cap(grains, p, n_mat) and free_spots(grains, m) >= p.min_matched
 
 
 def _params(max_grains, overrides) -> IndexingParams:
@@ -154,14 +153,23 @@ def index_peaks(peak_two_theta, peak_chi, peak_intensity=None, *, indexer: Index
         # no silent n_predict cut (issue #12): while grains remain unexplained, the next block of
         # spots gets class predictions (same model, features from all spots) and may seed pairs
         # (each with at least one spot of the new block)
-        while c < m and _unexplained(grains, m, p, len(geom.materials)):
-            end = min(c + block, m)
+        def predict_more(end):  # class predictions of spots c … end − 1 (features from all spots)
             perm = np.r_[c:end, 0:c, end:m]
             bc, bf = indexer.predict(tth_o[i, :m][perm], chi_o[i, :m][perm], n_centres=end - c, device=device,
                                      intensity_order=ranked, first_rank=c)
-            ci, fi = np.concatenate([ci, bc]), np.concatenate([fi, bf])
+            return np.concatenate([ci, bc]), np.concatenate([fi, bf])
+
+        while c < m and _unexplained(grains, m, p, len(geom.materials)):
+            end = min(c + block, m)
+            ci, fi = predict_more(end)
             grains = find_grains(q, ci, fi, geom, calibration, band, p, grains=grains, seed_from=c)
             c = end
+        if _swap_worth_trying(grains, m, p, len(geom.materials)):
+            # at the cap with spots left: every spot may seed the grain that replaces the weakest
+            if c < m:
+                ci, fi = predict_more(m)
+                c = m
+            grains = replace_weakest(grains, q, ci, fi, geom, calibration, band, p)
         out[SEED_KEY][i] = c
         grains = prune_grains(grains, q, geom, calibration, band, p)
         # resolve spots matched by several grains: keep the smallest residual
