@@ -18,7 +18,8 @@ Per image, repeatedly (one grain per round):
    the spots best — or by an orientation of another material whose spots fall on many of its
    own (GaN [0001] ∥ Si <111>: :func:`_cross_material`) when that explains them better —, refined (least-squares rotation on matched q̂ pairs) and confirmed (free rate
    ≥ ``mr_min`` within ``confirm_tolerance_deg``; else excluded and the search goes on); its
-   matched spots are claimed. :func:`prune_grains` then judges the grains jointly.
+   matched spots are claimed. At the grain cap with spots unexplained, :func:`replace_weakest`
+   searches the weakest grain's slot again; :func:`prune_grains` then judges the grains jointly.
 
 ``previous`` (``use_previous``): orientations of neighbouring scan points, scored before any pair.
 
