@@ -280,6 +280,12 @@ def at_cap(grains, p: IndexingParams, n_mat: int) -> bool:
     return bool((counts >= np.asarray(p.max_grains_per_material)).all())
 
 
+def swap_due(grains, m: int, p: IndexingParams, n_mat: int) -> bool:
+    """The search stopped at its cap with ≥ ``min_matched`` of the ``m`` spots unexplained: the
+    weakest grain's slot is worth searching again (:func:`replace_weakest`)."""
+    return bool(grains) and at_cap(grains, p, n_mat) and free_spots(grains, m) >= p.min_matched
+
+
 def _own_spots(grains, gi: int) -> int:
     """Spots of ``grains[gi]`` that no other grain of the list explains."""
     others = np.zeros(0, int) if len(grains) < 2 else np.concatenate(
@@ -299,7 +305,7 @@ def replace_weakest(grains, q, cls, conf, geom: ClassGeometry, calibration, ener
     grains = list(grains)
     m, n_mat = len(q), len(geom.materials)
     for _ in range(len(grains)):
-        if not grains or not at_cap(grains, params, n_mat) or free_spots(grains, m) < params.min_matched:
+        if not swap_due(grains, m, params, n_mat):
             break
         own = [_own_spots(grains, gi) for gi in range(len(grains))]
         weakest = int(np.argmin(own))

@@ -19,7 +19,7 @@ from ...physics.materials import get_materials, material_differences
 from ...physics.orientations import matrix_to_euler
 from . import STAGE
 from .orientation import (ClassGeometry, IndexingParams, at_cap, find_grains, free_spots, prune_grains,
-                          replace_weakest)
+                          replace_weakest, swap_due)
 from .training import Indexer
 
 __all__ = ["index_peaks", "index_stage", "model_to_scan_materials"]
@@ -47,12 +47,6 @@ def _unexplained(grains, m: int, p: IndexingParams, n_mat: int) -> bool:
     if at_cap(grains, p, n_mat):
         return False
     return free_spots(grains, m) >= max(p.min_matched, p.continue_unexplained * m)
-
-
-def _swap_worth_trying(grains, m: int, p: IndexingParams, n_mat: int) -> bool:
-    """The search stopped at its cap with ≥ ``min_matched`` spots that no grain explains: the
-    weakest grain's slot is searched again (:func:`.orientation.replace_weakest`)."""
-    return bool(grains) and at_cap(grains, p, n_mat) and free_spots(grains, m) >= p.min_matched
 
 
 def _params(max_grains, overrides) -> IndexingParams:
@@ -164,7 +158,7 @@ def index_peaks(peak_two_theta, peak_chi, peak_intensity=None, *, indexer: Index
             ci, fi = predict_more(end)
             grains = find_grains(q, ci, fi, geom, calibration, band, p, grains=grains, seed_from=c)
             c = end
-        if _swap_worth_trying(grains, m, p, len(geom.materials)):
+        if swap_due(grains, m, p, len(geom.materials)):
             # at the cap with spots left: every spot may seed the grain that replaces the weakest
             if c < m:
                 ci, fi = predict_more(m)
