@@ -296,8 +296,8 @@ def _own_spots(grains, gi: int) -> int:
 def replace_weakest(grains, q, cls, conf, geom: ClassGeometry, calibration, energy_band_kev,
                     params: IndexingParams) -> list[GrainResult]:
     """The set of grains judged once more when the search stopped at its cap with spots still
-    unexplained (≥ ``min_matched``): an early grain may have
-    taken a slot that a grain explaining more of the spots should have. The weakest grain (fewest
+    unexplained (≥ ``min_matched``): an early grain may have taken a slot that a grain explaining
+    more of the spots should have. The weakest grain (fewest
     spots no other grain explains) is set aside and the search run again for its slot on the
     spots the others leave (``cls``/``conf`` of every spot that may seed); the grain found
     replaces it only when it explains more spots that no other grain explains. Repeated while a
