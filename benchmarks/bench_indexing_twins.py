@@ -83,14 +83,17 @@ def run_lists(indexer, counts, seed, max_grains, failures: bool = False, **kw):
     return ev, dt
 
 
-def scan_lists(seed: int, shape=(12, 12), grains: int = 8):
-    """Per-point spot lists of a twinned / sub-grained Cu scan: (two_theta, chi, truth hkl, truth
-    slot) padded (P, M), truth UB (P, S, 3, 3), material (P, S), weight (P, S)."""
+def scan_lists(seed: int, shape=(12, 12), grains: int = 8, material: str = "Cu", intensities: bool = False,
+               **plan_kw):
+    """Per-point spot lists of a twinned / sub-grained scan (default: Cu, Σ3 twins in ~60 % of
+    the grains, 1° sub-grains in ~40 %; ``plan_kw`` overrides): (two_theta, chi, truth hkl, truth
+    slot) padded (P, M), truth UB (P, S, 3, 3), material (P, S), weight (P, S); with
+    ``intensities`` also the spots' rendered peak amplitudes (P, M) (NaN padding), last."""
     from laueflow.physics.geometry import DEFAULT_CALIBRATION as cal, pixel_to_angles
     from laueflow.synth.scan import plan_scan
 
-    plan = plan_scan(material="Cu", shape=shape, grains=grains, seed=seed, twin_fraction=0.6,
-                     subgrain_fraction=0.4, subgrain_misorientation_deg=1.0, strain_magnitude=5e-4)
+    kw = dict(twin_fraction=0.6, subgrain_fraction=0.4, subgrain_misorientation_deg=1.0, strain_magnitude=5e-4)
+    plan = plan_scan(material=material, shape=shape, grains=grains, seed=seed, **{**kw, **plan_kw})
     s, m = plan.spots, plan.micro
     ny, nx, n_slots = m.grain_id.shape
     point = s.y * nx + s.x
@@ -102,22 +105,27 @@ def scan_lists(seed: int, shape=(12, 12), grains: int = 8):
         idx = idx[np.argsort(-s.amplitude[idx], kind="stable")]
         col, row = s.col[idx], s.row[idx]
         d = np.hypot(col[:, None] - col[None], row[:, None] - row[None])
-        merged = (np.tril(d < 1.0, -1)).any(axis=1)  # a brighter spot within 1 px holds it
-        idx = idx[~merged]
-        idx = idx[rng.permutation(len(idx))]
-        per_point.append(idx)
-    mp = max(len(i) for i in per_point)
+        near = np.tril(d < 1.0, -1)
+        merged = near.any(axis=1)  # a brighter spot within 1 px holds it …
+        total = s.amplitude[idx].copy()
+        np.add.at(total, near[merged].argmax(axis=1), total[merged])  # … and adds its counts (coincident spots)
+        idx, total = idx[~merged], total[~merged]
+        perm = rng.permutation(len(idx))
+        per_point.append((idx[perm], total[perm]))
+    mp = max(len(i) for i, _ in per_point)
     tth = np.full((len(per_point), mp), np.nan)
-    chi, slot = tth.copy(), np.full(tth.shape, -1)
+    chi, amp, slot = tth.copy(), tth.copy(), np.full(tth.shape, -1)
     hkl = np.zeros(tth.shape + (3,), int)
-    for p, idx in enumerate(per_point):
+    for p, (idx, total) in enumerate(per_point):
         col = s.col[idx] + rng.normal(0, PIXEL_NOISE, len(idx))
         row = s.row[idx] + rng.normal(0, PIXEL_NOISE, len(idx))
         tth[p, :len(idx)], chi[p, :len(idx)] = pixel_to_angles(col, row, cal)
         slot[p, :len(idx)] = s.slot[idx]
+        amp[p, :len(idx)] = total
         hkl[p, :len(idx)] = np.stack([s.h[idx], s.k[idx], s.l[idx]], axis=1)
     flat = lambda a: a.reshape((ny * nx, n_slots) + a.shape[3:])  # noqa: E731
-    return tth, chi, hkl, slot, flat(m.orientation_matrix), flat(m.grain_material), flat(m.grain_weight)
+    out = (tth, chi, hkl, slot, flat(m.orientation_matrix), flat(m.grain_material), flat(m.grain_weight))
+    return out + (amp,) if intensities else out
 
 
 def run_scan(indexer, seed, **kw):

@@ -5,6 +5,8 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
+
 from ..io.detfile import read_det
 from ..physics.materials import get_material
 from ..physics.simulate import DEFAULT_ENERGY_BAND_KEV
@@ -80,9 +82,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--gradient", type=float, default=0.02, metavar="DEG_PER_UM",
                         help="intragranular orientation gradient (default 0.02 °/µm)")
     parser.add_argument("--twins", type=_fraction, default=0.0, metavar="FRACTION",
-                        help="fraction of grains with a Σ3 twin lamella (default 0)")
+                        help="fraction of grains with a twin lamella (default 0)")
     parser.add_argument("--fine-twin-grains", type=int, default=0, metavar="N",
-                        help="the N largest grains filled with alternating Σ3 twin lamellae (default 0)")
+                        help="the N largest grains filled with alternating twin lamellae (default 0)")
+    parser.add_argument("--twin-law", choices=("sigma3", "dauphine"), default="sigma3",
+                        help="twins of --twins / --fine-twin-grains: sigma3 = 60° about [111] (cubic Σ3, "
+                             "default), dauphine = 60° about [001] (quartz's Dauphiné twin; hexagonal axes)")
     parser.add_argument("--fine-twin-period", type=float, default=4.0, metavar="UM",
                         help="period of those lamellae in µm (default 4; each lamella half as wide)")
     parser.add_argument("--subgrains", type=_fraction, default=0.0, metavar="FRACTION",
@@ -103,6 +108,23 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
     return parser
+
+
+def _check_twin_law(law: str, materials) -> None:
+    """The twin law must be a real twin of every material that can have twins: Σ3 (60° about [111])
+    of cubic crystals, Dauphiné (60° about [001]) of trigonal crystals on hexagonal axes."""
+    def law_of(m):
+        if m.crystal_system == "cubic":
+            return "sigma3"
+        if m.crystal_system == "trigonal" and np.isclose(m.lattice_parameters[5], 120.0):
+            return "dauphine"
+        return None
+
+    for m in materials:
+        if law_of(m) != law:
+            hint = f"use --twin-law {law_of(m)}" if law_of(m) else "laueflow simulates no twin law of this crystal"
+            raise UserError(f"--twin-law {law} is not a twin of {m.name} ({m.crystal_system}): sigma3 is the cubic "
+                            f"Σ3 twin, dauphine the trigonal one (60° about c, hexagonal axes); {hint}")
 
 
 def run(args) -> int:
@@ -130,6 +152,8 @@ def run(args) -> int:
     use_materials_files(args.materials_file)
     for name in filter(None, (args.material, args.second_phase, args.substrate)):
         get_material(name)  # ValueError listing the known materials
+    if args.twins > 0 or args.fine_twin_grains > 0:
+        _check_twin_law(args.twin_law, [get_material(n) for n in filter(None, (args.material, args.second_phase))])
     calibration = None
     if args.calibration:
         if not Path(args.calibration).is_file():
@@ -154,6 +178,7 @@ def run(args) -> int:
         twin_fraction=args.twins,
         fine_twin_grains=args.fine_twin_grains,
         fine_twin_period_um=args.fine_twin_period,
+        twin_law=args.twin_law,
         subgrain_fraction=args.subgrains,
         subgrain_misorientation_deg=args.subgrain_angle,
         second_phase=args.second_phase,

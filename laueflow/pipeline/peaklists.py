@@ -214,7 +214,7 @@ def _grain_row(g, material, ub, out, strain, refined: bool, fit_file: str, job: 
     row = {"grain": g, "material": material.name, "matching_rate": float(out["matching_rate"][0, g]),
            "n_matched": int(out["matched_spots"][0, g]), "mean_residual_deg": float(out["mean_residual_deg"][0, g]),
            "euler_phi1_deg": euler[0], "euler_Phi_deg": euler[1], "euler_phi2_deg": euler[2],
-           "fit_file": fit_file}
+           "variant_ambiguous": int(out["variant_ambiguous"][0, g]), "fit_file": fit_file}
     if strain is None:
         row["strain_status"] = "not refined: no pixel columns"
     else:
@@ -266,6 +266,12 @@ def index_file(path, stem: str, job: IndexJob, indexer) -> FileResult:
         materials = indexer.materials
         result.n_seed_spots = int(out["n_seed_spots"][0])
         n_grains = int(out["grain_count"][0])
+        if out["variant_ambiguous"][0, :n_grains].any():
+            result.notes.append(
+                "grain(s) " + ", ".join(str(g) for g in np.flatnonzero(out["variant_ambiguous"][0, :n_grains]))
+                + ": a pseudo-symmetric variant (e.g. quartz's Dauphiné twin) puts every spot at the same place "
+                + ("and the intensities did not decide" if intensity is not None else "and there are no intensities")
+                + ": the orientation may be that variant (docs/indexing.md, 'Variants with the same spots')")
         strain = None
         if col is None:
             result.notes.append("no pixel columns: indexed only (no strain refinement); .fit pixels computed "
@@ -354,7 +360,7 @@ def run_index(files: Sequence[Path], stems: Sequence[str], job: IndexJob, client
 # --------------------------------------------------------------------------- summary
 SUMMARY_COLUMNS = ("file", "n_peaks", "intensities", "n_predict", "n_seed_spots", "grain", "material", "matching_rate",
                    "n_matched", "mean_residual_deg", "euler_phi1_deg", "euler_Phi_deg", "euler_phi2_deg",
-                   "strain_status", "strain_n_pairs", "strain_rms_px", "von_mises_strain_1e-3", "fit_file",
+                   "variant_ambiguous", "strain_status", "strain_n_pairs", "strain_rms_px", "von_mises_strain_1e-3", "fit_file",
                    "note", "error")
 
 

@@ -98,6 +98,12 @@ def random_deviatoric(n: int, rng: np.random.Generator) -> np.ndarray:
     return m / vm[:, None, None]
 
 
+#: twin laws: (angle in degrees, lattice direction of the axis). ``sigma3``: 60° about [111], the Σ3
+#: twin of cubic crystals; ``dauphine``: 60° about [001] on hexagonal axes, the Dauphiné twin of
+#: quartz (and the obverse/reverse twin of rhombohedral crystals) — every spot at the same place
+TWIN_LAWS = {"sigma3": (60.0, (1, 1, 1)), "dauphine": (60.0, (0, 0, 1))}
+
+
 def twin_rotation(lattice_parameters, angle_deg: float = 60.0, direction=(1, 1, 1)) -> np.ndarray:
     """Crystal-frame rotation of a twin: ``angle_deg`` about the lattice direction ``direction``.
 
@@ -148,6 +154,7 @@ def build_microstructure(
     twin_fraction: float = 0.0,
     fine_twin_grains: int = 0,
     fine_twin_period_um: float = 4.0,
+    twin_law: str = "sigma3",
     subgrain_fraction: float = 0.0,
     subgrain_misorientation_deg: float = 1.0,
     second_phase_fraction: float = 0.0,
@@ -167,6 +174,7 @@ def build_microstructure(
     ``min_weight`` dropped, the rest renormalised to sum 1). Deep grains add one slot of weight
     ``deep_weight``; the substrate adds one slot of weight ``substrate_weight`` at every point.
 
+    Twins (lamellae and fine twins) follow ``twin_law`` (:data:`TWIN_LAWS`; ``U_twin = U · R``).
     Fine twins: the ``fine_twin_grains`` largest grains are filled with parallel lamellae of one
     Σ3 twin variant alternating with the parent, ``fine_twin_period_um`` apart (each lamella half
     a period wide, random direction); all the lamellae of one grain are one twin domain.
@@ -186,6 +194,11 @@ def build_microstructure(
         raise ValueError(f"step_um must be > 0, got {step_um}")
     beam = 1.5 * step_um if beam_size_um is None else float(beam_size_um)
     main_lattice = lattice_parameters[0]
+    if twin_law not in TWIN_LAWS:
+        raise ValueError(f"twin_law must be one of {sorted(TWIN_LAWS)}, got {twin_law!r}")
+
+    def twin_of(lat):
+        return twin_rotation(lat, *TWIN_LAWS[twin_law])
 
     # --- Voronoi seeds over the scanned area (plus half a step margin)
     lo = -0.5 * step_um
@@ -225,7 +238,7 @@ def build_microstructure(
         kinds.append([TWIN])
         parents.append([g])
         lat = lattice_parameters[materials[g]]
-        rotations.append((base[g] @ twin_rotation(lat))[None])
+        rotations.append((base[g] @ twin_of(lat))[None])
         dom_centres.append(centre[None])
         mats.append([materials[g]])
         next_id += 1
@@ -240,7 +253,7 @@ def build_microstructure(
             domain[(parent == g) & (np.floor(position) % 2 == 1)] = next_id
             kinds.append([TWIN])
             parents.append([g])
-            rotations.append((base[g] @ twin_rotation(lattice_parameters[materials[g]]))[None])
+            rotations.append((base[g] @ twin_of(lattice_parameters[materials[g]]))[None])
             dom_centres.append(seeds[g][None])
             mats.append([materials[g]])
             next_id += 1

@@ -61,6 +61,7 @@ class ScanParameters:
     twin_fraction: float = 0.0
     fine_twin_grains: int = 0
     fine_twin_period_um: float = 4.0
+    twin_law: str = "sigma3"  # microstructure.TWIN_LAWS: "sigma3" (cubic Σ3) or "dauphine" (60° about c)
     subgrain_fraction: float = 0.0
     subgrain_misorientation_deg: float = 1.0
     second_phase: str | None = None
@@ -153,6 +154,7 @@ def plan_scan(params: ScanParameters | None = None, *, calibration: Calibration 
         twin_fraction=params.twin_fraction,
         fine_twin_grains=params.fine_twin_grains,
         fine_twin_period_um=params.fine_twin_period_um,
+        twin_law=params.twin_law,
         subgrain_fraction=params.subgrain_fraction,
         subgrain_misorientation_deg=params.subgrain_misorientation_deg,
         second_phase_fraction=params.second_phase_fraction if params.second_phase else 0.0,

@@ -150,6 +150,7 @@ def test_index_serial_writes_fit_files_matching_the_truth(data, serial):
             euler = [float(r[k]) for k in ("euler_phi1_deg", "euler_Phi_deg", "euler_phi2_deg")]
             np.testing.assert_allclose(euler, fit["Euler angles phi theta psi (deg)"].ravel(), atol=2e-3)
             assert r["strain_status"] == ("not refined: no pixel columns" if stem == "angles" else "ok")
+            assert r["variant_ambiguous"] == "0"  # cubic Cu: no variant puts every spot at the same place
         n_peaks = int(file_rows[0]["n_peaks"])
         assert n_peaks == sum(len(simulate_spots(CU, ub, CAL)) for ub, _ in truth)
         assert int(file_rows[0]["n_predict"]) == min(n_peaks, 50)  # max(40 centres, 25 × 2 grains)

@@ -65,3 +65,16 @@ def test_overwrite_refuses_a_manifest_it_did_not_write(tmp_path, capsys):
     assert _simulate(out, "--overwrite") == 2
     assert "simulation.json" in capsys.readouterr().err
     assert (out / "calib.det").read_text() == "mine"
+
+
+@pytest.mark.parametrize("material, law, hint", [("quartz", "sigma3", "use --twin-law dauphine"),
+                                                  ("Cu", "dauphine", "use --twin-law sigma3"),
+                                                  ("Ti", "dauphine", "laueflow simulates no twin law of this crystal")])
+def test_twins_need_a_twin_law_of_the_material(tmp_path, capsys, material, law, hint):
+    """Σ3 (60° about [111]) is a twin of cubic crystals only, Dauphiné (60° about c) of trigonal
+    ones; anything else would be a made-up orientation relation, so nothing is written."""
+    out = tmp_path / "scan"
+    assert _simulate(out, "--material", material, "--twins", "0.5", "--twin-law", law) == 2
+    err = capsys.readouterr().err
+    assert f"--twin-law {law} is not a twin of {material}" in err and hint in err
+    assert not out.exists()

@@ -101,3 +101,19 @@ def test_fine_twins_alternate_with_the_parent_across_the_largest_grains():
         assert 0.15 < differ[both].mean() < 0.6
     untouched = build_microstructure((20, 20), 1.0, 3, np.random.default_rng(4), [CU])
     assert not (untouched.domains.kind == TWIN).any()
+
+
+def test_dauphine_twins_are_60_degrees_about_c():
+    quartz = (4.917, 4.917, 5.410, 90, 90, 120)
+    m = build_microstructure((8, 8), 1.0, 4, np.random.default_rng(2), [quartz], twin_fraction=1.0,
+                             twin_law="dauphine")
+    d = m.domains
+    twins = np.flatnonzero(d.kind == TWIN)
+    assert len(twins) == 4
+    for t in twins:
+        rel = d.rotation[d.parent[t]].T @ d.rotation[t]
+        rotvec = Rotation.from_matrix(rel).as_rotvec()
+        assert np.isclose(np.rad2deg(np.linalg.norm(rotvec)), 60.0)
+        assert np.allclose(np.abs(rotvec / np.linalg.norm(rotvec)), [0, 0, 1], atol=1e-9)  # B0: z ∥ c
+    with pytest.raises(ValueError, match="twin_law must be one of"):
+        build_microstructure((2, 2), 1.0, 1, np.random.default_rng(2), [quartz], twin_law="brazil")

@@ -106,10 +106,14 @@ def indexing_metrics(results: StoreArrays, truth: StoreArrays, opts) -> dict:
     summary = {k: (float(v) if isinstance(v, (float, np.floating)) else int(v)) for k, v in out.items()}
     summary["misorientation_median_deg"] = percentile(mis, 50)
     summary["misorientation_p95_deg"] = percentile(mis, 95)
-    return {"summary": summary, "notes": [
-        "grains: found = same material within 1° (symmetry-reduced); found_precise < 0.1°; "
-        "hkl accuracy over detected peaks matched to truth spots (after the symmetry operator "
-        "relating found and true orientations)"]}
+    notes = ["grains: found = same material within 1° (symmetry-reduced); found_precise < 0.1°; "
+             "hkl accuracy over detected peaks matched to truth spots (after the symmetry operator "
+             "relating found and true orientations)"]
+    if "variant_ambiguous" in results:
+        summary["variant_ambiguous"] = int(np.asarray(results["variant_ambiguous"]).sum())
+        notes.append("variant_ambiguous: grains whose orientation may be a variant with the same spots "
+                     "(e.g. quartz's Dauphiné twin); intensities absent or not decisive")
+    return {"summary": summary, "notes": notes}
 
 
 def strain_metrics(results: StoreArrays, truth: StoreArrays, opts) -> dict:
@@ -162,7 +166,8 @@ register_metric(Metric("descriptors", ("spot_col", "spot_row", "spot_good", "pea
 register_metric(Metric("indexing", ("orientation_matrix", "grain_material", "peak_grain", "hkl", "peak_col", "peak_row"),
                        ("orientation_matrix", "grain_material", "spot_h", "spot_k", "spot_l", "spot_grain",
                         "grain_id", "spot_y", "spot_x", "spot_col", "spot_row"),
-                       indexing_metrics, "grains found/missed/spurious, misorientation, hkl accuracy"))
+                       indexing_metrics, "grains found/missed/spurious, misorientation, hkl accuracy",
+                       optional_results=("variant_ambiguous",)))
 register_metric(Metric("strain", ("refined_orientation", "strain_sample", "strain_status", "grain_material"),
                        ("orientation_matrix", "deviatoric_strain", "grain_id"), strain_metrics,
                        "deviatoric strain and orientation errors vs truth"))

@@ -84,6 +84,9 @@ STAGE = StageSpec(
         Variable("matching_rate", ("grain",), "float32", NAN, "%", "matched / simulated spots"),
         Variable("matched_spots", ("grain",), "int32", 0, "1", "measured spots matched"),
         Variable("mean_residual_deg", ("grain",), "float32", NAN, "deg", "mean angular residual of matches"),
+        Variable("variant_ambiguous", ("grain",), "int8", 0, "1",
+                 "1: a pseudo-symmetric variant predicting the same spot positions (e.g. quartz's Dauphiné "
+                 "twin) fits as well; intensities absent or not decisive, the orientation may be that variant"),
         Variable("n_seed_spots", (), "int32", 0, "1",
                  "spots that could start a grain (got a class prediction: n_predict or more)"),
     ),

@@ -117,15 +117,17 @@ def score_candidates(material: Material, ub, q_exp: np.ndarray, calibration: Cal
 
 
 def match_one(material: Material, ub, q_exp: np.ndarray, calibration: Calibration,
-              energy_band_kev=DEFAULT_ENERGY_BAND_KEV, tolerance_deg: float = 0.5):
-    """Match one orientation: ``(exp_index (t,), hkl (t, 3), residual_deg (t,), n_theoretical)``.
+              energy_band_kev=DEFAULT_ENERGY_BAND_KEV, tolerance_deg: float = 0.5, *, intensity: bool = False):
+    """Match one orientation: ``(exp_index (t,), hkl (t, 3), residual_deg (t,), n_theoretical)``,
+    and with ``intensity`` the predicted intensities ``(t,)`` (:func:`simulate_spots`) appended.
 
     One row per measured spot matched (each measured spot keeps its closest theoretical spot).
     The simulation is slightly widened at the band and frame edges (``EDGE_*``).
     """
     s, q_th = _theoretical(material, np.asarray(ub, float)[None], calibration, energy_band_kev, edges=True)
     if len(s) == 0 or len(q_exp) == 0:
-        return np.zeros(0, int), np.zeros((0, 3), int), np.zeros(0), len(s)
+        empty = (np.zeros(0, int), np.zeros((0, 3), int), np.zeros(0), len(s))
+        return empty + (np.zeros(0),) if intensity else empty
     dots = q_th @ q_exp.T
     nearest = dots.argmax(axis=1)
     ang = np.rad2deg(np.arccos(np.clip(dots[np.arange(len(nearest)), nearest], -1, 1)))
@@ -133,6 +135,8 @@ def match_one(material: Material, ub, q_exp: np.ndarray, calibration: Calibratio
     order = ok[np.argsort(ang[ok])]
     _, first = np.unique(nearest[order], return_index=True)
     sel = order[first]
+    if intensity:
+        return nearest[sel], s.hkl[sel], ang[sel], len(s), s.intensity[sel]
     return nearest[sel], s.hkl[sel], ang[sel], len(s)
 
 

@@ -78,6 +78,14 @@ class IndexingParams:
     # no accepted grain explains, CandidateScores.chance_matches); 0 disables. Stricter than
     # mr_min / min_matched in crowded lists (many unindexed peaks), inactive in sparse ones
     chance_alpha: float = 1e-7          # ≈ 1e-3 false grains per list over the ~10⁴ candidates one grain search scores
+    # variants that put every spot at the same place (quartz's Dauphiné twin …) are told apart by the
+    # measured intensities when the log-likelihood ratio is ≥ this (6.9: odds 1000 : 1), else the
+    # grain is flagged ambiguous (:mod:`.intensity_variants`)
+    variant_log_odds: float = 6.9
+    variant_min_coincidence: float = 0.9  # variants sharing ≥ this fraction of the directions are checked
+    variant_min_fraction: float = 0.15    # a variant seen with its grain (same spots, beam on both) is added
+    variant_mixture_log_odds: float = 13.8  # when its fitted beam fraction is ≥ that and the two together fit
+                                          # better than the grain alone by ≥ this (odds 10⁶ : 1)
 
 
 @dataclass
@@ -90,6 +98,7 @@ class GrainResult:
     spot_index: np.ndarray = field(repr=False)  # measured spots matched (indices into the image)
     hkl: np.ndarray = field(repr=False)
     residual_deg: np.ndarray = field(repr=False)
+    ambiguous: bool = False  # a variant with the same spot positions fits as well (intensity_variants)
 
 
 class ClassGeometry:

@@ -18,6 +18,7 @@ from ...physics.geometry import Calibration, angles_to_qhat
 from ...physics.materials import get_materials, material_differences
 from ...physics.orientations import matrix_to_euler
 from . import STAGE
+from .intensity_variants import settle_by_intensity
 from .orientation import (ClassGeometry, IndexingParams, at_cap, find_grains, free_spots, prune_grains,
                           replace_weakest, swap_due)
 from .training import Indexer
@@ -91,7 +92,8 @@ def index_peaks(peak_two_theta, peak_chi, peak_intensity=None, *, indexer: Index
     ``peak_grain`` (−1); per grain ``(n, max_grains)``: ``grain_material`` (−1),
     ``orientation_matrix (…, 3, 3)`` (UB, LaueTools convention ``q = UB·B0·h``; NaN),
     ``euler_angles (…, 3)`` (Bunge, deg; NaN), ``matching_rate`` (%), ``matched_spots``,
-    ``mean_residual_deg``; and ``grain_count (n,)``; ``n_seed_spots (n,)`` int32: spots that got a
+    ``mean_residual_deg``, ``variant_ambiguous`` (1: a variant with the same spot positions, e.g.
+    quartz's Dauphiné twin, fits as well — no intensities or they did not decide; 0); and ``grain_count (n,)``; ``n_seed_spots (n,)`` int32: spots that got a
     class prediction and could start a grain (``n_predict`` or more; 0 for images of < 2 spots).
     """
     tth = np.asarray(to_numpy(peak_two_theta), dtype=float)
@@ -116,6 +118,7 @@ def index_peaks(peak_two_theta, peak_chi, peak_intensity=None, *, indexer: Index
     else:
         key = np.where(valid, 0.0, np.inf)
     order = np.argsort(key, axis=1, kind="stable")
+    inten_o = None if peak_intensity is None else np.take_along_axis(inten, order, 1)
     tth_o = np.take_along_axis(tth, order, 1)
     chi_o = np.take_along_axis(chi, order, 1)
     tth_o[~np.take_along_axis(valid, order, 1)] = np.nan
@@ -166,6 +169,8 @@ def index_peaks(peak_two_theta, peak_chi, peak_intensity=None, *, indexer: Index
             grains = replace_weakest(grains, q, ci, fi, geom, calibration, band, p)
         out[SEED_KEY][i] = c
         grains = prune_grains(grains, q, geom, calibration, band, p)
+        grains = settle_by_intensity(grains, q, None if inten_o is None else inten_o[i, :m], geom, calibration,
+                                     band, p)
         # resolve spots matched by several grains: keep the smallest residual
         best_res = np.full(m, np.inf)
         for gi, g in enumerate(grains):
@@ -175,6 +180,7 @@ def index_peaks(peak_two_theta, peak_chi, peak_intensity=None, *, indexer: Index
             out["matching_rate"][i, gi] = g.matching_rate
             out["matched_spots"][i, gi] = g.n_matched
             out["mean_residual_deg"][i, gi] = g.mean_residual_deg
+            out["variant_ambiguous"][i, gi] = g.ambiguous
             better = g.residual_deg < best_res[g.spot_index]
             idx = g.spot_index[better]
             best_res[idx] = g.residual_deg[better]
