@@ -33,7 +33,7 @@ from dataclasses import replace
 import numpy as np
 
 from .matching import match_one
-from .pseudosymmetry import _directions, coincidence_fraction, pseudo_symmetry_variants
+from .pseudosymmetry import coincidence_fraction, pseudo_symmetry_variants, unit_directions
 
 __all__ = ["position_equivalent_variants", "intensity_log_likelihood", "settle_by_intensity"]
 
@@ -48,7 +48,7 @@ def position_equivalent_variants(material, min_coincidence: float = 0.9) -> np.n
     if key not in _CACHE:
         v = pseudo_symmetry_variants(material)
         if len(v):
-            frac = coincidence_fraction(v, _directions(material, 3), _directions(material, 5), 0.2)
+            frac = coincidence_fraction(v, unit_directions(material, 3), unit_directions(material, 5), 0.2)
             v = v[frac >= min_coincidence]
         _CACHE[key] = v
     return _CACHE[key]
@@ -59,7 +59,7 @@ def intensity_log_likelihood(measured: np.ndarray, predicted: np.ndarray) -> np.
     (all > 0) under ``log I = a + b · log I_pred + ε``, ε ~ N(0, σ²), with ``a``, ``b ≥ 0`` and σ²
     fitted: ``−n/2 · log σ̂²``. The free slope ``b`` absorbs what compresses a detector's intensity
     range (peak heights instead of integrated intensities, extinction, saturation, a spectrum
-    that is not the model's); only the *ranking* of the predicted intensities matters."""
+    that is not the model's); what counts is how the predictions vary from spot to spot."""
     y = np.log(measured)
     x = np.log(predicted)
     yc, xc = y - y.mean(), x - x.mean(axis=-1, keepdims=True)
@@ -86,9 +86,10 @@ MIX_FRACTIONS = np.linspace(0.0, 1.0, 51)
 
 
 def mixture_log_likelihood(measured, pred_a, pred_b, fractions=MIX_FRACTIONS) -> np.ndarray:
-    """Log-likelihood (F,) of ``I_pred = f · I_a + (1 − f) · I_b`` (:func:`intensity_log_likelihood`) for each beam fraction ``f`` of
-    ``fractions`` (F,): the same spots (n,) lit by two variants, in absolute simulated units (one
-    material, one simulator: ``f`` is the fraction of the beam on variant a)."""
+    """Log-likelihood (F,) of ``I_pred = f · I_a + (1 − f) · I_b`` (:func:`intensity_log_likelihood`)
+    for each beam fraction ``f`` of ``fractions`` (F,): the same spots (n,) lit by two variants,
+    in absolute simulated units (one material, one simulator: ``f`` is the fraction of the beam
+    on variant a)."""
     f = np.asarray(fractions, float)[:, None]
     return intensity_log_likelihood(measured, f * pred_a[None] + (1 - f) * pred_b[None])
 

@@ -22,7 +22,7 @@ from ...physics.symmetry import rotation_operators
 from .classes import observable_directions
 from .matching import orientation_from_pairs
 
-__all__ = ["pseudo_symmetry_variants", "coincidence_fraction"]
+__all__ = ["pseudo_symmetry_variants", "coincidence_fraction", "unit_directions"]
 
 _CACHE: dict = {}
 
@@ -31,7 +31,7 @@ def _unit(v):
     return v / np.linalg.norm(v, axis=-1, keepdims=True)
 
 
-def _directions(material: Material, max_index: int) -> np.ndarray:
+def unit_directions(material: Material, max_index: int) -> np.ndarray:
     """Unit crystal-frame (B0 Cartesian) vectors of the observable primitive directions, (n, 3)."""
     return _unit(observable_directions(material, max_index) @ material.b_matrix.T)
 
@@ -80,8 +80,8 @@ def pseudo_symmetry_variants(material: Material, *, min_coincidence: float = 0.2
     if key in _CACHE:
         return _CACHE[key]
     symmetry = rotation_operators(material)
-    dirs = _directions(material, max_index)
-    targets = _directions(material, max_index + 2)  # room for the images of the outer directions
+    dirs = unit_directions(material, max_index)
+    targets = unit_directions(material, max_index + 2)  # room for the images of the outer directions
     qlen = np.linalg.norm(observable_directions(material, max_index) @ material.b_matrix.T, axis=1)
     seeds = dirs[np.argsort(qlen, kind="stable")[:n_seed_directions]]
     # rotations R with R d1 = d1', R d2 = d2' (equal angles), d1 one direction of each of the
@@ -101,7 +101,7 @@ def pseudo_symmetry_variants(material: Material, *, min_coincidence: float = 0.2
     trace_max = np.einsum("kij,nji->kn", rot, symmetry).max(axis=1)
     rot = rot[trace_max < 1 + 2 * np.cos(np.deg2rad(0.5))]
     # coarse screen (index ≤ 2), distinct variants, then the fraction at max_index
-    coarse_dirs, coarse_targets = _directions(material, 2), _directions(material, 4)
+    coarse_dirs, coarse_targets = unit_directions(material, 2), unit_directions(material, 4)
     frac = np.concatenate([coincidence_fraction(rot[k:k + 256], coarse_dirs, coarse_targets, tolerance_deg)
                            for k in range(0, len(rot), 256)] or [np.zeros(0)])
     rot = rot[frac >= 0.75 * min_coincidence]
@@ -138,7 +138,7 @@ def cross_material_variants(target: Material, source: Material, *, min_coinciden
     sym_s = rotation_operators(source)
 
     def seeds_of(mat):
-        dirs = _directions(mat, max_index)
+        dirs = unit_directions(mat, max_index)
         qlen = np.linalg.norm(observable_directions(mat, max_index) @ mat.b_matrix.T, axis=1)
         return dirs[np.argsort(qlen, kind="stable")[:n_seed_directions]]
 
@@ -159,13 +159,13 @@ def cross_material_variants(target: Material, source: Material, *, min_coinciden
     rot = orientation_from_pairs(*(np.concatenate(v) for v in (g1, g2, q1, q2)))
     _, first = np.unique(np.round(rot, 3), axis=0, return_index=True)  # the same R from several pairs
     rot = rot[np.sort(first)]  # exact rotations (rounded ones are not orthogonal)
-    coarse_dirs, coarse_targets = _directions(target, 2), _directions(source, 4)
+    coarse_dirs, coarse_targets = unit_directions(target, 2), unit_directions(source, 4)
     frac = np.concatenate([coincidence_fraction(rot[k:k + 256], coarse_dirs, coarse_targets, tolerance_deg)
                            for k in range(0, len(rot), 256)] or [np.zeros(0)])
     keep = frac >= 0.75 * min_coincidence
     rot = _distinct(rot[keep][np.argsort(-frac[keep], kind="stable")], sym_t)
     if len(rot):
-        rot = rot[coincidence_fraction(rot, _directions(target, max_index), _directions(source, max_index + 2),
+        rot = rot[coincidence_fraction(rot, unit_directions(target, max_index), unit_directions(source, max_index + 2),
                                        tolerance_deg) >= min_coincidence]
     # every distinct variant: S_source · R (U · S_source is U itself, U · S_source · R is not U · R)
     out = _distinct(np.einsum("sij,kjl->skil", sym_s, rot).reshape(-1, 3, 3), sym_t) if len(rot) else rot

@@ -93,8 +93,9 @@ def index_peaks(peak_two_theta, peak_chi, peak_intensity=None, *, indexer: Index
     ``orientation_matrix (…, 3, 3)`` (UB, LaueTools convention ``q = UB·B0·h``; NaN),
     ``euler_angles (…, 3)`` (Bunge, deg; NaN), ``matching_rate`` (%), ``matched_spots``,
     ``mean_residual_deg``, ``variant_ambiguous`` (1: a variant with the same spot positions, e.g.
-    quartz's Dauphiné twin, fits as well — no intensities or they did not decide; 0); and ``grain_count (n,)``; ``n_seed_spots (n,)`` int32: spots that got a
-    class prediction and could start a grain (``n_predict`` or more; 0 for images of < 2 spots).
+    quartz's Dauphiné twin, fits as well — no intensities or they did not decide; 0); and
+    ``grain_count (n,)``; ``n_seed_spots (n,)`` int32: spots that got a class prediction and
+    could start a grain (``n_predict`` or more; 0 for images of < 2 spots).
     """
     tth = np.asarray(to_numpy(peak_two_theta), dtype=float)
     chi = np.asarray(to_numpy(peak_chi), dtype=float)
