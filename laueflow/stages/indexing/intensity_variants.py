@@ -102,11 +102,11 @@ def _decide(cands, intensity, p, others=None):
     alternative by ≥ ``p.variant_log_odds`` (a mixture that fits better by less than
     ``variant_mixture_log_odds`` leaves it undecided). Spots that ``others`` (m,) bool marks (matched by another grain:
     their counts are partly that grain's) are left out."""
+    if intensity is None:
+        return 0, None, False
     common = cands[0]["idx"]
     for c in cands[1:]:
         common = np.intersect1d(common, c["idx"])
-    if intensity is None:
-        return 0, None, False
     if others is not None:
         common = common[~others[common]]
     common = common[np.isfinite(intensity[common]) & (intensity[common] > 0)]
