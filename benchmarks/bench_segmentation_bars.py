@@ -76,15 +76,17 @@ def scan_args(name: str, seed: int | None) -> list:
 
 
 def one(name: str, work: Path, features: str, shape: str, seed: int | None = None, assign: str = "auto",
-        scaling: str = "linear") -> dict:
+        scaling: str = "linear", reuse: bool = False) -> dict:
     folder = work / (name if seed is None else f"{name}-seed{seed}")
     args = scan_args(name, seed)
-    times = {"simulate": laueflow("simulate", *args, "--shape", shape, "--out", str(folder), "--quiet",
-                                  "--overwrite")}
-    times["ingest"] = laueflow("ingest", str(folder / "images"), "--shape", shape, "--calibration",
-                               str(folder / "calib.det"), "--mask", str(folder / "mask.tif"),
-                               *[a for m in MATERIALS[name] for a in ("--material", m)],
-                               "--out", str(folder / "scan.zarr"), "--overwrite", "--no-progress")
+    times = {}
+    if not (reuse and (folder / "scan.zarr").exists() and (folder / "truth.zarr").exists()):
+        times = {"simulate": laueflow("simulate", *args, "--shape", shape, "--out", str(folder), "--quiet",
+                                      "--overwrite")}
+        times["ingest"] = laueflow("ingest", str(folder / "images"), "--shape", shape, "--calibration",
+                                   str(folder / "calib.det"), "--mask", str(folder / "mask.tif"),
+                                   *[a for m in MATERIALS[name] for a in ("--material", m)],
+                                   "--out", str(folder / "scan.zarr"), "--overwrite", "--no-progress")
     times["run"] = laueflow("run", str(workflow(folder, features, name in DELEGATES, assign, scaling,
                                                      phases=len(MATERIALS[name]) > 1)), "--overwrite",
                             "--no-progress")
@@ -114,12 +116,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=None, help="replace every scan's seed (default: their own)")
     parser.add_argument("--assign", default="auto", choices=("auto", "unmix", "nearest"))
     parser.add_argument("--pixel-scaling", default="linear", choices=("linear", "log"))
+    parser.add_argument("--reuse", action="store_true", help="run on the scan.zarr + truth.zarr already in the "
+                        "scan's folder (simulated and ingested before) instead of simulating again")
     args = parser.parse_args()
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     for name in args.only.split(","):
-        print(json.dumps(one(name, work, args.features, args.shape, args.seed, args.assign, args.pixel_scaling)),
-              flush=True)
+        print(json.dumps(one(name, work, args.features, args.shape, args.seed, args.assign, args.pixel_scaling,
+                             args.reuse)), flush=True)
 
 
 if __name__ == "__main__":

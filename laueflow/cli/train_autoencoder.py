@@ -27,8 +27,10 @@ material of the library but {HELD_OUT_MATERIAL} (laueflow/synth/training_frames.
 sub-grains, second phases or a Si substrate, strain, noise and intensity levels drawn per scan),
 preprocessed like real frames. Validation: scans of the same materials with
 seeds SEED*10000 + 5000 …; held-out evaluation: scans of {HELD_OUT_MATERIAL} (never in training), seeds
-SEED*10000 + 8000 …. The json next to the weights records the sha256, this command, the seed, the
-torch version and both losses. Bit-identical on the CPU for the same command, seed, --threads and
+SEED*10000 + 8000 …. The epoch kept is the one whose features separate the grains of 8 simulated
+10 × 10 score scans with known grain maps best (seeds SEED*10000 + 6000 …; the initial weights
+included; reported for 2 {HELD_OUT_MATERIAL} scans, which choose nothing). The json next to the weights
+records the sha256, this command, the seed, the torch version, the losses and separabilities. Bit-identical on the CPU for the same command, seed, --threads and
 torch version. Details: docs/features.md.
 """
 
@@ -44,9 +46,13 @@ def add_train_target(train_subparsers) -> argparse.ArgumentParser:
                    "the shipped model is laueflow/data/autoencoder.pt)")
     p.add_argument("--seed", type=int, default=0, help="seed of the scans, the shuffle and the initial weights")
     p.add_argument("--train-scans", type=int, default=None,
-                   help="simulated training scans (default 60; 0 with --scan)")
+                   help="simulated training scans (default 200; 0 with --scan)")
     p.add_argument("--val-scans", type=int, default=4, help="validation scans of the training materials (4)")
     p.add_argument("--heldout-scans", type=int, default=4, help=f"scans of the held-out {HELD_OUT_MATERIAL} (4)")
+    p.add_argument("--score-scans", type=int, default=None,
+                   help="10 × 10 simulated scans with known grain maps (≥ 3 domains) of the training materials; "
+                        "the epoch whose features separate their grains best is kept, the initial weights "
+                        "included (default 8; 0 with --scan; 0: keep the epoch of the lowest validation loss)")
     p.add_argument("--scan-shape", type=int, nargs=2, default=(6, 8), metavar=("NY", "NX"),
                    help="points per simulated scan (default 6 8)")
     p.add_argument("--epochs", type=int, default=D["epochs"], help=f"epochs (default {D['epochs']}; best on validation kept)")
@@ -77,13 +83,16 @@ def run_train_autoencoder(args) -> int:
     from ..kernels.downsample import PREPROCESS_DEFAULTS
     from ..pipeline.feature_data import images_from_scan_zarr
     from ..stages.autoencoder_training import train_autoencoder
-    from ..synth.training_frames import TRAINING_MATERIALS, training_images
+    from ..synth.training_frames import TRAINING_MATERIALS, scored_scans, training_images
 
-    train_scans = args.train_scans if args.train_scans is not None else (0 if args.scan else 60)
+    train_scans = args.train_scans if args.train_scans is not None else (0 if args.scan else 200)
     if train_scans < 0 or train_scans > 5000:
         raise ValueError("--train-scans must be in 0 … 5000 (validation seeds start at SEED*10000 + 5000)")
     if train_scans == 0 and not args.scan:
         raise ValueError("nothing to train on: give --train-scans > 0 or --scan ZARR")
+    n_score = args.score_scans if args.score_scans is not None else (0 if args.scan else 8)
+    if not 0 <= n_score <= 100:
+        raise ValueError(f"--score-scans must be in 0 … 100, got {n_score}")
     t0 = time.perf_counter()
     init_state, preprocess, architecture = None, dict(PREPROCESS_DEFAULTS), {}
     if args.init:
@@ -112,13 +121,26 @@ def run_train_autoencoder(args) -> int:
     if args.heldout_scans:
         val_sets["heldout"], _ = training_images(range(base + 8000, base + 8000 + args.heldout_scans), shape=shape,
                                                  preprocess=preprocess, materials=(HELD_OUT_MATERIAL,))
+    score_sets = {}
+    if n_score:
+        score_sets = scored_scans(range(base + 6000, base + 7000), count=n_score, preprocess=preprocess)
+        if args.heldout_scans:  # reported, not used to choose: Sn never decides anything
+            held = scored_scans(range(base + 9000, base + 9100), materials=(HELD_OUT_MATERIAL,), count=2,
+                                preprocess=preprocess)
+        _log(f"score scans (choose the epoch): {', '.join(score_sets)}")
     data_s = time.perf_counter() - t0
     _log(f"data ready in {data_s:.0f} s: train {sum(len(x) for x in parts)}, "
          + ", ".join(f"{k} {len(v)}" for k, v in val_sets.items()))
     model, hist = train_autoencoder(np.concatenate(parts), val_sets, seed=args.seed, epochs=args.epochs,
                                     batch_size=args.batch_size, lr=args.lr, lr_min=args.lr_min, threads=args.threads,
                                     latent_size=args.latent_size, spot_weight=args.spot_weight,
-                                    init_state=init_state, log=_log, **architecture)
+                                    init_state=init_state, score_sets=score_sets, log=_log, **architecture)
+    heldout_ari = {}
+    if score_sets and args.heldout_scans:
+        from ..stages.autoencoder_training import separability
+
+        heldout_ari = {k: round(v, 4) for k, v in separability(model, held).items()}
+        _log(f"held-out {HELD_OUT_MATERIAL} separability (ARI, not used to choose): {heldout_ari}")
     argv = sys.argv[1:]
     rest = argv[argv.index("autoencoder") + 1:] if "autoencoder" in argv else argv
     best = next(r for r in hist["epochs"] if r["epoch"] == hist["best_epoch"])
@@ -134,14 +156,18 @@ def run_train_autoencoder(args) -> int:
         "user_scans": [str(p) for p in args.scan], "init": args.init, "scan_shape": list(shape),
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "lr_min": args.lr_min,
         "threads": args.threads, "spot_weight": args.spot_weight,
-        "loss": "binary cross-entropy, pixel weights 1 + spot_weight·target (plain BCE and MSE monitored); "
-                "best epoch on the first validation set",
+        "loss": "binary cross-entropy, pixel weights 1 + spot_weight·target (plain BCE and MSE monitored)",
+        "epoch_kept_by": ("separability: mean ARI of the segmentation kernel on the score scans, epoch 0 = initial "
+                          "weights included" if score_sets else "lowest loss on the first validation set"),
+        "score_scans": list(score_sets), "heldout_separability": heldout_ari,
         "history": hist["epochs"], "best_epoch": hist["best_epoch"], "n_train": hist["n_train"],
         "best": best, "data_s": round(data_s, 1), "wall_s": round(time.perf_counter() - t0, 1),
         "torch": torch.__version__, "numpy": np.__version__,
     })
     held = f", held-out {HELD_OUT_MATERIAL} BCE {best['heldout_bce']}" if "heldout_bce" in best else ""
     first = next(iter(val_sets), None)
-    _log(f"wrote {args.out} (sha256 {meta['sha256'][:16]}…, best epoch {hist['best_epoch']}"
-         + (f", {first} BCE {best[f'{first}_bce']}" if first else "") + f"{held}, {meta['wall_s']:.0f} s)")
+    kept = f", mean ARI {best['mean_ari']}" if "mean_ari" in best else ""
+    _log(f"wrote {args.out} (sha256 {meta['sha256'][:16]}…, best epoch {hist['best_epoch']}{kept}"
+         + (f", {first} BCE {best[f'{first}_bce']}" if first and f"{first}_bce" in best else "") + f"{held}, "
+         f"{meta['wall_s']:.0f} s)")
     return 0

@@ -42,8 +42,8 @@ PREPROCESS_DEFAULTS = {
     "background_block": 8,
     "scaling": "log",
     "noise_floor_counts": 1.0,
-    "log_scale_counts": 4.0,
-    "log_max_counts": 256.0,
+    "log_scale_counts": 256.0,
+    "log_max_counts": 65536.0,
     "percentile": 99.9,
 }
 SCALINGS = ("log", "percentile", "linear")
@@ -151,8 +151,9 @@ def subtract_background(means, *, size: int = 128, background_block: int = 8):
     return out.astype(np.float32, copy=False)
 
 
-def scale_counts(counts, *, scaling: str = "log", noise_floor_counts: float = 1.0, log_scale_counts: float = 4.0,
-                 log_max_counts: float = 256.0, percentile: float = 99.9):
+def scale_counts(counts, *, scaling: str = "log", noise_floor_counts: float = PREPROCESS_DEFAULTS["noise_floor_counts"],
+                 log_scale_counts: float = PREPROCESS_DEFAULTS["log_scale_counts"],
+                 log_max_counts: float = PREPROCESS_DEFAULTS["log_max_counts"], percentile: float = 99.9):
     """Counts above background ``(…, h, w)`` → float32 in ``[0, 1]`` (``linear``: counts above
     the noise floor, unscaled) (module docstring)."""
     xp = get_array_module(counts)

@@ -4,7 +4,11 @@
 [0, 1] and their reconstruction (Adam, cosine learning-rate decay per batch, 20 % dropout on the
 bottleneck), monitors the MSE, evaluates every epoch on named validation sets (e.g. the training
 materials' own validation scans and a material left out of training) and keeps the epoch with the
-lowest loss on the first validation set. Deterministic on the CPU for a given seed and thread
+lowest loss on the first validation set — or, given ``score_sets`` (scans with known grain maps),
+the epoch whose features separate those grains best (:func:`separability`: the mean adjusted Rand
+index of the segmentation kernel at the K it suggests), the initial weights (epoch 0) included:
+the reconstruction loss of sparse spot images says little about how well the features keep
+grains apart (docs/features.md). Deterministic on the CPU for a given seed and thread
 count (``torch.manual_seed``, a seeded shuffle, a fixed number of torch threads). The data come
 from :mod:`laueflow.synth.training_frames` or a user's scan (``laueflow train autoencoder``).
 """
@@ -18,7 +22,7 @@ import numpy as np
 
 __all__ = ["TRAIN_DEFAULTS", "train_autoencoder", "evaluate_autoencoder"]
 
-TRAIN_DEFAULTS = {"epochs": 6, "batch_size": 16, "lr": 1e-3, "lr_min": 2e-5, "threads": 1, "latent_size": 256,
+TRAIN_DEFAULTS = {"epochs": 8, "batch_size": 16, "lr": 1e-3, "lr_min": 2e-5, "threads": 1, "latent_size": 256,
                   "spot_weight": 20.0}
 
 
@@ -29,6 +33,27 @@ def bce_loss(reconstruction, target, spot_weight: float = 0.0, reduction: str = 
 
     weight = None if not spot_weight else 1 + spot_weight * target
     return F.binary_cross_entropy(reconstruction, target, weight=weight, reduction=reduction)
+
+
+def separability(model, score_sets: dict, *, ks=range(2, 21), pcs: int = 32) -> dict:
+    """``{name: ARI}`` and ``"mean"``: for each ``(images (n, 128, 128), truth (n,))`` of
+    ``score_sets`` the model's features → PCA (``pcs``) → KMeans with the K of the highest
+    silhouette over ``ks`` (nearest-centroid labels; :func:`~laueflow.kernels.clustering.fit_in_memory`,
+    what the segmentation stage runs) → adjusted Rand index against ``truth``."""
+    from sklearn.metrics import adjusted_rand_score  # deferred: heavy
+
+    from ..kernels.clustering import fit_in_memory, project
+    from ..models.autoencoder import encode_images  # deferred: imports torch
+
+    out = {}
+    for name, (images, truth) in score_sets.items():
+        x = encode_images(model, images)
+        fit = fit_in_memory(x, pcs=min(pcs, len(x) - 1, x.shape[1]), ks=np.asarray(list(ks)), k=None, method="kmeans",
+                            seed=0, score_sample=len(x), max_iter=300, tol=1e-4)
+        labels = fit["labeler"].predict(project(x, fit["mean"], fit["components"], fit["scale"]))
+        out[name] = float(adjusted_rand_score(np.asarray(truth), labels))
+    out["mean"] = float(np.mean([out[k] for k in score_sets])) if score_sets else float("nan")
+    return out
 
 
 def evaluate_autoencoder(model, images, *, batch_size: int = 256, spot_weight: float = 0.0) -> dict:
@@ -58,10 +83,12 @@ def train_autoencoder(train, val_sets: dict, *, seed: int = 0, epochs: int = TRA
                       lr_min: float = TRAIN_DEFAULTS["lr_min"], threads: int | None = TRAIN_DEFAULTS["threads"],
                       latent_size: int = TRAIN_DEFAULTS["latent_size"], spot_weight: float = TRAIN_DEFAULTS["spot_weight"],
                       init_state: dict | None = None, batch_norm: bool = True, decoder_widths=(128, 64, 32, 16, 8),
+                      widths=None, dropout: float = 0.2, score_sets: dict | None = None,
                       device: str = "cpu", log=None):
     """Train on ``train (n, 128, 128)`` float32 in [0, 1]; ``val_sets``: ``{name: images}`` (the first
-    one chooses the epoch kept). Returns ``(model, history)``; ``init_state``: start from these
-    weights (fine-tuning)."""
+    one chooses the epoch kept unless ``score_sets`` are given: ``{name: (images, truth)}``, the
+    epoch of the highest mean :func:`separability` is kept, epoch 0 = the initial weights
+    included). Returns ``(model, history)``; ``init_state``: start from these weights (fine-tuning)."""
     import torch  # deferred: torch is heavy
     import torch.nn.functional as F  # deferred: torch is heavy
 
@@ -78,8 +105,9 @@ def train_autoencoder(train, val_sets: dict, *, seed: int = 0, epochs: int = TRA
     if threads:
         torch.set_num_threads(int(threads))
     torch.manual_seed(int(seed))
+    extra = {"widths": tuple(widths)} if widths is not None else {}
     model = LaueAutoencoder(latent_size=latent_size, input_size=train.shape[-1], batch_norm=batch_norm,
-                            decoder_widths=decoder_widths)
+                            decoder_widths=decoder_widths, dropout=dropout, **extra)
     if init_state is not None:
         model.load_state_dict(init_state)
     cpu = torch.device(device).type == "cpu"
@@ -93,6 +121,12 @@ def train_autoencoder(train, val_sets: dict, *, seed: int = 0, epochs: int = TRA
     data = torch.from_numpy(train)
     history, best, best_state, step = [], math.inf, None, 0
     first = next(iter(val_sets)) if val_sets else None
+    if score_sets:  # epoch 0: the initial weights are a candidate too
+        scores = separability(model, score_sets)
+        best, best_state = -scores["mean"], copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+        history.append({"epoch": 0, **{f"{k}_ari": round(v, 4) for k, v in scores.items()}})
+        if log is not None:
+            log(" ".join(f"{k} {v}" for k, v in history[-1].items()))
     for epoch in range(1, epochs + 1):
         t0 = time.perf_counter()
         model.train()
@@ -120,14 +154,19 @@ def train_autoencoder(train, val_sets: dict, *, seed: int = 0, epochs: int = TRA
             record[f"{name}_loss"] = round(scores["wbce"], 6)
             record[f"{name}_bce"] = round(scores["bce"], 6)
             record[f"{name}_mse"] = round(scores["mse"], 7)
+        if score_sets:
+            record.update({f"{k}_ari": round(v, 4) for k, v in separability(model, score_sets).items()})
         record["wall_s"] = round(time.perf_counter() - t0, 1)
         history.append(record)
         if log is not None:
             log(" ".join(f"{k} {v}" for k, v in record.items()))
-        score = record[f"{first}_loss"] if first else record["train_loss"]
+        score = (-record["mean_ari"] if score_sets else record[f"{first}_loss"] if first else record["train_loss"])
         if score < best:
             best, best_state = score, copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
     model.load_state_dict(best_state)
     model.eval()
-    best_epoch = min(history, key=lambda r: r[f"{first}_loss"] if first else r["train_loss"])["epoch"]
+    if score_sets:
+        best_epoch = max(history, key=lambda r: (r["mean_ari"], -r["epoch"]))["epoch"]
+    else:
+        best_epoch = min(history, key=lambda r: r[f"{first}_loss"] if first else r["train_loss"])["epoch"]
     return model, {"epochs": history, "best_epoch": best_epoch, "n_train": int(len(train))}

@@ -104,7 +104,7 @@ def resolve_assign(assign: str, method: str) -> str:
 
 def resolve_feature_scaling(feature_scaling: str) -> str:
     """``auto`` → ``standardize`` (in a workflow :func:`prepare_segmentation` first makes it
-    ``none`` unless the features are linear pixels)."""
+    ``none`` when the features come from another stage than laueflow's ``features``)."""
     if feature_scaling == "auto":
         return "standardize"
     if feature_scaling not in FEATURE_SCALINGS:
@@ -116,9 +116,9 @@ def prepare_segmentation(params: dict, context: dict) -> dict:
     """Driver-side, from the workflow's ``features`` stage: ``assign: auto`` with KMeans →
     ``nearest`` when its features are not linear in the image (the autoencoder's, or log /
     percentile pixels): unmixing assumes a mixture's features are the weighted sum of its
-    domains'; ``feature_scaling: auto`` → ``standardize`` for linear pixel features (where it
-    was measured), else ``none`` (autoencoder latents, log / percentile pixels, a plug-in's
-    features) (docs/segmentation.md). Called without a workflow, the stage resolves ``auto`` as
+    domains'; ``feature_scaling: auto`` → ``standardize`` for the ``features`` stage's features
+    (pixels of any scaling and autoencoder latents: measured better or equal on every bar scan,
+    docs/features.md), else ``none`` (a plug-in's features) (docs/segmentation.md). Called without a workflow, the stage resolves ``auto`` as
     :func:`resolve_feature_scaling`. Features of another stage (a plug-in): ``assign: auto`` as
     the kernel resolves it."""
     from .features import linear_features
@@ -130,7 +130,7 @@ def prepare_segmentation(params: dict, context: dict) -> dict:
             log("segmentation: assign auto → nearest (the features are not linear in the image: unmixing "
                 "needs features: {method: pixels, pixel_scaling: linear})")
         params = {**params, "assign": "nearest"}
-    if params.get("feature_scaling", "auto") == "auto" and linear_features(stages) is not True:
+    if params.get("feature_scaling", "auto") == "auto" and linear_features(stages) is None:
         params = {**params, "feature_scaling": "none"}
     return params
 

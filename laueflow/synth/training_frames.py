@@ -25,7 +25,7 @@ from .render import render_components
 from .scan import ScanParameters, ScanPlan, plan_scan
 
 __all__ = ["TRAINING_MATERIALS", "HELD_OUT_MATERIAL", "random_scan_parameters", "fast_block_means",
-           "scan_images", "training_images"]
+           "scan_images", "training_images", "scored_scans"]
 
 #: materials of the generic model's training scans (the library's, docs/materials.md) …
 TRAINING_MATERIALS = ("Cu", "Al", "Ni", "W", "alpha-Fe", "Si", "Ge", "GaN", "ZnO", "Ti", "Al2O3", "ZrO2", "UO2")
@@ -122,3 +122,21 @@ def training_images(seeds, *, materials=TRAINING_MATERIALS, shape=(4, 5), prepro
         if log is not None:
             log(f"scan {seed}: {params.material}, {params.grains} grains → {len(images[-1])} images")
     return np.concatenate(images), names
+
+
+def scored_scans(seeds, *, materials=TRAINING_MATERIALS, shape=(10, 10), preprocess=None,
+                 min_domains: int = 3, count: int | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Scans with known grain maps, to score how well features separate grains:
+    ``{"<material> <seed>": (images (ny · nx, size, size), true domain per point (ny · nx,))}`` for
+    each seed whose random scan (:func:`random_scan_parameters`) shows ≥ ``min_domains`` domains,
+    the first ``count`` such seeds (None: all)."""
+    out = {}
+    for seed in seeds:
+        if count is not None and len(out) >= count:
+            break
+        params = random_scan_parameters(np.random.default_rng([int(seed), 11]), int(seed), materials, shape)
+        plan = plan_scan(params)
+        truth = np.asarray(plan.micro.grain_map).reshape(-1)
+        if len(np.unique(truth)) >= min_domains:
+            out[f"{params.material} {seed}"] = (scan_images(plan, preprocess), truth)
+    return out

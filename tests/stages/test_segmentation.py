@@ -216,15 +216,18 @@ def test_standardized_features_find_every_domain_despite_one_saturated_spot(clie
         segmentation(features, client=client, writer=Writer(), feature_scaling="zscore")
 
 
-def test_feature_scaling_auto_standardizes_linear_pixel_features_only():
-    from laueflow.stages.segmentation import prepare_segmentation
+def test_feature_scaling_auto_standardizes_the_feature_stage_features_only():
+    """``auto`` stays (→ standardize) for laueflow's own features of any method or scaling; a
+    plug-in's features (or none recorded) are left as they are."""
+    from laueflow.stages.segmentation import prepare_segmentation, resolve_feature_scaling
 
     params = dict(STAGE_PARAMS)
-    for stages in ([{"features": {"method": "autoencoder"}}], [{"features": {"pixel_scaling": "log"}}],
-                   ["plugin_features"], None):
+    for stages in (["plugin_features"], None):
         assert prepare_segmentation(params, {"workflow_stages": stages})["feature_scaling"] == "none"
-    for stages in ([{"features": {"method": "pixels"}}], ["features"]):
-        assert prepare_segmentation(params, {"workflow_stages": stages})["feature_scaling"] == "auto"
+    for stages in ([{"features": {"method": "pixels"}}], ["features"], [{"features": {"method": "autoencoder"}}],
+                   [{"features": {"pixel_scaling": "log"}}]):
+        resolved = prepare_segmentation(params, {"workflow_stages": stages})["feature_scaling"]
+        assert resolved == "auto" and resolve_feature_scaling(resolved) == "standardize"
     explicit = {**params, "feature_scaling": "standardize"}
     assert prepare_segmentation(explicit, {"workflow_stages": ["plugin_features"]})["feature_scaling"] == "standardize"
 

@@ -33,3 +33,18 @@ def test_random_scans_are_varied_and_leave_out_the_held_out_material():
     assert all(p.material in TRAINING_MATERIALS and p.second_phase != HELD_OUT_MATERIAL for p in params)
     assert len({p.material for p in params}) >= 8 and len({p.grains for p in params}) >= 6
     assert any(p.twin_fraction > 0 for p in params) and any(p.substrate for p in params)
+
+
+def test_scored_scans_have_known_grain_maps_with_several_domains():
+    from laueflow.synth.training_frames import scored_scans
+
+    scans = scored_scans(range(6000, 6010), count=2, shape=(6, 6))
+    assert len(scans) == 2
+    for name, (images, truth) in scans.items():
+        material, seed = name.split()
+        assert material in TRAINING_MATERIALS and 6000 <= int(seed) < 6010
+        assert images.shape == (36, 128, 128) and truth.shape == (36,)
+        assert len(np.unique(truth)) >= 3
+        params = random_scan_parameters(np.random.default_rng([int(seed), 11]), int(seed), shape=(6, 6))
+        np.testing.assert_array_equal(truth, plan_scan(params).micro.grain_map.reshape(-1))
+    assert scored_scans(range(6000, 6010), count=2, shape=(6, 6), min_domains=10 ** 6) == {}
