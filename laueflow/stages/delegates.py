@@ -5,7 +5,10 @@ cluster's delegate (its point closest to the centroid) and ``check_points_per_cl
 points; a late map phase (``peaks``/``angles``/``index`` with ``points: selected_points``) then
 indexes only those ("delegates first"), or the whole scan was indexed before ("after full
 indexing"). ``delegate_map`` gives every point the orientation of its cluster's delegate's best
-grain, after checking the cluster's homogeneity on its check points.
+grain — the brightest of its indexed grains (median height of the peaks matched to it), then the
+highest matching rate: at a point that sees two twin variants both are indexed, often both at
+100 %, and the one that fills the beam is the bright one — after checking the cluster's
+homogeneity on its check points.
 
 Check points are a uniform random sample of the cluster (fixed by ``seed``: the points with the
 smallest ``hash_uniform(y·nx + x, seed)``, the same whatever the chunking or the workers), not
@@ -29,7 +32,7 @@ from ..physics.materials import get_materials
 from ..physics.symmetry import reduce_misorientation
 from .base import StageSpec, Variable
 
-__all__ = ["SELECT_STAGE", "MAP_STAGE", "select_delegates", "delegate_map", "DELEGATE_MAP_CODES",
+__all__ = ["grain_peak_intensity", "SELECT_STAGE", "MAP_STAGE", "select_delegates", "delegate_map", "DELEGATE_MAP_CODES",
            "pick_check_points", "best_grains", "check_misorientations", "cluster_tables", "lookup_by_cluster"]
 
 DELEGATE_MAP_CODES = {0: "ok", 1: "no_cluster", 2: "delegate_not_indexed", 3: "cluster_inhomogeneous"}
@@ -124,17 +127,38 @@ def check_select_params(params) -> None:
 
 
 # --------------------------------------------------------------------------- delegate_map
-def best_grains(orientation, material, matching_rate=None) -> np.ndarray:
-    """``(p,)`` index of each point's best grain — its highest matching rate among indexed
-    grains (material ≥ 0, finite orientation), the first indexed grain without matching rates —
-    or −1 when none is indexed. ``orientation (p, g, 3, 3)``, ``material (p, g)``."""
+def grain_peak_intensity(peak_grain, peak_intensity, n_grains: int) -> np.ndarray:
+    """``(p, n_grains)`` median height (counts) of the peaks each grain was matched to (NaN: none).
+    ``peak_grain (p, n_peaks)`` grain index (−1: none), ``peak_intensity (p, n_peaks)``."""
+    peak_grain = np.asarray(peak_grain)
+    heights = np.asarray(peak_intensity, np.float64)
+    out = np.full((len(peak_grain), n_grains), np.nan)
+    for g in range(n_grains):
+        mine = np.where(peak_grain == g, heights, np.nan)
+        has = np.isfinite(mine).any(axis=1)
+        out[has, g] = np.nanmedian(mine[has], axis=1)
+    return out
+
+
+def best_grains(orientation, material, matching_rate=None, intensity=None) -> np.ndarray:
+    """``(p,)`` index of each point's best grain among its indexed grains (material ≥ 0, finite
+    orientation), or −1 when none is indexed. ``orientation (p, g, 3, 3)``, ``material (p, g)``.
+
+    Best = the brightest: the highest ``intensity (p, g)`` (:func:`grain_peak_intensity`, the grain
+    that fills most of the beam — at a point that sees two twin variants or sub-grains both are
+    indexed, often both at a 100 % matching rate, and the dominant one's spots are the bright
+    ones); then the highest matching rate; then the first indexed grain."""
     indexed = (np.asarray(material) >= 0) & np.isfinite(orientation).all(axis=(-2, -1))
-    if matching_rate is None:
-        score = np.where(indexed, -np.arange(indexed.shape[1]), -np.inf)
-    else:
+    first = -np.arange(indexed.shape[1], dtype=np.float64) * np.ones(indexed.shape)
+    keys = [first]  # np.lexsort: the last key is the primary one
+    if matching_rate is not None:
         rate = np.asarray(matching_rate, np.float64)
-        score = np.where(indexed & np.isfinite(rate), rate, np.where(indexed, -1.0, -np.inf))
-    best = np.argmax(score, axis=1)
+        keys.append(np.where(np.isfinite(rate), rate, -1.0))
+    if intensity is not None:
+        height = np.asarray(intensity, np.float64)
+        keys.append(np.where(np.isfinite(height), height, -1.0))
+    keys = [np.where(indexed, k, -np.inf) for k in keys]
+    best = np.lexsort(keys, axis=-1)[:, -1]  # the last key decides first
     return np.where(indexed.any(axis=1), best, -1)
 
 
@@ -188,7 +212,8 @@ def _gather(arrays: list, ys: np.ndarray, xs: np.ndarray, client) -> list:
 
 
 def delegate_map(cluster_label, delegate_y, delegate_x, orientation_matrix, grain_material, matching_rate=None,
-                 point_role=None, *, client, writer, materials, max_misorientation_deg: float = 1.0) -> dict:
+                 point_role=None, peak_grain=None, peak_intensity=None, *, client, writer, materials,
+                 max_misorientation_deg: float = 1.0) -> dict:
     """Every point: the orientation and material of its cluster's delegate's best grain, NaN
     where the cluster is not homogeneous or its delegate not indexed (module docstring).
     Inputs lazy from the results store; ``materials``: the scan's (by the prepare hook)."""
@@ -196,9 +221,13 @@ def delegate_map(cluster_label, delegate_y, delegate_x, orientation_matrix, grai
     dy, dx = (np.asarray(client.compute(a).result(), np.int64) for a in (delegate_y, delegate_x))
     slots = len(dy)
     has = np.flatnonzero((dy >= 0) & (dx >= 0))
-    rates = [matching_rate] if matching_rate is not None else []
-    got = _gather([orientation_matrix, grain_material, *rates], dy[has], dx[has], client)
-    best = best_grains(got[0], got[1], got[2] if rates else None)
+    extra = {k: a for k, a in (("rate", matching_rate), ("peak_grain", peak_grain), ("height", peak_intensity))
+             if a is not None}
+    got = _gather([orientation_matrix, grain_material, *extra.values()], dy[has], dx[has], client)
+    more = dict(zip(extra, got[2:]))
+    height = (grain_peak_intensity(more["peak_grain"], more["height"], got[0].shape[1])
+              if {"peak_grain", "height"} <= set(more) else None)
+    best = best_grains(got[0], got[1], more.get("rate"), height)
     ref = np.full((slots, 3, 3), np.nan)
     ref_material = np.full(slots, -1, np.int64)
     found = best >= 0
@@ -296,7 +325,8 @@ MAP_STAGE = StageSpec(
     func=delegate_map,
     inputs={"cluster_label": "cluster_label", "delegate_y": "delegate_y", "delegate_x": "delegate_x",
             "orientation_matrix": "orientation_matrix", "grain_material": "grain_material"},
-    optional_inputs={"matching_rate": "matching_rate", "point_role": "point_role"},
+    optional_inputs={"matching_rate": "matching_rate", "point_role": "point_role", "peak_grain": "peak_grain",
+                     "peak_intensity": "peak_intensity"},
     outputs=(
         Variable("delegate_orientation", ("i3", "j3"), "float64", float("nan"), "1",
                  "UB of the point's cluster's delegate's best grain (NaN: delegate_map_status ≠ 0)"),

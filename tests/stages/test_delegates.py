@@ -149,3 +149,51 @@ def test_delegate_map_without_check_points_uses_the_delegates_only(client):
 def test_delegate_map_needs_the_scan_materials():
     with pytest.raises(ValueError, match="needs the scan's materials"):
         prepare_delegate_map({"max_misorientation_deg": 1.0}, {"materials": []})
+
+
+def test_the_delegate_grain_is_the_brightest_when_two_twin_variants_match_equally(client):
+    """At a point in fine twin lamellae both variants are indexed at a 100 % matching rate; the
+    one filling most of the beam has the bright spots and is the cluster's orientation (measured
+    on a fine-twins scan: the first-listed grain was the minority variant, 60° off)."""
+    labels = _labels()
+    parent = _rot([1, 2, 3], 25)
+    twin = _rot([1, 1, 1], 60) @ parent  # Σ3: 60° about <111>
+    orientation = np.full((NY, NX, 2, 3, 3), np.nan)
+    material = np.full((NY, NX, 2), -1, np.int16)
+    rate = np.full((NY, NX, 2), np.nan)
+    peak_grain = np.full((NY, NX, 6), -1, np.int16)
+    height = np.full((NY, NX, 6), np.nan, np.float32)
+    for k, (minor_first) in enumerate((True, False)):
+        y, x = DELEGATE_Y[k], DELEGATE_X[k]
+        # the twin (30 % of the beam) is listed first in cluster 0, second in cluster 1
+        grains = (twin, parent) if minor_first else (parent, twin)
+        orientation[y, x] = grains
+        material[y, x], rate[y, x] = 0, 100.0
+        bright = 1 if minor_first else 0
+        peak_grain[y, x] = [0, 0, 0, 1, 1, 1]
+        height[y, x] = np.where(np.arange(6) // 3 == bright, 1700.0, 570.0)
+    out = Capture()
+    delegate_map(da.from_array(labels, chunks=(2, 3)), da.from_array(DELEGATE_Y), da.from_array(DELEGATE_X),
+                 da.from_array(orientation, chunks=(2, 3, 2, 3, 3)), da.from_array(material, chunks=(2, 3, 2)),
+                 da.from_array(rate, chunks=(2, 3, 2)), peak_grain=da.from_array(peak_grain, chunks=(2, 3, 6)),
+                 peak_intensity=da.from_array(height, chunks=(2, 3, 6)), client=client, writer=out,
+                 materials=["Cu"])
+    for k in range(2):
+        got = out.written["delegate_orientation"][labels == k]
+        np.testing.assert_allclose(got, np.broadcast_to(parent, got.shape), atol=1e-12)
+    # without the peak heights the tie keeps the first listed grain: the twin in cluster 0
+    out = Capture()
+    delegate_map(da.from_array(labels, chunks=(2, 3)), da.from_array(DELEGATE_Y), da.from_array(DELEGATE_X),
+                 da.from_array(orientation, chunks=(2, 3, 2, 3, 3)), da.from_array(material, chunks=(2, 3, 2)),
+                 da.from_array(rate, chunks=(2, 3, 2)), client=client, writer=out, materials=["Cu"])
+    got = out.written["delegate_orientation"][labels == 0]
+    np.testing.assert_allclose(got, np.broadcast_to(twin, got.shape), atol=1e-12)
+
+
+def test_grain_peak_intensity_is_the_median_height_of_each_grain_s_peaks():
+    from laueflow.stages.delegates import grain_peak_intensity
+
+    peak_grain = np.array([[0, 0, 1, -1, 0], [1, 1, -1, -1, -1]])
+    height = np.array([[10.0, 30.0, 5.0, 99.0, 20.0], [7.0, 9.0, 1.0, 1.0, 1.0]])
+    np.testing.assert_array_equal(grain_peak_intensity(peak_grain, height, 3),
+                                  [[20.0, 5.0, np.nan], [np.nan, 8.0, np.nan]])

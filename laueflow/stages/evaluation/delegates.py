@@ -19,7 +19,7 @@ import numpy as np
 from ...kernels.partitions import adjusted_rand_index
 from ...physics.materials import get_materials
 from ...physics.symmetry import reduce_misorientation
-from ..delegates import best_grains
+from ..delegates import best_grains, grain_peak_intensity
 from .metrics import Metric, StoreArrays, percentile, register_metric
 
 __all__ = ["delegate_map_metrics", "misorientations"]
@@ -93,7 +93,12 @@ def delegate_map_metrics(results: StoreArrays, truth: StoreArrays, opts) -> dict
         full = full.reshape(-1, *full.shape[-3:])
         full_mat = np.asarray(results["grain_material"], np.int64).reshape(len(full), -1)
         rate = np.asarray(results["matching_rate"]).reshape(len(full), -1) if "matching_rate" in results else None
-        best = best_grains(full, full_mat, rate)
+        height = None
+        if "peak_grain" in results and "peak_intensity" in results:  # the same choice as delegate_map
+            peak_grain = np.asarray(results["peak_grain"]).reshape(len(full), -1)
+            height = grain_peak_intensity(peak_grain, np.asarray(results["peak_intensity"]).reshape(len(full), -1),
+                                          full_mat.shape[1])
+        best = best_grains(full, full_mat, rate, height)
         rows = np.arange(len(full))
         full_ub = np.where((best >= 0)[:, None, None], full[rows, np.maximum(best, 0)], np.nan)
         full_material = np.where(best >= 0, full_mat[rows, np.maximum(best, 0)], -1)
@@ -109,7 +114,8 @@ def delegate_map_metrics(results: StoreArrays, truth: StoreArrays, opts) -> dict
         full_vs_truth = misorientations(full_ub, full_material, true_ub, true_material, materials)[has_truth]
         summary[f"indexing_fraction_within_{tolerance:g}deg_of_truth"] = _share(
             np.nan_to_num(full_vs_truth, nan=np.inf), tolerance, n)
-        notes.append("vs indexing: the best indexed grain (highest matching rate) of each point where both exist; "
+        notes.append("vs indexing: the best indexed grain (the brightest, then the highest matching rate, as "
+                     "delegate_map chooses) of each point where both exist; "
                      "in a delegates-first run only the selected points are indexed")
     return {"summary": summary, "notes": notes}
 
@@ -118,4 +124,4 @@ register_metric(Metric("delegate_map", ("delegate_orientation", "delegate_materi
                        ("grain_map", "grain_id", "orientation_matrix", "grain_material"), delegate_map_metrics,
                        "delegate map orientations vs the true dominant grain and vs full indexing",
                        optional_results=("delegate_map_status", "orientation_matrix", "grain_material",
-                                         "matching_rate")))
+                                         "matching_rate", "peak_grain", "peak_intensity")))
