@@ -123,8 +123,10 @@ def train_autoencoder(train, val_sets: dict, *, seed: int = 0, epochs: int = TRA
     first = next(iter(val_sets)) if val_sets else None
     if score_sets:  # epoch 0: the initial weights are a candidate too
         scores = separability(model, score_sets)
-        best, best_state = -scores["mean"], copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
         history.append({"epoch": 0, **{f"{k}_ari": round(v, 4) for k, v in scores.items()}})
+        # the recorded (rounded) mean decides, so the epoch reported is the epoch kept
+        best = -history[0]["mean_ari"]
+        best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
         if log is not None:
             log(" ".join(f"{k} {v}" for k, v in history[-1].items()))
     for epoch in range(1, epochs + 1):

@@ -32,8 +32,9 @@ from ..physics.materials import get_materials
 from ..physics.symmetry import reduce_misorientation
 from .base import StageSpec, Variable
 
-__all__ = ["grain_peak_intensity", "SELECT_STAGE", "MAP_STAGE", "select_delegates", "delegate_map", "DELEGATE_MAP_CODES",
-           "pick_check_points", "best_grains", "check_misorientations", "cluster_tables", "lookup_by_cluster"]
+__all__ = ["SELECT_STAGE", "MAP_STAGE", "select_delegates", "delegate_map", "DELEGATE_MAP_CODES",
+           "pick_check_points", "best_grains", "grain_peak_intensity", "check_misorientations", "cluster_tables",
+           "lookup_by_cluster"]
 
 DELEGATE_MAP_CODES = {0: "ok", 1: "no_cluster", 2: "delegate_not_indexed", 3: "cluster_inhomogeneous"}
 ROLE_NONE, ROLE_DELEGATE, ROLE_CHECK = 0, 1, 2
