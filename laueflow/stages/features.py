@@ -3,7 +3,7 @@ vector (issue #13; Song, Tamura et al., ALS 12.3.2).
 
 **Default ``method: pixels``** (since 2026-11-30, chosen by measurement, ``docs/features.md``):
 the shipped generic autoencoder separates grains worse than the pixels (bar scans ARI
-0.70–0.96 vs 0.96–1.00); ``method: autoencoder`` (best fine-tuned on the scan) is the option.
+0.70–0.96 vs 0.96–1.00); ``method: autoencoder`` is the option (fine-tuning on the scan changes little).
 
 ``compute_features(images, mask=None, *, model=None, method="pixels", device="auto", n_features=256, batch_size=64)``:
 the images the tile already read (``images (n, rows, cols)`` uint16, the same batch the ``peaks``
