@@ -29,8 +29,9 @@ preprocessed like real frames. Validation: scans of the same materials with
 seeds SEED*10000 + 5000 …; held-out evaluation: scans of {HELD_OUT_MATERIAL} (never in training), seeds
 SEED*10000 + 8000 …. The epoch kept is the one whose features separate the grains of 8 simulated
 10 × 10 score scans with known grain maps best (seeds SEED*10000 + 6000 …; the initial weights
-included; reported for 2 {HELD_OUT_MATERIAL} scans, which choose nothing). The json next to the weights
-records the sha256, this command, the seed, the torch version, the losses and separabilities. Bit-identical on the CPU for the same command, seed, --threads and
+included; reported for 2 {HELD_OUT_MATERIAL} scans, which choose nothing). The json next to the
+weights records the sha256, this command, the seed, the torch version, the losses and
+separabilities. Bit-identical on the CPU for the same command, seed, --threads and
 torch version. Details: docs/features.md.
 """
 

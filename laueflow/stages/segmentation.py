@@ -117,8 +117,9 @@ def prepare_segmentation(params: dict, context: dict) -> dict:
     ``nearest`` when its features are not linear in the image (the autoencoder's, or log /
     percentile pixels): unmixing assumes a mixture's features are the weighted sum of its
     domains'; ``feature_scaling: auto`` → ``standardize`` for the ``features`` stage's features
-    (pixels of any scaling and autoencoder latents: measured better or equal on every bar scan,
-    docs/features.md), else ``none`` (a plug-in's features) (docs/segmentation.md). Called without a workflow, the stage resolves ``auto`` as
+    (pixels of any scaling and autoencoder latents: measured better on average over the bar
+    scans, docs/features.md), else ``none`` (a plug-in's features) (docs/segmentation.md). Called
+    without a workflow, the stage resolves ``auto`` as
     :func:`resolve_feature_scaling`. Features of another stage (a plug-in): ``assign: auto`` as
     the kernel resolves it."""
     from .features import linear_features
