@@ -83,7 +83,7 @@ def train_autoencoder(train, val_sets: dict, *, seed: int = 0, epochs: int = TRA
                       lr_min: float = TRAIN_DEFAULTS["lr_min"], threads: int | None = TRAIN_DEFAULTS["threads"],
                       latent_size: int = TRAIN_DEFAULTS["latent_size"], spot_weight: float = TRAIN_DEFAULTS["spot_weight"],
                       init_state: dict | None = None, batch_norm: bool = True, decoder_widths=(128, 64, 32, 16, 8),
-                      widths=None, dropout: float = 0.2, score_sets: dict | None = None,
+                      score_sets: dict | None = None,
                       device: str = "cpu", log=None):
     """Train on ``train (n, 128, 128)`` float32 in [0, 1]; ``val_sets``: ``{name: images}`` (the first
     one chooses the epoch kept unless ``score_sets`` are given: ``{name: (images, truth)}``, the
@@ -105,9 +105,8 @@ def train_autoencoder(train, val_sets: dict, *, seed: int = 0, epochs: int = TRA
     if threads:
         torch.set_num_threads(int(threads))
     torch.manual_seed(int(seed))
-    extra = {"widths": tuple(widths)} if widths is not None else {}
     model = LaueAutoencoder(latent_size=latent_size, input_size=train.shape[-1], batch_norm=batch_norm,
-                            decoder_widths=decoder_widths, dropout=dropout, **extra)
+                            decoder_widths=decoder_widths)
     if init_state is not None:
         model.load_state_dict(init_state)
     cpu = torch.device(device).type == "cpu"
