@@ -63,7 +63,7 @@ def build(path, *, attrs_update=None, drop_attrs=()) -> xr.Dataset:
             eps[0, 0], eps[1, 1], eps[2, 2] = 1e-3 * (x - 2), -0.5e-3 * (x - 2), -0.5e-3 * (x - 2)
             eps[0, 1] = eps[1, 0] = 0.2e-3 * y
             strain[y, x, 0] = eps
-            if x == 3:  # a second grain, better matched: the best grain of this column
+            if x == 3:  # a second grain, better matched and brighter: the best grain of this column
                 ub[y, x, 1] = rotation_about_axis([0, 1, 0], 30.0)
                 material[y, x, 1] = 0
                 rate[y, x, 1] = 95.0
@@ -80,6 +80,7 @@ def build(path, *, attrs_update=None, drop_attrs=()) -> xr.Dataset:
     intensity = np.where(np.isfinite(peak_col), rng.uniform(10, 1000, peak_col.shape), np.nan).astype(np.float32)
     peak_grain = np.where(np.isfinite(peak_col) & indexed[..., None], np.arange(PEAKS) % 2 - (np.arange(PEAKS) == 4),
                           -1).astype(np.int16)
+    intensity[:, 3][peak_grain[:, 3] == 1] += 1000.0  # column 3: the second grain is also the brightest
     hkl = np.where(peak_grain[..., None] >= 0, np.array([1, 1, 1]) * (np.arange(PEAKS)[:, None] + 1), 0).astype(np.int32)
     labels = np.where(status == 1, -1, (np.arange(NX) >= 3).astype(int)[None, :].repeat(NY, 0)).astype(np.int32)
     rgb = np.where(labels[..., None] >= 0, np.where(labels[..., None] == 0, [0.9, 0.2, 0.1], [0.1, 0.3, 0.9]),

@@ -61,7 +61,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="lauetools (one --point: .dat/.cor/.fit, default) or a whole map: ctf, csv, netcdf")
     parser.add_argument("--point", help="scan point Y,X (0-based indices; --format lauetools)")
     parser.add_argument("--grain", type=int, default=None, metavar="K",
-                        help="maps: grain slot K at every point (default: the best grain, highest matching rate)")
+                        help="maps: grain slot K at every point (default: the best grain, the brightest, "
+                             "then the highest matching rate)")
     parser.add_argument("--frame", default="sample", choices=("sample", "lab"),
                         help="maps: reference frame of orientations and strain (default: sample)")
     parser.add_argument("--out", default=".", help="output folder (default: current folder)")
@@ -211,5 +212,5 @@ def strain_table(one, frame: str):
     drop = [c for c in table.coords if c not in ("y", "x", "y_um", "x_um")]
     table = table.drop_vars(drop)
     table.attrs = {"source": "laueflow export", "frame": frame, "materials": " ".join(map(str, one["material"].values)),
-                   "grain": "best (highest matching rate)" if "grain_index" in one else "one slot"}
+                   "grain": "best (brightest, then highest matching rate)" if "grain_index" in one else "one slot"}
     return table.transpose("y", "x").load()

@@ -11,7 +11,7 @@
   are in µm, else index × ``step_um``).
 
 Selections (functions, each returns a new Dataset; variables without ``grain`` are unchanged):
-:func:`best_grain` (the grain of highest matching rate at each point), :func:`grain` (slot k),
+:func:`best_grain` (the brightest indexed grain at each point, then the highest matching rate), :func:`grain` (slot k),
 :func:`material` (only the grains of one material; others set to their fill values).
 Layout of the store: ``docs/results-schema.md``.
 """
@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io.store_kind import KIND_NAMES, RESULTS_MARKER, read_store_attrs, store_kind
+from ..stages.grain_choice import brightest_grain
 
 __all__ = ["open_results", "best_grain", "grain", "material", "ResultsError", "GRAIN_DIM",
            "status_names", "material_names", "TENSOR_COMPONENTS"]
@@ -151,19 +152,52 @@ def _grain_vars(ds) -> list[str]:
     return [name for name, var in ds.data_vars.items() if GRAIN_DIM in var.dims]
 
 
-def best_grain(ds, by: str = "matching_rate"):
-    """At each point, the grain of highest ``by`` (NaN-aware): every ``grain`` variable loses its
-    ``grain`` dim; ``grain_index`` (y, x) says which slot (-1: no grain, fill values there).
-    Computes ``by`` (one number per grain slot); the selected variables stay lazy."""
-    if by not in ds:
-        raise ResultsError(f"best_grain: the Dataset has no {by!r} variable (no `index` stage in the workflow?)")
-    score = ds[by]
-    has = score.notnull().any(GRAIN_DIM).compute()  # small (y, x): the rest stays lazy
-    index = score.fillna(-np.inf).argmax(GRAIN_DIM).compute()
+BRIGHTNESS = "brightness"
+_BRIGHTNESS_VARS = ("matching_rate", "peak_grain", "peak_intensity")
+
+
+def best_grain(ds, by: str = BRIGHTNESS):
+    """One grain per point: every ``grain`` variable loses its ``grain`` dim; ``grain_index`` (y, x)
+    says which slot (-1: no grain, fill values there). The selected variables stay lazy.
+
+    ``by="brightness"`` (default): the grain whose matched peaks are brightest (median
+    ``peak_intensity`` of the peaks ``peak_grain`` gives it), then the highest matching rate —
+    the rule of the delegate map and ``laueflow evaluate`` (:mod:`laueflow.stages.grain_choice`):
+    at a point that sees two twin variants both are often indexed at 100 %, and the bright one
+    fills the beam. Reads ``matching_rate``, ``peak_grain`` and ``peak_intensity``.
+    ``by=<a grain variable>`` (e.g. ``"matching_rate"``): its highest value (NaN-aware)."""
+    if by == BRIGHTNESS:
+        missing = [v for v in _BRIGHTNESS_VARS if v not in ds]
+        if missing:
+            raise ResultsError(f"best_grain: choosing the brightest grain needs {missing}, which the Dataset "
+                               "lacks (no `peaks`/`index` stage?); choose by another grain variable, e.g. "
+                               "best_grain(ds, by='matching_rate')")
+        index = _brightest_slot(ds).compute()
+        has = index >= 0
+        index = index.where(has, 0)
+    elif by not in ds or GRAIN_DIM not in ds[by].dims:
+        raise ResultsError(f"best_grain: the Dataset has no grain variable {by!r} (no `index` stage in the "
+                           f"workflow?); by='{BRIGHTNESS}' or one of {_grain_vars(ds)}")
+    else:
+        score = ds[by]
+        has = score.notnull().any(GRAIN_DIM).compute()  # small (y, x): the rest stays lazy
+        index = score.fillna(-np.inf).argmax(GRAIN_DIM).compute()
     out = ds.isel({GRAIN_DIM: index})
     out = _blank_where(out, ~has, only=_grain_vars(ds))
     out["grain_index"] = index.where(has, -1).astype(np.int16)
     return out
+
+
+def _brightest_slot(ds):
+    """(y, x) lazy slot of each point's brightest grain (−1: none), block by block."""
+    import xarray as xr
+
+    rate, peak_grain, height = (ds[v] for v in _BRIGHTNESS_VARS)
+    if rate.chunks is not None:  # core dims whole in each block
+        rate, peak_grain, height = rate.chunk({GRAIN_DIM: -1}), peak_grain.chunk({"peak": -1}), height.chunk({"peak": -1})
+    return xr.apply_ufunc(brightest_grain, rate, peak_grain, height,
+                          input_core_dims=[[GRAIN_DIM], ["peak"], ["peak"]], dask="parallelized",
+                          output_dtypes=[np.int64])
 
 
 def grain(ds, k: int):

@@ -8,7 +8,8 @@ Open the store with :func:`laueflow.open_results`, then e.g.::
 
 Every function returns a ``matplotlib.figure.Figure`` (no pyplot state: safe in scripts and
 notebooks alike). Axes in µm, colour bars with units, grey = not indexed; grain variables show
-the best grain (highest matching rate) unless ``grain=k``. The catalogue: docs/maps.md.
+the best grain (the brightest, then the highest matching rate: ``laueflow.best_grain``) unless
+``grain=k``. The catalogue: docs/maps.md.
 """
 from .histograms import descriptor_histograms, strain_histograms
 from .image import image_view

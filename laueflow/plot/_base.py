@@ -63,7 +63,8 @@ def extent(ds):
 
 
 def select_grain(ds, grain):
-    """One grain per point: the best (highest matching rate, ``grain=None``) or slot ``grain``."""
+    """One grain per point: the best (:func:`~laueflow.pipeline.results.best_grain`, ``grain=None``) or
+    slot ``grain``."""
     if "grain" not in ds.dims:
         return ds
     return best_grain(ds) if grain is None else grain_slot(ds, int(grain))

@@ -31,9 +31,10 @@ from ..kernels.clustering import hash_uniform
 from ..physics.materials import get_materials
 from ..physics.symmetry import reduce_misorientation
 from .base import StageSpec, Variable
+from .grain_choice import best_grains, grain_peak_intensity
 
 __all__ = ["SELECT_STAGE", "MAP_STAGE", "select_delegates", "delegate_map", "DELEGATE_MAP_CODES",
-           "pick_check_points", "best_grains", "grain_peak_intensity", "check_misorientations", "cluster_tables",
+           "pick_check_points", "check_misorientations", "cluster_tables",
            "lookup_by_cluster"]
 
 DELEGATE_MAP_CODES = {0: "ok", 1: "no_cluster", 2: "delegate_not_indexed", 3: "cluster_inhomogeneous"}
@@ -128,41 +129,6 @@ def check_select_params(params) -> None:
 
 
 # --------------------------------------------------------------------------- delegate_map
-def grain_peak_intensity(peak_grain, peak_intensity, n_grains: int) -> np.ndarray:
-    """``(p, n_grains)`` median height (counts) of the peaks each grain was matched to (NaN: none).
-    ``peak_grain (p, n_peaks)`` grain index (−1: none), ``peak_intensity (p, n_peaks)``."""
-    peak_grain = np.asarray(peak_grain)
-    heights = np.asarray(peak_intensity, np.float64)
-    out = np.full((len(peak_grain), n_grains), np.nan)
-    for g in range(n_grains):
-        mine = np.where(peak_grain == g, heights, np.nan)
-        has = np.isfinite(mine).any(axis=1)
-        out[has, g] = np.nanmedian(mine[has], axis=1)
-    return out
-
-
-def best_grains(orientation, material, matching_rate=None, intensity=None) -> np.ndarray:
-    """``(p,)`` index of each point's best grain among its indexed grains (material ≥ 0, finite
-    orientation), or −1 when none is indexed. ``orientation (p, g, 3, 3)``, ``material (p, g)``.
-
-    Best = the brightest: the highest ``intensity (p, g)`` (:func:`grain_peak_intensity`, the grain
-    that fills most of the beam — at a point that sees two twin variants or sub-grains both are
-    indexed, often both at a 100 % matching rate, and the dominant one's spots are the bright
-    ones); then the highest matching rate; then the first indexed grain."""
-    indexed = (np.asarray(material) >= 0) & np.isfinite(orientation).all(axis=(-2, -1))
-    first = -np.arange(indexed.shape[1], dtype=np.float64) * np.ones(indexed.shape)
-    keys = [first]  # np.lexsort: the last key is the primary one
-    if matching_rate is not None:
-        rate = np.asarray(matching_rate, np.float64)
-        keys.append(np.where(np.isfinite(rate), rate, -1.0))
-    if intensity is not None:
-        height = np.asarray(intensity, np.float64)
-        keys.append(np.where(np.isfinite(height), height, -1.0))
-    keys = [np.where(indexed, k, -np.inf) for k in keys]
-    best = np.lexsort(keys, axis=-1)[:, -1]  # the last key decides first
-    return np.where(indexed.any(axis=1), best, -1)
-
-
 def check_misorientations(reference, reference_material, orientation, material, materials) -> np.ndarray:
     """``(p,)`` deg: for each point, the smallest symmetry-reduced misorientation between
     ``reference (p, 3, 3)`` (material ``reference_material (p,)``) and its indexed grains of that

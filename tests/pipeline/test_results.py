@@ -80,6 +80,31 @@ def test_best_grain_grain_and_material(results_store):
         laueflow.material(best, "GaN")
 
 
+
+def test_best_grain_is_the_brightest_and_the_matching_rate_only_breaks_ties(results_store, tmp_path):
+    """Two twin variants at 100 %: the one with the bright spots fills the beam and is the best
+    grain (the delegate map's rule); by='matching_rate' keeps the first listed one."""
+    import dask.array as da
+
+    path, _ = results_store
+    ds = laueflow.open_results(path).load()
+    rate = ds["matching_rate"].values.copy()
+    rate[:, 3] = 100.0  # both grains of column 3 match equally
+    height = ds["peak_intensity"].values.copy()
+    height[2, 3][ds["peak_grain"].values[2, 3] == 0] = 5000.0  # at (2, 3) the first grain is the bright one
+    ds = ds.assign(matching_rate=(ds["matching_rate"].dims, rate), peak_intensity=(ds["peak_intensity"].dims, height))
+    lazy = ds.chunk({"y": 2, "x": 2, "peak": 3})  # blocks across points and peaks, as a store may have
+    assert isinstance(lazy["peak_grain"].data, da.Array)
+    for data in (ds, lazy):
+        best = laueflow.best_grain(data)
+        assert best["grain_index"].values[2, 3] == 0 and (best["grain_index"].values[[0, 1, 3], 3] == 1).all()
+        np.testing.assert_allclose(best["orientation_matrix"].values[2, 3], rf.orientation_of(2, 3))
+    assert (laueflow.best_grain(ds, by="matching_rate")["grain_index"].values[:, 3] == 0).all()
+    with pytest.raises(ResultsError, match="by='matching_rate'"):
+        laueflow.best_grain(ds.drop_vars("peak_grain"))
+    with pytest.raises(ResultsError, match="no grain variable 'status'"):
+        laueflow.best_grain(ds, by="status")
+
 def test_a_segmentation_group_opens_over_the_root_coordinates(tmp_path):
     import warnings
 

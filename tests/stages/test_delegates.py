@@ -82,7 +82,7 @@ def test_delegate_map_homogeneous_inhomogeneous_and_unindexed_clusters(client):
     material = np.full((NY, NX, 2), -1, np.int16)
     rate = np.full((NY, NX, 2), np.nan, np.float32)
     role = np.zeros((NY, NX), np.int8)
-    # cluster 0: the delegate's best grain (highest matching rate) is its second one, r0
+    # cluster 0: the delegate's best grain (no peak heights given: the highest matching rate) is its second one, r0
     orientation[1, 1] = [_rot([0, 0, 1], 25) @ r0, r0]
     material[1, 1], rate[1, 1] = 0, [30.0, 80.0]
     # its check points: one 0.3° off and described by a symmetry-equivalent matrix, one that
@@ -189,11 +189,3 @@ def test_the_delegate_grain_is_the_brightest_when_two_twin_variants_match_equall
     got = out.written["delegate_orientation"][labels == 0]
     np.testing.assert_allclose(got, np.broadcast_to(twin, got.shape), atol=1e-12)
 
-
-def test_grain_peak_intensity_is_the_median_height_of_each_grain_s_peaks():
-    from laueflow.stages.delegates import grain_peak_intensity
-
-    peak_grain = np.array([[0, 0, 1, -1, 0], [1, 1, -1, -1, -1]])
-    height = np.array([[10.0, 30.0, 5.0, 99.0, 20.0], [7.0, 9.0, 1.0, 1.0, 1.0]])
-    np.testing.assert_array_equal(grain_peak_intensity(peak_grain, height, 3),
-                                  [[20.0, 5.0, np.nan], [np.nan, 8.0, np.nan]])

@@ -6,7 +6,7 @@ truth, and vs the full indexing when the store has it.
   its ``orientation_matrix`` at that point, so gradients count); a point without a delegate
   orientation (NaN, ``delegate_map_status`` ≠ 0) or of another material counts as a miss.
 - **vs full indexing**: at every point where both the delegate orientation and an indexed grain
-  (the best: highest matching rate) exist, their misorientation (same material). In a
+  (the best: the brightest, then the highest matching rate — `laueflow.stages.grain_choice`) exist, their misorientation (same material). In a
   delegates-first run only the selected points are indexed, so this compares only those.
 - **phase map** (scans of more than one material): the ARI of ``delegate_material`` against the
   material of each point's dominant true grain — the phases as the K indexed delegates give them
@@ -19,7 +19,7 @@ import numpy as np
 from ...kernels.partitions import adjusted_rand_index
 from ...physics.materials import get_materials
 from ...physics.symmetry import reduce_misorientation
-from ..delegates import best_grains, grain_peak_intensity
+from ..grain_choice import best_grains, grain_peak_intensity
 from .metrics import Metric, StoreArrays, percentile, register_metric
 
 __all__ = ["delegate_map_metrics", "misorientations"]
