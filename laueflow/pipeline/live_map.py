@@ -44,7 +44,7 @@ def watching(results: str | Path) -> Iterator[None]:
 
 def read_maps(results: str | Path) -> dict[str, np.ndarray]:
     """``{name: (ny, nx) float64}`` of a results store: ``tile_done`` (1/0 per point, from the tile
-    bookkeeping), ``peak_count``, ``matching_rate`` (the best grain's) and ``status`` — NaN where
+    bookkeeping), ``peak_count``, ``matching_rate`` (the highest of the point's grains) and ``status`` — NaN where
     the point's tile is not done; a variable the store lacks is left out."""
     import zarr  # deferred: heavy
 

@@ -61,3 +61,27 @@ def test_phase_map_ari_from_the_delegates_material():
     one_phase = StoreArrays({**truth.arrays, "grain_material": np.zeros((2, 3, 1), np.int16)}, {"materials": ["Cu"]})
     s = delegate_map_metrics(StoreArrays(results, {"materials": ["Cu", "Si"]}), one_phase, {})["summary"]
     assert "ari_phase_map" not in s
+
+
+def test_the_map_metric_scores_the_brightest_grain_against_the_dominant_true_grain():
+    from laueflow.stages.evaluation.stage_metrics import best_grain_map_summary
+
+    parent, twin = _rot([1, 2, 3], 50), _rot([1, 1, 1], 60) @ _rot([1, 2, 3], 50)
+    truth_ub = np.stack([np.broadcast_to(parent, (1, 3, 3, 3)), np.broadcast_to(twin, (1, 3, 3, 3))], axis=2)
+    truth = StoreArrays({"grain_map": np.array([[0, 0, 1]]), "grain_id": np.array([[[0, 1], [0, 1], [0, 1]]]),
+                         "orientation_matrix": truth_ub, "grain_material": np.zeros((1, 3, 2), np.int16)},
+                        {"materials": ["Cu"]})
+    # three points see both variants, both indexed at 100 %, the twin listed first; the last point
+    # is not indexed. The parent's spots are bright at points 0, 1; the twin's at point 2.
+    found = np.stack([np.broadcast_to(twin, (1, 3, 3, 3)), np.broadcast_to(parent, (1, 3, 3, 3))], axis=2).copy()
+    material = np.zeros((1, 3, 2), np.int16)
+    peak_grain = np.tile(np.array([0, 1, 0, 1], np.int16), (1, 3, 1))
+    height = np.array([[[100.0, 900, 120, 800], [50, 700, 60, 650], [900, 100, 800, 90]]])
+    results = StoreArrays({"orientation_matrix": found, "grain_material": material,
+                           "matching_rate": np.full((1, 3, 2), 100.0), "peak_grain": peak_grain,
+                           "peak_intensity": height}, {"materials": ["Cu"]})
+    materials = [get_material("Cu")]
+    s = best_grain_map_summary(results, truth, materials)
+    assert s == {"map_points_with_truth": 3, "map_points_not_indexed": 0, "map_fraction_within_1deg_of_truth": 1.0}
+    by_rate = StoreArrays({k: v for k, v in results.arrays.items() if k != "peak_intensity"}, results.attrs)
+    assert best_grain_map_summary(by_rate, truth, materials)["map_fraction_within_1deg_of_truth"] == 0.3333

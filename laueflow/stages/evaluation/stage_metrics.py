@@ -14,10 +14,11 @@ from ...physics.materials import get_materials
 from ...physics.strain import strain_crystal_to_sample
 from ...physics.symmetry import reduce_misorientation
 from ..indexing.evaluate import evaluate_indexing
+from .grains import best_indexed_grains, misorientations, true_dominant
 from .matching import peak_truth_table
 from .metrics import Metric, StoreArrays, percentile, register_metric
 
-__all__ = ["descriptor_metrics", "indexing_metrics", "strain_metrics"]
+__all__ = ["descriptor_metrics", "indexing_metrics", "strain_metrics", "best_grain_map_summary"]
 
 
 def _values(arrays: StoreArrays, name, dtype=np.float64):
@@ -109,11 +110,27 @@ def indexing_metrics(results: StoreArrays, truth: StoreArrays, opts) -> dict:
     notes = ["grains: found = same material within 1° (symmetry-reduced); found_precise < 0.1°; "
              "hkl accuracy over detected peaks matched to truth spots (after the symmetry operator "
              "relating found and true orientations)"]
+    if "grain_map" in truth:
+        summary.update(best_grain_map_summary(results, truth, materials))
+        notes.append("map_*: the grain the maps show at each point (laueflow.best_grain: the brightest indexed "
+                     "grain, then the highest matching rate) against the point's dominant true grain "
+                     "(grain_map), within 1°; points with no indexed grain count as misses")
     if "variant_ambiguous" in results:
         summary["variant_ambiguous"] = int(np.asarray(results["variant_ambiguous"]).sum())
         notes.append("variant_ambiguous: grains whose orientation may be a variant with the same spots "
                      "(e.g. quartz's Dauphiné twin); intensities absent or not decisive")
     return {"summary": summary, "notes": notes}
+
+
+def best_grain_map_summary(results: StoreArrays, truth: StoreArrays, materials) -> dict:
+    """How often the best grain (what the maps show) is the point's dominant true grain."""
+    true_ub, true_material, has_truth = true_dominant(truth, [m.name for m in materials])
+    ub, material, best = best_indexed_grains(results)
+    angle = misorientations(ub, material, true_ub, true_material, materials)[has_truth]
+    n = int(has_truth.sum())
+    return {"map_points_with_truth": n, "map_points_not_indexed": int((best[has_truth] < 0).sum()),
+            "map_fraction_within_1deg_of_truth": round(float(np.sum(np.nan_to_num(angle, nan=np.inf) <= 1.0) / n), 4)
+            if n else float("nan")}
 
 
 def strain_metrics(results: StoreArrays, truth: StoreArrays, opts) -> dict:
@@ -167,7 +184,8 @@ register_metric(Metric("indexing", ("orientation_matrix", "grain_material", "pea
                        ("orientation_matrix", "grain_material", "spot_h", "spot_k", "spot_l", "spot_grain",
                         "grain_id", "spot_y", "spot_x", "spot_col", "spot_row"),
                        indexing_metrics, "grains found/missed/spurious, misorientation, hkl accuracy",
-                       optional_results=("variant_ambiguous",)))
+                       optional_results=("variant_ambiguous", "matching_rate", "peak_intensity"),
+                       optional_truth=("grain_map",)))
 register_metric(Metric("strain", ("refined_orientation", "strain_sample", "strain_status", "grain_material"),
                        ("orientation_matrix", "deviatoric_strain", "grain_id"), strain_metrics,
                        "deviatoric strain and orientation errors vs truth"))
