@@ -4,6 +4,7 @@ import pytest
 
 from laueflow.stages.evaluation import DEFAULT_OPTIONS, METRICS, StoreArrays
 from laueflow.stages.evaluation.matching import peak_truth_table, spots_by_point
+from laueflow.stages.evaluation.metrics import processed_points
 from laueflow.stages.evaluation.peaks import peak_metrics
 
 
@@ -29,3 +30,19 @@ def test_peak_metrics_on_arrays():
     summary = peak_metrics(results, truth, DEFAULT_OPTIONS)["summary"]
     assert summary["recall"] == pytest.approx(0.5) and summary["precision"] == pytest.approx(0.5)
     assert summary["position_error_median_px"] == pytest.approx(0.5)
+
+
+def test_points_the_peak_search_did_not_process_are_left_out():
+    """peak_count −1: a point a delegates-first run did not select; status 1: an invalid image."""
+    col = np.array([[[10.0], [np.nan], [np.nan]]])
+    results = StoreArrays({"peak_col": col, "peak_row": col, "peak_count": np.array([[1, -1, 0]]),
+                           "status": np.array([[0, 0, 0]], np.int8)})
+    truth = StoreArrays({"spot_y": np.zeros(3, int), "spot_x": np.array([0, 1, 2]),
+                         "spot_col": np.full(3, 10.0), "spot_row": np.full(3, 10.0),
+                         "spot_amplitude": np.full(3, 100.0), "spot_noise_sigma": np.full(3, 10.0)})
+    summary = peak_metrics(results, truth, DEFAULT_OPTIONS)["summary"]
+    assert summary["excluded_unprocessed_points"] == 1 and summary["recall"] == pytest.approx(0.5)
+    assert processed_points(results, (1, 3)).tolist() == [[True, False, True]]
+    invalid = StoreArrays({**results.arrays, "status": np.array([[0, 0, 1]], np.int8)})
+    assert processed_points(invalid, (1, 3)).tolist() == [[True, False, False]]
+    assert peak_metrics(invalid, truth, DEFAULT_OPTIONS)["summary"]["recall"] == pytest.approx(1.0)

@@ -6,8 +6,10 @@ truth, and vs the full indexing when the store has it.
   its ``orientation_matrix`` at that point, so gradients count); a point without a delegate
   orientation (NaN, ``delegate_map_status`` ≠ 0) or of another material counts as a miss.
 - **vs full indexing**: at every point where both the delegate orientation and an indexed grain
-  (the best: the brightest, then the highest matching rate — `laueflow.stages.grain_choice`) exist, their misorientation (same material). In a
-  delegates-first run only the selected points are indexed, so this compares only those.
+  (the best: the brightest, then the highest matching rate — :mod:`laueflow.stages.grain_choice`)
+  exist, their misorientation (same material). In a delegates-first run only the selected points
+  are indexed, so this compares only those, and the indexing's own accuracy is over the points
+  the peak search processed.
 - **phase map** (scans of more than one material): the ARI of ``delegate_material`` against the
   material of each point's dominant true grain — the phases as the K indexed delegates give them
   (not index-free: the delegates are indexed).
@@ -19,7 +21,7 @@ import numpy as np
 from ...kernels.partitions import adjusted_rand_index
 from ...physics.materials import get_materials
 from .grains import best_indexed_grains, misorientations, true_dominant
-from .metrics import Metric, StoreArrays, percentile, register_metric
+from .metrics import PROCESSED_VARIABLES, Metric, StoreArrays, percentile, processed_points, register_metric
 
 __all__ = ["delegate_map_metrics"]
 
@@ -70,12 +72,16 @@ def delegate_map_metrics(results: StoreArrays, truth: StoreArrays, opts) -> dict
             "misorientation_vs_indexing_median_deg": percentile(compared, 50),
             "misorientation_vs_indexing_p95_deg": percentile(compared, 95),
         })
-        full_vs_truth = misorientations(full_ub, full_material, true_ub, true_material, materials)[has_truth]
+        indexed_here = has_truth & processed_points(results, np.shape(results["delegate_material"])).reshape(-1)
+        full_vs_truth = misorientations(full_ub, full_material, true_ub, true_material, materials)[indexed_here]
+        summary["indexing_points_evaluated"] = int(indexed_here.sum())
         summary[f"indexing_fraction_within_{tolerance:g}deg_of_truth"] = _share(
-            np.nan_to_num(full_vs_truth, nan=np.inf), tolerance, n)
+            np.nan_to_num(full_vs_truth, nan=np.inf), tolerance, int(indexed_here.sum()))
         notes.append("vs indexing: the best indexed grain (the brightest, then the highest matching rate, as "
                      "delegate_map chooses) of each point where both exist; "
-                     "in a delegates-first run only the selected points are indexed")
+                     "in a delegates-first run only the selected points are indexed; "
+                     "indexing_fraction_within_*: the indexed grain vs truth over the points the peak search "
+                     "processed (indexing_points_evaluated)")
     return {"summary": summary, "notes": notes}
 
 
@@ -83,4 +89,4 @@ register_metric(Metric("delegate_map", ("delegate_orientation", "delegate_materi
                        ("grain_map", "grain_id", "orientation_matrix", "grain_material"), delegate_map_metrics,
                        "delegate map orientations vs the true dominant grain and vs full indexing",
                        optional_results=("delegate_map_status", "orientation_matrix", "grain_material",
-                                         "matching_rate", "peak_grain", "peak_intensity")))
+                                         "matching_rate", "peak_grain", "peak_intensity", *PROCESSED_VARIABLES)))

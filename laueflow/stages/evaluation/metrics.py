@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["DEFAULT_OPTIONS", "Metric", "METRICS", "StoreArrays", "register_metric", "percentile"]
+__all__ = ["DEFAULT_OPTIONS", "Metric", "METRICS", "StoreArrays", "register_metric", "percentile", "processed_points"]
 
 DEFAULT_OPTIONS = {
     "radius_px": 1.5,
@@ -60,3 +60,20 @@ def register_metric(metric: Metric) -> Metric:
 def percentile(values, q) -> float:
     """``np.percentile`` of ``values``, NaN when empty."""
     return float(np.percentile(values, q)) if len(values) else float("nan")
+
+
+#: results variables that tell which points the per-point stages processed (see processed_points)
+PROCESSED_VARIABLES = ("status", "peak_count")
+
+
+def processed_points(results: StoreArrays, shape: tuple[int, int]) -> np.ndarray:
+    """``shape`` bool: the points the peak search (and the stages after it) processed — not an
+    invalid image (``status`` 1) and ``peak_count`` ≥ 0 (−1: not processed, e.g. a point a
+    delegates-first run did not select). All points when the results have neither variable."""
+    out = np.ones(shape, bool)
+    if "status" in results:
+        out &= np.asarray(results["status"]) != 1
+    if "peak_count" in results:
+        out &= np.asarray(results["peak_count"]) >= 0
+    return out
+

@@ -17,7 +17,7 @@ import numpy as np
 
 from ...physics.simulate import SPOT_QUALITIES, SPOT_QUALITY
 from .matching import overlapped_spots, spots_by_point
-from .metrics import Metric, StoreArrays, percentile, register_metric
+from .metrics import PROCESSED_VARIABLES, Metric, StoreArrays, percentile, processed_points, register_metric
 
 __all__ = ["peak_metrics"]
 
@@ -32,8 +32,7 @@ def peak_metrics(results: StoreArrays, truth: StoreArrays, opts) -> dict:
     peak_row_int = np.asarray(results["peak_row_int"]) if has_int else np.rint(peak_row)
     fragment_px = float(opts["fragment_px"])
     ny, nx = peak_col.shape[:2]
-    processed = (np.asarray(results["status"]) != 1) if "status" in results \
-        else np.ones((ny, nx), bool)
+    processed = processed_points(results, (ny, nx))
 
     sy = np.asarray(truth["spot_y"], dtype=np.int64)
     sx = np.asarray(truth["spot_x"], dtype=np.int64)
@@ -133,5 +132,5 @@ def peak_metrics(results: StoreArrays, truth: StoreArrays, opts) -> dict:
 register_metric(Metric("peaks", ("peak_col", "peak_row"),
                        ("spot_y", "spot_x", "spot_col", "spot_row", "spot_amplitude", "spot_noise_sigma"),
                        peak_metrics, "peak recall, precision and position error",
-                       optional_results=("peak_col_int", "peak_row_int", "status"),
+                       optional_results=("peak_col_int", "peak_row_int", *PROCESSED_VARIABLES),
                        optional_truth=("spot_quality",)))

@@ -16,7 +16,7 @@ from ...physics.symmetry import reduce_misorientation
 from ..indexing.evaluate import evaluate_indexing
 from .grains import best_indexed_grains, misorientations, true_dominant
 from .matching import peak_truth_table
-from .metrics import Metric, StoreArrays, percentile, register_metric
+from .metrics import PROCESSED_VARIABLES, Metric, StoreArrays, percentile, processed_points, register_metric
 
 __all__ = ["descriptor_metrics", "indexing_metrics", "strain_metrics", "best_grain_map_summary"]
 
@@ -98,23 +98,26 @@ def indexing_metrics(results: StoreArrays, truth: StoreArrays, opts) -> dict:
     tmat = _values(truth, "grain_material", np.int64)
     tmat = np.where(tmat >= 0, material_map[np.maximum(tmat, 0)], -1)
     n = ny * nx
-    result = {k: np.asarray(results[k]).reshape(n, *results[k].shape[2:])
+    rows = processed_points(results, (ny, nx)).reshape(n)  # a delegates-first run indexes only a few
+    result = {k: np.asarray(results[k]).reshape(n, *results[k].shape[2:])[rows]
               for k in ("orientation_matrix", "grain_material", "peak_grain", "hkl")}
-    out = evaluate_indexing(result, _values(truth, "orientation_matrix").reshape(n, -1, 3, 3),
-                            tmat.reshape(n, -1), materials, truth_hkl=truth_hkl.reshape(n, n_peaks, 3),
-                            truth_grain=truth_grain.reshape(n, n_peaks))
+    out = evaluate_indexing(result, _values(truth, "orientation_matrix").reshape(n, -1, 3, 3)[rows],
+                            tmat.reshape(n, -1)[rows], materials, truth_hkl=truth_hkl.reshape(n, n_peaks, 3)[rows],
+                            truth_grain=truth_grain.reshape(n, n_peaks)[rows])
     mis = out.pop("misorientation_deg")
-    summary = {k: (float(v) if isinstance(v, (float, np.floating)) else int(v)) for k, v in out.items()}
+    summary = {"points_evaluated": int(rows.sum())}
+    summary.update({k: (float(v) if isinstance(v, (float, np.floating)) else int(v)) for k, v in out.items()})
     summary["misorientation_median_deg"] = percentile(mis, 50)
     summary["misorientation_p95_deg"] = percentile(mis, 95)
     notes = ["grains: found = same material within 1° (symmetry-reduced); found_precise < 0.1°; "
              "hkl accuracy over detected peaks matched to truth spots (after the symmetry operator "
-             "relating found and true orientations)"]
+             "relating found and true orientations); over the points_evaluated: the points the peak "
+             "search processed (peak_count ≥ 0, status not invalid_input)"]
     if "grain_map" in truth:
         summary.update(best_grain_map_summary(results, truth, materials))
         notes.append("map_*: the grain the maps show at each point (laueflow.best_grain: the brightest indexed "
                      "grain, then the highest matching rate) against the point's dominant true grain "
-                     "(grain_map), within 1°; points with no indexed grain count as misses")
+                     "(grain_map), within 1°, over the points_evaluated; points with no indexed grain count as misses")
     if "variant_ambiguous" in results:
         summary["variant_ambiguous"] = int(np.asarray(results["variant_ambiguous"]).sum())
         notes.append("variant_ambiguous: grains whose orientation may be a variant with the same spots "
@@ -125,6 +128,7 @@ def indexing_metrics(results: StoreArrays, truth: StoreArrays, opts) -> dict:
 def best_grain_map_summary(results: StoreArrays, truth: StoreArrays, materials) -> dict:
     """How often the best grain (what the maps show) is the point's dominant true grain."""
     true_ub, true_material, has_truth = true_dominant(truth, [m.name for m in materials])
+    has_truth &= processed_points(results, np.shape(results["grain_material"])[:2]).reshape(-1)
     ub, material, best = best_indexed_grains(results)
     angle = misorientations(ub, material, true_ub, true_material, materials)[has_truth]
     n = int(has_truth.sum())
@@ -184,7 +188,7 @@ register_metric(Metric("indexing", ("orientation_matrix", "grain_material", "pea
                        ("orientation_matrix", "grain_material", "spot_h", "spot_k", "spot_l", "spot_grain",
                         "grain_id", "spot_y", "spot_x", "spot_col", "spot_row"),
                        indexing_metrics, "grains found/missed/spurious, misorientation, hkl accuracy",
-                       optional_results=("variant_ambiguous", "matching_rate", "peak_intensity"),
+                       optional_results=("variant_ambiguous", "matching_rate", "peak_intensity", *PROCESSED_VARIABLES),
                        optional_truth=("grain_map",)))
 register_metric(Metric("strain", ("refined_orientation", "strain_sample", "strain_status", "grain_material"),
                        ("orientation_matrix", "deviatoric_strain", "grain_id"), strain_metrics,
