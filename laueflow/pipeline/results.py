@@ -11,8 +11,9 @@
   are in µm, else index × ``step_um``).
 
 Selections (functions, each returns a new Dataset; variables without ``grain`` are unchanged):
-:func:`best_grain` (the brightest indexed grain at each point, then the highest matching rate), :func:`grain` (slot k),
-:func:`material` (only the grains of one material; others set to their fill values).
+:func:`best_grain` (at each point the brightest indexed grain, then the highest matching rate),
+:func:`grain` (slot k), :func:`material` (only the grains of one material; others set to their
+fill values).
 Layout of the store: ``docs/results-schema.md``.
 """
 from __future__ import annotations
@@ -194,7 +195,8 @@ def _brightest_slot(ds):
 
     rate, peak_grain, height = (ds[v] for v in _BRIGHTNESS_VARS)
     if rate.chunks is not None:  # core dims whole in each block
-        rate, peak_grain, height = rate.chunk({GRAIN_DIM: -1}), peak_grain.chunk({"peak": -1}), height.chunk({"peak": -1})
+        rate = rate.chunk({GRAIN_DIM: -1})
+        peak_grain, height = peak_grain.chunk({"peak": -1}), height.chunk({"peak": -1})
     return xr.apply_ufunc(brightest_grain, rate, peak_grain, height,
                           input_core_dims=[[GRAIN_DIM], ["peak"], ["peak"]], dask="parallelized",
                           output_dtypes=[np.int64])
