@@ -95,6 +95,19 @@ def _segmentation_figures(path: Path, ds):
     return out
 
 
+def _best_grain_once(ds):
+    """``ds`` with the maps' grain already chosen at every point (``laueflow.best_grain``), so that
+    the peak tables it reads are read once, not once per map; ``ds`` itself when it cannot be."""
+    from ..pipeline.results import ResultsError, best_grain
+
+    if "grain" not in ds.dims:
+        return ds
+    try:
+        return best_grain(ds)
+    except ResultsError:
+        return ds  # each map then says what it lacks
+
+
 def default_point(ds):
     """The processed point with the most grains (then the most peaks), or None."""
     for name in ("grain_count", "peak_count"):
@@ -150,7 +163,8 @@ def run_report(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     drawn, skipped = [], []
-    for stem, title, draw in _figures(ds, args.frame, point, args.scan) + _segmentation_figures(path, ds):
+    maps = _best_grain_once(ds)
+    for stem, title, draw in _figures(maps, args.frame, point, args.scan) + _segmentation_figures(path, ds):
         try:
             fig = draw()
         except (ResultsError, KeyError) as err:

@@ -159,7 +159,8 @@ _BRIGHTNESS_VARS = ("matching_rate", "peak_grain", "peak_intensity")
 
 def best_grain(ds, by: str = BRIGHTNESS):
     """One grain per point: every ``grain`` variable loses its ``grain`` dim; ``grain_index`` (y, x)
-    says which slot (-1: no grain, fill values there). The selected variables stay lazy.
+    says which slot (-1: no grain, fill values there); the variables that had it get the attribute
+    ``selected_grain = "best"``. The selected variables stay lazy.
 
     ``by="brightness"`` (default): the grain whose matched peaks are brightest (median
     ``peak_intensity`` of the peaks ``peak_grain`` gives it), then the highest matching rate —
@@ -185,6 +186,8 @@ def best_grain(ds, by: str = BRIGHTNESS):
         index = score.fillna(-np.inf).argmax(GRAIN_DIM).compute()
     out = ds.isel({GRAIN_DIM: index})
     out = _blank_where(out, ~has, only=_grain_vars(ds))
+    for name in _grain_vars(ds):
+        out[name].attrs = {**out[name].attrs, "selected_grain": "best"}  # a new dict: ds keeps its own
     out["grain_index"] = index.where(has, -1).astype(np.int16)
     return out
 
@@ -235,7 +238,7 @@ def _blank_where(ds, blank, only):
             continue
         fill = _fill_value(var)
         out[name] = var.where(~blank, fill)
-        out[name].attrs = var.attrs
+        out[name].attrs = dict(var.attrs)
     return out
 
 

@@ -43,7 +43,7 @@ def scalar_map(ds, name: str, *, grain=None, cmap="viridis", vmin=None, vmax=Non
     """Map of the (y, x[, grain]) variable ``name``; ``grain``: None = best grain, or slot k."""
     if name not in ds:
         raise ResultsError(f"scalar_map: the Dataset has no variable {name!r}")
-    has_grain = "grain" in ds[name].dims
+    has_grain = "grain" in ds[name].dims or ds[name].attrs.get("selected_grain") == "best"  # after best_grain
     sel = select_grain(ds, grain) if has_grain else ds
     var = sel[name]
     if var.dims != ("y", "x"):

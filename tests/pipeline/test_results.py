@@ -119,3 +119,13 @@ def test_a_segmentation_group_opens_over_the_root_coordinates(tmp_path):
     ds = laueflow.open_results(path, group="segmentations/k3")
     np.testing.assert_array_equal(ds["cluster_label"].values, labels)  # the group's, not the root's
     assert "x_um" in ds.coords and ds["status_name"].values[rf.INVALID] == "invalid_input"
+
+
+def test_best_grain_marks_what_it_selected_and_leaves_the_dataset_alone(results_store):
+    path, _ = results_store
+    ds = laueflow.open_results(path)
+    best = laueflow.best_grain(ds)
+    assert best["matching_rate"].attrs["selected_grain"] == "best" and best["matching_rate"].attrs["units"] == "%"
+    assert "selected_grain" not in best["peak_count"].attrs  # not a grain variable
+    assert "selected_grain" not in ds["matching_rate"].attrs  # the input is not changed
+    assert "selected_grain" not in laueflow.grain(ds, 1)["matching_rate"].attrs

@@ -51,6 +51,12 @@ def test_matching_rate_map(ds):
     assert any(ax.get_ylabel() == "matching rate (%)" for ax in fig.axes)  # the colour bar
     first = _image(lp.matching_rate_map(ds, grain=0))
     np.testing.assert_allclose(first.get_array()[:, 3].filled(np.nan), [50, 60, 70, 80])
+    # a Dataset whose best grain was chosen once (laueflow report does so for all its maps): the same map
+    chosen = laueflow.best_grain(ds)
+    again = lp.matching_rate_map(chosen)
+    np.testing.assert_array_equal(_image(again).get_array().filled(np.nan), image.get_array().filled(np.nan))
+    assert again.axes[0].get_title() == fig.axes[0].get_title() and "best grain" in fig.axes[0].get_title()
+    assert "best grain" not in lp.peak_count_map(chosen).axes[0].get_title()
 
 
 def test_strain_and_von_mises_maps(ds):
