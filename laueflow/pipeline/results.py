@@ -162,7 +162,7 @@ def best_grain(ds, by: str = BRIGHTNESS):
     says which slot (-1: no grain, fill values there); the variables that had it get the attribute
     ``selected_grain = "best"``. The selected variables stay lazy.
 
-    ``by="brightness"`` (default): the grain whose matched peaks are brightest (median
+    ``by="brightness"`` (default): the grain whose matched peaks are brightest (mean
     ``peak_intensity`` of the peaks ``peak_grain`` gives it), then the highest matching rate —
     the rule of the delegate map and ``laueflow evaluate`` (:mod:`laueflow.stages.grain_choice`):
     at a point that sees two twin variants both are often indexed at 100 %, and the bright one

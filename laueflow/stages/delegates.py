@@ -5,7 +5,7 @@ cluster's delegate (its point closest to the centroid) and ``check_points_per_cl
 points; a late map phase (``peaks``/``angles``/``index`` with ``points: selected_points``) then
 indexes only those ("delegates first"), or the whole scan was indexed before ("after full
 indexing"). ``delegate_map`` gives every point the orientation of its cluster's delegate's best
-grain — the brightest of its indexed grains (median height of the peaks matched to it), then the
+grain — the brightest of its indexed grains (mean height of the peaks matched to it), then the
 highest matching rate: at a point that sees two twin variants both are indexed, often both at
 100 %, and the one that fills the beam is the bright one — after checking the cluster's
 homogeneity on its check points.

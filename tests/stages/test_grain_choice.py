@@ -7,11 +7,11 @@ import numpy as np
 from laueflow.stages.grain_choice import best_grains, best_indexed_grain, brightest_grain, grain_peak_intensity
 
 
-def test_grain_peak_intensity_is_the_median_height_of_each_grain_s_peaks():
+def test_grain_peak_intensity_is_the_mean_height_of_each_grain_s_peaks():
     peak_grain = np.array([[0, 0, 1, -1, 0], [1, 1, -1, -1, -1]])
-    height = np.array([[10.0, 30.0, 5.0, 99.0, 20.0], [7.0, 9.0, 1.0, 1.0, 1.0]])
-    np.testing.assert_array_equal(grain_peak_intensity(peak_grain, height, 3),
-                                  [[20.0, 5.0, np.nan], [np.nan, 8.0, np.nan]])
+    height = np.array([[10.0, 80.0, 5.0, 99.0, 30.0], [7.0, 9.0, 1.0, 1.0, 1.0]])
+    np.testing.assert_array_equal(grain_peak_intensity(peak_grain, height, 3),  # (median: 30)
+                                  [[40.0, 5.0, np.nan], [np.nan, 8.0, np.nan]])
 
 
 def test_brightness_decides_first_then_the_matching_rate_then_the_first_slot():
