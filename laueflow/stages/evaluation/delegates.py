@@ -20,16 +20,12 @@ import numpy as np
 
 from ...kernels.partitions import adjusted_rand_index
 from ...physics.materials import get_materials
-from .grains import best_indexed_grains, misorientations, true_dominant
+from .grains import best_indexed_grains, misorientations, share_within, true_dominant
 from .metrics import PROCESSED_VARIABLES, Metric, StoreArrays, percentile, processed_points, register_metric
 
 __all__ = ["delegate_map_metrics"]
 
 TOLERANCE_DEG = 1.0
-
-
-def _share(values: np.ndarray, tolerance: float, of: int) -> float:
-    return round(float(np.sum(values <= tolerance) / of), 4) if of else float("nan")
 
 
 def delegate_map_metrics(results: StoreArrays, truth: StoreArrays, opts) -> dict:
@@ -45,7 +41,7 @@ def delegate_map_metrics(results: StoreArrays, truth: StoreArrays, opts) -> dict
     summary = {
         "points_with_truth": n,
         "points_mapped": int(mapped.sum()),
-        f"fraction_within_{tolerance:g}deg_of_truth": _share(np.nan_to_num(vs_truth, nan=np.inf), tolerance, n),
+        f"fraction_within_{tolerance:g}deg_of_truth": share_within(np.nan_to_num(vs_truth, nan=np.inf), tolerance, n),
         "misorientation_vs_truth_median_deg": percentile(vs_truth[np.isfinite(vs_truth)], 50),
         "misorientation_vs_truth_p95_deg": percentile(vs_truth[np.isfinite(vs_truth)], 95),
         "mapped_wrong_material": int((mapped & np.isnan(vs_truth)).sum()),
@@ -68,14 +64,14 @@ def delegate_map_metrics(results: StoreArrays, truth: StoreArrays, opts) -> dict
         summary.update({
             "points_indexed": int((best >= 0).sum()),
             "points_compared_with_indexing": len(compared),
-            f"fraction_within_{tolerance:g}deg_of_indexing": _share(compared, tolerance, len(compared)),
+            f"fraction_within_{tolerance:g}deg_of_indexing": share_within(compared, tolerance, len(compared)),
             "misorientation_vs_indexing_median_deg": percentile(compared, 50),
             "misorientation_vs_indexing_p95_deg": percentile(compared, 95),
         })
         indexed_here = has_truth & processed_points(results, np.shape(results["delegate_material"])).reshape(-1)
         full_vs_truth = misorientations(full_ub, full_material, true_ub, true_material, materials)[indexed_here]
         summary["indexing_points_evaluated"] = int(indexed_here.sum())
-        summary[f"indexing_fraction_within_{tolerance:g}deg_of_truth"] = _share(
+        summary[f"indexing_fraction_within_{tolerance:g}deg_of_truth"] = share_within(
             np.nan_to_num(full_vs_truth, nan=np.inf), tolerance, int(indexed_here.sum()))
         notes.append("vs indexing: the best indexed grain (the brightest, then the highest matching rate, as "
                      "delegate_map chooses) of each point where both exist; "

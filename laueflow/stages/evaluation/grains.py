@@ -8,7 +8,7 @@ from ...physics.symmetry import reduce_misorientation
 from ..grain_choice import best_grains, grain_peak_intensity
 from .metrics import StoreArrays
 
-__all__ = ["misorientations", "best_indexed_grains", "true_dominant"]
+__all__ = ["misorientations", "best_indexed_grains", "true_dominant", "share_within"]
 
 
 def misorientations(ub_a, material_a, ub_b, material_b, materials) -> np.ndarray:
@@ -58,3 +58,9 @@ def true_dominant(truth: StoreArrays, names: list) -> tuple[np.ndarray, np.ndarr
     lookup = np.array([names.index(n) if n in names else -1 for n in truth.attrs.get("materials") or []] + [-1])
     material = np.where(has, lookup[np.where(mats[rows, slot] >= 0, mats[rows, slot], -1)], -1)
     return np.where(has[:, None, None], ub[rows, slot], np.nan), material, has
+
+
+def share_within(values: np.ndarray, tolerance: float, of: int) -> float:
+    """Fraction (4 decimals) of ``of`` points whose ``values`` are ≤ ``tolerance`` (NaN when ``of`` is 0)."""
+    return round(float(np.sum(values <= tolerance) / of), 4) if of else float("nan")
+

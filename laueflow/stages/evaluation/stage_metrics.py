@@ -14,7 +14,7 @@ from ...physics.materials import get_materials
 from ...physics.strain import strain_crystal_to_sample
 from ...physics.symmetry import reduce_misorientation
 from ..indexing.evaluate import evaluate_indexing
-from .grains import best_indexed_grains, misorientations, true_dominant
+from .grains import best_indexed_grains, misorientations, share_within, true_dominant
 from .matching import peak_truth_table
 from .metrics import PROCESSED_VARIABLES, Metric, StoreArrays, percentile, processed_points, register_metric
 
@@ -133,8 +133,7 @@ def best_grain_map_summary(results: StoreArrays, truth: StoreArrays, materials) 
     angle = misorientations(ub, material, true_ub, true_material, materials)[has_truth]
     n = int(has_truth.sum())
     return {"map_points_with_truth": n, "map_points_not_indexed": int((best[has_truth] < 0).sum()),
-            "map_fraction_within_1deg_of_truth": round(float(np.sum(np.nan_to_num(angle, nan=np.inf) <= 1.0) / n), 4)
-            if n else float("nan")}
+            "map_fraction_within_1deg_of_truth": share_within(np.nan_to_num(angle, nan=np.inf), 1.0, n)}
 
 
 def strain_metrics(results: StoreArrays, truth: StoreArrays, opts) -> dict:
