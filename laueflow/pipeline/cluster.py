@@ -182,8 +182,9 @@ MALLOC_TRIM_THRESHOLD_BYTES = 256 << 20
 #: thread each 10 ms, for the dashboard's Profile page) costs the busy workers ≈ 5 % throughput
 WORKER_DASK_CONFIG = {"distributed.worker.profile.enabled": False}
 
-#: worker preload of local clusters: its ``dask_setup`` makes the worker process ignore SIGINT
-WORKER_PRELOAD = "laueflow.pipeline.tasks"
+#: worker preload of local clusters: its ``dask_setup`` makes the worker process ignore SIGINT and
+#: keeps the cluster's closing from logging tracebacks (:mod:`laueflow.pipeline.worker_process`)
+WORKER_PRELOAD = "laueflow.pipeline.worker_process"
 
 
 def worker_environment() -> dict[str, str]:
@@ -481,7 +482,21 @@ def connect(config: ClusterConfig | None = None, *, address: str | None = None) 
                 _wait_for_a_worker(client, timeout)
             yield client
         finally:
+            if config.type in ("local", "local-cuda"):
+                _announce_shutdown(client)
             client.close()
     finally:
         if cluster is not None:
             cluster.close()
+
+
+def _announce_shutdown(client) -> None:
+    """Tell the local workers the cluster is closing, so that a heartbeat caught by the closing
+    scheduler is not logged as a crash (:mod:`laueflow.pipeline.worker_process`). Best effort:
+    a Ctrl-C or a lost worker here must not keep the cluster from closing."""
+    from .worker_process import expect_shutdown
+
+    try:
+        client.run(expect_shutdown, on_error="ignore")
+    except Exception:  # noqa: BLE001 - closing goes on (a Ctrl-C still propagates)
+        pass

@@ -26,8 +26,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import signal
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -43,7 +41,7 @@ from .scan_store import detector_mask
 from .store import read_tile_done, write_tile
 
 __all__ = ["ScanRef", "StageCall", "TileTask", "TileState", "TileReport", "RunInterrupted", "run_tile_group",
-           "resolve_device", "worker_resources", "calibration_from_json", "executing_keys", "dask_setup"]
+           "resolve_device", "worker_resources", "calibration_from_json", "executing_keys"]
 
 
 @dataclass(frozen=True)
@@ -167,15 +165,6 @@ def resolve_device(requested: str, resources: Mapping[str, float]) -> str:
 def executing_keys(dask_worker) -> list:
     """Keys of the tasks this worker is executing now (``client.run(executing_keys)``)."""
     return [ts.key for ts in dask_worker.state.executing]
-
-
-def dask_setup(worker) -> None:
-    """Worker preload of local clusters (:func:`laueflow.pipeline.cluster.connect`): the worker
-    process ignores SIGINT. A terminal sends Ctrl-C to its whole foreground process group, worker
-    processes included; the driver handles it (stops the run, shuts the cluster down), workers
-    would only die printing tracebacks and lose the tiles they are finishing."""
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 # --------------------------------------------------------------------------- the task
