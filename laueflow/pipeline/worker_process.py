@@ -26,9 +26,18 @@ _CLOSED_CONNECTION_MESSAGES = ("Failed to communicate with scheduler", "Heartbea
                                "Connection to scheduler broken")
 
 
+def _own_process() -> bool:
+    """The worker has a process of its own: its event loop runs in the process's main thread
+    (a worker of a ``processes: false`` cluster runs in a thread of the driver, whose logs and
+    signals stay the driver's)."""
+    return threading.current_thread() is threading.main_thread()
+
+
 def expect_shutdown(dask_worker=None) -> None:
-    """Run on every worker (``client.run``) just before the driver closes the cluster."""
-    _shutdown_expected.set()
+    """Run on every worker (``client.run``) just before the driver closes the cluster; nothing
+    for workers in the driver's process."""
+    if _own_process():
+        _shutdown_expected.set()
 
 
 def shutdown_expected(dask_worker=None) -> bool:
@@ -58,7 +67,7 @@ def _install_filter() -> None:
 
 
 def dask_setup(worker) -> None:
-    """The preload's hook: ignore SIGINT (main thread only) and install the filter above."""
-    if threading.current_thread() is threading.main_thread():
+    """The preload's hook, in a worker process of its own: ignore SIGINT, install the filter above."""
+    if _own_process():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _install_filter()
+        _install_filter()

@@ -34,3 +34,17 @@ def test_heartbeat_failures_are_dropped_only_once_the_driver_closes_the_cluster(
     assert "while-closing" not in err
     assert err.count("some other worker error still-logged") == 2
     assert not shutdown_expected()  # the driver's own process is not told
+
+
+def test_workers_in_the_driver_process_change_nothing_of_the_driver():
+    """A ``processes: false`` cluster: the workers are threads of the driver, whose logs stay whole."""
+    import logging
+
+    from laueflow.pipeline.worker_process import ClosedConnectionFilter
+
+    with connect(ClusterConfig("local", {"n_workers": 1, "processes": False, "dashboard_address": ":0"})) as client:
+        _announce_shutdown(client)
+        assert list(client.run(shutdown_expected).values()) == [False]
+    assert not shutdown_expected()
+    assert not any(isinstance(f, ClosedConnectionFilter)
+                   for h in logging.getLogger("distributed").handlers for f in h.filters)
