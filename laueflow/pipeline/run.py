@@ -286,9 +286,11 @@ def validate_inputs(workflow: Workflow, *, overwrite: bool = False, allow_incomp
     _check_workflow_materials(workflow, attrs)
     context = {"calibration": calibration_from_json(scan.calibration_json), "materials": scan_materials(attrs),
                "log": log, "workflow_stages": workflow.to_dict()["stages"]}
+    points = {"n_points": state["n_points"], "n_valid": state["n_valid"]}
     for stage in workflow.stages:
         try:
             stage.spec.validate_params(stage.params)
+            stage.spec.validate_for_scan(stage.params, points)
             check_models(stage.spec, stage.params, context)
         except ValueError as err:
             raise WorkflowError(f"{_where(workflow)}{err}") from None

@@ -26,7 +26,10 @@ Fields of :class:`StageSpec`:
 - ``params``: parameter defaults (a workflow may override any of them, nothing else); a stage
   that can use a GPU has a ``device`` parameter (``auto | cpu | cuda``, see :data:`DEVICES`);
 - ``check``: ``check(params)`` raises ``ValueError`` for impossible values (run before any
-  store is created or any worker is used);
+  store is created or any worker is used); ``check_scan``: ``check_scan(params, scan)`` raises
+  ``ValueError`` when the scan cannot give the stage what it needs (``scan``: ``{"n_points",
+  "n_valid"}``, the scan's points and those its ingest read; e.g. more principal components than
+  points), run at the same time;
 - ``models``: ``{parameter: model kind}``: parameters that name model files; the pipeline resolves
   the file on the driver (training it if needed) and hands the stage the *loaded* model, once per
   worker process (:mod:`laueflow.pipeline.models`);
@@ -152,6 +155,7 @@ class StageSpec:
     prepare: Callable | str | None = None
     kind: str = "map"
     check: Callable[[Mapping[str, Any]], None] | None = None
+    check_scan: Callable[[Mapping[str, Any], Mapping[str, int]], None] | str | None = None
     models: Mapping[str, str] = field(default_factory=dict)
     status_codes: Mapping[int, str] = field(default_factory=dict)
     warning_codes: frozenset = frozenset()
@@ -212,6 +216,16 @@ class StageSpec:
                 if size < 1:
                     raise ValueError(f"dimension {dim!r} must have size ≥ 1, got {size}")
         except (TypeError, ValueError, KeyError) as err:
+            raise ValueError(f"stage {self.name!r}: {err}") from None
+
+    def validate_for_scan(self, params: Mapping[str, Any], scan: Mapping[str, int]) -> None:
+        """Raise ``ValueError`` (naming the stage) when the scan (``{"n_points", "n_valid"}``)
+        cannot give the stage what it needs."""
+        if self.check_scan is None:
+            return
+        try:
+            resolve_callable(self.check_scan)(params, scan)
+        except ValueError as err:
             raise ValueError(f"stage {self.name!r}: {err}") from None
 
     def function(self) -> Callable:

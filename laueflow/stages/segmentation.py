@@ -369,6 +369,21 @@ def check_params(params) -> None:
             raise ValueError(f"{name} must be a number > 0, got {params[name]!r}")
 
 
+def check_scan(params, scan) -> None:
+    """Refuse, before anything is computed, a scan too small for the parameters: K ≥ 2 clusters
+    scored by their silhouette need ≥ 3 points, ``pcs`` components ≥ ``pcs`` points, ``k`` ≥ ``k``
+    points (``scan["n_valid"]``: the points the ingest read; failed images lower it further)."""
+    n = int(scan["n_valid"])
+    if n < 3:
+        raise ValueError(f"the scan has {n} valid point(s); segmenting needs at least 3 "
+                         "(leave the segmentation stages out of this workflow)")
+    if params["pcs"] > n:
+        raise ValueError(f"pcs = {params['pcs']} principal components need at least {params['pcs']} points; "
+                         f"the scan has {n} valid points: set pcs ≤ {n}")
+    if params["k"] is not None and params["k"] > n:
+        raise ValueError(f"k = {params['k']} clusters asked of a scan of {n} valid points: set k ≤ {n}")
+
+
 _SCAN = dict(per_point=False)
 
 OUTPUTS = (
@@ -412,6 +427,7 @@ STAGE = StageSpec(
     params=PARAMS,
     dim_sizes={"pc": "pcs", "k": "k_max", "cluster": "k_max", "rgb": 3},
     check=check_params,
+    check_scan=check_scan,
     prepare=prepare_segmentation,
     description="index-free segmentation: PCA of the features, KMeans/BGM clusters, scores, labelers, delegates",
 )

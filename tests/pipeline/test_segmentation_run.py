@@ -107,3 +107,21 @@ def test_a_run_killed_during_the_segmentation_resumes_identically(scan, client, 
     again = run_workflow(parse_workflow(_config(scan_path, out, stage)), client, **QUIET)
     assert again.n_tiles_run == 0 and set(again.reduce_timings_s) == {"pausing_segmentation"} and again.complete
     assert_stores_identical(out, reference)
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"pcs": 54, "k_max": 60}, "pcs = 54 principal components need at least 54 points; the scan has 53 valid points: "
+                               "set pcs ≤ 53"),
+    ({"k": 54, "k_max": 60}, "k = 54 clusters asked of a scan of 53 valid points: set k ≤ 53"),
+])
+def test_a_scan_too_small_for_the_segmentation_is_refused_before_any_tile(scan, tmp_path, params, message):
+    """54 points, one of them invalid: refused at validation, no results store created."""
+    from laueflow.pipeline.run import validate_inputs
+    from laueflow.pipeline.workflow import WorkflowError
+
+    scan_path, _ = scan
+    out = tmp_path / "results.zarr"
+    with pytest.raises(WorkflowError, match="stage 'segmentation': " + message.replace("(", r"\(")):
+        validate_inputs(parse_workflow(_config(scan_path, out, {"segmentation": params})))
+    assert not out.exists()
+    validate_inputs(parse_workflow(_config(scan_path, out, {"segmentation": {"pcs": 53, "k_max": 60}})))  # fits

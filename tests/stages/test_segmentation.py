@@ -256,3 +256,17 @@ def test_assign_auto_is_nearest_when_the_workflow_features_are_not_linear():
     assert prepared(["test_features"]) == "auto"  # a plug-in's features: the kernel's rule
     assert prepared([{"features": {"method": "autoencoder"}}], assign="unmix") == "unmix"  # asked for: kept
     assert prepared([{"features": {"method": "autoencoder"}}], method="bgm") == "auto"
+
+
+def test_check_scan_refuses_scans_too_small_for_the_parameters():
+    from laueflow.stages.segmentation import check_scan
+
+    params = dict(STAGE_PARAMS)
+    check_scan(params, {"n_points": 40, "n_valid": 32})  # pcs 32 of 32 points: fits
+    with pytest.raises(ValueError, match="pcs = 32 principal components need at least 32 points; the scan has 31"):
+        check_scan(params, {"n_points": 40, "n_valid": 31})
+    with pytest.raises(ValueError, match="the scan has 2 valid point"):
+        check_scan({**params, "pcs": 3}, {"n_points": 2, "n_valid": 2})
+    with pytest.raises(ValueError, match="k = 12 clusters asked of a scan of 10 valid points"):
+        check_scan({**params, "pcs": 4, "k": 12}, {"n_points": 10, "n_valid": 10})
+    check_scan({**params, "pcs": 4, "k": 10}, {"n_points": 10, "n_valid": 10})
