@@ -12,7 +12,6 @@ from ..pipeline.cluster import ClusterConfig, connect, describe
 from ..pipeline.evaluate import check_stores, evaluate, format_report, to_json
 from ..pipeline.ingest import format_summary, ingest
 from ..pipeline.workflow import load_workflow
-from ..stages.base import registered_stages
 from .main import UserError
 
 EXAMPLE = """\
@@ -25,8 +24,23 @@ It writes demo/images/*.tif, demo/calib.det, demo/truth.zarr (simulator), demo/s
 Open the results with:  python -c "import xarray; print(xarray.open_zarr('demo/results.zarr'))"
 """
 
-#: stages of the demo workflow, in order (later issues' stages join this list when registered)
-DEMO_STAGES = ["peaks", "angles", "descriptors", "index", "strain", "scan_summary"]
+#: stages of the demo workflow, in order: the per-image chain with the features on the same images,
+#: then the scan-wide reduce stages (summary, segmentation, every point's delegate orientation)
+DEMO_STAGES = ["peaks", "features", "angles", "descriptors", "index", "strain", "scan_summary", "segmentation",
+               "delegate_map"]
+#: the index-free half, left out of scans too small to segment (< MIN_SEGMENTED_POINTS points)
+SEGMENTATION_STAGES = ("features", "segmentation", "delegate_map")
+MIN_SEGMENTED_POINTS = 3
+#: the segmentation stage's default number of principal components (fewer on scans with fewer points)
+DEFAULT_PCS = 32
+
+
+def demo_stages(n_points: int) -> list:
+    """The demo's workflow stages for a scan of ``n_points``: names, and ``{name: params}`` where
+    the defaults do not fit a small scan (``pcs`` ≤ points)."""
+    if n_points < MIN_SEGMENTED_POINTS:
+        return [s for s in DEMO_STAGES if s not in SEGMENTATION_STAGES]
+    return [{s: {"pcs": n_points}} if s == "segmentation" and n_points < DEFAULT_PCS else s for s in DEMO_STAGES]
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -88,10 +102,21 @@ def _check_args(args) -> tuple[tuple[int, int], dict]:
     return shape, workers
 
 
-def _workflow_yaml(out: Path, stages: list[str]) -> Path:
+def _stage_line(stage) -> str:
+    if isinstance(stage, str):
+        return stage
+    (name, params), = stage.items()
+    return f"{name}: {{{', '.join(f'{k}: {v}' for k, v in params.items())}}}"
+
+
+def _stage_name(stage) -> str:
+    return stage if isinstance(stage, str) else next(iter(stage))
+
+
+def _workflow_yaml(out: Path, stages: list) -> Path:
     lines = ["# Written by `laueflow demo`; run again with:  laueflow run " + str(out / "workflow.yaml"),
              "input: scan.zarr", "output: results.zarr", "images_per_task: 10", "stages:"]
-    lines += [f"  - {name}" for name in stages]
+    lines += [f"  - {_stage_line(stage)}" for stage in stages]
     path = out / "workflow.yaml"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -110,7 +135,7 @@ def run_demo(args) -> int:
     print(f"[1/4] simulate: {ny}×{nx} {args.material} scan, {args.grains} grains → {out}")
     simulate_scan(out, material=args.material, shape=(ny, nx), grains=args.grains, seed=args.seed, overwrite=args.overwrite)
     timings["simulate_s"] = time.perf_counter() - start
-    stages = [s for s in DEMO_STAGES if s in registered_stages()]
+    stages = demo_stages(ny * nx)
     config = ClusterConfig("local", {"threads_per_worker": 1, "dashboard_address": ":0", **workers})
     with connect(config) as client:
         print(f"      Dask dashboard: {client.dashboard_link}")
@@ -122,7 +147,10 @@ def run_demo(args) -> int:
         print(format_summary(summary))
         timings["ingest_s"] = time.perf_counter() - t
         t = time.perf_counter()
-        print(f"[3/4] run: stages {' → '.join(stages)}")
+        print(f"[3/4] run: stages {' → '.join(map(_stage_name, stages))}")
+        if len(stages) < len(DEMO_STAGES):
+            print(f"      (features, segmentation and delegate_map left out: a scan of {ny * nx} point(s); "
+                  f"segmenting needs at least {MIN_SEGMENTED_POINTS})")
         workflow = load_workflow(_workflow_yaml(out, stages))
         description = describe(client)
         description["config"] = config.to_dict()

@@ -44,7 +44,8 @@ def test_valid_workflow_and_defaults(scan, tmp_path):
 
 def test_demo_workflow_is_valid():
     wf = load_workflow(REPO / "workflows" / "demo.yaml", check_input=False)
-    assert [s.name for s in wf.stages] == ["peaks", "angles", "descriptors", "index", "strain", "scan_summary"]
+    assert [s.name for s in wf.stages] == ["peaks", "features", "angles", "descriptors", "index", "strain",
+                                           "scan_summary", "segmentation", "delegate_map"]
     assert wf.cluster.name == "local.yaml" and wf.cluster.is_file()
 
 
