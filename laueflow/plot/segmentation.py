@@ -11,9 +11,15 @@ from ._base import NOT_INDEXED, check_dataset, extent, figure, map_axes, not_ind
 __all__ = ["cluster_map", "phase_group_map", "rgb_map", "segmentation_scores"]
 
 
+#: the stage that writes each variable these maps need (default: segmentation)
+_WRITTEN_BY = {"phase_group": "phase_groups"}
+
+
 def _need(ds, name, what):
     if name not in ds:
-        raise ResultsError(f"{what}: the Dataset has no {name!r} (no segmentation in this store or group)")
+        stage = _WRITTEN_BY.get(name, "segmentation")
+        raise ResultsError(f"{what}: the Dataset has no {name!r} (no {stage} stage in the run of this store "
+                           "or group)")
 
 
 def cluster_map(ds, *, ax=None):

@@ -203,5 +203,7 @@ def test_phase_group_map(ds):
     shown = _image(lp.phase_group_map(ds.assign(phase_group=(("y", "x"), groups))))
     assert _masked_points(shown) == {rf.INVALID}
     np.testing.assert_array_equal(shown.get_array().compressed(), groups[groups >= 0])
-    with pytest.raises(ResultsError, match="phase_group"):
-        lp.phase_group_map(ds)
+    with pytest.raises(ResultsError, match="no 'phase_group' \\(no phase_groups stage in the run"):
+        lp.phase_group_map(ds)  # the store has a segmentation: the message names the missing stage
+    with pytest.raises(ResultsError, match="no 'cluster_label' \\(no segmentation stage in the run"):
+        lp.cluster_map(ds.drop_vars("cluster_label"))
