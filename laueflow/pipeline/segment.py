@@ -118,6 +118,8 @@ def check_segment_inputs(results, **overrides) -> tuple[dict, Layout, tuple]:
         raise SegmentError(f"--pcs {params['pcs']} is more than the {m} features per point; use --pcs ≤ {m}")
     if params["pcs"] > ny * nx:
         raise SegmentError(f"--pcs {params['pcs']} is more than the {ny * nx} points of the scan; use --pcs ≤ {ny * nx}")
+    if params["k"] is not None and params["k"] > ny * nx:
+        raise SegmentError(f"--k {params['k']} is more than the {ny * nx} points of the scan; use --k ≤ {ny * nx}")
     dim_sizes = spec.resolved_dim_sizes(params)
     gy, gx = group_chunk(ny, nx, cy)
     return params, Layout(ny, nx, gy, gx, dim_sizes, spec.outputs), tuple(features.chunks)

@@ -82,6 +82,8 @@ def test_segment_refuses_what_it_cannot_segment(store, client, tmp_path, capsys)
     assert "--pcs 100 is more than the 80 features per point" in capsys.readouterr().err
     assert main(["segment", str(out), "--k", "3", "--pcs", "55", *scheduler]) == 2  # 6 × 9 points
     assert "--pcs 55 is more than the 54 points of the scan" in capsys.readouterr().err
+    assert main(["segment", str(out), "--k", "55", "--pcs", "8", *scheduler]) == 2  # refused before any task
+    assert "--k 55 is more than the 54 points of the scan; use --k ≤ 54" in capsys.readouterr().err
     holder = subprocess.Popen([sys.executable, "-c", (  # another process writes the store: refused
         "import sys, time; from laueflow.io.store_lock import StoreLock\n"
         f"lock = StoreLock({str(out)!r}, 'run').acquire(); print('held', flush=True); time.sleep(60)")],
