@@ -28,19 +28,18 @@ Open the results with:  python -c "import xarray; print(xarray.open_zarr('demo/r
 #: then the scan-wide reduce stages (summary, segmentation, every point's delegate orientation)
 DEMO_STAGES = ["peaks", "features", "angles", "descriptors", "index", "strain", "scan_summary", "segmentation",
                "delegate_map"]
-#: the index-free half, left out of scans too small to segment (< MIN_SEGMENTED_POINTS points)
+#: the index-free half, left out of scans too small to segment
 SEGMENTATION_STAGES = ("features", "segmentation", "delegate_map")
-MIN_SEGMENTED_POINTS = 3
-#: the segmentation stage's default number of principal components (fewer on scans with fewer points)
-DEFAULT_PCS = 32
 
 
 def demo_stages(n_points: int) -> list:
     """The demo's workflow stages for a scan of ``n_points``: names, and ``{name: params}`` where
-    the defaults do not fit a small scan (``pcs`` ≤ points)."""
-    if n_points < MIN_SEGMENTED_POINTS:
+    the defaults do not fit a small scan (``pcs`` ≤ points; the segmentation's own limits)."""
+    from ..stages.segmentation import MIN_POINTS, PARAMS  # deferred: imports the clustering kernels
+
+    if n_points < MIN_POINTS:
         return [s for s in DEMO_STAGES if s not in SEGMENTATION_STAGES]
-    return [{s: {"pcs": n_points}} if s == "segmentation" and n_points < DEFAULT_PCS else s for s in DEMO_STAGES]
+    return [{s: {"pcs": n_points}} if s == "segmentation" and n_points < PARAMS["pcs"] else s for s in DEMO_STAGES]
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -149,8 +148,8 @@ def run_demo(args) -> int:
         t = time.perf_counter()
         print(f"[3/4] run: stages {' → '.join(map(_stage_name, stages))}")
         if len(stages) < len(DEMO_STAGES):
-            print(f"      (features, segmentation and delegate_map left out: a scan of {ny * nx} point(s); "
-                  f"segmenting needs at least {MIN_SEGMENTED_POINTS})")
+            print(f"      ({', '.join(SEGMENTATION_STAGES)} left out: a scan of {ny * nx} point(s) is too small "
+                  "to segment)")
         workflow = load_workflow(_workflow_yaml(out, stages))
         description = describe(client)
         description["config"] = config.to_dict()

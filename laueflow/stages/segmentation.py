@@ -369,13 +369,17 @@ def check_params(params) -> None:
             raise ValueError(f"{name} must be a number > 0, got {params[name]!r}")
 
 
+#: fewest valid points a scan needs to be segmented (K ≥ 2 clusters scored by their silhouette)
+MIN_POINTS = 3
+
+
 def check_scan(params, scan) -> None:
     """Refuse, before anything is computed, a scan too small for the parameters: K ≥ 2 clusters
     scored by their silhouette need ≥ 3 points, ``pcs`` components ≥ ``pcs`` points, ``k`` ≥ ``k``
     points (``scan["n_valid"]``: the points the ingest read; failed images lower it further)."""
     n = int(scan["n_valid"])
-    if n < 3:
-        raise ValueError(f"the scan has {n} valid point(s); segmenting needs at least 3 "
+    if n < MIN_POINTS:
+        raise ValueError(f"the scan has {n} valid point(s); segmenting needs at least {MIN_POINTS} "
                          "(leave the segmentation stages out of this workflow)")
     if params["pcs"] > n:
         raise ValueError(f"pcs = {params['pcs']} principal components need at least {params['pcs']} points; "
