@@ -39,13 +39,19 @@ def images_and_truth(folder: Path) -> tuple[dict, dict]:
         rows = np.asarray(images[y])
         for s in small:
             small[s][y * nx:(y + 1) * nx] = preprocess_frames(rows, mask, scaling=s)
+    return small, images_and_truth_maps(folder)
+
+
+def images_and_truth_maps(folder: Path) -> dict:
+    """The true label maps of a scan folder, flat ``(n,)``: ``domain``, ``variant`` (twin
+    variants merged by orientation group) and ``pure`` (the dominant grain > 90 % of the weight)."""
     truth = zarr.open_group(str(folder / "truth.zarr"), mode="r")
     domain = np.asarray(truth["grain_map"]).reshape(-1)
     phase = np.asarray(truth["grain_phase"])
     names = list(truth.attrs.get("materials") or [])
     variant = orientation_groups(np.asarray(truth["grain_base_orientation"]), phase, get_materials(names))[domain]
     weight = np.asarray(truth["grain_weight"]).reshape(len(domain), -1)
-    return small, {"domain": domain, "variant": variant, "pure": weight.max(axis=1) > 0.9 * weight.sum(axis=1)}
+    return {"domain": domain, "variant": variant, "pure": weight.max(axis=1) > 0.9 * weight.sum(axis=1)}
 
 
 def measure(small: dict, truth: dict, key: str) -> list:

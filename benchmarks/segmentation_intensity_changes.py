@@ -1,22 +1,26 @@
-"""How the default segmentation copes with changes of the incident intensity between points.
+"""How the segmentation copes with changes of the incident intensity between points.
 
     python benchmarks/choose_autoencoder_scaling.py --prepare --workdir /tmp/aescale   # scans, once (~8 min)
-    python benchmarks/segmentation_intensity_changes.py --workdir /tmp/aescale          # ~2 min
+    python benchmarks/segmentation_intensity_changes.py --workdir /tmp/aescale          # ~8 min, 2 processes
 
 Real scans are not lit evenly: the ring current decays between top-ups, and the diffracting
-volume changes with the sample's thickness or at its edge. The simulated bar scans are. Here each
-point's counts above background (the linear preprocessed images of the eight bar scans of
-``choose_autoencoder_scaling.py``) are multiplied by a factor: a ramp across the scan
-(min → max along x), or independent random factors per point (seeded). Then the `pixels`
-method's features (16 × 16 area averages) go through the segmentation kernel as the stage runs
-it (standardized, PCA 32, KMeans at the K of the highest silhouette over 2–20, unmixing labels).
-The script prints the ARI against the true domain map (the twin-variant map for fine twins) and
-the suggested K.
+volume changes with the sample's thickness or at its edge. The simulated bar scans are lit
+evenly. Here the eight bar scans of ``choose_autoencoder_scaling.py`` are rendered again from
+their generator parameters (``truth.zarr``), with every point's spot amplitudes multiplied by a
+factor before the detector noise is drawn. The dark current, the diffuse halo and the read and
+shot noise stay physical, so a dimly lit point is also a noisier one. The factors are a ramp
+across the scan (min → max along x) or seeded random factors per point. The frames →
+`pixels` features (linear, 16 × 16 area averages, the scan's mask) → the segmentation kernel as
+the stage runs it (standardized, PCA 32, KMeans at the K of the highest silhouette over 2–20,
+unmixing labels). The script prints the ARI against the true domain map (the
+twin-variant map for fine twins) and the suggested K. Features are cached in the workdir
+(``illumination-*.npz``).
 """
 from __future__ import annotations
 
 import argparse
 import sys
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -24,20 +28,55 @@ from sklearn.metrics import adjusted_rand_score
 
 sys.path.insert(0, str(Path(__file__).parent))
 from choose_autoencoder_scaling import SCANS  # noqa: E402
-from choose_pixel_features import images_and_truth  # noqa: E402
+
+FIELDS = ("none", "ramp 0.67–1.33", "ramp 0.5–1.5", "ramp 0.25–1.75", "random 0.5–1.5")
 
 
-def factors(shape: tuple[int, int]) -> dict[str, np.ndarray]:
-    """``{name: (ny·nx,) factor}``: none, ramps along x, random per point."""
+def factors(name: str, shape: tuple[int, int]) -> np.ndarray:
+    """``(ny·nx,)`` factor of each point for the field ``name`` (seeded)."""
     ny, nx = shape
-    ramp = np.broadcast_to(np.linspace(0.0, 1.0, nx), shape).reshape(-1)
-    rng = np.random.default_rng(0)
-    out = {"none": np.ones(ny * nx)}
-    for lo, hi in ((0.8, 1.2), (0.67, 1.33), (0.5, 1.5)):
-        out[f"ramp {lo:g}–{hi:g}"] = lo + (hi - lo) * ramp
-    for lo, hi in ((0.8, 1.2), (0.5, 1.5)):
-        out[f"random {lo:g}–{hi:g}"] = rng.uniform(lo, hi, ny * nx)
-    return out
+    kind, band = name.split(" ") if " " in name else (name, "1–1")
+    lo, hi = (float(v) for v in band.split("–"))
+    if kind == "ramp":
+        return (lo + (hi - lo) * np.broadcast_to(np.linspace(0.0, 1.0, nx), shape)).reshape(-1)
+    if kind == "random":
+        return np.random.default_rng(0).uniform(lo, hi, ny * nx)
+    return np.ones(ny * nx)
+
+
+def truth_of(folder: Path, name: str) -> np.ndarray:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from choose_pixel_features import images_and_truth_maps
+
+    return images_and_truth_maps(folder)["variant" if name == "fine_twins" else "domain"]
+
+
+def rendered_features(folder: Path, field: str) -> np.ndarray:
+    """``(n, 256)`` linear pixel features of the scan in ``folder`` rendered under ``field``."""
+    cache = folder.parent / f"illumination-{folder.name}-{field.replace(' ', '_')}.npz"
+    if cache.exists():
+        return np.load(cache)["features"]
+    import zarr
+
+    from laueflow.io.detfile import read_det
+    from laueflow.kernels.downsample import preprocess_frames
+    from laueflow.pipeline.scan_store import detector_mask
+    from laueflow.stages.features import pixel_features
+    from laueflow.synth.scan import ScanParameters, plan_scan
+
+    attrs = dict(zarr.open_group(str(folder / "truth.zarr"), mode="r").attrs["generator_parameters"])
+    params = ScanParameters(**{k: tuple(v) if isinstance(v, list) else v for k, v in attrs.items()})
+    plan = plan_scan(params, calibration=read_det(folder / "calib.det"))
+    mask = detector_mask(zarr.open_group(str(folder / "scan.zarr"), mode="r"))
+    c = plan.components
+    scale = factors(field, plan.shape)
+    c.amplitude = c.amplitude * np.repeat(scale, np.diff(c.image_start))
+    frames = np.empty((plan.n_images, 128, 128), np.float32)
+    for i in range(plan.n_images):
+        frames[i] = preprocess_frames(plan.render(i)[None], mask, scaling="linear")[0]
+    features = pixel_features(frames, 256)
+    np.savez(cache, features=features)
+    return features
 
 
 def segment(x: np.ndarray, true: np.ndarray) -> str:
@@ -49,31 +88,32 @@ def segment(x: np.ndarray, true: np.ndarray) -> str:
     return f"{adjusted_rand_score(true, labels):.3f} (K {fit['k']})"
 
 
+def _render(job):
+    folder, field = job
+    rendered_features(Path(folder), field)
+    return job
+
+
 def main() -> None:
-    import zarr
-
-    from laueflow.stages.features import pixel_features
-
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workdir", default="/tmp/laueflow-choose-autoencoder-scaling",
                     help="the scans of `choose_autoencoder_scaling.py --prepare`")
+    ap.add_argument("--processes", type=int, default=2, help="rendering processes (default 2)")
     args = ap.parse_args()
-    header = None
-    for name, seed in SCANS:
-        folder = Path(args.workdir) / f"{name}-seed{seed}"
+    folders = [Path(args.workdir) / f"{name}-seed{seed}" for name, seed in SCANS]
+    for folder in folders:
         if not (folder / "scan.zarr").exists():
             raise SystemExit(f"{folder}/scan.zarr is missing: run choose_autoencoder_scaling.py --prepare "
                              f"--workdir {args.workdir} first")
-        small, truth = images_and_truth(folder)
-        true = truth["variant" if name == "fine_twins" else "domain"]
-        shape = zarr.open_group(str(folder / "scan.zarr"), mode="r")["images"].shape[:2]
-        per_point = factors(shape)
-        if header is None:
-            header = list(per_point)
-            print("| scan (true domains) | " + " | ".join(header) + " |")
-            print("|---|" + "---|" * len(header))
-        cells = [segment(pixel_features(small["linear"] * f[:, None, None].astype(np.float32), 256), true)
-                 for f in per_point.values()]
+    jobs = [(str(f), field) for f in folders for field in FIELDS]
+    with ProcessPoolExecutor(max_workers=args.processes) as pool:
+        for done in pool.map(_render, jobs):
+            print(f"rendered {Path(done[0]).name} {done[1]}", file=sys.stderr, flush=True)
+    print("| scan (true domains) | " + " | ".join(FIELDS) + " |")
+    print("|---|" + "---|" * len(FIELDS))
+    for (name, seed), folder in zip(SCANS, folders):
+        true = truth_of(folder, name)
+        cells = [segment(rendered_features(folder, field), true) for field in FIELDS]
         print(f"| {name} {seed} ({len(np.unique(true))}) | " + " | ".join(cells) + " |", flush=True)
 
 
