@@ -24,10 +24,10 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import adjusted_rand_score
 
 sys.path.insert(0, str(Path(__file__).parent))
-from choose_autoencoder_scaling import SCANS  # noqa: E402
+from choose_autoencoder_scaling import SCANS, ari  # noqa: E402
+from choose_pixel_features import images_and_truth_maps  # noqa: E402
 
 FIELDS = ("none", "ramp 0.67–1.33", "ramp 0.5–1.5", "ramp 0.25–1.75", "random 0.5–1.5")
 
@@ -45,9 +45,6 @@ def factors(name: str, shape: tuple[int, int]) -> np.ndarray:
 
 
 def truth_of(folder: Path, name: str) -> np.ndarray:
-    sys.path.insert(0, str(Path(__file__).parent))
-    from choose_pixel_features import images_and_truth_maps
-
     return images_and_truth_maps(folder)["variant" if name == "fine_twins" else "domain"]
 
 
@@ -79,15 +76,6 @@ def rendered_features(folder: Path, field: str) -> np.ndarray:
     return features
 
 
-def segment(x: np.ndarray, true: np.ndarray) -> str:
-    from laueflow.kernels.clustering import fit_in_memory, project
-
-    fit = fit_in_memory(x, pcs=32, ks=np.arange(2, 21), k=None, method="kmeans", seed=0, score_sample=3000,
-                        max_iter=300, tol=1e-4, assign="unmix", feature_scaling="standardize")
-    labels = fit["labeler"].predict(project(x, fit["mean"], fit["components"], fit["scale"]))
-    return f"{adjusted_rand_score(true, labels):.3f} (K {fit['k']})"
-
-
 def _render(job):
     folder, field = job
     rendered_features(Path(folder), field)
@@ -113,7 +101,7 @@ def main() -> None:
     print("|---|" + "---|" * len(FIELDS))
     for (name, seed), folder in zip(SCANS, folders):
         true = truth_of(folder, name)
-        cells = [segment(rendered_features(folder, field), true) for field in FIELDS]
+        cells = [ari(rendered_features(folder, field), true, "standardize", "unmix") for field in FIELDS]
         print(f"| {name} {seed} ({len(np.unique(true))}) | " + " | ".join(cells) + " |", flush=True)
 
 
