@@ -505,6 +505,30 @@ def _lauetools_maxima(img, hot, d, min_distance_px, n_cols, xp):
     return cand[keep], dc_[keep]
 
 
+class _BackgroundMap:
+    """One frame's local background and noise grids (:func:`estimate_background`) and how to
+    read them at pixels: per-axis weight tables on numpy (``fast``), interpolation on cupy."""
+
+    def __init__(self, img, block_px: int, fast: bool):
+        self.grid, self.noise_grid, self.rc, self.cc = estimate_background(img, block_px)
+        self.shape, self.fast = img.shape, fast
+        if fast:
+            self.rt, self.ct = _pixel_tables(self.rc, self.shape[0]), _pixel_tables(self.cc, self.shape[1])
+
+    def at(self, grid, flat):
+        """``grid`` (a grid of this frame's blocks) interpolated at the flat pixel indices ``flat``."""
+        rows, cols = flat // self.shape[1], flat % self.shape[1]
+        if self.fast:
+            return _interp_at_pixels(grid, self.rt, self.ct, rows, cols)
+        return interpolate_grid(grid, self.rc, self.cc, rows=rows, cols=cols)
+
+    def above(self, values, grid):
+        """bool ``(rows, cols)``: ``values`` greater than ``grid`` interpolated at every pixel."""
+        if self.fast:
+            return _above_interpolated(values, grid, self.rt, self.ct)
+        return values > interpolate_grid(grid, self.rc, self.cc, shape=self.shape)
+
+
 def find_peaks_2d(
     image,
     *,
@@ -536,51 +560,18 @@ def find_peaks_2d(
     ``method="lauetools"``: LaueTools' meaning of the numbers (module docstring, "LaueTools
     method"); ``threshold_counts`` is required and ``threshold_sigma`` is not used.
     """
-    prepared = mask if isinstance(mask, PeakMask) else None
-    if prepared is not None:
-        mask = prepared.mask
-    xp = get_array_module(image, mask)
-    fast = xp is np  # numpy: stripe-wise full-frame passes, table interpolation, windowed labels
-    if image.ndim != 2:
-        raise ValueError(f"find_peaks_2d takes one 2-D image, got shape {image.shape}")
-    if method not in PEAK_METHODS:
-        raise ValueError(f"method must be one of {', '.join(PEAK_METHODS)}, got {method!r}")
+    _check_arguments(image, method, threshold_sigma, threshold_counts)
     lauetools = method == "lauetools"
-    if lauetools and threshold_counts is None:
-        raise ValueError("method lauetools needs threshold_counts (LaueTools IntensityThreshold)")
-    if threshold_sigma is None and threshold_counts is None:
-        raise ValueError("give threshold_sigma and/or threshold_counts")
-    n_rows, n_cols = image.shape
+    xp = get_array_module(image, mask.mask if isinstance(mask, PeakMask) else mask)
+    fast = xp is np  # numpy: stripe-wise full-frame passes, table interpolation, windowed labels
     arr = xp.asarray(image)
     img = arr.astype(xp.float32, copy=False)
-
-    bg_grid, noise_grid, rc, cc = estimate_background(img, background_block_px)
-    if fast:
-        rt, ct = _pixel_tables(rc, n_rows), _pixel_tables(cc, n_cols)
-
-        def at_pixels(grid, rows, cols):
-            return _interp_at_pixels(grid, rt, ct, rows, cols)
-    else:
-        def at_pixels(grid, rows, cols):
-            return interpolate_grid(grid, rc, cc, rows=rows, cols=cols)
-    bad = None
-    if mask is not None:  # neutralise bad pixels: replace them by the local background
-        if prepared is None:
-            mask = xp.asarray(mask, dtype=bool)
-            bad = xp.flatnonzero(mask)
-        else:
-            bad = prepared.bad
-    if lauetools:  # dead (0-count) pixels would pull LaueTools' minimum-filter background to 0
-        dead = xp.flatnonzero(arr.ravel() == 0)
-        if dead.size:
-            bad = dead if bad is None else xp.unique(xp.concatenate([bad, dead]))
-            mask = xp.zeros((n_rows, n_cols), dtype=bool) if mask is None else mask.copy()
-            mask.ravel()[dead] = True
-    if bad is not None:
-        if bad.size:
-            if img is arr or not fast:  # never write into the caller's array
-                img = img.copy()
-            img.ravel()[bad] = at_pixels(bg_grid, bad // n_cols, bad % n_cols)
+    background = _BackgroundMap(img, background_block_px, fast)
+    mask, bad = _bad_pixels(arr, mask, lauetools, xp)
+    if bad is not None and bad.size:  # neutralise bad pixels: replace them by the local background
+        if img is arr or not fast:  # never write into the caller's array
+            img = img.copy()
+        img.ravel()[bad] = background.at(background.grid, bad)
     # detection statistic: 3x3 box sum S (matched to spots of sigma ~ 1 px, ~1.6x the S/N of
     # the hottest pixel); its noise is measured on S itself (lag-3 differences: independent boxes)
     smooth = _box3_sum(img, xp)
@@ -588,58 +579,114 @@ def find_peaks_2d(
     by_sigma = threshold_sigma is not None and not lauetools
     excess_low = noise_s * float(grow_sigma)
     if by_sigma:
-        excess_high = noise_s * float(threshold_sigma)
-        excess_low = xp.minimum(excess_low, excess_high)
+        excess_low = xp.minimum(excess_low, noise_s * float(threshold_sigma))
     elif not lauetools:  # counts only: the components' level as before (≤ the counts on S)
         excess_low = xp.minimum(excess_low, float(threshold_counts))
-    bg9 = 9.0 * bg_grid
-    if fast:
-        low = _above_interpolated(smooth, bg9 + excess_low, rt, ct)
-        if bad is not None and bad.size:
-            low.ravel()[bad] = False
-    else:
-        level_low = interpolate_grid(bg9 + excess_low, rc, cc, shape=(n_rows, n_cols))
-        low = smooth > level_low
-        if mask is not None:
-            low &= ~mask
-    img_flat = img.ravel()
+    low = _component_pixels(smooth, 9.0 * background.grid + excess_low, background, mask, bad)
+    measure = dict(low=low, mask=mask, max_peaks=max_peaks, box_size_px=box_size_px,
+                   centroid_box_px=centroid_box_px, return_n_found=return_n_found, fast=fast, xp=xp)
     if lauetools:
         peaks, height = _lauetools_peaks(img, threshold_counts, min_distance_px, mask, xp)
         if peaks.size == 0:
             return (_empty(xp), 0) if return_n_found else _empty(xp)
-        smax, prow, pcol = peaks, peaks // n_cols, peaks % n_cols
-        bg = at_pixels(bg_grid, prow, pcol).astype(xp.float32)
-        noise = at_pixels(noise_grid, prow, pcol).astype(xp.float32)
-        background = (img_flat[peaks] - height).astype(xp.float32)  # LaueTools' background there
-        return _measure_peaks(img, low, mask, smax, peaks, height, bg, background, noise, max_peaks,
-                              box_size_px, centroid_box_px, return_n_found, fast, xp)
-    if by_sigma:  # the high level is only needed at the (few) low pixels: interpolate it there
-        flat_low = xp.flatnonzero(low)
-        level_high = at_pixels(bg9 + excess_high, flat_low // n_cols, flat_low % n_cols)
-        flat_hot = flat_low[smooth.ravel()[flat_low] > level_high]
-    else:  # counts only: pixels more than threshold_counts above the background, and the
-        # pixels of their 3x3 (where the maximum of S next to the hottest pixel may lie)
-        level = bg_grid + float(threshold_counts)
-        if fast:
-            above = _above_interpolated(img, level, rt, ct)
-        else:
-            above = img > interpolate_grid(level, rc, cc, shape=(n_rows, n_cols))
-        flat_above = xp.flatnonzero(above)
-        if mask is not None:
-            flat_above = flat_above[~mask.ravel()[flat_above]]
-        ar_, ac_ = flat_above // n_cols, flat_above % n_cols
-        flat_hot = xp.unique(xp.concatenate([
-            xp.clip(ar_ + dr, 0, n_rows - 1) * n_cols + xp.clip(ac_ + dc, 0, n_cols - 1)
-            for dr in (-1, 0, 1) for dc in (-1, 0, 1)]))
-        if mask is not None:
-            flat_hot = flat_hot[~mask.ravel()[flat_hot]]
-    if flat_hot.size == 0:
+        bg = background.at(background.grid, peaks).astype(xp.float32)
+        noise = background.at(background.noise_grid, peaks).astype(xp.float32)
+        lauetools_background = (img.ravel()[peaks] - height).astype(xp.float32)
+        return _measure_peaks(img, smax=peaks, peaks=peaks, height=height, bg=bg, background=lauetools_background,
+                              noise=noise, **measure)
+    if by_sigma:
+        high = 9.0 * background.grid + noise_s * float(threshold_sigma)
+        flat_hot = _hot_by_statistic(smooth, low, high, background, xp)
+    else:
+        flat_hot = _hot_by_counts(img, background, threshold_counts, mask, xp)
+    smax = _local_maxima(smooth, flat_hot, min_distance_px, chunk_pixels, xp)
+    if smax.size == 0:
         return (_empty(xp), 0) if return_n_found else _empty(xp)
+    peaks = _hottest_of_3x3(img, smax, mask, xp)
+    bg = background.at(background.grid, peaks).astype(xp.float32)
+    noise = background.at(background.noise_grid, peaks).astype(xp.float32)
+    height = img.ravel()[peaks] - bg
+    if threshold_counts is not None:  # LaueTools IntensityThreshold: counts above background
+        keep = height > float(threshold_counts)
+        peaks, smax, bg, noise, height = peaks[keep], smax[keep], bg[keep], noise[keep], height[keep]
+        if peaks.size == 0:
+            return (_empty(xp), 0) if return_n_found else _empty(xp)
+    return _measure_peaks(img, smax=smax, peaks=peaks, height=height, bg=bg, background=bg, noise=noise, **measure)
 
-    # local maxima of S among hot pixels: brighter than (or equal to and earlier than) every
-    # pixel of the (2d+1)^2 window; examined in chunks to bound memory. The 3x3 neighbours are
-    # tested first (a maximum of the window is one of its 3x3): the whole window is only
-    # gathered around the few pixels that pass (same result, far fewer gathers for a large d)
+
+def _check_arguments(image, method, threshold_sigma, threshold_counts) -> None:
+    if image.ndim != 2:
+        raise ValueError(f"find_peaks_2d takes one 2-D image, got shape {image.shape}")
+    if method not in PEAK_METHODS:
+        raise ValueError(f"method must be one of {', '.join(PEAK_METHODS)}, got {method!r}")
+    if method == "lauetools" and threshold_counts is None:
+        raise ValueError("method lauetools needs threshold_counts (LaueTools IntensityThreshold)")
+    if threshold_sigma is None and threshold_counts is None:
+        raise ValueError("give threshold_sigma and/or threshold_counts")
+
+
+def _bad_pixels(arr, mask, lauetools: bool, xp):
+    """``(mask, bad)``: the bool mask (or None) and the flat indices of its bad pixels (or None).
+    With ``lauetools`` the dead (0-count) pixels are added: they would pull LaueTools'
+    minimum-filter background to 0."""
+    bad = None
+    if isinstance(mask, PeakMask):
+        mask, bad = mask.mask, mask.bad
+    elif mask is not None:
+        mask = xp.asarray(mask, dtype=bool)
+        bad = xp.flatnonzero(mask)
+    if lauetools:
+        dead = xp.flatnonzero(arr.ravel() == 0)
+        if dead.size:
+            bad = dead if bad is None else xp.unique(xp.concatenate([bad, dead]))
+            mask = xp.zeros(arr.shape, dtype=bool) if mask is None else mask.copy()
+            mask.ravel()[dead] = True
+    return mask, bad
+
+
+def _component_pixels(smooth, level, background: _BackgroundMap, mask, bad):
+    """bool ``(rows, cols)``: the good pixels whose ``S`` is above ``level`` (a block grid) —
+    the pixels of the spots' connected components."""
+    low = background.above(smooth, level)
+    if background.fast:
+        if bad is not None and bad.size:
+            low.ravel()[bad] = False
+    elif mask is not None:
+        low &= ~mask
+    return low
+
+
+def _hot_by_statistic(smooth, low, level, background: _BackgroundMap, xp):
+    """Flat indices of the pixels whose ``S`` is above ``level`` (a block grid), looked for
+    among the ``low`` pixels only: the level is interpolated at those few."""
+    flat_low = xp.flatnonzero(low)
+    return flat_low[smooth.ravel()[flat_low] > background.at(level, flat_low)]
+
+
+def _hot_by_counts(img, background: _BackgroundMap, threshold_counts, mask, xp):
+    """Flat indices of the good pixels more than ``threshold_counts`` above the background and
+    of their 3×3 neighbours (the maximum of ``S`` may lie next to the hottest pixel)."""
+    n_rows, n_cols = img.shape
+    flat_above = xp.flatnonzero(background.above(img, background.grid + float(threshold_counts)))
+    if mask is not None:
+        flat_above = flat_above[~mask.ravel()[flat_above]]
+    rows, cols = flat_above // n_cols, flat_above % n_cols
+    flat_hot = xp.unique(xp.concatenate([
+        xp.clip(rows + dr, 0, n_rows - 1) * n_cols + xp.clip(cols + dc, 0, n_cols - 1)
+        for dr in (-1, 0, 1) for dc in (-1, 0, 1)]))
+    if mask is not None:
+        flat_hot = flat_hot[~mask.ravel()[flat_hot]]
+    return flat_hot
+
+
+def _local_maxima(smooth, flat_hot, min_distance_px: int, chunk_pixels: int, xp):
+    """The hot pixels (flat indices) that are maxima of ``S``: larger than (or equal to and
+    earlier than) every pixel of the ``(2d+1)²`` window. Examined in chunks to bound memory; the
+    3×3 neighbours are tested first (a maximum of the window is one of its 3×3), so the whole
+    window is only gathered around the few pixels that pass (same result, far fewer gathers)."""
+    if flat_hot.size == 0:
+        return flat_hot
+    n_rows, n_cols = smooth.shape
     d = max(1, int(min_distance_px))
     near3 = [(dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1) if dr or dc]
     offsets = near3 + [(dr, dc) for dr in range(-d, d + 1) for dc in range(-d, d + 1)
@@ -660,30 +707,20 @@ def find_peaks_2d(
                 is_max &= (v > nv) | ((v == nv) & (idx <= nidx))
             idx = idx[is_max]
         keep_parts.append(idx)
-    smax = xp.concatenate(keep_parts) if len(keep_parts) > 1 else keep_parts[0]
-    if smax.size == 0:
-        return (_empty(xp), 0) if return_n_found else _empty(xp)
+    return xp.concatenate(keep_parts) if len(keep_parts) > 1 else keep_parts[0]
 
-    # hottest raw pixel of the 3x3 around each maximum of S = the peak's integer position
+
+def _hottest_of_3x3(img, smax, mask, xp):
+    """Flat index of the hottest good raw pixel of the 3×3 around each maximum of ``S``: the
+    peaks' integer positions."""
+    n_rows, n_cols = img.shape
     sr, sc = smax // n_cols, smax % n_cols
     n3 = xp.stack([xp.clip(sr + dr, 0, n_rows - 1) * n_cols + xp.clip(sc + dc, 0, n_cols - 1)
                    for dr in (-1, 0, 1) for dc in (-1, 0, 1)], axis=1)
-    n3v = img_flat[n3]
+    n3v = img.ravel()[n3]
     if mask is not None:
         n3v = xp.where(mask.ravel()[n3], -xp.inf, n3v)
-    peaks = n3[xp.arange(n3.shape[0]), xp.argmax(n3v, axis=1)]
-    prow, pcol = peaks // n_cols, peaks % n_cols
-    bg = at_pixels(bg_grid, prow, pcol).astype(xp.float32)
-    noise = at_pixels(noise_grid, prow, pcol).astype(xp.float32)
-    height = img_flat[peaks] - bg
-    if threshold_counts is not None:  # LaueTools IntensityThreshold: counts above background
-        keep = height > float(threshold_counts)
-        peaks, prow, pcol, smax = peaks[keep], prow[keep], pcol[keep], smax[keep]
-        bg, noise, height = bg[keep], noise[keep], height[keep]
-        if peaks.size == 0:
-            return (_empty(xp), 0) if return_n_found else _empty(xp)
-    return _measure_peaks(img, low, mask, smax, peaks, height, bg, bg, noise, max_peaks, box_size_px,
-                          centroid_box_px, return_n_found, fast, xp)
+    return n3[xp.arange(n3.shape[0]), xp.argmax(n3v, axis=1)]
 
 
 def _lauetools_peaks(img, threshold_counts, min_distance_px, mask, xp):
