@@ -141,6 +141,41 @@ def _small_rotations(rng, n, angle_deg) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------- build
+@dataclass
+class _Grains:
+    """The Voronoi grains of a scan and the beam-footprint sub-samples they cover."""
+
+    seeds: np.ndarray  # (G, 2) seed positions (x, y), µm
+    size_um: float  # typical grain diameter, √(area / G), µm
+    base: np.ndarray  # (G, 3, 3) orientations U
+    material: np.ndarray  # (G,) int16, index into the materials list
+    samples: np.ndarray  # (P·K, 2) sub-sample positions of every footprint, µm
+    parent: np.ndarray  # (P·K,) int64, the grain of each sub-sample
+
+
+class _DomainTable:
+    """The domains made so far, appended block by block (grains first): the columns of
+    :class:`Domains` that do not depend on the fields."""
+
+    def __init__(self, grains: _Grains):
+        n = len(grains.seeds)
+        self.kind, self.parent = [np.full(n, GRAIN)], [np.full(n, -1)]
+        self.rotation, self.centre, self.material = [grains.base], [grains.seeds], [grains.material]
+        self.count = n
+
+    def add(self, kind, parent, rotation, centre, material) -> int:
+        """Append domains (``rotation (n, 3, 3)``, ``centre (n, 2)``, the others ``(n,)``); the
+        id of the first."""
+        first = self.count
+        self.kind.append(kind)
+        self.parent.append(parent)
+        self.rotation.append(rotation)
+        self.centre.append(centre)
+        self.material.append(material)
+        self.count += len(rotation)
+        return first
+
+
 def build_microstructure(
     shape: tuple[int, int],
     step_um: float,
@@ -192,161 +227,39 @@ def build_microstructure(
         raise ValueError(f"need at least one grain, got {n_grains}")
     if step_um <= 0:
         raise ValueError(f"step_um must be > 0, got {step_um}")
-    beam = 1.5 * step_um if beam_size_um is None else float(beam_size_um)
-    main_lattice = lattice_parameters[0]
     if twin_law not in TWIN_LAWS:
         raise ValueError(f"twin_law must be one of {sorted(TWIN_LAWS)}, got {twin_law!r}")
-
-    def twin_of(lat):
-        return twin_rotation(lat, *TWIN_LAWS[twin_law])
-
-    # --- Voronoi seeds over the scanned area (plus half a step margin)
-    lo = -0.5 * step_um
-    extent = np.array([nx * step_um, ny * step_um])
-    seeds = lo + rng.random((n_grains, 2)) * extent
-    grain_size = np.sqrt(extent.prod() / n_grains)
-
-    # --- sub-samples of every beam footprint
+    beam = 1.5 * step_um if beam_size_um is None else float(beam_size_um)
+    lo, extent = -0.5 * step_um, np.array([nx * step_um, ny * step_um])  # seeds: half a step margin
     yy, xx = np.meshgrid(np.arange(ny) * step_um, np.arange(nx) * step_um, indexing="ij")
     centres = np.stack([xx.ravel(), yy.ravel()], axis=-1)  # (P, 2)
     offsets = footprint_offsets(beam)
-    samples = centres[:, None, :] + offsets[None, :, :]  # (P, K, 2)
-    flat = samples.reshape(-1, 2)
-    parent = cKDTree(seeds).query(flat)[1].astype(np.int64)
-    domain = parent.copy()
+    grains = _voronoi_grains(rng, n_grains, lo, extent, centres, offsets, second_phase_fraction)
 
-    kinds = [np.full(n_grains, GRAIN)]
-    parents = [np.full(n_grains, -1)]
-    base = _rotations(rng, n_grains)
-    rotations = [base]
-    dom_centres = [seeds]
-    materials = np.zeros(n_grains, dtype=np.int16)
-    if second_phase_fraction > 0:
-        materials[rng.random(n_grains) < second_phase_fraction] = 1
-    mats = [materials]
-    next_id = n_grains
+    def twinned(g):
+        return (grains.base[g] @ twin_rotation(lattice_parameters[grains.material[g]], *TWIN_LAWS[twin_law]))[None]
 
-    # --- twins: a lamella (band) through each twinned grain
-    twinned = np.flatnonzero(rng.random(n_grains) < twin_fraction) if twin_fraction > 0 else []
-    for g in twinned:
-        angle = rng.uniform(0, np.pi)
-        normal = np.array([np.cos(angle), np.sin(angle)])
-        width = rng.uniform(0.15, 0.35) * grain_size
-        centre = seeds[g] + rng.uniform(-0.25, 0.25) * grain_size * normal
-        in_band = (parent == g) & (np.abs((flat - centre) @ normal) < width / 2)
-        domain[in_band] = next_id
-        kinds.append([TWIN])
-        parents.append([g])
-        lat = lattice_parameters[materials[g]]
-        rotations.append((base[g] @ twin_of(lat))[None])
-        dom_centres.append(centre[None])
-        mats.append([materials[g]])
-        next_id += 1
-
-    # --- fine twins: parallel lamellae of one twin variant through the largest grains
-    if fine_twin_grains > 0:
-        sizes = np.bincount(parent, minlength=n_grains)
-        for g in np.argsort(-sizes, kind="stable")[:int(fine_twin_grains)]:
-            angle = rng.uniform(0, np.pi)
-            normal = np.array([np.cos(angle), np.sin(angle)])
-            position = (flat - seeds[g]) @ normal / (0.5 * fine_twin_period_um)
-            domain[(parent == g) & (np.floor(position) % 2 == 1)] = next_id
-            kinds.append([TWIN])
-            parents.append([g])
-            rotations.append((base[g] @ twin_of(lattice_parameters[materials[g]]))[None])
-            dom_centres.append(seeds[g][None])
-            mats.append([materials[g]])
-            next_id += 1
-
-    # --- low-angle sub-grains: a small Voronoi tessellation inside the grain
-    subdivided = np.flatnonzero(rng.random(n_grains) < subgrain_fraction) if subgrain_fraction > 0 else []
-    for g in subdivided:
-        n_sub = int(rng.integers(2, 5))
-        sub_seeds = seeds[g] + rng.normal(0, grain_size / 3, (n_sub, 2))
-        sub_seeds[0] = seeds[g]
-        members = np.flatnonzero(domain == g)  # not the twin lamellae
-        if len(members) == 0:
-            continue
-        which = cKDTree(sub_seeds).query(flat[members])[1]
-        misorientation = _small_rotations(rng, n_sub - 1, subgrain_misorientation_deg)
-        for j in range(1, n_sub):
-            domain[members[which == j]] = next_id
-            kinds.append([SUBGRAIN])
-            parents.append([g])
-            rotations.append((misorientation[j - 1] @ base[g])[None])
-            dom_centres.append(sub_seeds[j][None])
-            mats.append([materials[g]])
-            next_id += 1
-    n_top = next_id
-
-    # --- footprint weights of the top layer
-    n_points, n_sub_samples = len(centres), len(offsets)
-    point = np.repeat(np.arange(n_points), n_sub_samples)
-    counts = np.bincount(point * n_top + domain, minlength=n_points * n_top).reshape(n_points, n_top)
-    weights = counts / n_sub_samples
-    weights[weights < min_weight] = 0.0
-    weights /= weights.sum(axis=1, keepdims=True)
-    order = np.argsort(-weights, axis=1, kind="stable")
-    n_top_slots = int((weights > 0).sum(axis=1).max())
-    top_ids = order[:, :n_top_slots]
-    top_w = np.take_along_axis(weights, top_ids, axis=1)
-    top_ids = np.where(top_w > 0, top_ids, -1)
-    grain_map = top_ids[:, 0].reshape(ny, nx).astype(np.int32)
-
-    slot_ids = [top_ids]
-    slot_w = [top_w]
-    # --- faint deeper grains (coarser Voronoi, one per point, no footprint overlap)
-    if deep_grains > 0:
+    table = _DomainTable(grains)
+    domain = grains.parent.copy()
+    _add_twin_lamellae(table, domain, grains, rng, twin_fraction, twinned)
+    _add_fine_twins(table, domain, grains, rng, fine_twin_grains, fine_twin_period_um, twinned)
+    _add_subgrains(table, domain, grains, rng, subgrain_fraction, subgrain_misorientation_deg)
+    top_ids, top_w = _footprint_weights(domain, len(centres), len(offsets), table.count, min_weight)
+    slot_ids, slot_w = [top_ids], [top_w]
+    if deep_grains > 0:  # faint deeper grains (coarser Voronoi, one per point, no footprint overlap)
         deep_seeds = lo + rng.random((deep_grains, 2)) * extent
-        deep = cKDTree(deep_seeds).query(centres)[1] + next_id
-        slot_ids.append(deep[:, None])
-        slot_w.append(np.full((n_points, 1), float(deep_weight)))
-        kinds.append(np.full(deep_grains, DEEP))
-        parents.append(np.full(deep_grains, -1))
-        rotations.append(_rotations(rng, deep_grains))
-        dom_centres.append(deep_seeds)
-        mats.append(np.zeros(deep_grains, dtype=np.int16))
-        next_id += deep_grains
-    # --- substrate single crystal: [001] along the sample normal, random in-plane rotation
-    if substrate:
+        first = table.add(np.full(deep_grains, DEEP), np.full(deep_grains, -1), _rotations(rng, deep_grains),
+                          deep_seeds, np.zeros(deep_grains, dtype=np.int16))
+        slot_ids.append(cKDTree(deep_seeds).query(centres)[1][:, None] + first)
+        slot_w.append(np.full((len(centres), 1), float(deep_weight)))
+    if substrate:  # single crystal: [001] along the sample normal, random in-plane rotation
         spin = Rotation.from_euler("z", rng.uniform(0, 360), degrees=True).as_matrix()
-        slot_ids.append(np.full((n_points, 1), next_id))
-        slot_w.append(np.full((n_points, 1), float(substrate_weight)))
-        kinds.append([SUBSTRATE])
-        parents.append([-1])
-        rotations.append((sample_rotation() @ spin)[None])
-        dom_centres.append(np.zeros((1, 2)))
-        mats.append([len(lattice_parameters) - 1])
-        next_id += 1
-
-    n_domains = next_id
-    kind = np.concatenate([np.asarray(k, dtype=np.int8) for k in kinds])
-    # --- per-domain fields
-    gradient = rng.standard_normal((n_domains, 3, 2))
-    gradient /= np.linalg.norm(gradient, axis=1, keepdims=True)
-    gradient *= np.deg2rad(orientation_gradient_deg_per_um)
-    wavelength = rng.uniform(2.0, 4.0, n_domains) * grain_size
-    direction = rng.uniform(0, 2 * np.pi, n_domains)
-    wavevector = (2 * np.pi / wavelength)[:, None] * np.stack([np.cos(direction), np.sin(direction)], -1)
-    domains = Domains(
-        kind=kind,
-        parent=np.concatenate([np.asarray(p, dtype=np.int32) for p in parents]),
-        material=np.concatenate([np.asarray(m, dtype=np.int16) for m in mats]),
-        rotation=np.concatenate(rotations),
-        centre_um=np.concatenate(dom_centres).astype(float),
-        gradient=gradient,
-        strain_mean=0.7 * strain_magnitude * random_deviatoric(n_domains, rng),
-        strain_wave=0.3 * strain_magnitude * random_deviatoric(n_domains, rng),
-        wavevector=wavevector,
-        phase=rng.uniform(0, 2 * np.pi, n_domains),
-    )
-    fixed = kind == SUBSTRATE
-    domains.gradient[fixed] = 0.0
-    domains.strain_mean[fixed] = 0.0
-    domains.strain_wave[fixed] = 0.0
-
-    ids = np.concatenate(slot_ids, axis=1)  # (P, S)
-    w = np.concatenate(slot_w, axis=1)
+        first = table.add([SUBSTRATE], [-1], (sample_rotation() @ spin)[None], np.zeros((1, 2)),
+                          [len(lattice_parameters) - 1])
+        slot_ids.append(np.full((len(centres), 1), first))
+        slot_w.append(np.full((len(centres), 1), float(substrate_weight)))
+    domains = _domain_fields(table, rng, grains.size_um, orientation_gradient_deg_per_um, strain_magnitude)
+    ids, w = np.concatenate(slot_ids, axis=1), np.concatenate(slot_w, axis=1)  # (P, S)
     if max_slots is not None and ids.shape[1] > max_slots:
         raise ValueError(f"{ids.shape[1]} grain slots needed, more than max_slots={max_slots}")
     rot, eps, ub, mat = _fields_at(domains, ids, centres, lattice_parameters)
@@ -358,10 +271,116 @@ def build_microstructure(
         rotation=rot.reshape(ny, nx, n_slots, 3, 3),
         deviatoric_strain=eps.reshape(ny, nx, n_slots, 3, 3),
         orientation_matrix=ub.reshape(ny, nx, n_slots, 3, 3),
-        grain_map=grain_map,
+        grain_map=top_ids[:, 0].reshape(ny, nx).astype(np.int32),
         domains=domains,
         step_um=float(step_um),
     )
+
+
+def _voronoi_grains(rng, n_grains: int, lo: float, extent: np.ndarray, centres: np.ndarray, offsets: np.ndarray,
+                    second_phase_fraction: float) -> _Grains:
+    """Voronoi seeds over ``[lo, lo + extent]`` µm, random orientations, the second phase drawn
+    per grain, and the grain of every footprint sub-sample (``centres (P, 2)`` + ``offsets (K, 2)``)."""
+    seeds = lo + rng.random((n_grains, 2)) * extent
+    samples = (centres[:, None, :] + offsets[None, :, :]).reshape(-1, 2)
+    parent = cKDTree(seeds).query(samples)[1].astype(np.int64)
+    base = _rotations(rng, n_grains)
+    material = np.zeros(n_grains, dtype=np.int16)
+    if second_phase_fraction > 0:
+        material[rng.random(n_grains) < second_phase_fraction] = 1
+    return _Grains(seeds, float(np.sqrt(extent.prod() / n_grains)), base, material, samples, parent)
+
+
+def _add_twin_lamellae(table: _DomainTable, domain, grains: _Grains, rng, fraction: float, twinned) -> None:
+    """A twin lamella (a band 0.15–0.35 grain sizes wide) through each grain drawn with
+    probability ``fraction``; ``domain`` (per sub-sample) is updated in place."""
+    n_grains = len(grains.seeds)
+    for g in (np.flatnonzero(rng.random(n_grains) < fraction) if fraction > 0 else []):
+        angle = rng.uniform(0, np.pi)
+        normal = np.array([np.cos(angle), np.sin(angle)])
+        width = rng.uniform(0.15, 0.35) * grains.size_um
+        centre = grains.seeds[g] + rng.uniform(-0.25, 0.25) * grains.size_um * normal
+        in_band = (grains.parent == g) & (np.abs((grains.samples - centre) @ normal) < width / 2)
+        domain[in_band] = table.add([TWIN], [g], twinned(g), centre[None], [grains.material[g]])
+
+
+def _add_fine_twins(table: _DomainTable, domain, grains: _Grains, rng, count: int, period_um: float,
+                    twinned) -> None:
+    """Parallel lamellae of one twin variant, ``period_um`` apart, through the ``count`` largest
+    grains (one twin domain per grain)."""
+    if count <= 0:
+        return
+    sizes = np.bincount(grains.parent, minlength=len(grains.seeds))
+    for g in np.argsort(-sizes, kind="stable")[:int(count)]:
+        angle = rng.uniform(0, np.pi)
+        normal = np.array([np.cos(angle), np.sin(angle)])
+        position = (grains.samples - grains.seeds[g]) @ normal / (0.5 * period_um)
+        domain[(grains.parent == g) & (np.floor(position) % 2 == 1)] = table.count
+        table.add([TWIN], [g], twinned(g), grains.seeds[g][None], [grains.material[g]])
+
+
+def _add_subgrains(table: _DomainTable, domain, grains: _Grains, rng, fraction: float,
+                   misorientation_deg: float) -> None:
+    """Low-angle sub-grains: a small Voronoi tessellation (2–4 cells) inside each grain drawn with
+    probability ``fraction``, outside its twin lamellae."""
+    n_grains = len(grains.seeds)
+    for g in (np.flatnonzero(rng.random(n_grains) < fraction) if fraction > 0 else []):
+        n_sub = int(rng.integers(2, 5))
+        sub_seeds = grains.seeds[g] + rng.normal(0, grains.size_um / 3, (n_sub, 2))
+        sub_seeds[0] = grains.seeds[g]
+        members = np.flatnonzero(domain == g)  # not the twin lamellae
+        if len(members) == 0:
+            continue
+        which = cKDTree(sub_seeds).query(grains.samples[members])[1]
+        misorientation = _small_rotations(rng, n_sub - 1, misorientation_deg)
+        for j in range(1, n_sub):
+            domain[members[which == j]] = table.add([SUBGRAIN], [g], (misorientation[j - 1] @ grains.base[g])[None],
+                                                    sub_seeds[j][None], [grains.material[g]])
+
+
+def _footprint_weights(domain, n_points: int, n_sub_samples: int, n_domains: int, min_weight: float):
+    """``(ids, weights)``, both ``(P, S)``: per point the domains its footprint covers (by
+    decreasing weight, −1 padded) and the fractions of the footprint they cover (below
+    ``min_weight`` dropped, the rest renormalised)."""
+    point = np.repeat(np.arange(n_points), n_sub_samples)
+    counts = np.bincount(point * n_domains + domain, minlength=n_points * n_domains).reshape(n_points, n_domains)
+    weights = counts / n_sub_samples
+    weights[weights < min_weight] = 0.0
+    weights /= weights.sum(axis=1, keepdims=True)
+    order = np.argsort(-weights, axis=1, kind="stable")
+    ids = order[:, :int((weights > 0).sum(axis=1).max())]
+    w = np.take_along_axis(weights, ids, axis=1)
+    return np.where(w > 0, ids, -1), w
+
+
+def _domain_fields(table: _DomainTable, rng, grain_size_um: float, gradient_deg_per_um: float,
+                   strain_magnitude: float) -> Domains:
+    """:class:`Domains` with each domain's random orientation gradient and strain field (none on
+    the substrate)."""
+    n = table.count
+    gradient = rng.standard_normal((n, 3, 2))
+    gradient /= np.linalg.norm(gradient, axis=1, keepdims=True)
+    gradient *= np.deg2rad(gradient_deg_per_um)
+    wavelength = rng.uniform(2.0, 4.0, n) * grain_size_um
+    direction = rng.uniform(0, 2 * np.pi, n)
+    wavevector = (2 * np.pi / wavelength)[:, None] * np.stack([np.cos(direction), np.sin(direction)], -1)
+    domains = Domains(
+        kind=np.concatenate([np.asarray(k, dtype=np.int8) for k in table.kind]),
+        parent=np.concatenate([np.asarray(p, dtype=np.int32) for p in table.parent]),
+        material=np.concatenate([np.asarray(m, dtype=np.int16) for m in table.material]),
+        rotation=np.concatenate(table.rotation),
+        centre_um=np.concatenate(table.centre).astype(float),
+        gradient=gradient,
+        strain_mean=0.7 * strain_magnitude * random_deviatoric(n, rng),
+        strain_wave=0.3 * strain_magnitude * random_deviatoric(n, rng),
+        wavevector=wavevector,
+        phase=rng.uniform(0, 2 * np.pi, n),
+    )
+    fixed = domains.kind == SUBSTRATE
+    domains.gradient[fixed] = 0.0
+    domains.strain_mean[fixed] = 0.0
+    domains.strain_wave[fixed] = 0.0
+    return domains
 
 
 def _fields_at(domains: Domains, ids: np.ndarray, centres: np.ndarray, lattice_parameters):
