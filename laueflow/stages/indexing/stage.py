@@ -9,7 +9,7 @@ calibration and loaded once per worker.
 """
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -105,13 +105,37 @@ def index_peaks(peak_two_theta, peak_chi, peak_intensity=None, *, indexer: Index
             peak_intensity = np.asarray(peak_intensity)[None]
     n, mp = tth.shape
     g_max = int(max_grains)
-    calibration = calibration or indexer.calibration
-    p = _params(g_max, params)
-    band = tuple(indexer.config.energy_band_kev)
-    geom = _geometry(indexer)
+    if n_predict is None:
+        n_predict = max(int(indexer.config.n_centres), 25 * g_max)
+    order, tth_o, chi_o, inten_o = _brightest_first(tth, chi, peak_intensity)
+    ranked = peak_intensity is not None  # brightest first: class priors of the intensity ranks
+    cls, conf = indexer.predict(tth_o, chi_o, n_centres=int(n_predict), device=device, intensity_order=ranked)
+    search = _ImageSearch(indexer=indexer, calibration=calibration or indexer.calibration, p=_params(g_max, params),
+                          band=tuple(indexer.config.energy_band_kev), geom=_geometry(indexer),
+                          block=max(int(n_predict), 2), device=device, ranked=ranked)
+    out = STAGE.empty_outputs(n, {"max_grains": g_max}, peak=mp)
+    out[SEED_KEY] = np.zeros(n, np.int32)
+    for i in range(n):
+        m = int(np.isfinite(tth_o[i]).sum())
+        if m < 2:
+            continue
+        prev = _previous_grains(i, previous_ub, previous_material)
+        if not prev and use_previous and i > 0:
+            prev = [(int(mm), u) for mm, u in zip(out["grain_material"][i - 1], out["orientation_matrix"][i - 1])
+                    if mm >= 0]
+        c = min(cls.shape[1], m)
+        grains, out[SEED_KEY][i] = search.run(tth_o[i, :m], chi_o[i, :m], cls[i, :c], conf[i, :c],
+                                              None if inten_o is None else inten_o[i, :m], prev)
+        _write_grains(out, i, grains, order[i], m)
+    return out
 
-    # order: valid spots first, brightest first
+
+def _brightest_first(tth, chi, peak_intensity):
+    """``(order, tth, chi, intensity)`` with each image's peaks re-ordered valid first,
+    brightest first (``order (n, max_peaks)``: input index of each re-ordered peak; the invalid
+    ones NaN; ``intensity`` None when not given)."""
     valid = np.isfinite(tth) & np.isfinite(chi)
+    inten = None
     if peak_intensity is not None:
         inten = np.asarray(to_numpy(peak_intensity), dtype=float)
         key = np.where(valid & np.isfinite(inten), -inten, np.inf)
@@ -119,78 +143,88 @@ def index_peaks(peak_two_theta, peak_chi, peak_intensity=None, *, indexer: Index
     else:
         key = np.where(valid, 0.0, np.inf)
     order = np.argsort(key, axis=1, kind="stable")
-    inten_o = None if peak_intensity is None else np.take_along_axis(inten, order, 1)
+    inten_o = None if inten is None else np.take_along_axis(inten, order, 1)
     tth_o = np.take_along_axis(tth, order, 1)
     chi_o = np.take_along_axis(chi, order, 1)
     tth_o[~np.take_along_axis(valid, order, 1)] = np.nan
-    if n_predict is None:
-        n_predict = max(int(indexer.config.n_centres), 25 * g_max)
-    ranked = peak_intensity is not None  # brightest first: class priors of the intensity ranks
-    cls, conf = indexer.predict(tth_o, chi_o, n_centres=int(n_predict), device=device, intensity_order=ranked)
-    block = max(int(n_predict), 2)
+    return order, tth_o, chi_o, inten_o
 
-    out = STAGE.empty_outputs(n, {"max_grains": g_max}, peak=mp)
-    out[SEED_KEY] = np.zeros(n, np.int32)
-    for i in range(n):
-        m = int(np.isfinite(tth_o[i]).sum())
-        if m < 2:
-            continue
-        q = angles_to_qhat(tth_o[i, :m], chi_o[i, :m])
-        prev = []
-        if previous_ub is not None:
-            pu = np.asarray(previous_ub[i], dtype=float).reshape(-1, 3, 3)
-            pm = (np.zeros(len(pu), int) if previous_material is None
-                  else np.asarray(previous_material[i]).reshape(-1))
-            prev = [(int(mm), u) for mm, u in zip(pm, pu) if mm >= 0 and np.isfinite(u).all()]
-        if not prev and use_previous and i > 0:
-            prev = [(int(mm), u) for mm, u in zip(out["grain_material"][i - 1], out["orientation_matrix"][i - 1])
-                    if mm >= 0]
-        c = min(cls.shape[1], m)
-        ci, fi = cls[i, :c], conf[i, :c]
-        grains = find_grains(q, ci, fi, geom, calibration, band, p, prev)
+
+def _previous_grains(i: int, previous_ub, previous_material) -> list:
+    """``[(material, U)]`` of image ``i``'s neighbours' grains (``previous_ub``), NaN / −1 dropped."""
+    if previous_ub is None:
+        return []
+    pu = np.asarray(previous_ub[i], dtype=float).reshape(-1, 3, 3)
+    pm = np.zeros(len(pu), int) if previous_material is None else np.asarray(previous_material[i]).reshape(-1)
+    return [(int(mm), u) for mm, u in zip(pm, pu) if mm >= 0 and np.isfinite(u).all()]
+
+
+@dataclass
+class _ImageSearch:
+    """The grain search of one image, with what every image of the batch shares."""
+
+    indexer: Indexer
+    calibration: Calibration
+    p: IndexingParams
+    band: tuple
+    geom: ClassGeometry
+    block: int
+    device: object
+    ranked: bool
+
+    def run(self, tth, chi, ci, fi, intensity, prev) -> tuple[list, int]:
+        """``(grains, n_seed_spots)`` of one image's ``m`` valid spots (brightest first), its
+        first spots' class predictions ``ci``/``fi`` and the neighbours' grains ``prev``."""
+        m, c = len(tth), len(ci)
+        geom, p, n_materials = self.geom, self.p, len(self.geom.materials)
+        q = angles_to_qhat(tth, chi)
+        grains = find_grains(q, ci, fi, geom, self.calibration, self.band, p, prev)
+
         # no silent n_predict cut (issue #12): while grains remain unexplained, the next block of
         # spots gets class predictions (same model, features from all spots) and may seed pairs
         # (each with at least one spot of the new block)
         def predict_more(end):  # class predictions of spots c … end − 1 (features from all spots)
             perm = np.r_[c:end, 0:c, end:m]
-            bc, bf = indexer.predict(tth_o[i, :m][perm], chi_o[i, :m][perm], n_centres=end - c, device=device,
-                                     intensity_order=ranked, first_rank=c)
+            bc, bf = self.indexer.predict(tth[perm], chi[perm], n_centres=end - c, device=self.device,
+                                          intensity_order=self.ranked, first_rank=c)
             return np.concatenate([ci, bc]), np.concatenate([fi, bf])
 
-        while c < m and _unexplained(grains, m, p, len(geom.materials)):
-            end = min(c + block, m)
+        while c < m and _unexplained(grains, m, p, n_materials):
+            end = min(c + self.block, m)
             ci, fi = predict_more(end)
-            grains = find_grains(q, ci, fi, geom, calibration, band, p, grains=grains, seed_from=c)
+            grains = find_grains(q, ci, fi, geom, self.calibration, self.band, p, grains=grains, seed_from=c)
             c = end
-        if swap_due(grains, m, p, len(geom.materials)):
+        if swap_due(grains, m, p, n_materials):
             # at the cap with spots left: every spot may seed the grain that replaces the weakest
             if c < m:
                 ci, fi = predict_more(m)
                 c = m
-            grains = replace_weakest(grains, q, ci, fi, geom, calibration, band, p)
-        out[SEED_KEY][i] = c
-        grains = prune_grains(grains, q, geom, calibration, band, p)
-        grains = settle_by_intensity(grains, q, None if inten_o is None else inten_o[i, :m], geom, calibration,
-                                     band, p)
-        # resolve spots matched by several grains: keep the smallest residual
-        best_res = np.full(m, np.inf)
-        for gi, g in enumerate(grains):
-            out["grain_material"][i, gi] = g.material
-            out["orientation_matrix"][i, gi] = g.ub
-            out["euler_angles"][i, gi] = matrix_to_euler(g.ub)
-            out["matching_rate"][i, gi] = g.matching_rate
-            out["matched_spots"][i, gi] = g.n_matched
-            out["mean_residual_deg"][i, gi] = g.mean_residual_deg
-            out["variant_ambiguous"][i, gi] = g.ambiguous
-            better = g.residual_deg < best_res[g.spot_index]
-            idx = g.spot_index[better]
-            best_res[idx] = g.residual_deg[better]
-            orig = order[i, idx]
-            out["hkl"][i, orig] = g.hkl[better]
-            out["peak_material"][i, orig] = g.material
-            out["peak_grain"][i, orig] = gi
-        out["grain_count"][i] = len(grains)
-    return out
+            grains = replace_weakest(grains, q, ci, fi, geom, self.calibration, self.band, p)
+        grains = prune_grains(grains, q, geom, self.calibration, self.band, p)
+        grains = settle_by_intensity(grains, q, intensity, geom, self.calibration, self.band, p)
+        return grains, c
+
+
+def _write_grains(out: dict, i: int, grains: list, order, m: int) -> None:
+    """Image ``i``'s grains into ``out``; a spot matched by several grains goes to the one with
+    the smallest residual (``order``: input index of each brightest-first spot)."""
+    best_res = np.full(m, np.inf)
+    for gi, g in enumerate(grains):
+        out["grain_material"][i, gi] = g.material
+        out["orientation_matrix"][i, gi] = g.ub
+        out["euler_angles"][i, gi] = matrix_to_euler(g.ub)
+        out["matching_rate"][i, gi] = g.matching_rate
+        out["matched_spots"][i, gi] = g.n_matched
+        out["mean_residual_deg"][i, gi] = g.mean_residual_deg
+        out["variant_ambiguous"][i, gi] = g.ambiguous
+        better = g.residual_deg < best_res[g.spot_index]
+        idx = g.spot_index[better]
+        best_res[idx] = g.residual_deg[better]
+        orig = order[idx]
+        out["hkl"][i, orig] = g.hkl[better]
+        out["peak_material"][i, orig] = g.material
+        out["peak_grain"][i, orig] = gi
+    out["grain_count"][i] = len(grains)
 
 
 def index_stage(peak_two_theta, peak_chi, peak_intensity=None, calibration=None, materials=None, *,
