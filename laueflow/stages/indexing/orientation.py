@@ -339,81 +339,106 @@ def find_grains(q: np.ndarray, cls: np.ndarray, conf: np.ndarray, geom: ClassGeo
     seed_from : only spot pairs with at least one spot index ≥ ``seed_from`` are tried (the pairs
         of the earlier spots were tried by the previous call).
     """
-    p = params
-    m = len(q)
-    classes = geom.classes
-    materials = geom.materials
-    n_mat = len(materials)
+    search = _GrainSearch(q, cls, conf, geom, calibration, energy_band_kev, params, previous, grains)
+    p, n_mat = params, len(geom.materials)
     caps = np.full(n_mat, p.max_grains) if p.max_grains_per_material is None else np.asarray(p.max_grains_per_material)
-    claimed = np.zeros(m, bool)
-    grains: list[GrainResult] = list(grains or [])
-    for g in grains:
-        claimed[g.spot_index] = True
-    done = np.zeros(n_mat, bool)
-    prev = list(previous or [])
-    cos_q = q @ q.T
-    c = len(cls)
-    spot_mat = np.where(cls >= 0, classes.class_material[np.maximum(cls, 0)], -1)
-
-    rejected: list = []  # (material, UB) of candidates that failed confirmation
-
-    def accept(mat_i, ub) -> bool:
-        mat = materials[mat_i]
-        others: list = []
-
-        def settle(mat_i, ub):
-            found: list = []
-            ub = settle_variant(materials[mat_i], ub, q, calibration, energy_band_kev, p, claimed, found,
-                                [g.ub for g in grains if g.material == mat_i], geom.rotation_ops(mat_i))
-            others.extend((mat_i, u) for u in found)
-            return ub
-
-        ub = settle(mat_i, np.asarray(ub, float))
-        if p.pseudo_symmetry and n_mat > 1:
-            new_mat, ub = _cross_material(mat_i, ub, q, calibration, energy_band_kev, p, claimed, geom, grains,
-                                          done, others)
-            if new_mat != mat_i:
-                mat_i = new_mat
-                ub = settle(mat_i, ub)
-            mat = materials[mat_i]
-        prev[:0] = others  # scored first in the next round
-        if p.refine:
-            ub = refine_orientation(mat, ub, q, calibration, energy_band_kev, p.refine_tolerances_deg)
-        ub = _consistent_setting(mat, ub, q, calibration, energy_band_kev, p, claimed, geom, mat_i)
-        sc = score_candidates(mat, ub, q, calibration, energy_band_kev, p.confirm_tolerance_deg, claimed)
-        if not (sc.n_new[0] >= p.min_matched and sc.free_rate[0] >= p.mr_min and _significant(sc, p)[0]):
-            rejected.append((mat_i, ub))
-            return False
-        idx, hkl, res, n_th = match_one(mat, ub, q, calibration, energy_band_kev, p.match_tolerance_deg)
-        g = GrainResult(mat_i, ub, 100.0 * len(idx) / max(n_th, 1), len(idx),
-                        float(res.mean()) if len(res) else np.inf, idx, hkl, res)
-        grains.append(g)
-        claimed[idx] = True
-        return True
-
-    while len(grains) < p.max_grains and not done.all():
-        counts = np.bincount([g.material for g in grains], minlength=n_mat)
-        done |= counts >= caps
-        if done.all():
+    while len(search.grains) < p.max_grains and not search.done.all():
+        counts = np.bincount([g.material for g in search.grains], minlength=n_mat)
+        search.done |= counts >= caps
+        if search.done.all():
             break
-        best = None  # (mr, material, ub)
-        # 1. previous orientations
-        while prev:
-            mat_i, ub = prev.pop(0)
-            if done[mat_i]:
-                continue
-            sc = score_candidates(materials[mat_i], ub, q, calibration, energy_band_kev, p.match_tolerance_deg, claimed)
-            if _passes(sc, p)[0] and sc.free_rate[0] >= p.mr_accept:
-                best = (sc.free_rate[0], mat_i, np.asarray(ub, float))
-                break
-        if best is not None:
-            if accept(best[1], best[2]):
-                continue
-            best = None
-        # 2. pairs of confident spots
-        cand = np.flatnonzero((cls >= 0) & (conf >= p.confidence_threshold) & ~claimed[:c] & ~done[np.maximum(spot_mat, 0)])
+        best = search.from_previous()  # (matching rate, material, ub)
+        if best is not None and search.accept(best[1], best[2]):
+            continue
+        cand = search.seed_spots()
         if len(cand) < 2:
             break
+        best, accepted = search.from_pairs(cand, seed_from)
+        if best is None or (not accepted and best[0] < p.mr_min):
+            break
+        if not search.accept(best[1], best[2]) and len(search.rejected) >= p.max_rejections:
+            break
+    return search.grains
+
+
+class _GrainSearch:
+    """One image's grain search: the spots claimed, the grains accepted, the orientations to
+    try first (``prev``) and the candidates that failed confirmation (``rejected``)."""
+
+    def __init__(self, q, cls, conf, geom: ClassGeometry, calibration, energy_band_kev, p: IndexingParams,
+                 previous, grains):
+        self.q, self.cls, self.conf, self.geom, self.p = q, cls, conf, geom, p
+        self.calibration, self.band = calibration, energy_band_kev
+        self.materials = geom.materials
+        self.claimed = np.zeros(len(q), bool)
+        self.grains: list[GrainResult] = list(grains or [])
+        for g in self.grains:
+            self.claimed[g.spot_index] = True
+        self.done = np.zeros(len(self.materials), bool)
+        self.prev = list(previous or [])
+        self.rejected: list = []  # (material, UB)
+        self.cos_q = q @ q.T
+        self.spot_mat = np.where(cls >= 0, geom.classes.class_material[np.maximum(cls, 0)], -1)
+
+    def _settle(self, mat_i, ub, others: list):
+        found: list = []
+        ub = settle_variant(self.materials[mat_i], ub, self.q, self.calibration, self.band, self.p, self.claimed,
+                            found, [g.ub for g in self.grains if g.material == mat_i], self.geom.rotation_ops(mat_i))
+        others.extend((mat_i, u) for u in found)
+        return ub
+
+    def accept(self, mat_i, ub) -> bool:
+        """Settle the variant (and the material), refine, confirm on the free spots; a confirmed
+        grain claims its matched spots. False (and remembered as rejected) when not confirmed."""
+        p, q, calibration, band = self.p, self.q, self.calibration, self.band
+        others: list = []
+        ub = self._settle(mat_i, np.asarray(ub, float), others)
+        if p.pseudo_symmetry and len(self.materials) > 1:
+            new_mat, ub = _cross_material(mat_i, ub, q, calibration, band, p, self.claimed, self.geom, self.grains,
+                                          self.done, others)
+            if new_mat != mat_i:
+                mat_i = new_mat
+                ub = self._settle(mat_i, ub, others)
+        mat = self.materials[mat_i]
+        self.prev[:0] = others  # scored first in the next round
+        if p.refine:
+            ub = refine_orientation(mat, ub, q, calibration, band, p.refine_tolerances_deg)
+        ub = _consistent_setting(mat, ub, q, calibration, band, p, self.claimed, self.geom, mat_i)
+        sc = score_candidates(mat, ub, q, calibration, band, p.confirm_tolerance_deg, self.claimed)
+        if not (sc.n_new[0] >= p.min_matched and sc.free_rate[0] >= p.mr_min and _significant(sc, p)[0]):
+            self.rejected.append((mat_i, ub))
+            return False
+        idx, hkl, res, n_th = match_one(mat, ub, q, calibration, band, p.match_tolerance_deg)
+        self.grains.append(GrainResult(mat_i, ub, 100.0 * len(idx) / max(n_th, 1), len(idx),
+                                       float(res.mean()) if len(res) else np.inf, idx, hkl, res))
+        self.claimed[idx] = True
+        return True
+
+    def from_previous(self):
+        """``(matching rate, material, ub)`` of the first orientation to try first that passes
+        with at least ``mr_accept``; None when none does (the list is used up)."""
+        p = self.p
+        while self.prev:
+            mat_i, ub = self.prev.pop(0)
+            if self.done[mat_i]:
+                continue
+            sc = score_candidates(self.materials[mat_i], ub, self.q, self.calibration, self.band,
+                                  p.match_tolerance_deg, self.claimed)
+            if _passes(sc, p)[0] and sc.free_rate[0] >= p.mr_accept:
+                return sc.free_rate[0], mat_i, np.asarray(ub, float)
+        return None
+
+    def seed_spots(self) -> np.ndarray:
+        """Indices of the confident, unclaimed spots of materials not yet at their cap."""
+        p, c = self.p, len(self.cls)
+        return np.flatnonzero((self.cls >= 0) & (self.conf >= p.confidence_threshold) & ~self.claimed[:c]
+                              & ~self.done[np.maximum(self.spot_mat, 0)])
+
+    def from_pairs(self, cand: np.ndarray, seed_from: int):
+        """``(best, accepted)``: the best candidate ``(matching rate, material, ub)`` (or None)
+        from pairs of the spots ``cand`` of one material, batch by batch until one reaches
+        ``mr_accept`` (``accepted``)."""
+        p, spot_mat = self.p, self.spot_mat
         ii, jj = np.triu_indices(len(cand), 1)
         pi, pj = cand[ii], cand[jj]
         same = spot_mat[pi] == spot_mat[pj]
@@ -423,34 +448,28 @@ def find_grains(q: np.ndarray, cls: np.ndarray, conf: np.ndarray, geom: ClassGeo
             pi, pj = pi[new], pj[new]
         order = np.argsort(pi + pj, kind="stable")[: p.max_pairs]
         pi, pj = pi[order], pj[order]
-        delta = np.rad2deg(np.arccos(np.clip(cos_q[pi, pj], -1, 1)))
-        accepted = False
+        delta = np.rad2deg(np.arccos(np.clip(self.cos_q[pi, pj], -1, 1)))
+        best = None
         for start in range(0, len(pi), p.pairs_per_batch):
             sl = slice(start, start + p.pairs_per_batch)
             batch_mats = spot_mat[pi[sl]]
             for mat_i in np.unique(batch_mats):
                 sel = batch_mats == mat_i
                 pairs = np.stack([pi[sl][sel], pj[sl][sel]], axis=1)
-                tol = p.angle_tolerance_deg
-                ubs = _candidates(geom, pairs, cls, q, delta[sl][sel], tol)
+                ubs = _candidates(self.geom, pairs, self.cls, self.q, delta[sl][sel], p.angle_tolerance_deg)
                 if not len(ubs):
                     continue
-                sc = score_candidates(materials[mat_i], ubs, q, calibration, energy_band_kev,
-                                      p.match_tolerance_deg, claimed)
-                ok = _passes(sc, p) & ~_near_rejected(ubs, mat_i, rejected, geom)
+                sc = score_candidates(self.materials[mat_i], ubs, self.q, self.calibration, self.band,
+                                      p.match_tolerance_deg, self.claimed)
+                ok = _passes(sc, p) & ~_near_rejected(ubs, mat_i, self.rejected, self.geom)
                 if not ok.any():
                     continue
                 k = np.flatnonzero(ok)[np.argmax(_rank(sc)[ok])]
                 if best is None or sc.free_rate[k] > best[0]:
                     best = (sc.free_rate[k], mat_i, ubs[k])
             if best is not None and best[0] >= p.mr_accept:
-                accepted = True
-                break
-        if best is None or (not accepted and best[0] < p.mr_min):
-            break
-        if not accept(best[1], best[2]) and len(rejected) >= p.max_rejections:
-            break
-    return grains
+                return best, True
+        return best, False
 
 
 def _cross_material(mat_i: int, ub, q, calibration, energy_band_kev, p: IndexingParams, claimed,
