@@ -87,20 +87,37 @@ def simulate_patterns(materials: list, calibration: Calibration, grain_counts, *
     sets use distinct seeds, hence disjoint orientation draws.
     ``orientations`` may give one (n_grains_m, 3, 3) array per material instead.
     """
+    if mode not in ("lauenn", "all", "none"):
+        raise ValueError(f"mode must be 'lauenn', 'all' or 'none', got {mode!r}")
     rng = np.random.default_rng(seed)
     par = dict(CORRUPTION_DEFAULTS)
     par.update(corruption or {})
     counts = np.asarray(grain_counts, dtype=np.int64)
     if counts.ndim == 1:
         counts = counts[:, None]
-    n_pat, n_mat = counts.shape
-    if n_mat != len(materials):
-        raise ValueError(f"grain_counts has {n_mat} columns for {len(materials)} materials")
+    if counts.shape[1] != len(materials):
+        raise ValueError(f"grain_counts has {counts.shape[1]} columns for {len(materials)} materials")
+    flat, ub_truth, grain_mat = _clean_spots(materials, calibration, counts, rng, energy_band_kev, orientations)
+    n_pat = len(counts)
+    if mode == "lauenn":
+        quart = rng.integers(0, 4, n_pat)  # 0 clean, 1 noise, 2 missing, 3 both
+        noisy_pat, missing_pat, spurious_pat = np.isin(quart, (1, 3)), np.isin(quart, (2, 3)), quart > 0
+    else:
+        noisy_pat = missing_pat = spurious_pat = np.full(n_pat, mode == "all")
+    flat = _noisy_and_missing(flat, noisy_pat, missing_pat, par, rng, n_pat)
+    flat = _with_spurious(flat, spurious_pat, par, rng, calibration, n_pat)
+    return _pack(flat, n_pat, ub_truth, grain_mat)
+
+
+def _clean_spots(materials, calibration, counts, rng, energy_band_kev, orientations):
+    """``(spots, ub (p, g, 3, 3), grain_material (p, g))``: every simulated spot of every
+    pattern's grains (flat columns ``pattern, grain, material, two_theta, chi, intensity, h, k, l``)
+    and the true orientations (NaN / −1 padded)."""
+    n_pat, _ = counts.shape
     max_grains = int(counts.sum(axis=1).max())
     ub_truth = np.full((n_pat, max_grains, 3, 3), np.nan)
     grain_mat = np.full((n_pat, max_grains), -1, dtype=np.int64)
     slot_start = np.concatenate([np.zeros((n_pat, 1), np.int64), np.cumsum(counts, axis=1)], axis=1)
-
     cols = {k: [] for k in ("pattern", "grain", "material", "two_theta", "chi", "intensity", "h", "k", "l")}
     for m, mat in enumerate(materials):
         n_g = counts[:, m]
@@ -122,18 +139,12 @@ def simulate_patterns(materials: list, calibration: Calibration, grain_counts, *
         cols["material"].append(np.full(len(s), m))
         for key in ("two_theta", "chi", "intensity", "h", "k", "l"):
             cols[key].append(getattr(s, key))
-    flat = {k: np.concatenate(v) for k, v in cols.items()}
+    return {k: np.concatenate(v) for k, v in cols.items()}, ub_truth, grain_mat
 
-    # -- corruption ---------------------------------------------------------------------------
-    if mode == "lauenn":
-        quart = rng.integers(0, 4, n_pat)  # 0 clean, 1 noise, 2 missing, 3 both
-        noisy_pat, missing_pat, spurious_pat = np.isin(quart, (1, 3)), np.isin(quart, (2, 3)), quart > 0
-    elif mode == "all":
-        noisy_pat = missing_pat = spurious_pat = np.ones(n_pat, bool)
-    elif mode == "none":
-        noisy_pat = missing_pat = spurious_pat = np.zeros(n_pat, bool)
-    else:
-        raise ValueError(f"mode must be 'lauenn', 'all' or 'none', got {mode!r}")
+
+def _noisy_and_missing(flat: dict, noisy_pat, missing_pat, par: dict, rng, n_pat: int) -> dict:
+    """Angular noise on a fraction of the spots of the noisy patterns; a fraction of the weakest
+    spots of the patterns with missing spots dropped."""
     p = flat["pattern"]
     n = len(p)
     noisy = noisy_pat[p] & (rng.random(n) < par["noise_fraction"])
@@ -146,31 +157,36 @@ def simulate_patterns(materials: list, calibration: Calibration, grain_counts, *
     rank[order] = np.arange(n) - np.repeat(np.cumsum(n_in) - n_in, n_in)
     weak = rank >= np.ceil((1 - par["weak_fraction"]) * n_in[p])
     drop = missing_pat[p] & weak & (rng.random(n) < par["missing_fraction"])
-    flat = {k: v[~drop] for k, v in flat.items()}
+    return {k: v[~drop] for k, v in flat.items()}
 
-    # spurious spots
+
+def _with_spurious(flat: dict, spurious_pat, par: dict, rng, calibration, n_pat: int) -> dict:
+    """Spurious spots (uniform on the detector, intensities of the weaker half of their
+    pattern, grain and material −1) added to the patterns ``spurious_pat``."""
     n_in = np.bincount(flat["pattern"], minlength=n_pat)
     n_spur = np.where(spurious_pat, rng.integers(0, np.floor(par["spurious_fraction"] * n_in) + 1), 0)
-    if n_spur.sum():
-        sp_pat = np.repeat(np.arange(n_pat), n_spur)
-        col = rng.uniform(-0.5, calibration.n_cols - 0.5, len(sp_pat))
-        row = rng.uniform(-0.5, calibration.n_rows - 0.5, len(sp_pat))
-        tth, chi = pixel_to_angles(col, row, calibration)
-        # intensities of the weaker half: median intensity of the pattern × U(0, 1)
-        med = np.zeros(n_pat)
-        for_med = np.lexsort((flat["intensity"], flat["pattern"]))
-        starts = np.cumsum(n_in) - n_in
-        has = n_in > 0
-        med[has] = flat["intensity"][for_med][starts[has] + n_in[has] // 2]
-        spur = {"pattern": sp_pat, "grain": np.full(len(sp_pat), -1), "material": np.full(len(sp_pat), -1),
-                "two_theta": tth, "chi": chi, "intensity": med[sp_pat] * rng.random(len(sp_pat)),
-                "h": np.zeros(len(sp_pat), np.int64), "k": np.zeros(len(sp_pat), np.int64),
-                "l": np.zeros(len(sp_pat), np.int64)}
-        flat = {k: np.concatenate([flat[k], spur[k]]) for k in flat}
+    if not n_spur.sum():
+        return flat
+    sp_pat = np.repeat(np.arange(n_pat), n_spur)
+    col = rng.uniform(-0.5, calibration.n_cols - 0.5, len(sp_pat))
+    row = rng.uniform(-0.5, calibration.n_rows - 0.5, len(sp_pat))
+    tth, chi = pixel_to_angles(col, row, calibration)
+    # intensities of the weaker half: median intensity of the pattern × U(0, 1)
+    med = np.zeros(n_pat)
+    for_med = np.lexsort((flat["intensity"], flat["pattern"]))
+    starts = np.cumsum(n_in) - n_in
+    has = n_in > 0
+    med[has] = flat["intensity"][for_med][starts[has] + n_in[has] // 2]
+    spur = {"pattern": sp_pat, "grain": np.full(len(sp_pat), -1), "material": np.full(len(sp_pat), -1),
+            "two_theta": tth, "chi": chi, "intensity": med[sp_pat] * rng.random(len(sp_pat)),
+            "h": np.zeros(len(sp_pat), np.int64), "k": np.zeros(len(sp_pat), np.int64),
+            "l": np.zeros(len(sp_pat), np.int64)}
+    return {k: np.concatenate([flat[k], spur[k]]) for k in flat}
 
-    # -- pack, ordered by decreasing intensity ----------------------------------------------------
-    p = flat["pattern"]
-    order = np.lexsort((-flat["intensity"], p))
+
+def _pack(flat: dict, n_pat: int, ub_truth, grain_mat) -> PatternSet:
+    """The flat spots as a :class:`PatternSet`, each pattern's spots by decreasing intensity."""
+    order = np.lexsort((-flat["intensity"], flat["pattern"]))
     flat = {k: v[order] for k, v in flat.items()}
     p = flat["pattern"]
     n_in = np.bincount(p, minlength=n_pat)
