@@ -488,10 +488,7 @@ def _train(materials, calibration, config, device, verbose, log) -> Indexer:
     config = config or IndexerConfig()
     mats = resolve_materials(materials, config.extinction_rule)
     config = config.for_materials(len(mats))
-    if config.lr_schedule not in ("constant", "cosine"):
-        raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {config.lr_schedule!r}")
-    if config.training_centres not in ("brightest", "random", "mixed"):
-        raise ValueError(f"training_centres must be 'brightest', 'random' or 'mixed', got {config.training_centres!r}")
+    _check_config(config)
     say = log if verbose else (lambda *a, **k: None)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -527,81 +524,115 @@ def _train(materials, calibration, config, device, verbose, log) -> Indexer:
     model = LaueNN(n_bins, classes.n_classes, config.hidden, config.dropout).to(device)
     weights = torch.as_tensor(_class_weights(np.bincount(y_tr, minlength=classes.n_classes), config.class_weighting),
                               dtype=torch.float32, device=device)
-    loss_fn = torch.nn.CrossEntropyLoss(weight=weights)
     log_prior_rank, log_prior_any = class_log_priors(data.spot_labels, data.n_spots, y_tr, weights.cpu().numpy(),
                                                      classes.n_classes)
-    shift_va = torch.from_numpy(log_prior_rank[relative_rank_bucket(r_va, n_va_spots)]).to(device)
-    shift_vs = torch.from_numpy(log_prior_any).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    xv = torch.from_numpy(x_va).to(device)
-    yv = torch.from_numpy(y_va).to(device)
-    xs = torch.from_numpy(x_vs).to(device)
-    ys = torch.from_numpy(y_vs).to(device)
-    gen = torch.Generator().manual_seed(config.seed)
-    best_score, best_acc, best_shuffled, best_state, bad, history = -1.0, -1.0, -1.0, None, 0, []
-    t_fit = time.perf_counter()
-    n_steps, step = config.epochs * -(-len(y_tr) // config.batch_size), 0
+    validation = _Validation(
+        x=torch.from_numpy(x_va).to(device), y=torch.from_numpy(y_va).to(device),
+        shift=torch.from_numpy(log_prior_rank[relative_rank_bucket(r_va, n_va_spots)]).to(device),
+        x_shuffled=torch.from_numpy(x_vs).to(device), y_shuffled=torch.from_numpy(y_vs).to(device),
+        shift_shuffled=torch.from_numpy(log_prior_any).to(device))
     try:
-        for epoch in range(config.epochs):
-            x_tr, y_tr = data.epoch(epoch)
-            xt = torch.from_numpy(x_tr).to(device)
-            yt = torch.from_numpy(y_tr).to(device)
-            model.train()
-            perm = torch.randperm(len(yt), generator=gen).to(device)
-            total = 0.0
-            for start in range(0, len(perm), config.batch_size):
-                idx = perm[start:start + config.batch_size]
-                if config.lr_schedule == "cosine":
-                    for grp in opt.param_groups:
-                        grp["lr"] = config.learning_rate * 0.5 * (1 + math.cos(math.pi * min(step, n_steps) / n_steps))
-                step += 1
-                opt.zero_grad(set_to_none=True)
-                with torch.autocast(torch.device(device).type, dtype=amp or torch.bfloat16, enabled=amp is not None):
-                    loss = loss_fn(model(xt[idx]), yt[idx])
-                loss.backward()
-                opt.step()
-                total += float(loss.detach()) * len(idx)
-            lv, ls = _logits(model, xv), _logits(model, xs)
-            acc, acc_shuffled = _accuracy(lv, yv, shift_va), _accuracy(ls, ys, shift_vs)
-            score = acc  # early stopping and the best epoch: intensity-order accuracy, as before #12
-            history.append({"epoch": epoch + 1, "loss": total / max(len(perm), 1), "val_accuracy": acc,
-                            "val_accuracy_shuffled": acc_shuffled, "val_accuracy_uncorrected": _accuracy(lv, yv),
-                            "val_accuracy_shuffled_uncorrected": _accuracy(ls, ys),
-                            "seconds": time.perf_counter() - t_fit})
-            say(f"  epoch {epoch + 1}: loss {total / max(len(perm), 1):.4f}  validation accuracy {100 * acc:.3f} % "
-                f"(intensity order), {100 * acc_shuffled:.3f} % (shuffled)  ({time.perf_counter() - t_fit:.1f} s)")
-            if score > best_score:
-                best_score, best_acc, best_shuffled, bad = score, acc, acc_shuffled, 0
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            else:
-                bad += 1
-                if bad >= config.patience:
-                    break
-            if config.max_train_seconds is not None and time.perf_counter() - t_fit > config.max_train_seconds:
-                say(f"  stopping: fit time budget {config.max_train_seconds:.0f} s reached")
-                break
+        fit = _fit(model, data, validation, torch.nn.CrossEntropyLoss(weight=weights), config, device, amp,
+                   len(y_tr), say)
     finally:
         data.close()  # stop a prefetch still running after early stopping
         pool.shutdown(wait=True, cancel_futures=True)
-    model.load_state_dict(best_state)
+    model.load_state_dict(fit["state"])
     seconds = time.perf_counter() - t0
-    per_count = _per_grain_count(_logits(model, xv), y_va, g_va, shift_va)
-    per_count_shuffled = _per_grain_count(_logits(model, xs), y_vs, g_vs, shift_vs)
+    per_count = _per_grain_count(_logits(model, validation.x), y_va, g_va, validation.shift)
+    per_count_shuffled = _per_grain_count(_logits(model, validation.x_shuffled), y_vs, g_vs,
+                                          validation.shift_shuffled)
     say("  validation accuracy per grain count: " + ", ".join(f"{g}: {100 * a:.2f} %" for g, a in per_count.items())
         + " (intensity order); " + ", ".join(f"{g}: {100 * a:.2f} %" for g, a in per_count_shuffled.items())
         + " (shuffled)")
-    history.append({"validation_accuracy_per_grain_count": per_count, "n_train_spots": int(len(y_tr)),
-                    "validation_accuracy_shuffled": best_shuffled,
-                    "validation_accuracy_shuffled_per_grain_count": per_count_shuffled,
-                    "n_validation_spots": int(len(y_va)), "n_validation_spots_shuffled": int(len(y_vs)),
-                    "data_seconds": t_data,
-                    "precision": "bfloat16" if amp else "float32", "device": str(device),
-                    "threads": torch.get_num_threads()})
+    history = fit["history"] + [{
+        "validation_accuracy_per_grain_count": per_count, "n_train_spots": int(fit["n_train_spots"]),
+        "validation_accuracy_shuffled": fit["shuffled"],
+        "validation_accuracy_shuffled_per_grain_count": per_count_shuffled,
+        "n_validation_spots": int(len(y_va)), "n_validation_spots_shuffled": int(len(y_vs)),
+        "data_seconds": t_data, "precision": "bfloat16" if amp else "float32", "device": str(device),
+        "threads": torch.get_num_threads()}]
     model.to("cpu").eval()
-    say(f"  best validation accuracy {100 * best_acc:.3f} % (intensity order), {100 * best_shuffled:.3f} % "
+    say(f"  best validation accuracy {100 * fit['accuracy']:.3f} % (intensity order), {100 * fit['shuffled']:.3f} % "
         f"(shuffled); total training time {seconds:.1f} s")
-    return Indexer(mats, calibration, config, classes, model, best_acc, seconds, history,
+    return Indexer(mats, calibration, config, classes, model, fit["accuracy"], seconds, history,
                    log_prior_rank=log_prior_rank, log_prior_any=log_prior_any)
+
+
+def _check_config(config) -> None:
+    if config.lr_schedule not in ("constant", "cosine"):
+        raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {config.lr_schedule!r}")
+    if config.training_centres not in ("brightest", "random", "mixed"):
+        raise ValueError(f"training_centres must be 'brightest', 'random' or 'mixed', got {config.training_centres!r}")
+
+
+@dataclass
+class _Validation:
+    """Validation spots on the training device: intensity order (``x, y``, class log-prior
+    ``shift`` of their rank) and shuffled (``*_shuffled``)."""
+
+    x: object
+    y: object
+    shift: object
+    x_shuffled: object
+    y_shuffled: object
+    shift_shuffled: object
+
+
+def _fit(model, data, validation: _Validation, loss_fn, config, device, amp, n_first: int, say) -> dict:
+    """The epochs (Adam, optional cosine schedule, early stopping on the intensity-order
+    validation accuracy, a fit-time budget). ``{"state", "accuracy", "shuffled", "history",
+    "n_train_spots"}``: the best epoch's weights and accuracies, one history entry per epoch."""
+    import torch  # deferred: torch is heavy
+
+    opt = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    gen = torch.Generator().manual_seed(config.seed)
+    best_score, best_acc, best_shuffled, best_state, bad, history = -1.0, -1.0, -1.0, None, 0, []
+    t_fit = time.perf_counter()
+    n_steps, step = config.epochs * -(-n_first // config.batch_size), 0
+    n_train = n_first
+    for epoch in range(config.epochs):
+        x_tr, y_tr = data.epoch(epoch)
+        n_train = len(y_tr)
+        xt = torch.from_numpy(x_tr).to(device)
+        yt = torch.from_numpy(y_tr).to(device)
+        model.train()
+        perm = torch.randperm(len(yt), generator=gen).to(device)
+        total = 0.0
+        for start in range(0, len(perm), config.batch_size):
+            idx = perm[start:start + config.batch_size]
+            if config.lr_schedule == "cosine":
+                for grp in opt.param_groups:
+                    grp["lr"] = config.learning_rate * 0.5 * (1 + math.cos(math.pi * min(step, n_steps) / n_steps))
+            step += 1
+            opt.zero_grad(set_to_none=True)
+            with torch.autocast(torch.device(device).type, dtype=amp or torch.bfloat16, enabled=amp is not None):
+                loss = loss_fn(model(xt[idx]), yt[idx])
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+        lv, ls = _logits(model, validation.x), _logits(model, validation.x_shuffled)
+        acc = _accuracy(lv, validation.y, validation.shift)
+        acc_shuffled = _accuracy(ls, validation.y_shuffled, validation.shift_shuffled)
+        score = acc  # early stopping and the best epoch: intensity-order accuracy, as before #12
+        history.append({"epoch": epoch + 1, "loss": total / max(len(perm), 1), "val_accuracy": acc,
+                        "val_accuracy_shuffled": acc_shuffled, "val_accuracy_uncorrected": _accuracy(lv, validation.y),
+                        "val_accuracy_shuffled_uncorrected": _accuracy(ls, validation.y_shuffled),
+                        "seconds": time.perf_counter() - t_fit})
+        say(f"  epoch {epoch + 1}: loss {total / max(len(perm), 1):.4f}  validation accuracy {100 * acc:.3f} % "
+            f"(intensity order), {100 * acc_shuffled:.3f} % (shuffled)  ({time.perf_counter() - t_fit:.1f} s)")
+        if score > best_score:
+            best_score, best_acc, best_shuffled, bad = score, acc, acc_shuffled, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            bad += 1
+            if bad >= config.patience:
+                break
+        if config.max_train_seconds is not None and time.perf_counter() - t_fit > config.max_train_seconds:
+            say(f"  stopping: fit time budget {config.max_train_seconds:.0f} s reached")
+            break
+    return {"state": best_state, "accuracy": best_acc, "shuffled": best_shuffled, "history": history,
+            "n_train_spots": n_train}
 
 
 def _validation_samples(mats, calibration, classes, config, n_per_combination):
