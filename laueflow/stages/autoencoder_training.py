@@ -90,18 +90,10 @@ def train_autoencoder(train, val_sets: dict, *, seed: int = 0, epochs: int = TRA
     epoch of the highest mean :func:`separability` is kept, epoch 0 = the initial weights
     included). Returns ``(model, history)``; ``init_state``: start from these weights (fine-tuning)."""
     import torch  # deferred: torch is heavy
-    import torch.nn.functional as F  # deferred: torch is heavy
 
     from ..models.autoencoder import LaueAutoencoder  # deferred: imports torch
 
-    train = np.asarray(train, dtype=np.float32)
-    if train.ndim != 3 or len(train) == 0:
-        raise ValueError(f"training images must be a non-empty (n, 128, 128) array, got {train.shape}")
-    if float(train.min()) < 0 or float(train.max()) > 1:
-        raise ValueError("training images must be in [0, 1] (binary cross-entropy targets); preprocess them "
-                         "with laueflow.kernels.downsample.preprocess_frames")
-    if int(epochs) < 1:
-        raise ValueError(f"epochs must be ≥ 1, got {epochs}")
+    train = _checked_images(train, epochs)
     if threads:
         torch.set_num_threads(int(threads))
     torch.manual_seed(int(seed))
@@ -109,16 +101,14 @@ def train_autoencoder(train, val_sets: dict, *, seed: int = 0, epochs: int = TRA
                             decoder_widths=decoder_widths)
     if init_state is not None:
         model.load_state_dict(init_state)
-    cpu = torch.device(device).type == "cpu"
     model = model.to(device)
-    if cpu:
+    if torch.device(device).type == "cpu":
         model = model.to(memory_format=torch.channels_last)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
-    n_batches = math.ceil(len(train) / batch_size)
-    total = max(1, epochs * n_batches)
+    schedule = _CosineSchedule(lr, lr_min, max(1, epochs * math.ceil(len(train) / batch_size)))
     rng = np.random.default_rng([int(seed), 3])
     data = torch.from_numpy(train)
-    history, best, best_state, step = [], math.inf, None, 0
+    history, best, best_state = [], math.inf, None
     first = next(iter(val_sets)) if val_sets else None
     if score_sets:  # epoch 0: the initial weights are a candidate too
         scores = separability(model, score_sets)
@@ -130,33 +120,10 @@ def train_autoencoder(train, val_sets: dict, *, seed: int = 0, epochs: int = TRA
             log(" ".join(f"{k} {v}" for k, v in history[-1].items()))
     for epoch in range(1, epochs + 1):
         t0 = time.perf_counter()
-        model.train()
         order = torch.from_numpy(rng.permutation(len(train)))
-        bce_sum = mse_sum = 0.0
-        for lo in range(0, len(train), batch_size):
-            lr_now = lr_min + 0.5 * (lr - lr_min) * (1 + math.cos(math.pi * step / total))
-            for group in optimiser.param_groups:
-                group["lr"] = lr_now
-            x = data[order[lo:lo + batch_size]][:, None].to(device)
-            if cpu:
-                x = x.contiguous(memory_format=torch.channels_last)
-            y = model(x)
-            loss = bce_loss(y, x, spot_weight)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            bce_sum += float(loss.detach()) * len(x)
-            mse_sum += float(F.mse_loss(y.detach(), x)) * len(x)
-            step += 1
-        record = {"epoch": epoch, "lr_end": float(f"{lr_now:.3g}"), "train_loss": round(bce_sum / len(train), 6),
-                  "train_mse": round(mse_sum / len(train), 7)}
-        for name, images in val_sets.items():
-            scores = evaluate_autoencoder(model, images, spot_weight=spot_weight)
-            record[f"{name}_loss"] = round(scores["wbce"], 6)
-            record[f"{name}_bce"] = round(scores["bce"], 6)
-            record[f"{name}_mse"] = round(scores["mse"], 7)
-        if score_sets:
-            record.update({f"{k}_ari": round(v, 4) for k, v in separability(model, score_sets).items()})
+        record = {"epoch": epoch, **_one_epoch(model, optimiser, schedule, data, order, batch_size, spot_weight,
+                                               device)}
+        record.update(_validation_record(model, val_sets, score_sets, spot_weight))
         record["wall_s"] = round(time.perf_counter() - t0, 1)
         history.append(record)
         if log is not None:
@@ -171,3 +138,67 @@ def train_autoencoder(train, val_sets: dict, *, seed: int = 0, epochs: int = TRA
     else:
         best_epoch = min(history, key=lambda r: r[f"{first}_loss"] if first else r["train_loss"])["epoch"]
     return model, {"epochs": history, "best_epoch": best_epoch, "n_train": int(len(train))}
+
+
+def _checked_images(train, epochs) -> np.ndarray:
+    train = np.asarray(train, dtype=np.float32)
+    if train.ndim != 3 or len(train) == 0:
+        raise ValueError(f"training images must be a non-empty (n, 128, 128) array, got {train.shape}")
+    if float(train.min()) < 0 or float(train.max()) > 1:
+        raise ValueError("training images must be in [0, 1] (binary cross-entropy targets); preprocess them "
+                         "with laueflow.kernels.downsample.preprocess_frames")
+    if int(epochs) < 1:
+        raise ValueError(f"epochs must be ≥ 1, got {epochs}")
+    return train
+
+
+class _CosineSchedule:
+    """Learning rate from ``lr`` down to ``lr_min`` over ``total`` steps (half a cosine)."""
+
+    def __init__(self, lr: float, lr_min: float, total: int):
+        self.lr, self.lr_min, self.total, self.step = lr, lr_min, total, 0
+
+    def next(self) -> float:
+        lr_now = self.lr_min + 0.5 * (self.lr - self.lr_min) * (1 + math.cos(math.pi * self.step / self.total))
+        self.step += 1
+        return lr_now
+
+
+def _one_epoch(model, optimiser, schedule: _CosineSchedule, data, order, batch_size: int, spot_weight: float,
+               device) -> dict:
+    """One pass over ``data`` in ``order``: ``{"lr_end", "train_loss", "train_mse"}``."""
+    import torch  # deferred: torch is heavy
+    import torch.nn.functional as F  # deferred: torch is heavy
+
+    cpu = torch.device(device).type == "cpu"
+    model.train()
+    bce_sum = mse_sum = 0.0
+    for lo in range(0, len(data), batch_size):
+        lr_now = schedule.next()
+        for group in optimiser.param_groups:
+            group["lr"] = lr_now
+        x = data[order[lo:lo + batch_size]][:, None].to(device)
+        if cpu:
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = model(x)
+        loss = bce_loss(y, x, spot_weight)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        bce_sum += float(loss.detach()) * len(x)
+        mse_sum += float(F.mse_loss(y.detach(), x)) * len(x)
+    return {"lr_end": float(f"{lr_now:.3g}"), "train_loss": round(bce_sum / len(data), 6),
+            "train_mse": round(mse_sum / len(data), 7)}
+
+
+def _validation_record(model, val_sets: dict, score_sets: dict | None, spot_weight: float) -> dict:
+    """Losses on each validation set and, with ``score_sets``, the separability ARIs."""
+    record = {}
+    for name, images in val_sets.items():
+        scores = evaluate_autoencoder(model, images, spot_weight=spot_weight)
+        record[f"{name}_loss"] = round(scores["wbce"], 6)
+        record[f"{name}_bce"] = round(scores["bce"], 6)
+        record[f"{name}_mse"] = round(scores["mse"], 7)
+    if score_sets:
+        record.update({f"{k}_ari": round(v, 4) for k, v in separability(model, score_sets).items()})
+    return record
