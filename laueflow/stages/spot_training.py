@@ -352,21 +352,12 @@ def train_spotcnn(datasets, val: SpotPatches, *, seed: int = 0, epochs: int = 14
     torch.use_deterministic_algorithms(True)
     rng = np.random.default_rng(seed)
     fit_kwargs = fit_kwargs or {}
-    # resample each dataset on its un-augmented labels
-    chosen = []
-    for ds in datasets:
-        lab = label_cutouts(crop_cutouts(ds.patches), **fit_kwargs)
-        idx = resample_uniform_sim(lab["sim"], rng, bins=bins, per_bin=per_bin)
-        chosen.append(ds.subset(idx))
-        log(f"dataset: {len(ds)} spots → {len(idx)} after uniform-Sim resampling "
-            f"(bin counts {np.bincount(np.minimum((lab['sim'][idx] * bins).astype(int), bins - 1), minlength=bins).tolist()})")
-    train = SpotPatches.concat(chosen)
+    train = SpotPatches.concat([_resampled(ds, rng, bins, per_bin, fit_kwargs, log) for ds in datasets])
     val_cut = crop_cutouts(val.patches)
     val_y = label_cutouts(val_cut, **fit_kwargs)["targets"].astype(np.float32)
     val_x = normalise_cutouts(val_cut)
     w = np.array([1.0, pos_weight, pos_weight, 1.0, 1.0])
     w = w / w.sum()
-    wt = torch.as_tensor(w, dtype=torch.float32)
     model = SpotCNN()
     if init_state is not None:
         model.load_state_dict(init_state)
@@ -374,9 +365,11 @@ def train_spotcnn(datasets, val: SpotPatches, *, seed: int = 0, epochs: int = 14
     steps_per_epoch = sum(1 for lo in range(0, len(train), batch_size) if len(train) - lo >= 2)
     total_steps = epochs * steps_per_epoch
     hold_steps = total_steps if hold_epochs is None else hold_epochs * steps_per_epoch
-    step = 0
-    best = (np.inf, None, -1)
-    history = []
+
+    def lr_of(step):
+        return lr_at(step, total_steps, hold_steps, lr, lr_min)
+
+    step, best, history = 0, (np.inf, None, -1), []
     for epoch in range(epochs):
         t0 = time.perf_counter()
         cut = _augment(train.patches, rng)
@@ -384,33 +377,18 @@ def train_spotcnn(datasets, val: SpotPatches, *, seed: int = 0, epochs: int = 14
         x = normalise_cutouts(cut)
         t_lab = time.perf_counter() - t0
         order = rng.permutation(len(x))
-        xt = torch.as_tensor(x[order])[:, None]
-        yt = torch.as_tensor(y[order], dtype=torch.float32)
-        model.train()
-        total = 0.0
-        for lo in range(0, len(xt), batch_size):
-            xb, yb = xt[lo:lo + batch_size], yt[lo:lo + batch_size]
-            if len(xb) < 2:
-                continue
-            for g in opt.param_groups:
-                g["lr"] = lr_at(step, total_steps, hold_steps, lr, lr_min)
-            loss = ((model(xb) - yb).abs() * wt).sum(1).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            total += float(loss.detach()) * len(xb)
-        train_loss = total / len(xt)
+        train_loss, step = _spot_epoch(model, opt, x[order], y[order], torch.as_tensor(w, dtype=torch.float32),
+                                       batch_size, lr_of, step)
         errs = _val_errors(model, val_x, val_y)
         val_loss = float((errs * w).sum())
         wall = time.perf_counter() - t0
         history.append({"epoch": epoch + 1, "lr_end": float(f"{opt.param_groups[0]['lr']:.3g}"),
                         "train_loss": round(train_loss, 5), "val_loss": round(val_loss, 5),
                         "val_mae": round(float(errs.mean()), 5), "val_mae_per_output": [round(float(e), 5) for e in errs],
-                        "label_s": round(t_lab, 1), "wall_s": round(wall, 1), "n_train": len(xt)})
+                        "label_s": round(t_lab, 1), "wall_s": round(wall, 1), "n_train": len(x)})
         log(f"epoch {epoch + 1}/{epochs}: lr {opt.param_groups[0]['lr']:.2e}  train loss {train_loss:.4f}  "
             f"val loss {val_loss:.4f}  val MAE {errs.mean():.4f} ({' '.join(f'{e:.4f}' for e in errs)})  "
-            f"({len(xt)} cutouts, labels {t_lab:.0f} s, {wall:.0f} s)", )
+            f"({len(x)} cutouts, labels {t_lab:.0f} s, {wall:.0f} s)", )
         if val_loss < best[0]:
             best = (val_loss, {k: v.detach().clone() for k, v in model.state_dict().items()}, epoch + 1)
         elif patience is not None and epoch + 1 - best[2] >= patience:
@@ -419,6 +397,39 @@ def train_spotcnn(datasets, val: SpotPatches, *, seed: int = 0, epochs: int = 14
     model.load_state_dict(best[1])
     model.eval()
     return model, {"epochs": history, "best_epoch": best[2], "best_val_loss": best[0], "n_train": len(train)}
+
+
+def _resampled(ds: SpotPatches, rng, bins: int, per_bin: int, fit_kwargs: dict, log) -> SpotPatches:
+    """``ds`` resampled on its un-augmented labels to a uniform Sim (≤ ``per_bin`` per bin)."""
+    lab = label_cutouts(crop_cutouts(ds.patches), **fit_kwargs)
+    idx = resample_uniform_sim(lab["sim"], rng, bins=bins, per_bin=per_bin)
+    log(f"dataset: {len(ds)} spots → {len(idx)} after uniform-Sim resampling "
+        f"(bin counts {np.bincount(np.minimum((lab['sim'][idx] * bins).astype(int), bins - 1), minlength=bins).tolist()})")
+    return ds.subset(idx)
+
+
+def _spot_epoch(model, opt, x, y, weights, batch_size: int, lr_of, step: int) -> tuple[float, int]:
+    """One pass over the cutouts ``x (n, 32, 32)`` and targets ``y (n, 5)`` (in this order;
+    a last batch of 1 is skipped): ``(mean weighted L1 loss, step after it)``."""
+    import torch  # deferred: torch is heavy
+
+    xt = torch.as_tensor(x)[:, None]
+    yt = torch.as_tensor(y, dtype=torch.float32)
+    model.train()
+    total = 0.0
+    for lo in range(0, len(xt), batch_size):
+        xb, yb = xt[lo:lo + batch_size], yt[lo:lo + batch_size]
+        if len(xb) < 2:
+            continue
+        for g in opt.param_groups:
+            g["lr"] = lr_of(step)
+        loss = ((model(xb) - yb).abs() * weights).sum(1).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        total += float(loss.detach()) * len(xb)
+    return total / len(xt), step
 
 
 # ------------------------------------------------------------------------------ evaluation
