@@ -55,36 +55,18 @@ def evaluate_indexing(result: dict, truth_ub, truth_material, materials: list, *
     mat_found = np.asarray(result["grain_material"])
     truth_ub = np.asarray(truth_ub)
     truth_material = np.asarray(truth_material)
-    n = len(ub_found)
     ops = [_proper_ops(m) for m in materials]
     stats = dict(n_truth_grains=0, found=0, found_precise=0, wrong_material=0, n_indexed_grains=0,
                  n_truth_spots=0, hkl_correct=0)
     mis_all = []
-    for i in range(n):
+    for i in range(len(ub_found)):
         t_idx = np.flatnonzero(truth_material[i] >= 0)
         f_idx = np.flatnonzero(mat_found[i] >= 0)
         stats["n_truth_grains"] += len(t_idx)
         stats["n_indexed_grains"] += len(f_idx)
-        # misorientation table (truth × found), inf where materials differ
-        mis = np.full((len(t_idx), len(f_idx)), np.inf)
-        mis_any = np.full((len(t_idx), len(f_idx)), np.inf)
-        for a, t in enumerate(t_idx):
-            for b, f in enumerate(f_idx):
-                mt = materials[truth_material[i, t]]
-                d = float(reduce_misorientation(truth_ub[i, t], ub_found[i, f], mt))
-                mis_any[a, b] = d
-                if mat_found[i, f] == truth_material[i, t]:
-                    mis[a, b] = d
-        pair = {}
-        used_f = set()
-        for flat in np.argsort(mis, axis=None):
-            a, b = np.unravel_index(flat, mis.shape)
-            if mis[a, b] > match_deg:
-                break
-            if a in pair or b in used_f:
-                continue
-            pair[a] = b
-            used_f.add(b)
+        mis, mis_any = _misorientations(truth_ub[i, t_idx], truth_material[i, t_idx], ub_found[i, f_idx],
+                                        mat_found[i, f_idx], materials)
+        pair = _closest_pairs(mis, match_deg)
         for a in range(len(t_idx)):
             if a in pair:
                 d = mis[a, pair[a]]
@@ -95,22 +77,11 @@ def evaluate_indexing(result: dict, truth_ub, truth_material, materials: list, *
                 stats["wrong_material"] += 1
         if truth_hkl is not None and truth_grain is not None:
             tg = np.asarray(truth_grain[i])
-            th = np.asarray(truth_hkl[i])
-            pg = np.asarray(result["peak_grain"][i])
-            ph = np.asarray(result["hkl"][i])
-            is_truth = tg >= 0
-            stats["n_truth_spots"] += int(is_truth.sum())
-            for a, b in pair.items():
-                t, f = t_idx[a], f_idx[b]
-                sel = is_truth & (tg == t) & (pg == f)
-                if not sel.any():
-                    continue
-                mat_i = truth_material[i, t]
-                hkl_ops, cart = ops[mat_i]
-                r = polar_rotation(truth_ub[i, t]).T @ polar_rotation(ub_found[i, f])  # crystal frame
-                k = np.argmax(np.einsum("ij,nij->n", r, cart))
-                mapped = ph[sel] @ hkl_ops[k].T  # h_truth = M h_found
-                stats["hkl_correct"] += int(np.all(mapped == th[sel], axis=1).sum())
+            stats["n_truth_spots"] += int((tg >= 0).sum())
+            stats["hkl_correct"] += sum(
+                _correct_hkl(t_idx[a], f_idx[b], tg, np.asarray(truth_hkl[i]), np.asarray(result["peak_grain"][i]),
+                             np.asarray(result["hkl"][i]), truth_ub[i], ub_found[i], ops[truth_material[i, t_idx[a]]])
+                for a, b in pair.items())
     n_t, n_f = stats["n_truth_grains"], stats["n_indexed_grains"]
     out = dict(stats)
     out["missed"] = n_t - stats["found"]
@@ -121,3 +92,44 @@ def evaluate_indexing(result: dict, truth_ub, truth_material, materials: list, *
     out["misorientation_deg"] = np.asarray(mis_all)
     out["hkl_accuracy"] = (stats["hkl_correct"] / stats["n_truth_spots"]) if stats["n_truth_spots"] else float("nan")
     return out
+
+
+def _misorientations(truth_ub, truth_material, found_ub, found_material, materials):
+    """``(same_material, any)`` tables ``(truth, found)`` of misorientations (degrees, reduced by
+    the truth material's symmetry); the first is inf where the materials differ."""
+    mis = np.full((len(truth_ub), len(found_ub)), np.inf)
+    mis_any = np.full((len(truth_ub), len(found_ub)), np.inf)
+    for a, (ub_t, mat_t) in enumerate(zip(truth_ub, truth_material)):
+        for b, (ub_f, mat_f) in enumerate(zip(found_ub, found_material)):
+            d = float(reduce_misorientation(ub_t, ub_f, materials[mat_t]))
+            mis_any[a, b] = d
+            if mat_f == mat_t:
+                mis[a, b] = d
+    return mis, mis_any
+
+
+def _closest_pairs(mis, match_deg: float) -> dict:
+    """``{truth: found}``: greedy one-to-one pairing by increasing misorientation, up to ``match_deg``."""
+    pair, used_f = {}, set()
+    for flat in np.argsort(mis, axis=None):
+        a, b = np.unravel_index(flat, mis.shape)
+        if mis[a, b] > match_deg:
+            break
+        if a in pair or b in used_f:
+            continue
+        pair[a] = b
+        used_f.add(b)
+    return pair
+
+
+def _correct_hkl(t, f, truth_grain, truth_hkl, peak_grain, peak_hkl, truth_ub, found_ub, ops) -> int:
+    """Spots of truth grain ``t`` assigned to found grain ``f`` whose hkl, mapped by the symmetry
+    operation that best relates the two orientations, equals the true hkl."""
+    sel = (truth_grain >= 0) & (truth_grain == t) & (peak_grain == f)
+    if not sel.any():
+        return 0
+    hkl_ops, cart = ops
+    r = polar_rotation(truth_ub[t]).T @ polar_rotation(found_ub[f])  # crystal frame
+    k = np.argmax(np.einsum("ij,nij->n", r, cart))
+    mapped = peak_hkl[sel] @ hkl_ops[k].T  # h_truth = M h_found
+    return int(np.all(mapped == truth_hkl[sel], axis=1).sum())
