@@ -80,12 +80,41 @@ def _log(message: str) -> None:
 
 def run_train_autoencoder(args) -> int:
     # deferred: synth imports xarray/scipy (~1–2 s), not needed for `laueflow --help`
-    from ..io.model_files import autoencoder_metadata, load_autoencoder, save_autoencoder
-    from ..kernels.downsample import PREPROCESS_DEFAULTS
-    from ..pipeline.feature_data import images_from_scan_zarr
+    from ..io.model_files import save_autoencoder
     from ..stages.autoencoder_training import train_autoencoder
-    from ..synth.training_frames import TRAINING_MATERIALS, scored_scans, training_images
 
+    train_scans, n_score = _scan_counts(args)
+    t0 = time.perf_counter()
+    init_state, preprocess, architecture = _starting_point(args)
+    data = _training_data(args, train_scans, n_score, preprocess)
+    data_s = time.perf_counter() - t0
+    _log(f"data ready in {data_s:.0f} s: train {sum(len(x) for x in data['parts'])}, "
+         + ", ".join(f"{k} {len(v)}" for k, v in data["val_sets"].items()))
+    model, hist = train_autoencoder(np.concatenate(data["parts"]), data["val_sets"], seed=args.seed,
+                                    epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_min=args.lr_min,
+                                    threads=args.threads, latent_size=args.latent_size, spot_weight=args.spot_weight,
+                                    init_state=init_state, score_sets=data["score_sets"], log=_log, **architecture)
+    heldout_ari = {}
+    if data["score_sets"] and args.heldout_scans:
+        from ..stages.autoencoder_training import separability
+
+        heldout_ari = {k: round(v, 4) for k, v in separability(model, data["held"]).items()}
+        _log(f"held-out {HELD_OUT_MATERIAL} separability (ARI, not used to choose): {heldout_ari}")
+    best = next(r for r in hist["epochs"] if r["epoch"] == hist["best_epoch"])
+    timing = {"data_s": round(data_s, 1), "wall_s": round(time.perf_counter() - t0, 1)}
+    meta = save_autoencoder(model, args.out, preprocess=preprocess,
+                            metadata=_metadata(args, train_scans, data["score_sets"], heldout_ari, hist, best, timing))
+    held = f", held-out {HELD_OUT_MATERIAL} BCE {best['heldout_bce']}" if "heldout_bce" in best else ""
+    first = next(iter(data["val_sets"]), None)
+    kept = f", mean ARI {best['mean_ari']}" if "mean_ari" in best else ""
+    _log(f"wrote {args.out} (sha256 {meta['sha256'][:16]}…, best epoch {hist['best_epoch']}{kept}"
+         + (f", {first} BCE {best[f'{first}_bce']}" if first and f"{first}_bce" in best else "") + f"{held}, "
+         f"{meta['wall_s']:.0f} s)")
+    return 0
+
+
+def _scan_counts(args) -> tuple[int, int]:
+    """``(training scans, score scans)``, the defaults filled in and the ranges checked."""
     train_scans = args.train_scans if args.train_scans is not None else (0 if args.scan else 200)
     if train_scans < 0 or train_scans > 5000:
         raise ValueError("--train-scans must be in 0 … 5000 (validation seeds start at SEED*10000 + 5000)")
@@ -94,17 +123,34 @@ def run_train_autoencoder(args) -> int:
     n_score = args.score_scans if args.score_scans is not None else (0 if args.scan else 8)
     if not 0 <= n_score <= 100:
         raise ValueError(f"--score-scans must be in 0 … 100, got {n_score}")
-    t0 = time.perf_counter()
-    init_state, preprocess, architecture = None, dict(PREPROCESS_DEFAULTS), {}
-    if args.init:
-        init_model = load_autoencoder(args.init, check_hash=False)
-        init_state, preprocess = init_model.state_dict(), dict(autoencoder_metadata(args.init)["preprocess"])
-        architecture = {"batch_norm": init_model.batch_norm, "decoder_widths": init_model.decoder_widths}
-        if init_model.latent_size != args.latent_size:
-            raise ValueError(f"--init has {init_model.latent_size} features; pass --latent-size {init_model.latent_size}")
-    base = args.seed * 10000
-    shape = tuple(args.scan_shape)
-    parts, val_sets = [], {}
+    return train_scans, n_score
+
+
+def _starting_point(args) -> tuple[dict | None, dict, dict]:
+    """``(initial weights, preprocessing, architecture)``: those of ``--init``, else none, the
+    default preprocessing and the default architecture."""
+    from ..io.model_files import autoencoder_metadata, load_autoencoder
+    from ..kernels.downsample import PREPROCESS_DEFAULTS
+
+    if not args.init:
+        return None, dict(PREPROCESS_DEFAULTS), {}
+    init_model = load_autoencoder(args.init, check_hash=False)
+    if init_model.latent_size != args.latent_size:
+        raise ValueError(f"--init has {init_model.latent_size} features; pass --latent-size {init_model.latent_size}")
+    return (init_model.state_dict(), dict(autoencoder_metadata(args.init)["preprocess"]),
+            {"batch_norm": init_model.batch_norm, "decoder_widths": init_model.decoder_widths})
+
+
+def _training_data(args, train_scans: int, n_score: int, preprocess: dict) -> dict:
+    """``{"parts", "val_sets", "score_sets", "held"}``: training images (simulated scans of
+    seeds ``SEED*10000 + …``, then each ``--scan``'s images but a tenth kept for validation),
+    validation sets (``val``, ``heldout`` of the held-out material), score scans and the held-out
+    material's scored scans."""
+    from ..pipeline.feature_data import images_from_scan_zarr
+    from ..synth.training_frames import scored_scans, training_images
+
+    base, shape = args.seed * 10000, tuple(args.scan_shape)
+    parts, val_sets, score_sets, held = [], {}, {}, {}
     if train_scans:
         images, names = training_images(range(base, base + train_scans), shape=shape, preprocess=preprocess)
         parts.append(images)
@@ -122,31 +168,24 @@ def run_train_autoencoder(args) -> int:
     if args.heldout_scans:
         val_sets["heldout"], _ = training_images(range(base + 8000, base + 8000 + args.heldout_scans), shape=shape,
                                                  preprocess=preprocess, materials=(HELD_OUT_MATERIAL,))
-    score_sets = {}
     if n_score:
         score_sets = scored_scans(range(base + 6000, base + 7000), count=n_score, preprocess=preprocess)
         if args.heldout_scans:  # reported, not used to choose: Sn never decides anything
             held = scored_scans(range(base + 9000, base + 9100), materials=(HELD_OUT_MATERIAL,), count=2,
                                 preprocess=preprocess)
         _log(f"score scans (choose the epoch): {', '.join(score_sets)}")
-    data_s = time.perf_counter() - t0
-    _log(f"data ready in {data_s:.0f} s: train {sum(len(x) for x in parts)}, "
-         + ", ".join(f"{k} {len(v)}" for k, v in val_sets.items()))
-    model, hist = train_autoencoder(np.concatenate(parts), val_sets, seed=args.seed, epochs=args.epochs,
-                                    batch_size=args.batch_size, lr=args.lr, lr_min=args.lr_min, threads=args.threads,
-                                    latent_size=args.latent_size, spot_weight=args.spot_weight,
-                                    init_state=init_state, score_sets=score_sets, log=_log, **architecture)
-    heldout_ari = {}
-    if score_sets and args.heldout_scans:
-        from ..stages.autoencoder_training import separability
+    return {"parts": parts, "val_sets": val_sets, "score_sets": score_sets, "held": held}
 
-        heldout_ari = {k: round(v, 4) for k, v in separability(model, held).items()}
-        _log(f"held-out {HELD_OUT_MATERIAL} separability (ARI, not used to choose): {heldout_ari}")
+
+def _metadata(args, train_scans: int, score_sets: dict, heldout_ari: dict, hist: dict, best: dict,
+              timing: dict) -> dict:
+    """What the weights file's JSON records: the command, seeds, settings and history."""
+    from ..synth.training_frames import TRAINING_MATERIALS
+
+    base = args.seed * 10000
     argv = sys.argv[1:]
     rest = argv[argv.index("autoencoder") + 1:] if "autoencoder" in argv else argv
-    best = next(r for r in hist["epochs"] if r["epoch"] == hist["best_epoch"])
-    torch = __import__("torch")
-    meta = save_autoencoder(model, args.out, preprocess=preprocess, metadata={
+    return {
         "command": getattr(args, "command_line", None) or ("laueflow train autoencoder " + shlex.join(rest)).strip(),
         "seed": args.seed,
         "train_scan_seeds": [base, base + train_scans - 1] if train_scans else [],
@@ -154,7 +193,7 @@ def run_train_autoencoder(args) -> int:
         "heldout_scan_seeds": [base + 8000, base + 8000 + args.heldout_scans - 1] if args.heldout_scans else [],
         "training_materials": list(TRAINING_MATERIALS) if train_scans else [],
         "heldout_material": HELD_OUT_MATERIAL if args.heldout_scans else None,
-        "user_scans": [str(p) for p in args.scan], "init": args.init, "scan_shape": list(shape),
+        "user_scans": [str(p) for p in args.scan], "init": args.init, "scan_shape": list(args.scan_shape),
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "lr_min": args.lr_min,
         "threads": args.threads, "spot_weight": args.spot_weight,
         "loss": "binary cross-entropy, pixel weights 1 + spot_weight·target (plain BCE and MSE monitored)",
@@ -162,13 +201,5 @@ def run_train_autoencoder(args) -> int:
                           "weights included" if score_sets else "lowest loss on the first validation set"),
         "score_scans": list(score_sets), "heldout_separability": heldout_ari,
         "history": hist["epochs"], "best_epoch": hist["best_epoch"], "n_train": hist["n_train"],
-        "best": best, "data_s": round(data_s, 1), "wall_s": round(time.perf_counter() - t0, 1),
-        "torch": torch.__version__, "numpy": np.__version__,
-    })
-    held = f", held-out {HELD_OUT_MATERIAL} BCE {best['heldout_bce']}" if "heldout_bce" in best else ""
-    first = next(iter(val_sets), None)
-    kept = f", mean ARI {best['mean_ari']}" if "mean_ari" in best else ""
-    _log(f"wrote {args.out} (sha256 {meta['sha256'][:16]}…, best epoch {hist['best_epoch']}{kept}"
-         + (f", {first} BCE {best[f'{first}_bce']}" if first and f"{first}_bce" in best else "") + f"{held}, "
-         f"{meta['wall_s']:.0f} s)")
-    return 0
+        "best": best, **timing, "torch": __import__("torch").__version__, "numpy": np.__version__,
+    }
