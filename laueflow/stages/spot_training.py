@@ -358,6 +358,7 @@ def train_spotcnn(datasets, val: SpotPatches, *, seed: int = 0, epochs: int = 14
     val_x = normalise_cutouts(val_cut)
     w = np.array([1.0, pos_weight, pos_weight, 1.0, 1.0])
     w = w / w.sum()
+    wt = torch.as_tensor(w, dtype=torch.float32)
     model = SpotCNN()
     if init_state is not None:
         model.load_state_dict(init_state)
@@ -377,8 +378,7 @@ def train_spotcnn(datasets, val: SpotPatches, *, seed: int = 0, epochs: int = 14
         x = normalise_cutouts(cut)
         t_lab = time.perf_counter() - t0
         order = rng.permutation(len(x))
-        train_loss, step = _spot_epoch(model, opt, x[order], y[order], torch.as_tensor(w, dtype=torch.float32),
-                                       batch_size, lr_of, step)
+        train_loss, step = _spot_epoch(model, opt, x[order], y[order], wt, batch_size, lr_of, step)
         errs = _val_errors(model, val_x, val_y)
         val_loss = float((errs * w).sum())
         wall = time.perf_counter() - t0
