@@ -20,6 +20,9 @@ optional bad-pixel mask into ``(…, size, size)`` float32 images in ``[0, 1]``,
    by the image's own ``percentile``-th percentile, clipped at 1; or ``linear``: ``s`` itself
    (counts, not clipped), so the image of a point that sees two domains is the weighted sum of
    their images (what the segmentation's unmixing assumes; ``method: pixels`` uses it).
+   An optional per-frame ``gain`` (``(…,)``, e.g. the scan's median monitor over the point's
+   monitor) multiplies the counts above the noise floor before the scaling, so every point is
+   put on the same incident intensity.
 
 The defaults were chosen by measurement (``docs/features.md``). Arrays in, arrays out (numpy, or
 cupy through :mod:`laueflow.backend`); :func:`block_means_reference` is the slow, obvious
@@ -153,13 +156,17 @@ def subtract_background(means, *, size: int = 128, background_block: int = 8):
 
 def scale_counts(counts, *, scaling: str = "log", noise_floor_counts: float = PREPROCESS_DEFAULTS["noise_floor_counts"],
                  log_scale_counts: float = PREPROCESS_DEFAULTS["log_scale_counts"],
-                 log_max_counts: float = PREPROCESS_DEFAULTS["log_max_counts"], percentile: float = 99.9):
+                 log_max_counts: float = PREPROCESS_DEFAULTS["log_max_counts"], percentile: float = 99.9,
+                 gain=None):
     """Counts above background ``(…, h, w)`` → float32 in ``[0, 1]`` (``linear``: counts above
-    the noise floor, unscaled) (module docstring)."""
+    the noise floor, unscaled) (module docstring). ``gain``: None or ``(…,)`` finite factors > 0,
+    one per image, applied to the counts above the noise floor before the scaling."""
     xp = get_array_module(counts)
     if not noise_floor_counts >= 0:
         raise ValueError(f"noise_floor_counts must be ≥ 0, got {noise_floor_counts}")
     s = xp.maximum(counts - np.float32(noise_floor_counts), 0).astype(np.float32, copy=False)
+    if gain is not None:
+        s = s * _per_image(gain, s.shape[:-2], xp)
     if scaling == "log":
         if not 0 < log_scale_counts < log_max_counts:
             raise ValueError(f"need 0 < log_scale_counts < log_max_counts, got {log_scale_counts}, {log_max_counts}")
@@ -177,10 +184,21 @@ def scale_counts(counts, *, scaling: str = "log", noise_floor_counts: float = PR
     return xp.minimum(y, np.float32(1)).astype(np.float32, copy=False)
 
 
-def preprocess_frames(images, mask=None, **params):
+def _per_image(gain, lead: tuple, xp):
+    """``gain`` as float32 ``(*lead, 1, 1)``; refuses a wrong shape or values that are not finite and > 0."""
+    gain = xp.asarray(gain, dtype=np.float32)
+    if gain.shape != tuple(lead):
+        raise ValueError(f"gain must have one value per image, shape {tuple(lead)}, got {gain.shape}")
+    if not bool(xp.all(xp.isfinite(gain) & (gain > 0))):
+        raise ValueError("gain must be finite and > 0 for every image")
+    return gain[..., None, None]
+
+
+def preprocess_frames(images, mask=None, gain=None, **params):
     """Frames ``(…, rows, cols)`` + bad-pixel mask → ``(…, size, size)`` float32 in [0, 1].
 
-    ``params``: any of :data:`PREPROCESS_DEFAULTS` (unknown names are an error).
+    ``gain``: None or ``(…,)`` per-frame factors on the counts above background (module
+    docstring). ``params``: any of :data:`PREPROCESS_DEFAULTS` (unknown names are an error).
     """
     unknown = set(params) - set(PREPROCESS_DEFAULTS)
     if unknown:
@@ -190,4 +208,4 @@ def preprocess_frames(images, mask=None, **params):
     counts = subtract_background(means, size=p["size"], background_block=p["background_block"])
     return scale_counts(counts, scaling=p["scaling"], noise_floor_counts=p["noise_floor_counts"],
                         log_scale_counts=p["log_scale_counts"], log_max_counts=p["log_max_counts"],
-                        percentile=p["percentile"])
+                        percentile=p["percentile"], gain=gain)

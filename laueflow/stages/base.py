@@ -21,15 +21,16 @@ Fields of :class:`StageSpec`:
 - ``inputs`` / ``optional_inputs``: ``{argument: batch key}``; a batch key is one of
   :data:`BATCH_KEYS` (``images (n, rows, cols)`` uint16, ``calibration``, ``materials`` (the scan's
   ``materials`` attribute: names or material records), ``scan_index (n, 2)``, ``mask (rows, cols)``
-  bool or None) or any variable an earlier stage produces; optional ones are None when absent;
+  bool or None, ``monitor (n,)`` each image's incident-intensity monitor over the scan's median, or
+  None) or any variable an earlier stage produces; optional ones are None when absent;
 - ``outputs``: :class:`Variable` records — the variables of the results store;
 - ``params``: parameter defaults (a workflow may override any of them, nothing else); a stage
   that can use a GPU has a ``device`` parameter (``auto | cpu | cuda``, see :data:`DEVICES`);
 - ``check``: ``check(params)`` raises ``ValueError`` for impossible values (run before any
   store is created or any worker is used); ``check_scan``: ``check_scan(params, scan)`` raises
   ``ValueError`` when the scan cannot give the stage what it needs (``scan``: ``{"n_points",
-  "n_valid"}``, the scan's points and those its ingest read; e.g. more principal components than
-  points), run at the same time;
+  "n_valid", "has_monitor"}``, the scan's points, those its ingest read, and whether it has a
+  monitor; e.g. more principal components than points), run at the same time;
 - ``models``: ``{parameter: model kind}``: parameters that name model files; the pipeline resolves
   the file on the driver (training it if needed) and hands the stage the *loaded* model, once per
   worker process (:mod:`laueflow.pipeline.models`);
@@ -86,7 +87,7 @@ STATUS_CODES: dict[int, str] = {
 }
 
 #: batch keys the pipeline always provides (besides earlier stages' outputs)
-BATCH_KEYS = ("images", "calibration", "materials", "scan_index", "mask")
+BATCH_KEYS = ("images", "calibration", "materials", "scan_index", "mask", "monitor")
 
 #: values of a stage's ``device`` parameter: ``auto`` = the worker's GPU when the cluster offers
 #: the ``GPU`` resource (the stage then runs on GPU workers), else the CPU
@@ -219,8 +220,8 @@ class StageSpec:
             raise ValueError(f"stage {self.name!r}: {err}") from None
 
     def validate_for_scan(self, params: Mapping[str, Any], scan: Mapping[str, int]) -> None:
-        """Raise ``ValueError`` (naming the stage) when the scan (``{"n_points", "n_valid"}``)
-        cannot give the stage what it needs."""
+        """Raise ``ValueError`` (naming the stage) when the scan (``{"n_points", "n_valid",
+        "has_monitor"}``) cannot give the stage what it needs."""
         if self.check_scan is None:
             return
         try:

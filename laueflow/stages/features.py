@@ -29,6 +29,13 @@ Where the run's cluster offers a GPU, ``device: auto`` puts this stage in its ow
 group, which reads the tile's images from the scan store again; ``device: cpu`` keeps it in the
 peak-search group (one read). Preprocessing runs on the CPU in both cases; CPU and CUDA features
 agree to float32 rounding (``tests/stages/test_features_gpu.py``).
+
+``normalize: auto`` (default) puts every image on the same incident intensity when the scan store
+has a monitor (``laueflow ingest --monitor``): the counts above background are divided by the
+point's monitor relative to the scan's median (the ``monitor`` batch key), before the scaling;
+``monitor`` demands one (checked before the run), ``none`` never normalizes. A ring current that
+decays between top-ups then no longer stretches a grain's cluster along the intensity
+(``docs/segmentation.md``, "Uneven illumination").
 """
 from __future__ import annotations
 
@@ -37,12 +44,13 @@ import numpy as np
 from ..kernels.downsample import SCALINGS, preprocess_frames
 from .base import StageSpec, Variable
 
-__all__ = ["STAGE", "compute_features", "DEFAULT_N_FEATURES"]
+__all__ = ["STAGE", "compute_features", "DEFAULT_N_FEATURES", "NORMALIZE"]
 
 DEFAULT_N_FEATURES = 256
 
 
 PIXEL_SIDES = (8, 16, 32, 64)  # sides that divide the 128 × 128 preprocessed image
+NORMALIZE = ("auto", "monitor", "none")
 
 
 def pixel_features(small, n_features: int) -> np.ndarray:
@@ -54,18 +62,21 @@ def pixel_features(small, n_features: int) -> np.ndarray:
     return small.reshape(n, side, f, side, f).mean(axis=(2, 4), dtype=np.float32).reshape(n, -1)
 
 
-def compute_features(images, mask=None, *, model=None, method="pixels", device="auto",
-                     n_features=DEFAULT_N_FEATURES, batch_size=64, pixel_scaling="linear") -> dict[str, np.ndarray]:
-    """``{"features": (n, n_features) float32}`` for ``images (n, rows, cols)``."""
+def compute_features(images, mask=None, monitor=None, *, model=None, method="pixels", device="auto",
+                     n_features=DEFAULT_N_FEATURES, batch_size=64, pixel_scaling="linear",
+                     normalize="auto") -> dict[str, np.ndarray]:
+    """``{"features": (n, n_features) float32}`` for ``images (n, rows, cols)``; ``monitor``:
+    None or ``(n,)`` each image's incident intensity relative to the scan's (median 1)."""
+    images = _as_batch(images)
+    gain = monitor_gain(monitor, normalize, len(images))
     if method == "pixels":
         if model is not None:
             raise ValueError("features: a model was given with method: pixels (which uses none); "
                              "set method: autoencoder to encode with it")
-        images = _as_batch(images)
         out = STAGE.empty_outputs(len(images), {"n_features": n_features})
         step = max(1, int(batch_size))
         for lo in range(0, len(images), step):
-            small = preprocess_frames(images[lo:lo + step], mask, scaling=pixel_scaling)
+            small = preprocess_frames(images[lo:lo + step], mask, _part(gain, lo, step), scaling=pixel_scaling)
             out["features"][lo:lo + step] = pixel_features(small, n_features)
         return out
     from ..models.autoencoder import encode_images  # deferred: imports torch
@@ -76,13 +87,33 @@ def compute_features(images, mask=None, *, model=None, method="pixels", device="
     if int(model.latent_size) != int(n_features):
         raise ValueError(f"features: the model has {model.latent_size} features but n_features is {n_features}; "
                          f"set n_features: {model.latent_size}")
-    images = _as_batch(images)
     out = STAGE.empty_outputs(len(images), {"n_features": n_features})
     step = max(1, int(batch_size))
     for lo in range(0, len(images), step):
-        small = preprocess_frames(images[lo:lo + step], mask, **getattr(model, "preprocess", {}))
+        small = preprocess_frames(images[lo:lo + step], mask, _part(gain, lo, step), **getattr(model, "preprocess", {}))
         out["features"][lo:lo + step] = encode_images(model, small, batch_size=step)
     return out
+
+
+def monitor_gain(monitor, normalize: str, n: int) -> np.ndarray | None:
+    """``(n,)`` factors ``1 / monitor`` that put the images on the scan's median incident
+    intensity, or None (``normalize: none``, or ``auto`` without a monitor)."""
+    if normalize not in NORMALIZE:
+        raise ValueError(f"normalize must be one of {', '.join(NORMALIZE)}, got {normalize!r}")
+    if normalize == "none" or (monitor is None and normalize == "auto"):
+        return None
+    if monitor is None:
+        raise ValueError("normalize: monitor, but the scan store has no monitor; ingest the scan with "
+                         "`laueflow ingest --monitor …` or set normalize: auto or none")
+    monitor = np.asarray(monitor, dtype=np.float64).reshape(-1)
+    if monitor.shape != (n,) or not np.all(np.isfinite(monitor) & (monitor > 0)):
+        raise ValueError(f"monitor must hold one finite value > 0 per image ({n}), got shape {monitor.shape} "
+                         f"with {int(np.sum(~(np.isfinite(monitor) & (monitor > 0))))} bad values")
+    return 1.0 / monitor
+
+
+def _part(gain, lo: int, step: int):
+    return None if gain is None else gain[lo:lo + step]
 
 
 def _as_batch(images) -> np.ndarray:
@@ -102,11 +133,32 @@ def check_params(params) -> None:
     method = params.get("method", "pixels")
     if method not in ("autoencoder", "pixels"):
         raise ValueError(f"method must be 'autoencoder' or 'pixels', got {method!r}")
+    if params.get("normalize", "auto") not in NORMALIZE:
+        raise ValueError(f"normalize must be one of {', '.join(NORMALIZE)}, got {params['normalize']!r}")
     if params.get("pixel_scaling", "linear") not in SCALINGS:
         raise ValueError(f"pixel_scaling must be one of {', '.join(SCALINGS)}, got {params['pixel_scaling']!r}")
     if method == "pixels" and params["n_features"] not in [s * s for s in PIXEL_SIDES]:
         raise ValueError(f"method: pixels needs n_features = side² with side in {list(PIXEL_SIDES)} "
                          f"({', '.join(str(s * s) for s in PIXEL_SIDES)}), got {params['n_features']}")
+
+
+def check_scan(params, scan) -> None:
+    """``normalize: monitor`` needs a scan store with a monitor."""
+    if params.get("normalize", "auto") == "monitor" and not scan.get("has_monitor"):
+        raise ValueError("normalize: monitor, but the scan store has no monitor; ingest the scan with "
+                         "`laueflow ingest --monitor …` or set normalize: auto or none")
+
+
+def prepare(params, context) -> dict:
+    """Say once, before the tiles, whether the images are put on the same incident intensity."""
+    monitor, log = context.get("monitor"), context.get("log") or (lambda *_: None)
+    if params.get("normalize", "auto") != "none" and monitor:
+        log(f"features: images normalized by the scan's monitor (relative to its median "
+                       f"{monitor['median']:.6g}; {monitor['min_relative']:.3g}–{monitor['max_relative']:.3g})")
+    elif params.get("normalize", "auto") == "auto":
+        log("features: the scan store has no monitor, images are not normalized "
+                       "(`laueflow ingest --monitor` records one)")
+    return dict(params)
 
 
 def linear_features(stages) -> bool | None:
@@ -127,16 +179,18 @@ STAGE = StageSpec(
     name="features",
     func=compute_features,
     inputs={"images": "images"},
-    optional_inputs={"mask": "mask"},
+    optional_inputs={"mask": "mask", "monitor": "monitor"},
     outputs=(
         Variable("features", ("feature",), "float32", float("nan"), "1",
                  "autoencoder latent features of the preprocessed 128×128 image, or its area averages "
                  "(method: pixels; counts above background with pixel_scaling: linear) (NaN: image not processed)"),
     ),
     params={"method": "pixels", "model": None, "device": "auto", "n_features": DEFAULT_N_FEATURES,
-            "batch_size": 64, "pixel_scaling": "linear"},
+            "batch_size": 64, "pixel_scaling": "linear", "normalize": "auto"},
     dim_sizes={"feature": "n_features"},
     check=check_params,
+    check_scan=check_scan,
+    prepare=prepare,
     models={"model": "autoencoder"},
     description="features of every image, the input of the segmentation: area-averaged preprocessed pixels "
                 "(default) or CNN autoencoder latents",

@@ -71,3 +71,22 @@ def test_scaling_is_monotone_and_bounded():
 def test_subtract_background_needs_dividing_block():
     with pytest.raises(ValueError, match="must divide"):
         subtract_background(np.zeros((1, 126, 126), np.float32), background_block=5)
+
+
+def test_a_gain_per_image_scales_the_counts_above_the_noise_floor_before_the_scaling(rng):
+    """``gain`` (the scan's median monitor over the point's) multiplies the counts above the noise
+    floor: linear features scale by it exactly, the log scale sees the scaled counts."""
+    frames = rng.poisson(1000, size=(3, 256, 256)).astype(np.uint16)
+    frames[:, 100:103, 50:53] += np.array([400, 2000, 9000], np.uint16)[:, None, None]
+    gain = np.array([0.5, 1.0, 2.5])
+    for scaling in ("linear", "log"):
+        plain = preprocess_frames(frames, scaling=scaling)
+        scaled = preprocess_frames(frames, gain=gain, scaling=scaling)
+        counts = preprocess_frames(frames, scaling="linear") * gain[:, None, None].astype(np.float32)
+        expected = counts if scaling == "linear" else scale_counts(counts, noise_floor_counts=0)
+        np.testing.assert_allclose(scaled, expected, rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(scaled[1], plain[1])  # gain 1: unchanged
+    for bad, message in ((np.ones(2), "one value per image"), (np.array([1.0, 0.0, 1.0]), "finite and > 0"),
+                         (np.array([1.0, np.nan, 1.0]), "finite and > 0")):
+        with pytest.raises(ValueError, match=message):
+            preprocess_frames(frames, gain=bad, scaling="linear")

@@ -133,3 +133,41 @@ def test_the_default_is_pixels_and_a_model_with_pixels_is_refused(model):
     images = np.zeros((1, 64, 64), np.uint16)
     with pytest.raises(ValueError, match="method: autoencoder"):
         compute_features(images, model=model)
+
+
+def test_the_monitor_puts_every_image_on_the_same_incident_intensity(model):
+    """An image lit k times more (the same spots, k times the counts above the background) has
+    the same features once divided by its monitor k: exactly with the linear pixels, to float32
+    rounding through the autoencoder; ``normalize: none`` ignores the monitor, ``monitor``
+    demands one."""
+    from laueflow.stages.base import get_stage
+    from laueflow.stages.features import compute_features
+
+    rng = np.random.default_rng(5)
+    spots = np.zeros((256, 256))
+    for r, c in rng.integers(10, 240, size=(12, 2)):
+        spots[r - 1:r + 2, c - 1:c + 2] += rng.uniform(300, 3000)
+    monitor = np.array([1.0, 0.5, 1.6])
+    frames = np.rint(1000 + spots[None] * monitor[:, None, None]).astype(np.uint16)
+    for kw in ({"method": "pixels", "n_features": 64}, {"method": "autoencoder", "model": model}):
+        raw = compute_features(frames, **kw)["features"]
+        assert np.abs(raw[1] - raw[0]).max() > 0.1 * np.abs(raw[0]).max()  # the lighting shows
+        normalized = compute_features(frames, monitor=monitor, **kw)["features"]
+        for i in (1, 2):
+            np.testing.assert_allclose(normalized[i], normalized[0], rtol=0.01, atol=0.01 * np.abs(raw[0]).max())
+        np.testing.assert_array_equal(compute_features(frames, monitor=monitor, normalize="none", **kw)["features"], raw)
+    linear = compute_features(frames, monitor=monitor, method="pixels", n_features=64)["features"]
+    np.testing.assert_allclose(linear, compute_features(frames, method="pixels", n_features=64)["features"]
+                               / monitor[:, None].astype(np.float32), rtol=1e-6)
+    with pytest.raises(ValueError, match="has no monitor"):
+        compute_features(frames, normalize="monitor")
+    with pytest.raises(ValueError, match="one finite value > 0 per image"):
+        compute_features(frames, monitor=np.array([1.0, 0.0, 1.0]))
+    spec = get_stage("features")
+    assert spec.params["normalize"] == "auto"
+    with pytest.raises(ValueError, match="normalize must be one of"):
+        spec.validate_params({**spec.params, "normalize": "yes"})
+    with pytest.raises(ValueError, match="ingest the scan with `laueflow ingest --monitor"):
+        spec.validate_for_scan({**spec.params, "normalize": "monitor"}, {"n_points": 4, "n_valid": 4,
+                                                                         "has_monitor": False})
+    spec.validate_for_scan({**spec.params, "normalize": "monitor"}, {"n_points": 4, "n_valid": 4, "has_monitor": True})
