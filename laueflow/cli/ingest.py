@@ -20,6 +20,8 @@ examples:
       --order snake --step-um 0.5 --material Si --material GaN --out scan.zarr
   laueflow ingest --index-list points.txt --out scan.zarr      # lines 'iy ix path[::frame]'
   laueflow ingest images/ --mask bad_pixels.tif --calibration calib.det --out scan.zarr
+  laueflow ingest scan_0000.h5 --shape 41x61 --monitor scan_0000.h5::1.1/measurement/mon --out scan.zarr
+  laueflow ingest images/ --shape 20x20 --monitor i0.txt --out scan.zarr   # one value per line, acquisition order
   laueflow ingest images/ --materials-file my_materials.yaml --material ZnCuOCl --calibration calib.det --out scan.zarr
 
 Scan index = the last number of each file name (<prefix>_<index:04d>.tif), counted from the
@@ -71,6 +73,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     add_materials_file_argument(p)
     p.add_argument("--mask", help="bad-pixel mask of the detector (TIFF/EDF/… or .npy, same size as "
                                   "the images, non-zero = bad): the peak search ignores those pixels")
+    p.add_argument("--monitor", metavar="SOURCE",
+                   help="incident-intensity monitor (I0) per point: values.npy, a text/CSV file (one value "
+                        "per point in acquisition order, or ny rows of nx values) or FILE.h5::DATASET; "
+                        "the features stage divides by it (docs/ingest.md). Given on a resume, it "
+                        "replaces the stored one")
     p.add_argument("--frame-shape", type=_shape, metavar="ROWSxCOLS",
                    help="size of the detector images (default: the calibration's)")
     p.add_argument("--step-um", type=_step, default=(1.0, 1.0), help="scan step, µm (Y or YxX)")
@@ -105,7 +112,7 @@ def run(args) -> int:
                   first_index=args.first_index, h5_dataset=args.h5_dataset,
                   calibration=calibration, materials=args.material, step_um=args.step_um,
                   layout=args.layout, shard_x=args.shard_x, compression=args.compression,
-                  level=args.level, overwrite=args.overwrite, mask=args.mask,
+                  level=args.level, overwrite=args.overwrite, mask=args.mask, monitor=args.monitor,
                   frame_shape=args.frame_shape, progress=not args.no_progress)
     try:
         if args.serial:

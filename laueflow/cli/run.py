@@ -17,9 +17,9 @@ examples:
   laueflow run workflows/demo.yaml --scheduler tcp://10.0.0.5:8786  # an existing Dask scheduler
 
 A killed or failed run resumes where it stopped: run the same command again (finished tiles are
-skipped) — only into a store computed from the same scan, calibration, materials, mask, stage
-parameters and models (differences are listed). --overwrite starts from scratch (it deletes
-only a laueflow results store). One run writes a store at a time; the scan store must come
+skipped) — only into a store computed from the same scan, calibration, materials, mask,
+monitor, stage parameters and models (differences are listed). --overwrite starts from scratch
+(it deletes only a laueflow results store). One run writes a store at a time; the scan store must come
 from a finished `laueflow ingest`. Ctrl-C stops cleanly: running tiles finish and are kept.
 Guarantees: docs/reliability.md. Schema of the output: docs/results-schema.md.
 """

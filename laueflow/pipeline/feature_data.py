@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..kernels.downsample import preprocess_frames
+from .monitor import scan_monitor
 from .scan_store import detector_mask
 
 __all__ = ["images_from_scan_zarr"]
@@ -12,7 +13,8 @@ __all__ = ["images_from_scan_zarr"]
 
 def images_from_scan_zarr(path, *, max_images: int | None = None, preprocess=None, chunk: int = 16) -> np.ndarray:
     """Preprocessed images ``(m, 128, 128)`` float32 in [0, 1] of (up to ``max_images`` evenly spread)
-    valid images of a scan store, with the scan's bad-pixel mask applied."""
+    valid images of a scan store, with the scan's bad-pixel mask applied and, when the store has
+    a monitor, divided by it as the ``features`` stage does (``normalize: auto``)."""
     import zarr  # deferred: zarr is heavy and `laueflow --help` imports this module
 
     group = zarr.open_group(str(path), mode="r")
@@ -25,8 +27,10 @@ def images_from_scan_zarr(path, *, max_images: int | None = None, preprocess=Non
     if max_images is not None and len(flat) > max_images:
         flat = flat[np.linspace(0, len(flat) - 1, max_images).astype(int)]
     mask = detector_mask(group)
+    monitor = scan_monitor(group)
+    gain = None if monitor is None else monitor["median"] / monitor["values"].reshape(-1)[flat]
     out = []
     for lo in range(0, len(flat), chunk):
         frames = np.stack([np.asarray(images[divmod(int(i), nx)]) for i in flat[lo:lo + chunk]])
-        out.append(preprocess_frames(frames, mask, **(preprocess or {})))
+        out.append(preprocess_frames(frames, mask, None if gain is None else gain[lo:lo + chunk], **(preprocess or {})))
     return np.concatenate(out)

@@ -10,6 +10,8 @@ Store layout (``laueflow run`` depends on these names):
   (``path`` or ``path::frame`` for HDF5 stacks);
 * ``mask (row, col)`` bool, True = bad pixel (dead, hot, gaps, beamstop shadow), only when a mask
   was given; the ``peaks`` stage ignores those pixels;
+* ``monitor (y, x)`` float64, the incident-intensity monitor, only when one was given
+  (:mod:`laueflow.pipeline.monitor`);
 * coordinates ``y (y)``, ``x (x)`` in µm (index × step); every array has ``dimension_names``
   and the metadata are consolidated, so ``xarray.open_zarr`` works;
 * attributes: ``calibration`` (``Calibration.to_dict()``), ``materials``, ``step_um`` (y, x),
@@ -39,7 +41,9 @@ from ..io.images import (ALL_ZERO, IMAGE_EXTENSIONS, MISSING, NOT_READ, OK, STAT
                          WRONG_SHAPE, ImageReadError, file_index, h5_n_frames, read_frame, reader_for)
 from ..io.store_kind import KIND_NAMES, SCAN_MARKER, NotOurStoreError, remove_store, store_kind
 from ..io.store_lock import StoreLock
+from ..io.monitor_file import MonitorFileError
 from ..physics.materials import get_materials
+from .monitor import MonitorError, load_monitor, monitor_map, write_monitor
 from .scan_store import (content_id, mask_sha256, read_point_tables, settings_differences,
                          write_point_tables)
 
@@ -323,7 +327,7 @@ def _write_mask(group, mask: np.ndarray) -> None:
 def ingest(inputs, out, *, shape=None, order="raster", index_list=None, first_index=None,
            h5_dataset=None, calibration=None, materials=(), step_um=(1.0, 1.0),
            frame_shape=None, dtype=None, layout="chunked", shard_x=16, compression="blosc",
-           level=3, overwrite=False, mask=None, client=None, progress=True, log=print,
+           level=3, overwrite=False, mask=None, monitor=None, client=None, progress=True, log=print,
            checkpoint_s: float = 5.0) -> dict:
     """Ingest images into ``out``; returns the summary dict (also stored as an attribute).
 
@@ -338,12 +342,16 @@ def ingest(inputs, out, *, shape=None, order="raster", index_list=None, first_in
 
     ``frame_shape``: ``(rows, cols)`` the images must have (default: the calibration's, else a
     sample of the images, which must agree). ``mask``: bad detector pixels (array, ``.npy`` or
-    image file; :func:`load_mask`). ``client``: a ``distributed.Client`` or None (serial).
+    image file; :func:`load_mask`). ``monitor``: the incident-intensity monitor (a file,
+    :mod:`laueflow.io.monitor_file`, or an array; :func:`~laueflow.pipeline.monitor.monitor_map`):
+    stored as ``monitor (y, x)``, replacing a different one on a resume; without it a stored
+    monitor stays. ``client``: a ``distributed.Client`` or None (serial).
     """
     out = Path(out)
     plan = plan_scan(inputs, shape=shape, order=order, index_list=index_list,
                      first_index=first_index, h5_dataset=h5_dataset)
     _check_output_path(out, plan, inputs)
+    monitor_values = _monitor(monitor, plan)
     if layout not in ("chunked", "sharded"):
         raise IngestError(f"layout must be chunked or sharded, got {layout!r}")
     _compressors(compression, level)
@@ -369,6 +377,8 @@ def ingest(inputs, out, *, shape=None, order="raster", index_list=None, first_in
                                compression=compression, level=level, attrs=settings))
         if bad_pixels is not None and not prev:
             _write_mask(group, bad_pixels)
+        if monitor_values is not None:
+            write_monitor(group, monitor_values, monitor if isinstance(monitor, (str, os.PathLike)) else "array", log)
         tasks = _tasks(group, plan, todo, tables)
         if tasks or not prev:  # nothing to read: a complete store stays as it is
             group.attrs["ingest_complete"] = False
@@ -388,6 +398,18 @@ def ingest(inputs, out, *, shape=None, order="raster", index_list=None, first_in
     if log:
         log(format_summary(summary, tables["status"], tables["status_reason"], tables["source_file"]))
     return summary
+
+
+def _monitor(monitor, plan: IngestPlan) -> np.ndarray | None:
+    """The monitor on the scan grid, checked before anything is written (None: not given)."""
+    if monitor is None:
+        return None
+    try:
+        if isinstance(monitor, (str, os.PathLike)):
+            return load_monitor(monitor, plan.shape, plan.points, plan.order)
+        return monitor_map(np.asarray(monitor), plan.shape, plan.points, plan.order)
+    except (MonitorError, MonitorFileError) as err:
+        raise IngestError(str(err)) from None
 
 
 def _check_output_path(out: Path, plan: IngestPlan, inputs) -> None:

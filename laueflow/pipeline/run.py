@@ -36,6 +36,7 @@ from ..physics.materials import get_materials, material_differences
 from ..stages.base import BATCH_KEYS, Variable, status_table
 from .cluster import describe
 from .models import check_models, resolve_models
+from .monitor import scan_monitor
 from .reduce import lazy_outputs, run_reduce_stage
 from .scan_store import ScanStoreError, detector_mask, mask_sha256, scan_state
 from .store import (Layout, check_results_store, choose_chunk, finalize_results_store,
@@ -143,8 +144,9 @@ def _definitions(attrs: dict) -> list | None:
 
 
 def _scan_ref(path: Path, group, images, attrs) -> tuple[ScanRef, str | None]:
-    """The scan as the workers will see it (with a token over what they cache per process),
-    and the SHA-256 of its bad-pixel mask (None without one)."""
+    """The scan as the workers will see it (with a token over what they cache per process:
+    calibration, materials, mask and monitor), and the SHA-256 of its bad-pixel mask (None
+    without one)."""
     calibration = json.dumps(attrs["calibration"], sort_keys=True) if attrs.get("calibration") else None
     materials = json.dumps(scan_materials(attrs), sort_keys=True) if attrs.get("materials") else None
     digest = hashlib.sha256(f"{calibration}|{materials}|{images.shape}".encode())
@@ -159,8 +161,14 @@ def _scan_ref(path: Path, group, images, attrs) -> tuple[ScanRef, str | None]:
                                 f"{tuple(images.shape[2:])}; re-ingest with a mask of the detector's shape")
         mask_hash = mask_sha256(mask)
         digest.update(mask_hash.encode())
+    monitor = scan_monitor(group)
+    if monitor is not None:
+        if monitor["values"].shape != tuple(images.shape[:2]):
+            raise WorkflowError(f"{path}: the monitor is {monitor['values'].shape} but the scan is "
+                                f"{tuple(images.shape[:2])}; ingest the scan again with --monitor")
+        digest.update(monitor["sha256"].encode())
     return ScanRef(str(path.resolve()), digest.hexdigest()[:16], calibration, materials, mask is not None,
-                   "valid" in group, "status" in group), mask_hash
+                   "valid" in group, "status" in group, monitor and monitor["median"]), mask_hash
 
 
 def late_status_variable(step: Step) -> Variable:
@@ -284,9 +292,11 @@ def validate_inputs(workflow: Workflow, *, overwrite: bool = False, allow_incomp
     scan, mask_hash = _scan_ref(Path(workflow.input), group, images, attrs)
     _check_scan_inputs(workflow, attrs)
     _check_workflow_materials(workflow, attrs)
+    monitor = scan_monitor(group)
     context = {"calibration": calibration_from_json(scan.calibration_json), "materials": scan_materials(attrs),
-               "log": log, "workflow_stages": workflow.to_dict()["stages"]}
-    points = {"n_points": state["n_points"], "n_valid": state["n_valid"]}
+               "log": log, "workflow_stages": workflow.to_dict()["stages"],
+               "monitor": monitor and {k: v for k, v in monitor.items() if k != "values"}}
+    points = {"n_points": state["n_points"], "n_valid": state["n_valid"], "has_monitor": monitor is not None}
     for stage in workflow.stages:
         try:
             stage.spec.validate_params(stage.params)
@@ -296,6 +306,7 @@ def validate_inputs(workflow: Workflow, *, overwrite: bool = False, allow_incomp
             raise WorkflowError(f"{_where(workflow)}{err}") from None
     layout = build_layout(workflow, *images.shape[:2])
     store_attrs = _store_attrs(workflow, workflow.to_dict(), scan, attrs, state, mask_hash)
+    store_attrs["laueflow_provenance"]["monitor_sha256"] = monitor and monitor["sha256"]
     action = check_results_store(workflow.output, layout_fingerprint(layout, store_attrs), overwrite=overwrite)
     return CheckedInputs(scan, coords, context, layout, store_attrs, action)
 

@@ -55,6 +55,7 @@ class ScanRef:
     has_mask: bool
     has_valid: bool
     has_status: bool
+    monitor_median: float | None = None  # the scan's median monitor; None: the store has no monitor
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,12 @@ def _mask(path: str, token: str) -> np.ndarray:
     return detector_mask(zarr.open_group(path, mode="r"))
 
 
+@functools.lru_cache(maxsize=4)
+def _relative_monitor(path: str, token: str, median: float) -> np.ndarray:
+    """The scan's ``monitor (y, x)`` over its median (read once per process and scan)."""
+    return np.asarray(zarr.open_group(path, mode="r")["monitor"][...], np.float64) / median
+
+
 _WARM: set = set()  # (results, phase, group) already run in this process: later tasks are "warm"
 
 
@@ -205,7 +212,15 @@ def _batch(task: TileTask, state: TileState, images) -> dict:
     return {"images": images, "scan_index": index, "calibration": calibration_from_json(task.scan.calibration_json),
             "materials": _materials(task.scan.materials_json),
             "mask": _mask(task.scan.path, task.scan.token) if task.scan.has_mask else None,
-            **state.outputs}
+            "monitor": _tile_monitor(task, state), **state.outputs}
+
+
+def _tile_monitor(task: TileTask, state: TileState) -> np.ndarray | None:
+    """``(n_valid,)`` each valid image's monitor relative to the scan's median, or None."""
+    if task.scan.monitor_median is None:
+        return None
+    monitor = _relative_monitor(task.scan.path, task.scan.token, task.scan.monitor_median)
+    return monitor[slice(*task.ys), slice(*task.xs)].reshape(-1)[state.valid]
 
 
 def _needs_images(stages) -> bool:
