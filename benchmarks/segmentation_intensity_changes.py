@@ -15,6 +15,12 @@ the stage runs it (standardized, PCA 32, KMeans at the K of the highest silhouet
 unmixing labels). The script prints the ARI against the true domain map (the
 twin-variant map for fine twins) and the suggested K. Features are cached in the workdir
 (``illumination-*.npz``).
+
+A second table divides every point's features by its monitor, as the ``features`` stage does
+when the scan store has one (``laueflow ingest --monitor``, ``normalize: auto``): the factor
+itself times ``1 + 0.005·N(0, 1)`` (a monitor read with 0.5 % noise, seeded; ``--monitor-noise``),
+over the scan's median. With linear features that is the same as dividing the counts above the
+background, what the stage does.
 """
 from __future__ import annotations
 
@@ -42,6 +48,18 @@ def factors(name: str, shape: tuple[int, int]) -> np.ndarray:
     if kind == "random":
         return np.random.default_rng(0).uniform(lo, hi, ny * nx)
     return np.ones(ny * nx)
+
+
+def monitored(features: np.ndarray, field: str, shape: tuple[int, int], noise: float) -> np.ndarray:
+    """``features`` divided by a monitor of ``field`` read with relative ``noise`` (over its median)."""
+    monitor = factors(field, shape) * (1 + noise * np.random.default_rng(1).standard_normal(shape[0] * shape[1]))
+    return features * (np.median(monitor) / monitor)[:, None].astype(np.float32)
+
+
+def scan_shape(folder: Path) -> tuple[int, int]:
+    import zarr
+
+    return tuple(zarr.open_group(str(folder / "truth.zarr"), mode="r")["grain_map"].shape[:2])
 
 
 def truth_of(folder: Path, name: str) -> np.ndarray:
@@ -87,6 +105,7 @@ def main() -> None:
     ap.add_argument("--workdir", default="/tmp/laueflow-choose-autoencoder-scaling",
                     help="the scans of `choose_autoencoder_scaling.py --prepare`")
     ap.add_argument("--processes", type=int, default=2, help="rendering processes (default 2)")
+    ap.add_argument("--monitor-noise", type=float, default=0.005, help="relative noise of the monitor (default 0.005)")
     args = ap.parse_args()
     folders = [Path(args.workdir) / f"{name}-seed{seed}" for name, seed in SCANS]
     for folder in folders:
@@ -97,12 +116,19 @@ def main() -> None:
     with ProcessPoolExecutor(max_workers=args.processes) as pool:
         for done in pool.map(_render, jobs):
             print(f"rendered {Path(done[0]).name} {done[1]}", file=sys.stderr, flush=True)
-    print("| scan (true domains) | " + " | ".join(FIELDS) + " |")
-    print("|---|" + "---|" * len(FIELDS))
-    for (name, seed), folder in zip(SCANS, folders):
-        true = truth_of(folder, name)
-        cells = [ari(rendered_features(folder, field), true, "standardize", "unmix") for field in FIELDS]
-        print(f"| {name} {seed} ({len(np.unique(true))}) | " + " | ".join(cells) + " |", flush=True)
+    for title, divide in (("features as rendered", False),
+                          (f"features divided by the monitor ({args.monitor_noise:.1%} noise)", True)):
+        print(f"\n{title}\n\n| scan (true domains) | " + " | ".join(FIELDS) + " |")
+        print("|---|" + "---|" * len(FIELDS))
+        for (name, seed), folder in zip(SCANS, folders):
+            true = truth_of(folder, name)
+            shape = scan_shape(folder)
+            cells = []
+            for field in FIELDS:
+                x = rendered_features(folder, field)
+                x = monitored(x, field, shape, args.monitor_noise) if divide else x
+                cells.append(ari(x, true, "standardize", "unmix"))
+            print(f"| {name} {seed} ({len(np.unique(true))}) | " + " | ".join(cells) + " |", flush=True)
 
 
 if __name__ == "__main__":
