@@ -194,8 +194,20 @@ def summary_rows(ds, path) -> list[tuple[str, str]]:
                                                         if "material" in ds.coords else "—"),
             ("complete", str(a.get("complete"))), ("started", str(a.get("started"))),
             ("finished", str(a.get("finished"))), ("laueflow version", str(a.get("laueflow_version"))),
-            ("scan store", str(a.get("scan_store")))]
+            ("scan store", str(a.get("scan_store"))), ("incident-intensity monitor", monitor_use(a))]
     return rows
+
+
+def monitor_use(attrs) -> str:
+    """Whether the scan had a monitor and whether the features were divided by it."""
+    digest = (attrs.get("laueflow_provenance") or {}).get("monitor_sha256")
+    if not digest:
+        return "none (laueflow ingest --monitor records one)"
+    stages = (attrs.get("workflow") or {}).get("stages") or []
+    features = [next(iter(e.values())) or {} for e in stages if isinstance(e, dict) and next(iter(e)) == "features"]
+    features += [{} for e in stages if e == "features"]
+    used = "features divided by it" if features and features[0].get("normalize", "auto") != "none" else "not used"
+    return f"recorded (sha256 {digest[:12]}…): {used}"
 
 
 def render_html(ds, path, drawn, skipped, evaluation) -> str:

@@ -75,3 +75,14 @@ def test_segmentation_groups_get_their_maps(tmp_path):
                                                 "seg_k3_pcs8_direct_rgb", "seg_k3_pcs8_scores"]
     clusters = figures[0][2]()
     assert set(np.unique(clusters.axes[0].images[0].get_array().compressed())) == {0, 1, 2}
+
+
+def test_the_summary_says_whether_the_features_were_divided_by_a_monitor():
+    from laueflow.cli.report import monitor_use
+
+    with_monitor = {"laueflow_provenance": {"monitor_sha256": "ab" * 32}}
+    assert monitor_use({}).startswith("none")
+    assert monitor_use({**with_monitor, "workflow": {"stages": ["peaks", "features"]}}) == \
+        f"recorded (sha256 {'ab' * 6}…): features divided by it"
+    assert monitor_use({**with_monitor, "workflow": {"stages": [{"features": {"normalize": "none"}}]}}).endswith("not used")
+    assert monitor_use({**with_monitor, "workflow": {"stages": ["peaks"]}}).endswith("not used")

@@ -81,6 +81,7 @@ def test_a_run_divides_the_features_by_the_monitor_and_a_resume_with_another_is_
     """Six frames with the same spots lit 1×, 2×, 3×, 1×, 2×, 3×: with that monitor the features
     are the same at every point, without it they scale with the lighting."""
     from laueflow.cli.main import main
+    from laueflow.cli.report import monitor_use
 
     src = write_tiffs(tmp_path / "images", 6, _frame)
     np.save(tmp_path / "i0.npy", 1e5 * (1 + np.arange(6) % 3))
@@ -99,8 +100,10 @@ def test_a_run_divides_the_features_by_the_monitor_and_a_resume_with_another_is_
     assert "images normalized by the scan's monitor (relative to its median 200000" in capsys.readouterr().out
     with xr.open_zarr(str(results)) as ds:
         features = ds.features.values.reshape(6, 64)
-        provenance = ds.attrs["laueflow_provenance"]
+        attrs = dict(ds.attrs)
+        provenance = attrs["laueflow_provenance"]
     assert provenance["monitor_sha256"] == zarr.open_group(str(scan), mode="r")["monitor"].attrs["sha256"]
+    assert monitor_use(attrs).endswith(": features divided by it")  # the report's summary line
     assert np.abs(features).max() > 10  # spots of 200–2000 counts over 3 × 3 of the 24 × 24 px blocks
     np.testing.assert_allclose(features, np.broadcast_to(features[0], features.shape), atol=0.01 * np.abs(features).max())
     plain = tmp_path / "plain.yaml"
@@ -108,6 +111,7 @@ def test_a_run_divides_the_features_by_the_monitor_and_a_resume_with_another_is_
                      "  - features: {n_features: 64, normalize: none}\n")
     assert main(["run", str(plain), "--cluster", str(cluster), "--no-progress"]) == 0
     with xr.open_zarr(str(tmp_path / "plain.zarr")) as ds:
+        assert monitor_use(ds.attrs).endswith(": not used")
         relative = (1 + np.arange(6) % 3) / 2.0  # the monitor over its median
         np.testing.assert_allclose(ds.features.values.reshape(6, 64) / relative[:, None].astype(np.float32),
                                    features, rtol=1e-5, atol=1e-4)
