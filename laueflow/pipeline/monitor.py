@@ -31,11 +31,10 @@ def monitor_map(values: np.ndarray, shape: tuple[int, int], points, order: str) 
     """``(ny, nx)`` float64 monitor of the scan (NaN where no image is planned).
 
     ``values``: 2-D ``(ny, nx)`` (a map, taken as it is) or 1-D in acquisition order (value ``k``
-    goes where the ingest puts scan index ``k``: ``order`` raster or snake); ``points``: the
+    goes where :func:`~laueflow.pipeline.ingest.scan_positions` puts scan index ``k``: ``order``
+    raster or snake); ``points``: the
     ``(iy, ix)`` that have an image. Every one of them needs a finite value > 0.
     """
-    from .ingest import scan_positions
-
     ny, nx = shape
     values = np.asarray(values, dtype=np.float64)
     if values.ndim == 2:
@@ -50,13 +49,14 @@ def monitor_map(values: np.ndarray, shape: tuple[int, int], points, order: str) 
         raise MonitorError(f"--monitor: {len(values)} values for a {ny}x{nx} scan of {ny * nx} points; "
                            "check --shape (or --first-index)")
     else:
+        iy, ix = np.divmod(np.arange(len(values)), nx)  # as ingest.scan_positions, all at once
+        if order == "snake":
+            ix = np.where(iy % 2 == 1, nx - 1 - ix, ix)
         grid, given = np.full((ny, nx), np.nan), np.zeros((ny, nx), bool)
-        for k, value in enumerate(values):
-            grid[scan_positions(k, (ny, nx), order)] = value
-            given[scan_positions(k, (ny, nx), order)] = True
+        grid[iy, ix], given[iy, ix] = values, True
     planned = np.zeros((ny, nx), bool)
-    for iy, ix in points:
-        planned[iy, ix] = True
+    where = np.array(list(points), dtype=np.int64).reshape(-1, 2)
+    planned[where[:, 0], where[:, 1]] = True
     _check_values(grid, planned, given, len(values))
     grid[~planned] = np.nan
     return grid

@@ -134,3 +134,13 @@ def test_fine_tuning_images_are_divided_by_the_monitor_like_the_features(tmp_pat
     assert lit.shape == (6, 128, 128) and plain[2].max() > 2.5 * plain[0].max()
     np.testing.assert_allclose(lit, plain * (2 / (1 + np.arange(6) % 3))[:, None, None].astype(np.float32), rtol=1e-6)
     np.testing.assert_allclose(lit[1:], np.broadcast_to(lit[0], lit[1:].shape), atol=0.01 * lit.max())
+
+
+def test_acquisition_order_is_the_ingests_own():
+    from laueflow.pipeline.ingest import scan_positions
+
+    shape = (5, 7)
+    for order in ("raster", "snake"):
+        grid = monitor_map(np.arange(1.0, 36.0), shape, _points(*shape), order)
+        for k in range(35):
+            assert grid[scan_positions(k, shape, order)] == k + 1
