@@ -130,6 +130,19 @@ def _open_scan(path: Path):
     return group, images, dict(group.attrs.asdict()), coords
 
 
+def _check_monitor(path: Path, group, images, values: np.ndarray) -> None:
+    """The monitor covers the scan: its shape, a finite value > 0 at every valid point."""
+    if values.shape != tuple(images.shape[:2]):
+        raise WorkflowError(f"{path}: the monitor is {values.shape} but the scan is {tuple(images.shape[:2])}; "
+                            "ingest the scan again with --monitor")
+    valid = np.asarray(group["valid"][...], bool) if "valid" in group else np.ones(values.shape, bool)
+    bad = valid & ~(np.isfinite(values) & (values > 0))
+    if bad.any():
+        first = tuple(int(v) for v in np.argwhere(bad)[0])
+        raise WorkflowError(f"{path}: {int(bad.sum())} valid points have no usable monitor value (the first at "
+                            f"iy, ix = {first}); run `laueflow ingest … --monitor` again with a value for every point")
+
+
 def scan_materials(attrs: dict) -> list:
     """The scan's materials: their full definitions when the store has them (any material, also
     from a user's file), else their names (library materials; stores of laueflow 0.x)."""
@@ -143,7 +156,7 @@ def _definitions(attrs: dict) -> list | None:
         return None
 
 
-def _scan_ref(path: Path, group, images, attrs) -> tuple[ScanRef, str | None]:
+def _scan_ref(path: Path, group, images, attrs, monitor: dict | None = None) -> tuple[ScanRef, str | None]:
     """The scan as the workers will see it (with a token over what they cache per process:
     calibration, materials, mask and monitor), and the SHA-256 of its bad-pixel mask (None
     without one)."""
@@ -161,11 +174,7 @@ def _scan_ref(path: Path, group, images, attrs) -> tuple[ScanRef, str | None]:
                                 f"{tuple(images.shape[2:])}; re-ingest with a mask of the detector's shape")
         mask_hash = mask_sha256(mask)
         digest.update(mask_hash.encode())
-    monitor = scan_monitor(group)
     if monitor is not None:
-        if monitor["values"].shape != tuple(images.shape[:2]):
-            raise WorkflowError(f"{path}: the monitor is {monitor['values'].shape} but the scan is "
-                                f"{tuple(images.shape[:2])}; ingest the scan again with --monitor")
         digest.update(monitor["sha256"].encode())
     return ScanRef(str(path.resolve()), digest.hexdigest()[:16], calibration, materials, mask is not None,
                    "valid" in group, "status" in group, monitor and monitor["median"]), mask_hash
@@ -289,10 +298,13 @@ def validate_inputs(workflow: Workflow, *, overwrite: bool = False, allow_incomp
             f"{state['n_points']} points read so far are processed (the others get status invalid_input); "
             "the results store records scan_complete: false")
     group, images, attrs, coords = _open_scan(Path(workflow.input))
-    scan, mask_hash = _scan_ref(Path(workflow.input), group, images, attrs)
+    monitor = scan_monitor(group)
+    if monitor is not None and any("monitor" in {**s.spec.inputs, **s.spec.optional_inputs}.values()
+                                   for s in workflow.stages):
+        _check_monitor(Path(workflow.input), group, images, monitor["values"])
+    scan, mask_hash = _scan_ref(Path(workflow.input), group, images, attrs, monitor)
     _check_scan_inputs(workflow, attrs)
     _check_workflow_materials(workflow, attrs)
-    monitor = scan_monitor(group)
     context = {"calibration": calibration_from_json(scan.calibration_json), "materials": scan_materials(attrs),
                "log": log, "workflow_stages": workflow.to_dict()["stages"],
                "monitor": monitor and {k: v for k, v in monitor.items() if k != "values"}}

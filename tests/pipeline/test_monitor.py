@@ -144,3 +144,20 @@ def test_acquisition_order_is_the_ingests_own():
         grid = monitor_map(np.arange(1.0, 36.0), shape, _points(*shape), order)
         for k in range(35):
             assert grid[scan_positions(k, shape, order)] == k + 1
+
+
+def test_a_run_is_refused_before_it_starts_when_a_valid_point_has_no_monitor(tmp_path):
+    """A monitor stored for another set of points (here written by hand) is caught when the run
+    is validated, not by a failing tile; a workflow that does not read the monitor is not held up."""
+    from laueflow.pipeline.run import validate_inputs
+    from laueflow.pipeline.workflow import WorkflowError, parse_workflow
+
+    src = write_tiffs(tmp_path / "images", 6, _frame)
+    scan = tmp_path / "scan.zarr"
+    quiet_ingest([src], scan, shape=(2, 3), monitor=np.ones(6))
+    group = zarr.open_group(str(scan), mode="r+")
+    group["monitor"][1, 2] = np.nan
+    config = {"input": str(scan), "output": str(tmp_path / "r.zarr")}
+    with pytest.raises(WorkflowError, match=r"1 valid points have no usable monitor value \(the first at iy, ix = \(1, 2\)\)"):
+        validate_inputs(parse_workflow({**config, "stages": ["features"]}), log=None)
+    validate_inputs(parse_workflow({**config, "stages": ["peaks"]}), log=None)
