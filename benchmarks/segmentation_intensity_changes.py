@@ -47,7 +47,18 @@ def factors(name: str, shape: tuple[int, int]) -> np.ndarray:
         return (lo + (hi - lo) * np.broadcast_to(np.linspace(0.0, 1.0, nx), shape)).reshape(-1)
     if kind == "random":
         return np.random.default_rng(0).uniform(lo, hi, ny * nx)
+    if kind == "off-sample":  # segmentation_off_sample.py: no sample from x = 0.8 nx on, and a 3 × 3 hole
+        return np.where(off_sample(shape).reshape(-1), 0.0, 1.0)
     return np.ones(ny * nx)
+
+
+def off_sample(shape: tuple[int, int]) -> np.ndarray:
+    """``(ny, nx)`` bool: the points of the ``off-sample`` field that see no sample."""
+    ny, nx = shape
+    off = np.zeros(shape, bool)
+    off[:, int(0.8 * nx):] = True
+    off[ny * 2 // 5:ny * 2 // 5 + 3, nx // 4:nx // 4 + 3] = True
+    return off
 
 
 def monitored(features: np.ndarray, field: str, shape: tuple[int, int], noise: float) -> np.ndarray:

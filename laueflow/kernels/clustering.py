@@ -16,7 +16,8 @@ __all__ = [
     "valid_rows", "moment_sums", "pca_from_moments", "fix_component_signs", "project",
     "FEATURE_SCALINGS", "feature_scale", "scale_from_moments", "scaled_moments",
     "hash_uniform", "NearestCentroid", "UnmixingLabeler", "nonnegative_weights", "weights_from_normal_equations",
-    "unmixing_frame", "unmixing_labeler", "pure_sums", "PURE_FRACTION", "lloyd_sums", "centroids_from_sums", "cluster_stats",
+    "unmixing_frame", "unmixing_labeler", "empty_clusters", "EMPTY_NORM_FRACTION", "pure_sums", "PURE_FRACTION",
+    "lloyd_sums", "centroids_from_sums", "cluster_stats",
     "merge_cluster_stats", "canonical_order", "kmeans_on_sample", "k_scan_scores", "pairwise_distances",
     "silhouette_from_distances", "suggest_k",
     "rgb_range", "to_rgb", "fit_in_memory",
@@ -42,6 +43,9 @@ def moment_sums(x: np.ndarray) -> np.ndarray:
 
 
 FEATURE_SCALINGS = ("standardize", "none")
+#: a cluster whose mean image, in the features' own units, is shorter than this fraction of the
+#: median cluster's holds images without diffraction (:class:`UnmixingLabeler`, "empty clusters")
+EMPTY_NORM_FRACTION = 0.1
 
 
 def feature_scale(sigma: np.ndarray, scaling: str = "standardize") -> np.ndarray:
@@ -231,12 +235,20 @@ class UnmixingLabeler:
     that sees two or three domains gives the weighted sum of their images: the largest weight is
     the dominant domain, where the nearest centroid is biased by the mixture's nonlinearity and
     intensity). ``centroids (k, pcs)`` and points in centred PCs; ``offset``/``residual`` from
-    :func:`unmixing_frame`."""
+    :func:`unmixing_frame`.
 
-    def __init__(self, centroids: np.ndarray, offset: np.ndarray, residual: float, n_nearest: int = 4):
+    **Empty clusters** (``empty (k,)`` bool, :func:`empty_clusters`): a cluster of images without
+    diffraction (points off the sample, in a hole, beam off) has the zero image, so its weight is
+    not a beam share: it can take any value at little cost. Its share is instead the beam
+    fraction the other candidates leave, ``max(0, 1 − Σ their weights)`` (:meth:`shares`).
+    """
+
+    def __init__(self, centroids: np.ndarray, offset: np.ndarray, residual: float, n_nearest: int = 4,
+                 empty: np.ndarray | None = None):
         self.centroids = np.asarray(centroids, np.float64)
         self.offset, self.residual = np.asarray(offset, np.float64), float(residual)
         self.n_nearest = int(min(n_nearest, len(self.centroids)))
+        self.empty = np.zeros(len(self.centroids), bool) if empty is None else np.asarray(empty, bool)
 
     def _uncentred(self, pcs: np.ndarray) -> np.ndarray:
         pcs = np.asarray(pcs, np.float64)
@@ -252,19 +264,29 @@ class UnmixingLabeler:
         rhs = np.take_along_axis(self._uncentred(points) @ ends.T, near, axis=1)
         return near, weights_from_normal_equations(gram, rhs)
 
-    def predict(self, points: np.ndarray) -> np.ndarray:
-        """``(n,)`` int32 cluster of the largest weight (all weights 0: the nearest centroid)."""
+    def shares(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(candidates (n, e), shares (n, e))``: the weights of :meth:`weights`, an empty
+        cluster's replaced by ``max(0, 1 − Σ`` the other candidates' weights ``)``."""
         near, w = self.weights(points)
+        empty = self.empty[near]
+        if empty.any():
+            left = np.maximum(0.0, 1.0 - np.where(empty, 0.0, w).sum(axis=1))
+            w = np.where(empty, left[:, None], w)
+        return near, w
+
+    def predict(self, points: np.ndarray) -> np.ndarray:
+        """``(n,)`` int32 cluster of the largest share (all 0: the nearest centroid)."""
+        near, w = self.shares(points)
         return near[np.arange(len(near)), np.argmax(w, axis=1)].astype(np.int32)
 
 
 def pure_sums(points: np.ndarray, labeler: UnmixingLabeler, min_fraction: float) -> np.ndarray:
-    """Like :func:`lloyd_sums`, over the valid rows whose largest unmixing weight is at least
-    ``min_fraction`` of their weights' sum (points that see one domain): ``(k, d + 1)``."""
+    """Like :func:`lloyd_sums`, over the valid rows whose largest unmixing share is at least
+    ``min_fraction`` of their shares' sum (points that see one domain): ``(k, d + 1)``."""
     ok = valid_rows(points)
     p = np.asarray(points[ok], np.float64)
     k, d = labeler.centroids.shape
-    near, w = labeler.weights(p)
+    near, w = labeler.shares(p)
     top = np.argmax(w, axis=1)
     pure = w[np.arange(len(w)), top] >= min_fraction * np.maximum(w.sum(axis=1), 1e-300)
     labels = near[np.arange(len(near)), top][pure]
@@ -448,9 +470,33 @@ def to_rgb(pcs: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
 PURE_FRACTION = 0.9
 
 
-def unmixing_labeler(centroids: np.ndarray, mean: np.ndarray, components: np.ndarray) -> UnmixingLabeler:
-    """The :class:`UnmixingLabeler` of ``centroids`` in the PC frame of ``mean``/``components``."""
-    return UnmixingLabeler(centroids, *unmixing_frame(mean, components))
+def empty_clusters(sample_features: np.ndarray, sample_points: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """``(k,)`` bool: clusters whose mean image is shorter than :data:`EMPTY_NORM_FRACTION` of the
+    median cluster's. The means are those of the sample's features in their own units
+    (``sample_features (s, M)``, unscaled: the standardization's floor does not keep cells that
+    hold only noise from weighing like spots when few cells ever see one), each sample point in
+    the cluster of its nearest centroid (``sample_points (s, pcs)``); a cluster without sample
+    points is not empty."""
+    centroids = np.asarray(centroids, np.float64)
+    k = len(centroids)
+    if k < 2 or len(sample_points) == 0:
+        return np.zeros(k, bool)
+    labels = NearestCentroid(centroids).predict(sample_points)
+    sums = np.zeros((k, np.shape(sample_features)[1]))
+    np.add.at(sums, labels, np.asarray(sample_features, np.float64))
+    counts = np.bincount(labels, minlength=k)
+    seen = counts > 0
+    norms = np.linalg.norm(sums[seen] / counts[seen, None], axis=1)
+    empty = np.zeros(k, bool)
+    empty[seen] = norms < EMPTY_NORM_FRACTION * np.median(norms)
+    return empty
+
+
+def unmixing_labeler(centroids: np.ndarray, mean: np.ndarray, components: np.ndarray,
+                     empty: np.ndarray | None = None) -> UnmixingLabeler:
+    """The :class:`UnmixingLabeler` of ``centroids`` in the PC frame of ``mean``/``components``;
+    ``empty``: its :func:`empty_clusters` (None: none)."""
+    return UnmixingLabeler(centroids, *unmixing_frame(mean, components), empty=empty)
 
 
 def fit_in_memory(features: np.ndarray, *, pcs: int, ks, k: int | None, method: str, seed: int,
@@ -485,7 +531,8 @@ def fit_in_memory(features: np.ndarray, *, pcs: int, ks, k: int | None, method: 
     components = fix_component_signs(pca.components_)
     points = project(x, pca.mean_, components, scale)
     index = np.arange(len(x))
-    sample = points[ok & (hash_uniform(index, seed) < min(1.0, score_sample / n))]
+    in_sample = ok & (hash_uniform(index, seed) < min(1.0, score_sample / n))
+    sample = points[in_sample]
     fitted = cluster_sample(sample, ks=ks, k=k, method=method, seed=seed)
     if method == "kmeans":
         from sklearn.cluster import KMeans  # deferred: heavy
@@ -495,10 +542,11 @@ def fit_in_memory(features: np.ndarray, *, pcs: int, ks, k: int | None, method: 
         fitted["centroids"] = np.asarray(model.cluster_centers_, np.float64)
         fitted["labeler"] = NearestCentroid(fitted["centroids"])
         if assign == "unmix":
-            first = unmixing_labeler(fitted["centroids"], pca.mean_, components)
+            empty = empty_clusters(x[in_sample], sample, fitted["centroids"])
+            first = unmixing_labeler(fitted["centroids"], pca.mean_, components, empty)
             fitted["centroids"], _ = centroids_from_sums(pure_sums(points[ok], first, PURE_FRACTION),
                                                          fitted["centroids"])
-            fitted["labeler"] = unmixing_labeler(fitted["centroids"], pca.mean_, components)
+            fitted["labeler"] = unmixing_labeler(fitted["centroids"], pca.mean_, components, empty)
     return {**fitted, "scale": scale, "mean": pca.mean_, "components": components, "n": n,
             "explained_variance_ratio": np.asarray(pca.explained_variance_ratio_, np.float64)}
 

@@ -32,9 +32,10 @@ import time
 import numpy as np
 
 from ..kernels.clustering import (FEATURE_SCALINGS, PURE_FRACTION, NearestCentroid, canonical_order,
-                                  centroids_from_sums, cluster_sample, cluster_stats, fit_in_memory, hash_uniform,
-                                  k_scan_scores, lloyd_sums, merge_cluster_stats, moment_sums, pca_from_moments,
-                                  project, pure_sums, scale_from_moments, scaled_moments, to_rgb, unmixing_labeler)
+                                  centroids_from_sums, cluster_sample, cluster_stats, empty_clusters, fit_in_memory,
+                                  hash_uniform, k_scan_scores, lloyd_sums, merge_cluster_stats, moment_sums,
+                                  pca_from_moments, project, pure_sums, scale_from_moments, scaled_moments, to_rgb,
+                                  unmixing_labeler)
 from .base import StageSpec, Variable
 
 __all__ = ["STAGE", "segmentation", "METHODS", "PATHS", "choose_path"]
@@ -242,6 +243,7 @@ def _fit_distributed(flat, client, *, pcs, ks, k, method, seed, score_sample, ma
     mask = points.map_blocks(_sample_mask_block, seed=seed, fraction=min(1.0, score_sample / pca["n"]),
                              dtype=bool, drop_axis=1)
     sample = client.compute(points[mask])
+    sample_features = client.compute(flat[mask]) if assign == "unmix" else None
     scores = _k_scan_on_workers(client, sample, ks, seed)
     fit = client.submit(cluster_sample, sample, ks=ks, k=k, method=method, seed=seed, scores=scores,
                         pure=False).result()
@@ -259,11 +261,12 @@ def _fit_distributed(flat, client, *, pcs, ks, k, method, seed, score_sample, ma
         fit.update(centroids=centroids, labeler=NearestCentroid(centroids))
         timings["lloyd"] = time.perf_counter()
         if assign == "unmix":
-            first = unmixing_labeler(centroids, pca["mean"], pca["components"])
+            empty = empty_clusters(sample_features.result(), sample.result(), centroids)
+            first = unmixing_labeler(centroids, pca["mean"], pca["components"], empty)
             step = _per_block(points, _pure_block, centroids.size + len(centroids), labeler=first)
             step_sums = client.compute(step.sum(axis=0)).result().reshape(len(centroids), -1)
             centroids, _ = centroids_from_sums(step_sums, centroids)
-            fit.update(centroids=centroids, labeler=unmixing_labeler(centroids, pca["mean"], pca["components"]))
+            fit.update(centroids=centroids, labeler=unmixing_labeler(centroids, pca["mean"], pca["components"], empty))
             timings["unmix"] = time.perf_counter()
     fit.update(scale=scale, mean=pca["mean"], components=pca["components"], n=pca["n"],
                explained_variance_ratio=pca["explained_variance_ratio"])

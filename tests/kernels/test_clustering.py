@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from sklearn.decomposition import PCA
-from sklearn.metrics import silhouette_score
+from sklearn.metrics import adjusted_rand_score, silhouette_score
 
 from laueflow.kernels.clustering import (
     NearestCentroid, fit_in_memory, canonical_order, cluster_stats, fix_component_signs,
@@ -210,3 +210,39 @@ def test_scaled_moments_and_scale_from_moments_equal_the_direct_computation():
     direct = pca_from_moments(moment_sums(x * scale), 4)
     np.testing.assert_allclose(project(x, pca["mean"], pca["components"], scale),
                                project(x * scale, direct["mean"], direct["components"]), rtol=1e-5, atol=1e-5)
+
+
+def test_empty_clusters_are_the_clusters_of_images_without_diffraction():
+    from laueflow.kernels.clustering import empty_clusters
+
+    rng = np.random.default_rng(0)
+    pattern = np.zeros(32)
+    pattern[[3, 9, 20]] = [500.0, 80.0, 1200.0]
+    images = np.vstack([np.tile(pattern, (5, 1)), np.tile(0.3 * pattern[::-1], (5, 1)), np.abs(rng.normal(0, 2, (5, 32)))])
+    points = np.repeat([[0.0, 0.0], [5.0, 0.0], [0.0, 5.0]], 5, axis=0)  # the sample's PCs: 3 clusters
+    centroids = np.array([[0.0, 0.0], [5.0, 0.0], [0.0, 5.0], [9.0, 9.0]])  # the 4th holds no sample point
+    assert empty_clusters(images, points, centroids).tolist() == [False, False, True, False]  # dim (0.3) ≠ empty
+    assert empty_clusters(images[:0], points[:0], centroids).tolist() == [False] * 4
+    assert empty_clusters(images, points, centroids[:1]).tolist() == [False]
+
+
+def test_points_off_the_sample_do_not_take_the_diffracting_points_labels():
+    """An empty cluster's image is zero, so its unmixing weight is free: without the empty rule a
+    diffracting point whose image leans a little towards the noise of the empty points gets their
+    label (here, with the same centroids, 24 of the 220 diffracting points); its share is the beam
+    fraction the other candidates leave."""
+    from off_sample_features import off_sample_features
+
+    from laueflow.kernels.clustering import fit_in_memory, project
+
+    for seed in range(4):
+        x, domain = off_sample_features(seed)
+        fit = fit_in_memory(x, pcs=8, ks=np.arange(2, 8), k=4, method="kmeans", seed=0, score_sample=3000,
+                            max_iter=300, tol=1e-4, assign="unmix", feature_scaling="standardize")
+        labeler, points = fit["labeler"], project(x, fit["mean"], fit["components"], fit["scale"])
+        labels = labeler.predict(points)
+        assert labeler.empty.sum() == 1 and set(labels[domain < 0]) == {int(np.flatnonzero(labeler.empty)[0])}
+        assert adjusted_rand_score(domain, labels) == 1.0
+        if seed == 0:
+            labeler.empty[:] = False  # the rule off
+            assert np.sum(labeler.predict(points)[domain >= 0] == labels[domain < 0][0]) == 24

@@ -216,6 +216,24 @@ def test_standardized_features_find_every_domain_despite_one_saturated_spot(clie
         segmentation(features, client=client, writer=Writer(), feature_scaling="zscore")
 
 
+def test_points_off_the_sample_form_their_own_cluster_on_both_paths(client):
+    """Points without diffraction (off the sample) are one cluster, and no diffracting point takes
+    its label, on the in-memory and the distributed path alike (the empty cluster is found from the
+    same hash sample on both)."""
+    from off_sample_features import off_sample_features
+
+    x, domain = off_sample_features(1)
+    features = da.from_array(x.reshape(14, 20, -1).astype(np.float32), chunks=(2, 20, x.shape[1]))
+    labels = {}
+    for path in ("in_memory", "distributed"):
+        writer = Writer()
+        info = segmentation(features, client=client, writer=writer, k=4, k_max=6, pcs=8, path=path, block_mb=0.01)
+        assert info["assign"] == "unmix" and info["path"] == path
+        labels[path] = writer.out["cluster_label"].ravel()
+    np.testing.assert_array_equal(labels["distributed"], labels["in_memory"])
+    assert adjusted_rand_score(domain, labels["in_memory"]) == 1.0
+
+
 def test_feature_scaling_auto_standardizes_the_feature_stage_features_only():
     """``auto`` stays (→ standardize) for laueflow's own features of any method or scaling; a
     plug-in's features (or none recorded) are left as they are."""
