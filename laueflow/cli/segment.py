@@ -41,9 +41,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                              "nearest centroids; for features linear in the image), nearest (nearest centroid), "
                              "auto (default: unmix for kmeans, nearest for bgm)")
     parser.add_argument("--feature-scaling", choices=("auto", "standardize", "none"), default="auto",
-                        help="standardize: each feature divided by its spread over the scan + the median spread, "
-                             "so the brightest (saturated) spots do not decide the PCA; none: as stored; "
-                             "auto (default: standardize for linear pixel features, else none)")
+                        help="standardize: each feature divided by its spread over the scan + the 70th percentile "
+                             "of the spreads, so the brightest (saturated) spots do not decide the PCA; none: as "
+                             "stored; auto (default: standardize for the features stage's features, none for a "
+                             "plug-in's)")
     parser.add_argument("--k-range", type=int, nargs=2, metavar=("KMIN", "KMAX"), default=(2, 20),
                         help="K range of the scores (default 2 20)")
     parser.add_argument("--name", help="name of the new segmentation (default: k<K>-pcs<PCS>-<method>)")

@@ -14,7 +14,7 @@ import numpy as np
 
 __all__ = [
     "valid_rows", "moment_sums", "pca_from_moments", "fix_component_signs", "project",
-    "FEATURE_SCALINGS", "feature_scale", "scale_from_moments", "scaled_moments",
+    "FEATURE_SCALINGS", "STANDARDIZE_FLOOR_QUANTILE", "feature_scale", "scale_from_moments", "scaled_moments",
     "hash_uniform", "NearestCentroid", "UnmixingLabeler", "nonnegative_weights", "weights_from_normal_equations",
     "unmixing_frame", "unmixing_labeler", "empty_clusters", "EMPTY_NORM_FRACTION", "pure_sums", "PURE_FRACTION",
     "lloyd_sums", "centroids_from_sums", "cluster_stats",
@@ -43,6 +43,9 @@ def moment_sums(x: np.ndarray) -> np.ndarray:
 
 
 FEATURE_SCALINGS = ("standardize", "none")
+#: ``standardize``'s floor: this quantile of the features' spreads (chosen by measurement on 41
+#: simulated scans, ``benchmarks/choose_standardization_floor.py``; the median before 2026-12-01)
+STANDARDIZE_FLOOR_QUANTILE = 0.7
 #: a cluster whose mean image, in the features' own units, is shorter than this fraction of the
 #: median cluster's holds images without diffraction (:class:`UnmixingLabeler`, "empty clusters")
 EMPTY_NORM_FRACTION = 0.1
@@ -52,18 +55,20 @@ def feature_scale(sigma: np.ndarray, scaling: str = "standardize") -> np.ndarray
     """``(M,)`` float64 factors applied to each feature before the PCA, from the features'
     standard deviations over the scan ``sigma (M,)``.
 
-    ``standardize``: ``1 / (σ_j + median σ)`` — every feature weighs by its own spread, so a few
-    very bright (often saturated) spots do not decide the whole PCA; the floor (the median
-    spread) keeps features that hold only noise from being blown up. A per-feature factor keeps
-    a mixture of images a mixture of their features (what unmixing needs). ``none``: ones.
-    Spreads all 0 (a constant scan): ones.
+    ``standardize``: ``1 / (σ_j + floor)``, the floor the :data:`STANDARDIZE_FLOOR_QUANTILE`
+    quantile of the spreads — every feature weighs by its own spread, so a few very bright (often
+    saturated) spots do not decide the whole PCA; the floor keeps features that hold only noise,
+    or only faint spots, from weighing like the bright ones (with the median as floor, a scan with
+    few grains, where most cells never see a spot, lost the difference between twin variants).
+    A per-feature factor keeps a mixture of images a mixture of their features (what unmixing
+    needs). ``none``: ones. Spreads all 0 (a constant scan): ones.
     """
     sigma = np.asarray(sigma, np.float64)
     if scaling == "none":
         return np.ones_like(sigma)
     if scaling != "standardize":
         raise ValueError(f"feature_scaling must be one of {', '.join(FEATURE_SCALINGS)}, got {scaling!r}")
-    floor = float(np.median(sigma)) if len(sigma) else 0.0
+    floor = float(np.quantile(sigma, STANDARDIZE_FLOOR_QUANTILE)) if len(sigma) else 0.0
     denominator = sigma + floor
     if not np.any(denominator > 0):
         return np.ones_like(sigma)

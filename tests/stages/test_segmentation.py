@@ -199,7 +199,7 @@ def test_unmixing_labels_boundary_points_by_their_dominant_domain(client):
 def test_standardized_features_find_every_domain_despite_one_saturated_spot(client):
     """One domain holds a spot 30 × brighter than any other (a saturated reflection): on the
     unscaled features it alone decides the PCA and the scores suggest K = 2; standardized
-    (each feature by its spread over the scan + the median spread) every domain is found."""
+    (each feature by its spread over the scan + the 70th percentile of the spreads) every domain is found."""
     x, truth = spot_pattern_scan(nx=36, k=6, seed=5)
     x = x.copy()
     brightest = int(np.argmax(x[truth == 2].mean(axis=0)))
