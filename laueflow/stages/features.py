@@ -51,6 +51,8 @@ DEFAULT_N_FEATURES = 256
 
 PIXEL_SIDES = (8, 16, 32, 64)  # sides that divide the 128 × 128 preprocessed image
 NORMALIZE = ("auto", "monitor", "none")
+NO_MONITOR = ("normalize: monitor, but the scan store has no monitor; ingest the scan with `laueflow ingest "
+              "--monitor …` or set normalize: auto or none")
 
 
 def pixel_features(small, n_features: int) -> np.ndarray:
@@ -103,8 +105,7 @@ def monitor_gain(monitor, normalize: str, n: int) -> np.ndarray | None:
     if normalize == "none" or (monitor is None and normalize == "auto"):
         return None
     if monitor is None:
-        raise ValueError("normalize: monitor, but the scan store has no monitor; ingest the scan with "
-                         "`laueflow ingest --monitor …` or set normalize: auto or none")
+        raise ValueError(NO_MONITOR)
     monitor = np.asarray(monitor, dtype=np.float64).reshape(-1)
     if monitor.shape != (n,) or not np.all(np.isfinite(monitor) & (monitor > 0)):
         raise ValueError(f"monitor must hold one finite value > 0 per image ({n}), got shape {monitor.shape} "
@@ -145,19 +146,21 @@ def check_params(params) -> None:
 def check_scan(params, scan) -> None:
     """``normalize: monitor`` needs a scan store with a monitor."""
     if params.get("normalize", "auto") == "monitor" and not scan.get("has_monitor"):
-        raise ValueError("normalize: monitor, but the scan store has no monitor; ingest the scan with "
-                         "`laueflow ingest --monitor …` or set normalize: auto or none")
+        raise ValueError(NO_MONITOR)
 
 
 def prepare(params, context) -> dict:
     """Say once, before the tiles, whether the images are put on the same incident intensity."""
     monitor, log = context.get("monitor"), context.get("log") or (lambda *_: None)
-    if params.get("normalize", "auto") != "none" and monitor:
-        log(f"features: images normalized by the scan's monitor (relative to its median "
-                       f"{monitor['median']:.6g}; {monitor['min_relative']:.3g}–{monitor['max_relative']:.3g})")
-    elif params.get("normalize", "auto") == "auto":
-        log("features: the scan store has no monitor, images are not normalized "
-                       "(`laueflow ingest --monitor` records one)")
+    normalize = params.get("normalize", "auto")
+    if monitor and normalize != "none":
+        log(f"features: images normalized by the scan's monitor (relative to its median {monitor['median']:.6g}; "
+            f"{monitor['min_relative']:.3g}–{monitor['max_relative']:.3g})")
+    elif monitor:
+        log("features: the scan's monitor is not used (normalize: none)")
+    else:
+        log("features: the scan store has no monitor, images are not normalized (`laueflow ingest --monitor` "
+            "records one)")
     return dict(params)
 
 
