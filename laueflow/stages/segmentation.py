@@ -31,11 +31,11 @@ import time
 
 import numpy as np
 
-from ..kernels.clustering import (FEATURE_SCALINGS, PURE_FRACTION, NearestCentroid, canonical_order,
-                                  centroids_from_sums, cluster_sample, cluster_stats, empty_clusters, fit_in_memory,
-                                  hash_uniform, k_scan_scores, lloyd_sums, merge_cluster_stats, moment_sums,
-                                  pca_from_moments, project, pure_sums, scale_from_moments, scaled_moments, to_rgb,
-                                  unmixing_labeler)
+from ..kernels.clustering import (FEATURE_SCALINGS, PURE_FRACTION, STANDARDIZE_FLOOR_QUANTILE, NearestCentroid,
+                                  canonical_order, centroids_from_sums, cluster_sample, cluster_stats, empty_clusters,
+                                  fit_in_memory, hash_uniform, k_scan_scores, lloyd_sums, merge_cluster_stats,
+                                  moment_sums, pca_from_moments, project, pure_sums, scale_from_moments, scaled_moments,
+                                  to_rgb, unmixing_labeler)
 from .base import StageSpec, Variable
 
 __all__ = ["STAGE", "segmentation", "METHODS", "PATHS", "choose_path"]
@@ -79,14 +79,19 @@ def segmentation(features, *, client, writer, pcs: int = 32, k: int | None = Non
     finally:
         client.cancel(points)
     marks = list(timings.items())
+    n_empty = int(np.sum(getattr(fit.get("labeler"), "empty", [])))
     record.update(path=chosen, path_reason=reason, method=method, assign=assign, feature_scaling=feature_scaling,
-                  pcs=pcs, n_points=ny * nx,
+                  standardize_floor_quantile=STANDARDIZE_FLOOR_QUANTILE if feature_scaling == "standardize" else None,
+                  n_empty_clusters=n_empty, pcs=pcs, n_points=ny * nx,
                   blocks=len(flat.chunks[0]), lloyd_iterations=iterations,
                   timings_s={name: round(t - marks[i][1], 3) for i, (name, t) in enumerate(marks[1:])})
     record["log"] = [f"segmentation: {chosen} path ({reason}); {record['n_processed']} processed points, "
                      f"{method} K = {record['k']} (suggested {record['suggested_k']}; labels: {assign}; features "
                      f"{'standardized' if feature_scaling == 'standardize' else 'unscaled'}), {pcs} PCs explain "
                      f"{100 * record['explained_variance']:.1f} % of the variance"]
+    if n_empty:
+        record["log"].append(f"segmentation: {n_empty} cluster(s) of images without diffraction (off the sample, "
+                             "holes, beam off): their points are labelled by the beam share the others leave")
     return record
 
 

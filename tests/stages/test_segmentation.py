@@ -229,6 +229,8 @@ def test_points_off_the_sample_form_their_own_cluster_on_both_paths(client):
         writer = Writer()
         info = segmentation(features, client=client, writer=writer, k=4, k_max=6, pcs=8, path=path, block_mb=0.01)
         assert info["assign"] == "unmix" and info["path"] == path
+        assert info["n_empty_clusters"] == 1 and "1 cluster(s) of images without diffraction" in info["log"][-1]
+        assert info["standardize_floor_quantile"] == 0.7
         labels[path] = writer.out["cluster_label"].ravel()
     np.testing.assert_array_equal(labels["distributed"], labels["in_memory"])
     assert adjusted_rand_score(domain, labels["in_memory"]) == 1.0
