@@ -111,6 +111,20 @@ def _render(job):
     return job
 
 
+def render_bar_scans(workdir, fields, processes: int = 2) -> list[Path]:
+    """The bar scans' folders under ``workdir`` (checked), each rendered (once, cached) under every
+    field of ``fields``, ``processes`` at a time."""
+    folders = [Path(workdir) / f"{name}-seed{seed}" for name, seed in SCANS]
+    for folder in folders:
+        if not (folder / "scan.zarr").exists():
+            raise SystemExit(f"{folder}/scan.zarr is missing: run choose_autoencoder_scaling.py --prepare "
+                             f"--workdir {workdir} first")
+    with ProcessPoolExecutor(max_workers=processes) as pool:
+        for done in pool.map(_render, [(str(f), field) for f in folders for field in fields]):
+            print(f"rendered {Path(done[0]).name} {done[1]}", file=sys.stderr, flush=True)
+    return folders
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workdir", default="/tmp/laueflow-choose-autoencoder-scaling",
@@ -118,15 +132,7 @@ def main() -> None:
     ap.add_argument("--processes", type=int, default=2, help="rendering processes (default 2)")
     ap.add_argument("--monitor-noise", type=float, default=0.005, help="relative noise of the monitor (default 0.005)")
     args = ap.parse_args()
-    folders = [Path(args.workdir) / f"{name}-seed{seed}" for name, seed in SCANS]
-    for folder in folders:
-        if not (folder / "scan.zarr").exists():
-            raise SystemExit(f"{folder}/scan.zarr is missing: run choose_autoencoder_scaling.py --prepare "
-                             f"--workdir {args.workdir} first")
-    jobs = [(str(f), field) for f in folders for field in FIELDS]
-    with ProcessPoolExecutor(max_workers=args.processes) as pool:
-        for done in pool.map(_render, jobs):
-            print(f"rendered {Path(done[0]).name} {done[1]}", file=sys.stderr, flush=True)
+    folders = render_bar_scans(args.workdir, FIELDS, args.processes)
     for title, divide in (("features as rendered", False),
                           (f"features divided by the monitor ({args.monitor_noise:.1%} noise)", True)):
         print(f"\n{title}\n\n| scan (true domains) | " + " | ".join(FIELDS) + " |")

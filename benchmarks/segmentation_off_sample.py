@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,8 @@ from sklearn.metrics import adjusted_rand_score
 
 sys.path.insert(0, str(Path(__file__).parent))
 from choose_autoencoder_scaling import SCANS  # noqa: E402
-from segmentation_intensity_changes import off_sample, rendered_features, scan_shape, truth_of  # noqa: E402
+from segmentation_intensity_changes import (off_sample, render_bar_scans, rendered_features, scan_shape,  # noqa: E402
+                                            truth_of)
 
 FIELD = "off-sample"
 
@@ -44,11 +44,6 @@ def cell(x: np.ndarray, true: np.ndarray, off: np.ndarray, assign: str) -> str:
             f"(K {fit['k']}, {taken} taken{empty})")
 
 
-def _render(folder: str) -> str:
-    rendered_features(Path(folder), FIELD)
-    return folder
-
-
 def main() -> None:
     import laueflow.kernels.clustering as clustering
 
@@ -60,14 +55,7 @@ def main() -> None:
                     help=f"EMPTY_NORM_FRACTION (default {clustering.EMPTY_NORM_FRACTION}; 0: the rule off)")
     args = ap.parse_args()
     clustering.EMPTY_NORM_FRACTION = args.empty_fraction
-    folders = [Path(args.workdir) / f"{name}-seed{seed}" for name, seed in SCANS]
-    for folder in folders:
-        if not (folder / "scan.zarr").exists():
-            raise SystemExit(f"{folder}/scan.zarr is missing: run choose_autoencoder_scaling.py --prepare "
-                             f"--workdir {args.workdir} first")
-    with ProcessPoolExecutor(max_workers=args.processes) as pool:
-        for done in pool.map(_render, [str(f) for f in folders]):
-            print(f"rendered {Path(done).name} {FIELD}", file=sys.stderr, flush=True)
+    folders = render_bar_scans(args.workdir, [FIELD], args.processes)
     print(f"EMPTY_NORM_FRACTION = {args.empty_fraction}; ARI all points / on the sample (suggested K, diffracting "
           "points with the off-sample label, empty clusters)")
     print("| scan (domains on the sample) | unmixing labels | nearest centroid |\n|---|---|---|")
