@@ -143,6 +143,11 @@ def _check_monitor(path: Path, group, images, values: np.ndarray) -> None:
                             f"iy, ix = {first}); run `laueflow ingest … --monitor` again with a value for every point")
 
 
+def _reads_monitor(stages) -> bool:
+    """Whether any of ``stages`` takes the ``monitor`` batch key."""
+    return any("monitor" in {**s.spec.inputs, **s.spec.optional_inputs}.values() for s in stages)
+
+
 def scan_materials(attrs: dict) -> list:
     """The scan's materials: their full definitions when the store has them (any material, also
     from a user's file), else their names (library materials; stores of laueflow 0.x)."""
@@ -299,8 +304,7 @@ def validate_inputs(workflow: Workflow, *, overwrite: bool = False, allow_incomp
             "the results store records scan_complete: false")
     group, images, attrs, coords = _open_scan(Path(workflow.input))
     monitor = scan_monitor(group)
-    if monitor is not None and any("monitor" in {**s.spec.inputs, **s.spec.optional_inputs}.values()
-                                   for s in workflow.stages):
+    if monitor is not None and _reads_monitor(workflow.stages):
         _check_monitor(Path(workflow.input), group, images, monitor["values"])
     scan, mask_hash = _scan_ref(Path(workflow.input), group, images, attrs, monitor)
     _check_scan_inputs(workflow, attrs)
@@ -317,8 +321,8 @@ def validate_inputs(workflow: Workflow, *, overwrite: bool = False, allow_incomp
         except ValueError as err:
             raise WorkflowError(f"{_where(workflow)}{err}") from None
     layout = build_layout(workflow, *images.shape[:2])
-    store_attrs = _store_attrs(workflow, workflow.to_dict(), scan, attrs, state, mask_hash)
-    store_attrs["laueflow_provenance"]["monitor_sha256"] = monitor and monitor["sha256"]
+    store_attrs = _store_attrs(workflow, workflow.to_dict(), scan, attrs, state, mask_hash,
+                               monitor and monitor["sha256"])
     action = check_results_store(workflow.output, layout_fingerprint(layout, store_attrs), overwrite=overwrite)
     return CheckedInputs(scan, coords, context, layout, store_attrs, action)
 
@@ -371,7 +375,7 @@ def _where(workflow: Workflow) -> str:
     return f"{workflow.source}: " if workflow.source else "workflow: "
 
 
-def _store_attrs(workflow, config, scan: ScanRef, scan_attrs, state: dict, mask_hash) -> dict:
+def _store_attrs(workflow, config, scan: ScanRef, scan_attrs, state: dict, mask_hash, monitor_hash) -> dict:
     return {
         "title": "laueflow results",
         "laueflow_version": __version__,
@@ -388,7 +392,7 @@ def _store_attrs(workflow, config, scan: ScanRef, scan_attrs, state: dict, mask_
         "laueflow_provenance": {
             "scan_id": state["scan_id"], "scan_content_id": state["content_id"],
             "scan_complete": state["complete"], "calibration": scan_attrs.get("calibration"),
-            "materials": scan_materials(scan_attrs), "mask_sha256": mask_hash,
+            "materials": scan_materials(scan_attrs), "mask_sha256": mask_hash, "monitor_sha256": monitor_hash,
             "stages": config["stages"], "models": {},
             "laueflow_version": __version__,  # stage code of another version may compute otherwise
         },
