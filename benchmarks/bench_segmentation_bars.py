@@ -2,7 +2,7 @@
 
     python benchmarks/bench_segmentation_bars.py [--workdir DIR] [--features pixels|autoencoder]
            [--only grains,fine_twins,two_phase] [--shape 20x20] [--seed N] [--assign auto|nearest]
-           [--pixel-scaling linear|log]
+           [--pixel-scaling linear|log] [--inhomogeneous report|nearest_indexed]
 
 For each scan: ``laueflow simulate`` → ``ingest`` → ``run`` (features → segmentation with the
 K the silhouette suggests → select_delegates → peaks, angles, index on the selected points →
@@ -53,13 +53,14 @@ def laueflow(*args) -> float:
 
 
 def workflow(folder: Path, features: str, delegates: bool, assign: str = "auto", scaling: str = "linear",
-             phases: bool = False) -> Path:
+             phases: bool = False, inhomogeneous: str = "nearest_indexed") -> Path:
     stages = [f"  - features: {{method: {features}, pixel_scaling: {scaling}}}",
               f"  - segmentation: {{k_max: 20, assign: {assign}}}"]
     if delegates:
         stages += ["  - select_delegates: {check_points_per_cluster: 2}",
                    "  - peaks: {points: selected_points}", "  - angles: {points: selected_points}",
-                   "  - index: {points: selected_points, max_grains: 3}", "  - delegate_map"]
+                   "  - index: {points: selected_points, max_grains: 3}",
+                   f"  - delegate_map: {{inhomogeneous: {inhomogeneous}}}"]
     if phases:
         stages.append("  - phase_groups")
     path = folder / "segment.yaml"
@@ -76,7 +77,7 @@ def scan_args(name: str, seed: int | None) -> list:
 
 
 def one(name: str, work: Path, features: str, shape: str, seed: int | None = None, assign: str = "auto",
-        scaling: str = "linear", reuse: bool = False) -> dict:
+        scaling: str = "linear", reuse: bool = False, inhomogeneous: str = "nearest_indexed") -> dict:
     folder = work / (name if seed is None else f"{name}-seed{seed}")
     args = scan_args(name, seed)
     times = {}
@@ -88,7 +89,8 @@ def one(name: str, work: Path, features: str, shape: str, seed: int | None = Non
                                    *[a for m in MATERIALS[name] for a in ("--material", m)],
                                    "--out", str(folder / "scan.zarr"), "--overwrite", "--no-progress")
     times["run"] = laueflow("run", str(workflow(folder, features, name in DELEGATES, assign, scaling,
-                                                     phases=len(MATERIALS[name]) > 1)), "--overwrite",
+                                                     phases=len(MATERIALS[name]) > 1, inhomogeneous=inhomogeneous)),
+                            "--overwrite",
                             "--no-progress")
     laueflow("evaluate", str(folder / "results.zarr"), "--truth", str(folder / "truth.zarr"),
              "--json", str(folder / "evaluation.json"))
@@ -102,6 +104,9 @@ def one(name: str, work: Path, features: str, shape: str, seed: int | None = Non
         dsum = metrics["delegate_map"]["summary"]
         row["delegate_fraction_within_1deg"] = dsum["fraction_within_1deg_of_truth"]
         row["delegate_unmapped_points"] = dsum["points_with_truth"] - dsum["points_mapped"]
+        if dsum.get("points_nearest_indexed"):
+            row["delegate_nearest_indexed_points"] = dsum["points_nearest_indexed"]
+            row["delegate_nearest_indexed_within_1deg"] = dsum["nearest_indexed_fraction_within_1deg_of_truth"]
         if "ari_phase_map" in dsum:
             row["delegate_ari_phase_map"] = dsum["ari_phase_map"]
     return row
@@ -116,6 +121,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=None, help="replace every scan's seed (default: their own)")
     parser.add_argument("--assign", default="auto", choices=("auto", "unmix", "nearest"))
     parser.add_argument("--pixel-scaling", default="linear", choices=("linear", "log"))
+    parser.add_argument("--inhomogeneous", default="nearest_indexed", choices=("report", "nearest_indexed"),
+                        help="delegate_map's handling of the clusters its check points find inhomogeneous "
+                             "(default: as workflows/delegates-first.yaml)")
     parser.add_argument("--reuse", action="store_true", help="run on the scan.zarr + truth.zarr already in the "
                         "scan's folder (simulated and ingested before) instead of simulating again")
     args = parser.parse_args()
@@ -123,7 +131,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     for name in args.only.split(","):
         print(json.dumps(one(name, work, args.features, args.shape, args.seed, args.assign, args.pixel_scaling,
-                             args.reuse)), flush=True)
+                             args.reuse, args.inhomogeneous)), flush=True)
 
 
 if __name__ == "__main__":

@@ -210,6 +210,15 @@ def monitor_use(attrs) -> str:
     return f"recorded (sha256 {digest[:12]}…): {used}"
 
 
+def delegate_status_rows(ds) -> list:
+    """``(code, name, points)`` of every ``delegate_map_status`` code present (the points of
+    inhomogeneous clusters: left unmapped, 3, or mapped from their nearest indexed point, 4)."""
+    from laueflow.stages.delegates import DELEGATE_MAP_CODES
+
+    codes = np.asarray(ds["delegate_map_status"].values)
+    return [(c, DELEGATE_MAP_CODES.get(c, "unknown"), int((codes == c).sum())) for c in sorted(np.unique(codes).tolist())]
+
+
 def render_html(ds, path, drawn, skipped, evaluation) -> str:
     """The report page: summary tables, every PNG embedded (base64) and linked."""
     names = {int(k): v for k, v in (ds.attrs.get("status_codes") or {}).items()}
@@ -224,6 +233,8 @@ def render_html(ds, path, drawn, skipped, evaluation) -> str:
              "overflow-x:auto}", "</style></head><body>",
              f"<h1>laueflow report — {html.escape(path.name)}</h1>", "<h2>Scan</h2>", _table(summary_rows(ds, path)),
              "<h2>Status</h2>", _table(status_rows, ("code", "name", "points"))]
+    if "delegate_map_status" in ds:
+        parts += ["<h2>Delegate map status</h2>", _table(delegate_status_rows(ds), ("code", "name", "points"))]
     if timings:
         parts += ["<h2>Time per stage (s, summed over tasks and runs)</h2>",
                   _table([(k, f"{float(v):.3f}") for k, v in timings.items()], ("stage", "seconds"))]

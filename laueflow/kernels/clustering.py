@@ -18,7 +18,7 @@ __all__ = [
     "hash_uniform", "NearestCentroid", "UnmixingLabeler", "nonnegative_weights", "weights_from_normal_equations",
     "unmixing_frame", "unmixing_labeler", "empty_clusters", "EMPTY_NORM_FRACTION", "pure_sums", "PURE_FRACTION",
     "lloyd_sums", "centroids_from_sums", "cluster_stats",
-    "merge_cluster_stats", "canonical_order", "kmeans_on_sample", "k_scan_scores", "pairwise_distances",
+    "merge_cluster_stats", "canonical_order", "nearest_reference", "kmeans_on_sample", "k_scan_scores", "pairwise_distances",
     "silhouette_from_distances", "suggest_k",
     "rgb_range", "to_rgb", "fit_in_memory",
 ]
@@ -369,6 +369,23 @@ def merge_cluster_stats(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if np.isfinite(d2[order[0], c]):
             delegate[c] = int(idx[order[0], c])
     return counts, delegate
+
+
+def nearest_reference(labels: np.ndarray, points: np.ndarray, ref_labels: np.ndarray,
+                      ref_points: np.ndarray) -> np.ndarray:
+    """For each point ``(n, d)`` of cluster ``labels (n,)``, the row of the nearest (Euclidean)
+    reference point ``ref_points (r, d)`` of the same cluster (``ref_labels (r,)``): ``(n,)``
+    int64, −1 where its cluster has no reference or its coordinates are not finite."""
+    labels, ref_labels = np.asarray(labels), np.asarray(ref_labels)
+    out = np.full(len(labels), -1, np.int64)
+    if not len(ref_labels) or not len(labels):
+        return out
+    d2 = squared_distances(np.nan_to_num(points), ref_points)
+    d2 = np.where(labels[:, None] == ref_labels[None, :], d2, np.inf)
+    best = np.argmin(d2, axis=1)
+    found = np.isfinite(d2[np.arange(len(labels)), best]) & valid_rows(points)
+    out[found] = best[found]
+    return out
 
 
 def canonical_order(counts: np.ndarray, delegate: np.ndarray) -> np.ndarray:

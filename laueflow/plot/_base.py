@@ -81,11 +81,25 @@ def map_axes(ax, ds, title: str):
     ax.set_aspect("equal")
 
 
-def not_indexed_legend(ax, missing: bool, label: str = NOT_INDEXED_LABEL):
-    """A legend entry for the grey of points without a value (only when some exist)."""
-    if missing:
-        ax.legend(handles=[Patch(facecolor=NOT_INDEXED, edgecolor="0.3", label=label)],
-                  loc="upper left", bbox_to_anchor=(0.0, 0.0), frameon=False, borderaxespad=3.2)
+def not_indexed_legend(ax, missing: bool, label: str = NOT_INDEXED_LABEL, extra=()):
+    """A legend entry for the grey of points without a value (only when some exist), and the
+    ``extra`` handles."""
+    handles = [Patch(facecolor=NOT_INDEXED, edgecolor="0.3", label=label)] if missing else []
+    handles += list(extra)
+    if handles:
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(0.0, 0.0), frameon=False, borderaxespad=3.2)
+
+
+def mark_points(ax, ds, where: np.ndarray, label: str):
+    """A small black dot on every ``(y, x)`` point where ``where`` is true; its legend handle."""
+    from matplotlib.lines import Line2D
+
+    x0, x1, y1, y0 = extent(ds)
+    ny, nx = where.shape
+    rows, cols = np.nonzero(where)
+    ax.plot(x0 + (cols + 0.5) * (x1 - x0) / nx, y0 + (rows + 0.5) * (y1 - y0) / ny, ".", color="k",
+            markersize=3, linestyle="none")
+    return Line2D([], [], marker=".", color="k", linestyle="none", markersize=5, label=label)
 
 
 def to_numpy(var) -> np.ndarray:

@@ -9,8 +9,8 @@ from matplotlib.colors import to_rgb
 
 from ..pipeline.crystal_maps import store_materials, to_orientations
 from ..pipeline.results import ResultsError
-from ._base import (NOT_INDEXED, check_dataset, extent, figure, grain_label, map_axes, not_indexed_legend,
-                    select_grain, style)
+from ._base import (NOT_INDEXED, check_dataset, extent, figure, grain_label, map_axes, mark_points,
+                    not_indexed_legend, select_grain, style)
 
 __all__ = ["DIRECTIONS", "ipf_colors", "ipf_map", "pole_figure"]
 
@@ -161,7 +161,11 @@ def ipf_map(ds, direction="z", *, frame: str = "sample", grain=None, source: str
         ax.imshow(shown, extent=extent(ds), origin="upper", interpolation="nearest")
         what = grain_label(grain) if source == "grains" else "indexing labeler (cluster delegates)"
         map_axes(ax, ds, f"IPF-{label}, {frame} frame\n{what}")
-        not_indexed_legend(ax, bool(missing.any()))
+        guessed = (np.asarray(ds["delegate_map_status"].values) == 4 if source == "delegates"
+                   and "delegate_map_status" in ds else np.zeros(missing.shape, bool))
+        extra = [mark_points(ax, ds, guessed, "inhomogeneous cluster: from its nearest indexed point")] \
+            if guessed.any() else []
+        not_indexed_legend(ax, bool(missing.any()), extra=extra)
         for key_ax, m in zip(keys, materials):
             draw_ipf_key(key_ax, m, f"{m.name}: IPF-{label} key")
     return fig

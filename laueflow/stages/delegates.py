@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..kernels.clustering import hash_uniform
+from ..kernels.clustering import hash_uniform, nearest_reference
 from ..physics.materials import get_materials
 from ..physics.symmetry import reduce_misorientation
 from .base import StageSpec, Variable
@@ -37,7 +37,9 @@ __all__ = ["SELECT_STAGE", "MAP_STAGE", "select_delegates", "delegate_map", "DEL
            "pick_check_points", "check_misorientations", "cluster_tables",
            "lookup_by_cluster"]
 
-DELEGATE_MAP_CODES = {0: "ok", 1: "no_cluster", 2: "delegate_not_indexed", 3: "cluster_inhomogeneous"}
+DELEGATE_MAP_CODES = {0: "ok", 1: "no_cluster", 2: "delegate_not_indexed", 3: "cluster_inhomogeneous",
+                      4: "nearest_indexed_point"}
+INHOMOGENEOUS = ("report", "nearest_indexed")
 ROLE_NONE, ROLE_DELEGATE, ROLE_CHECK = 0, 1, 2
 
 
@@ -178,60 +180,124 @@ def _gather(arrays: list, ys: np.ndarray, xs: np.ndarray, client) -> list:
     return [np.asarray(r) for r in client.gather(client.compute([a.vindex[ys, xs] for a in arrays]))]
 
 
+def _best_grain_at(ys, xs, orientation_matrix, grain_material, extra: dict, client) -> tuple:
+    """At the points ``(ys, xs)``: the orientation ``(p, 3, 3)`` (NaN: none) and material ``(p,)``
+    (−1) of the best grain (:func:`best_grains`; ``extra``: optional ``rate``, ``peak_grain``,
+    ``height`` lazy arrays) and every grain's ``(p, g, 3, 3)`` / ``(p, g)``."""
+    got = _gather([orientation_matrix, grain_material, *extra.values()], ys, xs, client)
+    more = dict(zip(extra, got[2:]))
+    height = (grain_peak_intensity(more["peak_grain"], more["height"], got[0].shape[1])
+              if {"peak_grain", "height"} <= set(more) else None)
+    best = best_grains(got[0], got[1], more.get("rate"), height)
+    found = best >= 0
+    ub = np.full((len(ys), 3, 3), np.nan)
+    material = np.full(len(ys), -1, np.int64)
+    ub[found] = got[0][found, best[found]]
+    material[found] = got[1][found, best[found]]
+    return ub, material, got[0], got[1]
+
+
+def _point_rows(labels, pcs, *, fallback, ref_labels, ref_points, slots):
+    """Row of each point in the combined table (cluster slots, then reference points): its
+    cluster, or in a ``fallback`` cluster ``slots +`` its nearest reference (−1 label: −1)."""
+    rows = np.asarray(labels, np.int64).copy()
+    inside = (rows >= 0) & (rows < slots)
+    near = np.zeros(rows.shape, bool)
+    near[inside] = fallback[rows[inside]]
+    if near.any():
+        nearest = nearest_reference(rows[near], np.asarray(pcs)[near], ref_labels, ref_points)
+        rows[near] = np.where(nearest >= 0, slots + nearest, rows[near])
+    return rows
+
+
 def delegate_map(cluster_label, delegate_y, delegate_x, orientation_matrix, grain_material, matching_rate=None,
-                 point_role=None, peak_grain=None, peak_intensity=None, *, client, writer, materials,
-                 max_misorientation_deg: float = 1.0) -> dict:
+                 point_role=None, peak_grain=None, peak_intensity=None, principal_components=None, *, client,
+                 writer, materials, max_misorientation_deg: float = 1.0, inhomogeneous: str = "report") -> dict:
     """Every point: the orientation and material of its cluster's delegate's best grain, NaN
-    where the cluster is not homogeneous or its delegate not indexed (module docstring).
-    Inputs lazy from the results store; ``materials``: the scan's (by the prepare hook)."""
+    where the cluster is not homogeneous or its delegate not indexed (module docstring); with
+    ``inhomogeneous="nearest_indexed"`` a point of a cluster found inhomogeneous takes the best
+    grain of the indexed point of its cluster (delegate or check point) nearest in the
+    segmentation's ``principal_components`` (status 4). Inputs lazy from the results store;
+    ``materials``: the scan's (by the prepare hook)."""
     materials = get_materials(materials)
     dy, dx = (np.asarray(client.compute(a).result(), np.int64) for a in (delegate_y, delegate_x))
     slots = len(dy)
     has = np.flatnonzero((dy >= 0) & (dx >= 0))
     extra = {k: a for k, a in (("rate", matching_rate), ("peak_grain", peak_grain), ("height", peak_intensity))
              if a is not None}
-    got = _gather([orientation_matrix, grain_material, *extra.values()], dy[has], dx[has], client)
-    more = dict(zip(extra, got[2:]))
-    height = (grain_peak_intensity(more["peak_grain"], more["height"], got[0].shape[1])
-              if {"peak_grain", "height"} <= set(more) else None)
-    best = best_grains(got[0], got[1], more.get("rate"), height)
-    ref = np.full((slots, 3, 3), np.nan)
-    ref_material = np.full(slots, -1, np.int64)
-    found = best >= 0
-    ref[has[found]] = got[0][found, best[found]]
-    ref_material[has[found]] = got[1][found, best[found]]
-
-    check_cluster, check_angle = np.zeros(0, np.int64), np.zeros(0)
+    ref, ref_material = np.full((slots, 3, 3), np.nan), np.full(slots, -1, np.int64)
+    ref[has], ref_material[has], _, _ = _best_grain_at(dy[has], dx[has], orientation_matrix, grain_material,
+                                                       extra, client)
+    check = {"cluster": np.zeros(0, np.int64), "angle": np.zeros(0), "y": np.zeros(0, np.int64),
+             "x": np.zeros(0, np.int64)}
     if point_role is not None:
         ys, xs = (np.asarray(r, np.int64) for r in client.gather(client.compute(list(np.nonzero(point_role == ROLE_CHECK)))))
-        labels, orient, mats = _gather([cluster_label, orientation_matrix, grain_material], ys, xs, client)
+        (labels,) = _gather([cluster_label], ys, xs, client)
         labels = np.asarray(labels, np.int64)
         inside = (labels >= 0) & (labels < slots)
-        check_cluster = labels[inside]
-        check_angle = check_misorientations(ref[check_cluster], ref_material[check_cluster], orient[inside],
-                                            mats[inside], materials)
-    tables = cluster_tables(ref, ref_material, check_cluster, check_angle, slots, max_misorientation_deg)
+        check["cluster"], check["y"], check["x"] = labels[inside], ys[inside], xs[inside]
+        check["ub"], check["material"], orient, mats = _best_grain_at(check["y"], check["x"], orientation_matrix,
+                                                                      grain_material, extra, client)
+        check["angle"] = check_misorientations(ref[check["cluster"]], ref_material[check["cluster"]], orient, mats,
+                                               materials)
+    tables = cluster_tables(ref, ref_material, check["cluster"], check["angle"], slots, max_misorientation_deg)
     ok = tables["homogeneous"]
     orientation_table = np.where(ok[:, None, None], ref, np.nan)
     material_table = np.where(ok, ref_material, -1).astype(np.int16)
+    status_table = tables["status"]
+    rows = cluster_label
+    fallback = (tables["status"] == 3) if inhomogeneous == "nearest_indexed" else np.zeros(slots, bool)
+    if fallback.any():
+        refs = _references(fallback, has, dy, dx, ref, ref_material, check)
+        if principal_components is None:
+            raise ValueError("delegate_map: inhomogeneous='nearest_indexed' needs the segmentation's "
+                             "principal_components in the results; run the segmentation stage in the workflow")
+        (ref_pcs,) = _gather([principal_components], refs["y"], refs["x"], client)
+        rows = _map_rows(cluster_label, principal_components, fallback=fallback, ref_labels=refs["cluster"],
+                           ref_points=np.asarray(ref_pcs, np.float64), slots=slots)
+        orientation_table = np.concatenate([orientation_table, refs["ub"]])
+        material_table = np.concatenate([material_table, refs["material"].astype(np.int16)])
+        status_table = np.concatenate([status_table, np.full(len(refs["cluster"]), 4, np.int8)])
 
     def lookup(table, fill, dtype, new_axis=None):
         extra = table.shape[1:]
         chunks = (*cluster_label.chunks, *((s,) for s in extra))
-        return cluster_label.map_blocks(lookup_by_cluster, table=table, fill=fill, dtype=dtype, new_axis=new_axis,
-                                        chunks=chunks, meta=np.zeros((0,) * len(chunks), dtype))
+        return rows.map_blocks(lookup_by_cluster, table=table, fill=fill, dtype=dtype, new_axis=new_axis,
+                               chunks=chunks, meta=np.zeros((0,) * len(chunks), dtype))
 
     writer.write("delegate_orientation", lookup(orientation_table, np.nan, np.float64, [2, 3]))
     writer.write("delegate_material", lookup(material_table, -1, np.int16))
-    writer.write("delegate_map_status", lookup(tables["status"], 1, np.int8))
+    writer.write("delegate_map_status", lookup(status_table, 1, np.int8))
     writer.write("cluster_check_misorientation_deg", tables["check_max"])
     writer.write("cluster_homogeneous", ok)
     writer.write("cluster_checked_points", tables["checked"])
     sizes = np.asarray(client.compute((cluster_label[..., None] == np.arange(slots)).sum(axis=(0, 1))).result())
-    return _record(tables, sizes, has, max_misorientation_deg)
+    return _record(tables, sizes, has, max_misorientation_deg, fallback)
 
 
-def _record(tables: dict, sizes: np.ndarray, has: np.ndarray, threshold: float) -> dict:
+def _references(fallback, has, dy, dx, ref, ref_material, check) -> dict:
+    """The indexed points (delegates, then check points with a grain) of the ``fallback``
+    clusters: ``cluster``, ``y``, ``x``, best grain ``ub`` and ``material``."""
+    mine = has[fallback[has] & (ref_material[has] >= 0)]
+    use = fallback[check["cluster"]] & (check["material"] >= 0) if len(check["cluster"]) else np.zeros(0, bool)
+    return {"cluster": np.concatenate([mine, check["cluster"][use]]).astype(np.int64),
+            "y": np.concatenate([dy[mine], check["y"][use]]), "x": np.concatenate([dx[mine], check["x"][use]]),
+            "ub": np.concatenate([ref[mine], check["ub"][use]]) if len(mine) + use.sum() else np.zeros((0, 3, 3)),
+            "material": np.concatenate([ref_material[mine], check["material"][use]])}
+
+
+def _rows_block(labels, pcs, **kwargs):
+    return _point_rows(labels[..., 0], pcs, **kwargs)
+
+
+def _map_rows(cluster_label, principal_components, **kwargs):
+    """Lazy ``(y, x)`` int64 rows of :func:`_point_rows`, block by block of the labels."""
+    pcs = principal_components.rechunk((*cluster_label.chunks, (principal_components.shape[-1],)))
+    return cluster_label[..., None].map_blocks(_rows_block, pcs, drop_axis=2, dtype=np.int64,
+                                               meta=np.zeros((0, 0), np.int64), **kwargs)
+
+
+def _record(tables: dict, sizes: np.ndarray, has: np.ndarray, threshold: float, fallback: np.ndarray) -> dict:
     used = np.zeros(len(sizes), bool)
     used[has] = True
     used &= sizes > 0
@@ -240,15 +306,18 @@ def _record(tables: dict, sizes: np.ndarray, has: np.ndarray, threshold: float) 
     lines = [f"delegate_map: {int((used & tables['homogeneous']).sum())} of {int(used.sum())} clusters mapped "
              f"({int(sizes[used & tables['homogeneous']].sum())} points)"]
     for k in bad:
+        fate = ("take the best grain of the cluster's indexed point nearest in the principal components "
+                "(delegate_map_status 4)" if fallback[k] else "get no orientation (delegate_map_status 3)")
         lines.append(f"delegate_map: cluster {k} is not homogeneous: a check point is "
                      f"{tables['check_max'][k]:.2f}° from the delegate (> {threshold}°); its {int(sizes[k])} points "
-                     "get no orientation (delegate_map_status 3)")
+                     + fate)
     for k in unindexed:
         lines.append(f"delegate_map: cluster {k}'s delegate was not indexed; its {int(sizes[k])} points get no "
                      "orientation (delegate_map_status 2)")
     return {"clusters": int(used.sum()), "homogeneous": [int(k) for k in np.flatnonzero(used & tables["homogeneous"])],
             "inhomogeneous": bad, "delegate_not_indexed": unindexed,
-            "points_unmapped": int(sizes[bad + unindexed].sum()) if bad + unindexed else 0,
+            "points_unmapped": int(sizes[[k for k in bad if not fallback[k]] + unindexed].sum()),
+            "points_nearest_indexed": int(sizes[[k for k in bad if fallback[k]]].sum()),
             "check_misorientation_deg": [None if not np.isfinite(v) else round(float(v), 4)
                                          for v in tables["check_max"][used]],
             "log": lines}
@@ -266,6 +335,8 @@ def check_map_params(params) -> None:
     v = params["max_misorientation_deg"]
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
         raise ValueError(f"max_misorientation_deg must be a number > 0 (degrees), got {v!r}")
+    if params["inhomogeneous"] not in INHOMOGENEOUS:
+        raise ValueError(f"inhomogeneous must be one of {', '.join(INHOMOGENEOUS)}, got {params['inhomogeneous']!r}")
 
 
 # --------------------------------------------------------------------------- declarations
@@ -293,13 +364,14 @@ MAP_STAGE = StageSpec(
     inputs={"cluster_label": "cluster_label", "delegate_y": "delegate_y", "delegate_x": "delegate_x",
             "orientation_matrix": "orientation_matrix", "grain_material": "grain_material"},
     optional_inputs={"matching_rate": "matching_rate", "point_role": "point_role", "peak_grain": "peak_grain",
-                     "peak_intensity": "peak_intensity"},
+                     "peak_intensity": "peak_intensity", "principal_components": "principal_components"},
     outputs=(
         Variable("delegate_orientation", ("i3", "j3"), "float64", float("nan"), "1",
-                 "UB of the point's cluster's delegate's best grain (NaN: delegate_map_status ≠ 0)"),
+                 "UB of the point's cluster's delegate's best grain (status 4: of the indexed point of its cluster "
+                 "nearest in the principal components; NaN: delegate_map_status 1–3)"),
         Variable("delegate_material", (), "int16", -1, "1", "material index of that grain (-1: none)"),
         Variable("delegate_map_status", (), "int8", 1, "1",
-                 "0 ok, 1 no_cluster, 2 delegate_not_indexed, 3 cluster_inhomogeneous"),
+                 "0 ok, 1 no_cluster, 2 delegate_not_indexed, 3 cluster_inhomogeneous, 4 nearest_indexed_point"),
         Variable("cluster_check_misorientation_deg", ("cluster",), "float64", float("nan"), "deg",
                  "largest misorientation of the cluster's indexed check points from its delegate's best grain "
                  "(symmetry-reduced; NaN: none)", **_SCAN),
@@ -308,7 +380,7 @@ MAP_STAGE = StageSpec(
         Variable("cluster_checked_points", ("cluster",), "int32", 0, "1",
                  "check points of the cluster that were indexed", **_SCAN),
     ),
-    params={"max_misorientation_deg": 1.0},
+    params={"max_misorientation_deg": 1.0, "inhomogeneous": "report"},
     prepare=prepare_delegate_map,
     check=check_map_params,
     description="indexing labeler: each point gets its cluster's delegate's orientation (homogeneity checked)",

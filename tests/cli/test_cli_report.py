@@ -86,3 +86,19 @@ def test_the_summary_says_whether_the_features_were_divided_by_a_monitor():
         f"recorded (sha256 {'ab' * 6}…): features divided by it"
     assert monitor_use({**with_monitor, "workflow": {"stages": [{"features": {"normalize": "none"}}]}}).endswith("not used")
     assert monitor_use({**with_monitor, "workflow": {"stages": ["peaks"]}}).endswith("not used")
+
+
+def test_the_delegate_map_status_is_counted_by_name():
+    from pathlib import Path
+
+    import numpy as np
+    import xarray as xr
+
+    from laueflow.cli.report import delegate_status_rows, render_html
+
+    status = np.array([[0, 0, 3], [4, 4, 1]], np.int8)
+    ds = xr.Dataset({"delegate_map_status": (("y", "x"), status)})
+    assert delegate_status_rows(ds) == [(0, "ok", 2), (1, "no_cluster", 1), (3, "cluster_inhomogeneous", 1),
+                                        (4, "nearest_indexed_point", 2)]
+    page = render_html(ds, Path("r.zarr"), [], [], None)
+    assert "Delegate map status" in page and "<td>4</td><td>nearest_indexed_point</td><td>2</td>" in page

@@ -247,3 +247,16 @@ def test_points_off_the_sample_do_not_take_the_diffracting_points_labels():
         if seed == 0:
             labeler.empty[:] = False  # the rule off
             assert np.sum(labeler.predict(points)[domain >= 0] == labels[domain < 0][0]) == 23
+
+
+def test_nearest_reference_stays_in_the_cluster():
+    from laueflow.kernels.clustering import nearest_reference
+
+    points = np.array([[0.0, 0.0], [9.0, 0.0], [1.0, 0.0], [np.nan, 0.0], [5.0, 5.0]])
+    labels = np.array([0, 0, 1, 0, 2])
+    ref_points = np.array([[10.0, 0.0], [-1.0, 0.0], [0.5, 0.0]])
+    ref_labels = np.array([0, 0, 1])
+    # point 0 is nearest ref 2 in space, but ref 2 is of cluster 1: it takes ref 1
+    np.testing.assert_array_equal(nearest_reference(labels, points, ref_labels, ref_points), [1, 0, 2, -1, -1])
+    assert len(nearest_reference(labels[:0], points[:0], ref_labels, ref_points)) == 0
+    np.testing.assert_array_equal(nearest_reference(labels, points, ref_labels[:0], ref_points[:0]), [-1] * 5)

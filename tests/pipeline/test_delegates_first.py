@@ -49,12 +49,20 @@ def delegates_first(tmp_path_factory):
                                {"index": index}, "delegate_map"]}
         logs = []
         summary = run_workflow(parse_workflow(workflow), client, progress=False, log=logs.append)
-    return root, summary, logs
+        # the same scan in 2 clusters for its 3 grains: a cluster holds two, its check points disagree
+        merged = {**workflow, "output": str(root / "merged.zarr"),
+                  "stages": ["test_grid_features", {"segmentation": {"k": 2, "pcs": 8}},
+                             {"select_delegates": {"check_points_per_cluster": 6}},
+                             {"peaks": {"points": "selected_points"}}, {"angles": {"points": "selected_points"}},
+                             {"index": index}, {"delegate_map": {"inhomogeneous": "nearest_indexed"}}]}
+        merged_logs = []
+        run_workflow(parse_workflow(merged), client, progress=False, log=merged_logs.append)
+    return root, summary, logs, merged_logs
 
 
 @pytest.mark.slow
 def test_delegates_first_maps_the_scan_within_1_degree(delegates_first):
-    root, summary, logs = delegates_first
+    root, summary, logs, _ = delegates_first
     assert summary.complete
     with xr.open_zarr(str(root / "results.zarr")) as results, xr.open_zarr(str(root / "sim" / "truth.zarr")) as truth:
         selected = results.selected_points.values
@@ -77,3 +85,28 @@ def test_delegates_first_maps_the_scan_within_1_degree(delegates_first):
     assert report["fraction_within_1deg_of_truth"] >= 0.95
     assert report["misorientation_vs_truth_median_deg"] < 0.2
     assert any("map phase 2 (peaks, angles, index) on the" in line for line in logs)
+
+
+@pytest.mark.slow
+def test_a_merged_cluster_takes_the_orientations_of_its_nearest_indexed_points(delegates_first):
+    root, _, _, logs = delegates_first
+    with xr.open_zarr(str(root / "merged.zarr")) as results, xr.open_zarr(str(root / "sim" / "truth.zarr")) as truth:
+        status = results.delegate_map_status.values
+        labels = results.cluster_label.values
+        ub = results.delegate_orientation.values
+        selected = results.selected_points.values
+        homogeneous = results.cluster_homogeneous.values
+        report = evaluate(results, truth)["metrics"]["delegate_map"]["summary"]
+    print(report)
+    bad = [k for k in range(2) if not homogeneous[k]]
+    assert bad, "with 2 clusters for 3 grains a check point must disagree"
+    for k in bad:  # every point of the reported cluster is mapped from one of its indexed points
+        mine = labels == k
+        assert (status[mine] == 4).all()
+        refs = ub[mine & selected & np.isfinite(ub).all(axis=(-2, -1))]
+        for point_ub in ub[mine]:
+            assert np.isclose(refs, point_ub).all(axis=(-2, -1)).any()
+        assert len(np.unique(ub[mine].round(9), axis=0)) >= 2  # the cluster is split, not given one grain
+    assert report["points_nearest_indexed"] == int((status == 4).sum())
+    assert report["nearest_indexed_fraction_within_1deg_of_truth"] >= 0.9
+    assert any("delegate_map_status 4" in line for line in logs)

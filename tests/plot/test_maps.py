@@ -105,6 +105,20 @@ def test_indexing_labeler_map(ds):
     assert "indexing labeler" in fig.axes[0].get_title()
 
 
+def test_the_indexing_labeler_map_marks_points_of_inhomogeneous_clusters(ds):
+    status = np.zeros(ds.sizes["y"] * ds.sizes["x"], np.int8).reshape(ds.sizes["y"], ds.sizes["x"])
+    status[1, 3] = status[2, 4] = 4
+    marked = ds.assign(delegate_map_status=(("y", "x"), status))
+    ax = lp.ipf_map(marked, "z", frame="lab", source="delegates").axes[0]
+    (dots,) = ax.lines
+    x0, x1, y1, y0 = lp._base.extent(ds)
+    step_x, step_y = (x1 - x0) / ds.sizes["x"], (y1 - y0) / ds.sizes["y"]
+    np.testing.assert_allclose(dots.get_xdata(), x0 + (np.array([3, 4]) + 0.5) * step_x)
+    np.testing.assert_allclose(dots.get_ydata(), y0 + (np.array([1, 2]) + 0.5) * step_y)
+    assert any("nearest indexed point" in t.get_text() for t in ax.get_legend().get_texts())
+    assert not lp.ipf_map(ds, "z", frame="lab", source="delegates").axes[0].lines  # no status 4: no dots
+
+
 def test_segmentation_maps(ds):
     clusters = _image(lp.cluster_map(ds))
     assert _masked_points(clusters) == {rf.INVALID}

@@ -73,8 +73,9 @@ def _rot(axis, deg):
     return Rotation.from_rotvec(np.deg2rad(deg) * np.asarray(axis, float) / np.linalg.norm(axis)).as_matrix()
 
 
-def test_delegate_map_homogeneous_inhomogeneous_and_unindexed_clusters(client):
-    cu = get_material("Cu")
+def _scene():
+    """Cluster 0 homogeneous (r0), cluster 1 with a check point 10° off (inhomogeneous),
+    cluster 2 a lone unindexed delegate: labels, orientation, material, rate, role, r0, r1."""
     labels = _labels()
     r0 = _rot([1, 2, 3], 40)
     r1 = _rot([3, -1, 2], 70)
@@ -87,7 +88,7 @@ def test_delegate_map_homogeneous_inhomogeneous_and_unindexed_clusters(client):
     material[1, 1], rate[1, 1] = 0, [30.0, 80.0]
     # its check points: one 0.3° off and described by a symmetry-equivalent matrix, one that
     # shows a neighbour's grain first and r0 second (a boundary point)
-    cubic = rotation_operators(cu)[5]
+    cubic = rotation_operators(get_material("Cu"))[5]
     orientation[2, 0, 0] = _rot([1, 0, 0], 0.3) @ r0 @ cubic
     material[2, 0, 0], rate[2, 0, 0] = 0, 60.0
     orientation[3, 2] = [r1, _rot([0, 1, 0], 0.2) @ r0]
@@ -100,10 +101,17 @@ def test_delegate_map_homogeneous_inhomogeneous_and_unindexed_clusters(client):
     role[2, 4], role[0, 3], role[1, 5] = 1, 2, 2
     # cluster 2: its only point, the delegate, not indexed
     role[3, 5] = 1
+    return labels, orientation, material, rate, role, r0, r1
 
-    def lazy(a):
-        return da.from_array(a, chunks=(2, 3, *a.shape[2:]))
 
+def _lazy(a):
+    return da.from_array(a, chunks=(2, 3, *a.shape[2:]))
+
+
+def test_delegate_map_homogeneous_inhomogeneous_and_unindexed_clusters(client):
+    cu = get_material("Cu")
+    labels, orientation, material, rate, role, r0, r1 = _scene()
+    lazy = _lazy
     out = Capture()
     params = prepare_delegate_map({"max_misorientation_deg": 1.0}, {"materials": ["Cu"]})
     info = delegate_map(lazy(labels), da.from_array(DELEGATE_Y), da.from_array(DELEGATE_X), lazy(orientation),
@@ -127,6 +135,47 @@ def test_delegate_map_homogeneous_inhomogeneous_and_unindexed_clusters(client):
     # the symmetry-equivalent matrix really is ~120° apart before the reduction
     assert np.rad2deg(np.arccos((np.trace(r0.T @ orientation[2, 0, 0]) - 1) / 2)) > 5
     assert reduce_misorientation(orientation[2, 0, 0], r0, cu) == pytest.approx(0.3, abs=1e-6)
+
+
+def test_inhomogeneous_clusters_take_the_nearest_indexed_point_when_asked(client):
+    labels, orientation, material, rate, role, r0, r1 = _scene()
+    far = orientation[0, 3, 0].copy()  # cluster 1's check point 10° from its delegate
+    # principal components: cluster 1's column 3 lies next to that check point, columns 4–5 next to
+    # the delegate (2, 4) and the agreeing check point (1, 5)
+    pcs = np.zeros((NY, NX, 3), np.float32)
+    pcs[:, 3] = [5.0, 0.0, 0.0]
+    pcs[:, 4:] = [0.0, 5.0, 0.0]
+    pcs[1, 5] = [0.0, 5.5, 0.0]
+    pcs[3, 3] = [3.0, 2.0, 0.0]  # nearer the check point (distance² 8 against 18)
+    pcs[0, 0] = np.nan  # not segmented
+    out = Capture()
+    params = prepare_delegate_map({"max_misorientation_deg": 1.0, "inhomogeneous": "nearest_indexed"},
+                                  {"materials": ["Cu"]})
+    info = delegate_map(_lazy(labels), da.from_array(DELEGATE_Y), da.from_array(DELEGATE_X), _lazy(orientation),
+                        _lazy(material), _lazy(rate), _lazy(role), principal_components=_lazy(pcs), client=client,
+                        writer=out, **params)
+    w = out.written
+    status, ub = w["delegate_map_status"], w["delegate_orientation"]
+    one = labels == 1
+    assert (status[one] == 4).all() and (status[labels == 0] == 0).all() and status[3, 5] == 2 and status[0, 0] == 1
+    column3 = one & (np.arange(NX) == 3)[None, :]
+    np.testing.assert_allclose(ub[column3], np.broadcast_to(far, (column3.sum(), 3, 3)))
+    np.testing.assert_allclose(ub[one & ~column3], np.broadcast_to(r1, ((one & ~column3).sum(), 3, 3)))
+    assert (w["delegate_material"][one] == 0).all() and np.isnan(ub[labels == 2]).all()
+    np.testing.assert_array_equal(w["cluster_homogeneous"], [True, False, False, False])  # still reported
+    assert info["inhomogeneous"] == [1] and info["points_nearest_indexed"] == one.sum()
+    assert info["points_unmapped"] == 1
+    assert any("cluster 1 is not homogeneous" in line and "delegate_map_status 4" in line for line in info["log"])
+    with pytest.raises(ValueError, match="needs the segmentation's principal_components"):
+        delegate_map(_lazy(labels), da.from_array(DELEGATE_Y), da.from_array(DELEGATE_X), _lazy(orientation),
+                     _lazy(material), _lazy(rate), _lazy(role), client=client, writer=Capture(), **params)
+
+
+def test_delegate_map_refuses_an_unknown_inhomogeneous_mode():
+    from laueflow.stages.delegates import check_map_params
+
+    with pytest.raises(ValueError, match="inhomogeneous must be one of report, nearest_indexed"):
+        check_map_params({"max_misorientation_deg": 1.0, "inhomogeneous": "guess"})
 
 
 def test_delegate_map_without_check_points_uses_the_delegates_only(client):

@@ -4,7 +4,9 @@ truth, and vs the full indexing when the store has it.
 - **vs truth**: at every point with a true grain, the symmetry-reduced misorientation between
   ``delegate_orientation`` and the orientation of the point's true dominant grain (``grain_map``;
   its ``orientation_matrix`` at that point, so gradients count); a point without a delegate
-  orientation (NaN, ``delegate_map_status`` ≠ 0) or of another material counts as a miss.
+  orientation (NaN, ``delegate_map_status`` 1–3) or of another material counts as a miss. Points of
+  inhomogeneous clusters mapped from their nearest indexed point (status 4) are also scored apart
+  (``nearest_indexed_fraction_within_*``).
 - **vs full indexing**: at every point where both the delegate orientation and an indexed grain
   (the best: the brightest, then the highest matching rate — :mod:`laueflow.stages.grain_choice`)
   exist, their misorientation (same material). In a delegates-first run only the selected points
@@ -57,6 +59,10 @@ def delegate_map_metrics(results: StoreArrays, truth: StoreArrays, opts) -> dict
         status = np.asarray(results["delegate_map_status"]).reshape(-1)[has_truth]
         summary["points_inhomogeneous_cluster"] = int((status == 3).sum())
         summary["points_delegate_not_indexed"] = int((status == 2).sum())
+        nearest = status == 4
+        summary["points_nearest_indexed"] = int(nearest.sum())
+        summary[f"nearest_indexed_fraction_within_{tolerance:g}deg_of_truth"] = share_within(
+            np.nan_to_num(vs_truth[nearest], nan=np.inf), tolerance, int(nearest.sum()))
     if "orientation_matrix" in results and "grain_material" in results:
         full_ub, full_material, best = best_indexed_grains(results)
         vs_full = misorientations(ub, material, full_ub, full_material, materials)
