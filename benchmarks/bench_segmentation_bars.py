@@ -53,11 +53,11 @@ def laueflow(*args) -> float:
 
 
 def workflow(folder: Path, features: str, delegates: bool, assign: str = "auto", scaling: str = "linear",
-             phases: bool = False, inhomogeneous: str = "nearest_indexed") -> Path:
+             phases: bool = False, inhomogeneous: str = "nearest_indexed", check_points: int = 2) -> Path:
     stages = [f"  - features: {{method: {features}, pixel_scaling: {scaling}}}",
               f"  - segmentation: {{k_max: 20, assign: {assign}}}"]
     if delegates:
-        stages += ["  - select_delegates: {check_points_per_cluster: 2}",
+        stages += [f"  - select_delegates: {{check_points_per_cluster: {check_points}}}",
                    "  - peaks: {points: selected_points}", "  - angles: {points: selected_points}",
                    "  - index: {points: selected_points, max_grains: 3}",
                    f"  - delegate_map: {{inhomogeneous: {inhomogeneous}}}"]
@@ -77,7 +77,8 @@ def scan_args(name: str, seed: int | None) -> list:
 
 
 def one(name: str, work: Path, features: str, shape: str, seed: int | None = None, assign: str = "auto",
-        scaling: str = "linear", reuse: bool = False, inhomogeneous: str = "nearest_indexed") -> dict:
+        scaling: str = "linear", reuse: bool = False, inhomogeneous: str = "nearest_indexed",
+        check_points: int = 2) -> dict:
     folder = work / (name if seed is None else f"{name}-seed{seed}")
     args = scan_args(name, seed)
     times = {}
@@ -89,7 +90,8 @@ def one(name: str, work: Path, features: str, shape: str, seed: int | None = Non
                                    *[a for m in MATERIALS[name] for a in ("--material", m)],
                                    "--out", str(folder / "scan.zarr"), "--overwrite", "--no-progress")
     times["run"] = laueflow("run", str(workflow(folder, features, name in DELEGATES, assign, scaling,
-                                                     phases=len(MATERIALS[name]) > 1, inhomogeneous=inhomogeneous)),
+                                                     phases=len(MATERIALS[name]) > 1, inhomogeneous=inhomogeneous,
+                                                     check_points=check_points)),
                             "--overwrite",
                             "--no-progress")
     laueflow("evaluate", str(folder / "results.zarr"), "--truth", str(folder / "truth.zarr"),
@@ -124,6 +126,7 @@ def main() -> None:
     parser.add_argument("--inhomogeneous", default="nearest_indexed", choices=("report", "nearest_indexed"),
                         help="delegate_map's handling of the clusters its check points find inhomogeneous "
                              "(default: as workflows/delegates-first.yaml)")
+    parser.add_argument("--check-points", type=int, default=2, help="select_delegates' check_points_per_cluster")
     parser.add_argument("--reuse", action="store_true", help="run on the scan.zarr + truth.zarr already in the "
                         "scan's folder (simulated and ingested before) instead of simulating again")
     args = parser.parse_args()
@@ -131,7 +134,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     for name in args.only.split(","):
         print(json.dumps(one(name, work, args.features, args.shape, args.seed, args.assign, args.pixel_scaling,
-                             args.reuse, args.inhomogeneous)), flush=True)
+                             args.reuse, args.inhomogeneous, args.check_points)), flush=True)
 
 
 if __name__ == "__main__":

@@ -216,7 +216,8 @@ def delegate_status_rows(ds) -> list:
     from laueflow.stages.delegates import DELEGATE_MAP_CODES
 
     codes = np.asarray(ds["delegate_map_status"].values)
-    return [(c, DELEGATE_MAP_CODES.get(c, "unknown"), int((codes == c).sum())) for c in sorted(np.unique(codes).tolist())]
+    return [(c, DELEGATE_MAP_CODES.get(c, "unknown"), int((codes == c).sum()))
+            for c in sorted(np.unique(codes).tolist())]
 
 
 def render_html(ds, path, drawn, skipped, evaluation) -> str:

@@ -219,6 +219,9 @@ def delegate_map(cluster_label, delegate_y, delegate_x, orientation_matrix, grai
     grain of the indexed point of its cluster (delegate or check point) nearest in the
     segmentation's ``principal_components`` (status 4). Inputs lazy from the results store;
     ``materials``: the scan's (by the prepare hook)."""
+    if inhomogeneous == "nearest_indexed" and principal_components is None:
+        raise ValueError("delegate_map: inhomogeneous='nearest_indexed' needs the segmentation's "
+                         "principal_components in the results; run the segmentation stage in the workflow")
     materials = get_materials(materials)
     dy, dx = (np.asarray(client.compute(a).result(), np.int64) for a in (delegate_y, delegate_x))
     slots = len(dy)
@@ -228,36 +231,22 @@ def delegate_map(cluster_label, delegate_y, delegate_x, orientation_matrix, grai
     ref, ref_material = np.full((slots, 3, 3), np.nan), np.full(slots, -1, np.int64)
     ref[has], ref_material[has], _, _ = _best_grain_at(dy[has], dx[has], orientation_matrix, grain_material,
                                                        extra, client)
-    check = {"cluster": np.zeros(0, np.int64), "angle": np.zeros(0), "y": np.zeros(0, np.int64),
-             "x": np.zeros(0, np.int64)}
-    if point_role is not None:
-        ys, xs = (np.asarray(r, np.int64) for r in client.gather(client.compute(list(np.nonzero(point_role == ROLE_CHECK)))))
-        (labels,) = _gather([cluster_label], ys, xs, client)
-        labels = np.asarray(labels, np.int64)
-        inside = (labels >= 0) & (labels < slots)
-        check["cluster"], check["y"], check["x"] = labels[inside], ys[inside], xs[inside]
-        check["ub"], check["material"], orient, mats = _best_grain_at(check["y"], check["x"], orientation_matrix,
-                                                                      grain_material, extra, client)
-        check["angle"] = check_misorientations(ref[check["cluster"]], ref_material[check["cluster"]], orient, mats,
-                                               materials)
+    check = _indexed_check_points(point_role, cluster_label, slots, (ref, ref_material),
+                                  (orientation_matrix, grain_material, extra), materials, client)
     tables = cluster_tables(ref, ref_material, check["cluster"], check["angle"], slots, max_misorientation_deg)
     ok = tables["homogeneous"]
-    orientation_table = np.where(ok[:, None, None], ref, np.nan)
-    material_table = np.where(ok, ref_material, -1).astype(np.int16)
-    status_table = tables["status"]
+    out = {"orientation": np.where(ok[:, None, None], ref, np.nan),
+           "material": np.where(ok, ref_material, -1).astype(np.int16), "status": tables["status"]}
     rows = cluster_label
     fallback = (tables["status"] == 3) if inhomogeneous == "nearest_indexed" else np.zeros(slots, bool)
     if fallback.any():
         refs = _references(fallback, has, dy, dx, ref, ref_material, check)
-        if principal_components is None:
-            raise ValueError("delegate_map: inhomogeneous='nearest_indexed' needs the segmentation's "
-                             "principal_components in the results; run the segmentation stage in the workflow")
         (ref_pcs,) = _gather([principal_components], refs["y"], refs["x"], client)
         rows = _map_rows(cluster_label, principal_components, fallback=fallback, ref_labels=refs["cluster"],
-                           ref_points=np.asarray(ref_pcs, np.float64), slots=slots)
-        orientation_table = np.concatenate([orientation_table, refs["ub"]])
-        material_table = np.concatenate([material_table, refs["material"].astype(np.int16)])
-        status_table = np.concatenate([status_table, np.full(len(refs["cluster"]), 4, np.int8)])
+                         ref_points=np.asarray(ref_pcs, np.float64), slots=slots)
+        out = {"orientation": np.concatenate([out["orientation"], refs["ub"]]),
+               "material": np.concatenate([out["material"], refs["material"].astype(np.int16)]),
+               "status": np.concatenate([out["status"], np.full(len(refs["cluster"]), 4, np.int8)])}
 
     def lookup(table, fill, dtype, new_axis=None):
         extra = table.shape[1:]
@@ -265,9 +254,9 @@ def delegate_map(cluster_label, delegate_y, delegate_x, orientation_matrix, grai
         return rows.map_blocks(lookup_by_cluster, table=table, fill=fill, dtype=dtype, new_axis=new_axis,
                                chunks=chunks, meta=np.zeros((0,) * len(chunks), dtype))
 
-    writer.write("delegate_orientation", lookup(orientation_table, np.nan, np.float64, [2, 3]))
-    writer.write("delegate_material", lookup(material_table, -1, np.int16))
-    writer.write("delegate_map_status", lookup(status_table, 1, np.int8))
+    writer.write("delegate_orientation", lookup(out["orientation"], np.nan, np.float64, [2, 3]))
+    writer.write("delegate_material", lookup(out["material"], -1, np.int16))
+    writer.write("delegate_map_status", lookup(out["status"], 1, np.int8))
     writer.write("cluster_check_misorientation_deg", tables["check_max"])
     writer.write("cluster_homogeneous", ok)
     writer.write("cluster_checked_points", tables["checked"])
@@ -275,14 +264,35 @@ def delegate_map(cluster_label, delegate_y, delegate_x, orientation_matrix, grai
     return _record(tables, sizes, has, max_misorientation_deg, fallback)
 
 
+def _indexed_check_points(point_role, cluster_label, slots, reference, indexed, materials, client) -> dict:
+    """The check points (``point_role`` 2) of the clusters: ``cluster``, ``y``, ``x``, best grain
+    ``ub``/``material`` and ``angle`` (deg, :func:`check_misorientations` from their cluster's
+    ``reference = (ub, material)``; NaN: not indexed). ``indexed = (orientation_matrix,
+    grain_material, extra)`` lazy; empty without ``point_role``."""
+    if point_role is None:
+        return {"cluster": np.zeros(0, np.int64), "angle": np.zeros(0), "y": np.zeros(0, np.int64),
+                "x": np.zeros(0, np.int64), "ub": np.zeros((0, 3, 3)), "material": np.zeros(0, np.int64)}
+    ref, ref_material = reference
+    ys, xs = (np.asarray(r, np.int64)
+              for r in client.gather(client.compute(list(np.nonzero(point_role == ROLE_CHECK)))))
+    (labels,) = _gather([cluster_label], ys, xs, client)
+    labels = np.asarray(labels, np.int64)
+    inside = (labels >= 0) & (labels < slots)
+    check = {"cluster": labels[inside], "y": ys[inside], "x": xs[inside]}
+    check["ub"], check["material"], orient, mats = _best_grain_at(check["y"], check["x"], *indexed, client)
+    check["angle"] = check_misorientations(ref[check["cluster"]], ref_material[check["cluster"]], orient, mats,
+                                           materials)
+    return check
+
+
 def _references(fallback, has, dy, dx, ref, ref_material, check) -> dict:
     """The indexed points (delegates, then check points with a grain) of the ``fallback``
     clusters: ``cluster``, ``y``, ``x``, best grain ``ub`` and ``material``."""
     mine = has[fallback[has] & (ref_material[has] >= 0)]
-    use = fallback[check["cluster"]] & (check["material"] >= 0) if len(check["cluster"]) else np.zeros(0, bool)
+    use = fallback[check["cluster"]] & (check["material"] >= 0)
     return {"cluster": np.concatenate([mine, check["cluster"][use]]).astype(np.int64),
             "y": np.concatenate([dy[mine], check["y"][use]]), "x": np.concatenate([dx[mine], check["x"][use]]),
-            "ub": np.concatenate([ref[mine], check["ub"][use]]) if len(mine) + use.sum() else np.zeros((0, 3, 3)),
+            "ub": np.concatenate([ref[mine], check["ub"][use]]),
             "material": np.concatenate([ref_material[mine], check["material"][use]])}
 
 
