@@ -152,8 +152,9 @@ def test_inhomogeneous_clusters_take_the_nearest_indexed_point_when_asked(client
     params = prepare_delegate_map({"max_misorientation_deg": 1.0, "inhomogeneous": "nearest_indexed"},
                                   {"materials": ["Cu"]})
     info = delegate_map(_lazy(labels), da.from_array(DELEGATE_Y), da.from_array(DELEGATE_X), _lazy(orientation),
-                        _lazy(material), _lazy(rate), _lazy(role), principal_components=_lazy(pcs), client=client,
-                        writer=out, **params)
+                        _lazy(material), _lazy(rate), _lazy(role),
+                        principal_components=da.from_array(pcs, chunks=(1, 6, 2)),  # not the labels' chunks
+                        client=client, writer=out, **params)
     w = out.written
     status, ub = w["delegate_map_status"], w["delegate_orientation"]
     one = labels == 1
