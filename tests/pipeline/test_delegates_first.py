@@ -2,9 +2,10 @@
 grain's orientation): stand-in features on every point → segmentation → select_delegates →
 peaks/angles/index on the selected points only → delegate_map → `laueflow evaluate`.
 
-The features are the stand-in of tests/test_phases_standin.py until the autoencoder stage lands;
-the detector is the central 1024 × 1024 pixels of the default one (a quarter of the pixels: the
-test stays short)."""
+The features are the grid stand-in of tests/test_phases_standin.py (fast, and independent of the
+feature stage, tested on its own); the detector is the central 1024 × 1024 pixels of the default
+one (a quarter of the pixels: the test stays short). A second run of the same scan with 2 clusters
+for its 3 grains checks `delegate_map`'s `inhomogeneous: nearest_indexed`."""
 from __future__ import annotations
 
 import numpy as np
