@@ -20,8 +20,11 @@ a boundary shows both grains and its best may be the neighbour's).
 
 Status codes of ``delegate_map_status`` (:data:`DELEGATE_MAP_CODES`): 0 ok; 1 no_cluster (the point
 was not segmented); 2 delegate_not_indexed (the cluster's delegate has no grain, or the cluster
-none); 3 cluster_inhomogeneous (a check point differs by more than ``max_misorientation_deg``).
-Points with a non-zero code get NaN orientation and material −1.
+none); 3 cluster_inhomogeneous (a check point differs by more than ``max_misorientation_deg``);
+4 nearest_indexed_point (with ``inhomogeneous="nearest_indexed"``: the point of an inhomogeneous
+cluster took the best grain of the cluster's indexed point — delegate or check point — nearest
+to it in the segmentation's principal components). Points with code 1–3 get NaN orientation and
+material −1.
 """
 from __future__ import annotations
 
