@@ -6,7 +6,7 @@
 
 The scans and features of ``choose_standardization_floor.py`` (8 bar scans + 33 fresh ones, linear
 16 × 16 pixel features). Each: the segmentation kernel (standardized, PCA 32, KMeans at the K of the
-highest silhouette over 2–20, unmixing labels) with ``kmeans_on_sample``'s ``n_init`` set to each
+highest silhouette over 2–20, unmixing labels) with ``KMEANS_STARTS`` set to each
 value → ARI against the true domain map (twin variants for fine twins), the suggested K. Per value
 and seed: mean and lowest ARI, scans below the issue's bars, K = the true count (all, and grains).
 """
@@ -26,7 +26,7 @@ from choose_standardization_floor import BARS, scans  # noqa: E402
 def score(x: np.ndarray, true: np.ndarray, starts: int, seed: int) -> tuple[float, int]:
     import laueflow.kernels.clustering as clustering
 
-    clustering.kmeans_on_sample.__defaults__ = (starts,)
+    clustering.KMEANS_STARTS = starts
     fit = clustering.fit_in_memory(x, pcs=32, ks=np.arange(2, 21), k=None, method="kmeans", seed=seed,
                                    score_sample=3000, max_iter=300, tol=1e-4, assign="unmix",
                                    feature_scaling="standardize")

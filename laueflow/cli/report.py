@@ -210,21 +210,24 @@ def monitor_use(attrs) -> str:
     return f"recorded (sha256 {digest[:12]}…): {used}"
 
 
+def code_rows(codes, names: dict) -> list:
+    """``(code, name, points)`` of every code present in ``codes`` (name ``unknown`` if not in ``names``)."""
+    codes = np.asarray(codes)
+    return [(c, names.get(c, "unknown"), int((codes == c).sum())) for c in sorted(np.unique(codes).tolist())]
+
+
 def delegate_status_rows(ds) -> list:
-    """``(code, name, points)`` of every ``delegate_map_status`` code present (the points of
-    inhomogeneous clusters: left unmapped, 3, or mapped from their nearest indexed point, 4)."""
+    """:func:`code_rows` of ``delegate_map_status`` (the points of inhomogeneous clusters: left
+    unmapped, 3, or mapped from their nearest indexed point, 4)."""
     from laueflow.stages.delegates import DELEGATE_MAP_CODES
 
-    codes = np.asarray(ds["delegate_map_status"].values)
-    return [(c, DELEGATE_MAP_CODES.get(c, "unknown"), int((codes == c).sum()))
-            for c in sorted(np.unique(codes).tolist())]
+    return code_rows(ds["delegate_map_status"].values, DELEGATE_MAP_CODES)
 
 
 def render_html(ds, path, drawn, skipped, evaluation) -> str:
     """The report page: summary tables, every PNG embedded (base64) and linked."""
     names = {int(k): v for k, v in (ds.attrs.get("status_codes") or {}).items()}
-    codes = np.asarray(ds["status"].values) if "status" in ds else np.array([])
-    status_rows = [(c, names[c], int((codes == c).sum())) for c in sorted(names) if (codes == c).any()]
+    status_rows = [r for r in code_rows(ds["status"].values, names) if r[0] in names] if "status" in ds else []
     timings = ds.attrs.get("stage_timings_s") or {}
     models = (ds.attrs.get("laueflow_provenance") or {}).get("models") or {}
     parts = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>laueflow report</title><style>",

@@ -407,15 +407,16 @@ def canonical_order(counts: np.ndarray, delegate: np.ndarray) -> np.ndarray:
 KMEANS_STARTS = 16
 
 
-def kmeans_on_sample(sample: np.ndarray, k: int, seed: int, n_init: int = KMEANS_STARTS) -> np.ndarray:
-    """KMeans (scikit-learn, k-means++, ``n_init`` starts) on a sample ``(s, d)``: ``(k, d)``
-    float64 centroids — the start of the full clustering and the scores' clusterings."""
+def kmeans_on_sample(sample: np.ndarray, k: int, seed: int, n_init: int | None = None) -> np.ndarray:
+    """KMeans (scikit-learn, k-means++, ``n_init`` starts, default :data:`KMEANS_STARTS`) on a
+    sample ``(s, d)``: ``(k, d)`` float64 centroids — the start of the full clustering and the
+    scores' clusterings."""
     from sklearn.cluster import KMeans  # deferred: scikit-learn is heavy
 
     if len(sample) < k:
         raise ValueError(f"K = {k} clusters asked of {len(sample)} sample points; use a smaller K "
                          "(or a larger score_sample)")
-    model = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit(np.asarray(sample, np.float64))
+    model = KMeans(n_clusters=k, n_init=n_init or KMEANS_STARTS, random_state=seed).fit(np.asarray(sample, np.float64))
     return np.asarray(model.cluster_centers_, np.float64)
 
 
