@@ -37,7 +37,7 @@ import numpy as np
 from ..backend import get_array_module
 
 __all__ = ["PREPROCESS_DEFAULTS", "SCALINGS", "crop_geometry", "block_means", "block_means_reference",
-           "subtract_background", "scale_counts", "preprocess_frames"]
+           "subtract_background", "scale_counts", "preprocess_frames", "gaussian_blur"]
 
 #: the preprocessing of the shipped autoencoder (stored with its weights; docs/features.md)
 PREPROCESS_DEFAULTS = {
@@ -209,3 +209,31 @@ def preprocess_frames(images, mask=None, gain=None, **params):
     return scale_counts(counts, scaling=p["scaling"], noise_floor_counts=p["noise_floor_counts"],
                         log_scale_counts=p["log_scale_counts"], log_max_counts=p["log_max_counts"],
                         percentile=p["percentile"], gain=gain)
+
+
+def gaussian_blur(images, sigma_px: float):
+    """``images (…, rows, cols)`` float convolved with a Gaussian of σ = ``sigma_px`` pixels
+    along the last two axes; zero outside the image; the kernel truncated at 4 σ and normalised
+    to sum 1 (as ``scipy.ndimage.gaussian_filter(mode="constant")``). Linear: the blur of a
+    weighted sum of images is the weighted sum of their blurs. ``sigma_px`` 0: a float32 copy.
+    One matrix product per axis (numpy or cupy)."""
+    xp = get_array_module(images)
+    images = xp.asarray(images, dtype=xp.float32)
+    sigma = float(sigma_px)
+    if not math.isfinite(sigma) or sigma < 0:
+        raise ValueError(f"the blur's sigma must be ≥ 0 pixels, got {sigma_px!r}")
+    if sigma == 0:
+        return images.copy()
+    rows, cols = images.shape[-2:]
+    return xp.matmul(xp.matmul(_gaussian_matrix(rows, sigma, xp), images), _gaussian_matrix(cols, sigma, xp).T)
+
+
+def _gaussian_matrix(n: int, sigma: float, xp):
+    """``(n, n)`` float32: row i holds the truncated, normalised Gaussian centred on pixel i."""
+    radius = int(4.0 * sigma + 0.5)
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    taps /= taps.sum()
+    offset = np.arange(n)[None, :] - np.arange(n)[:, None]
+    inside = np.abs(offset) <= radius
+    matrix = np.where(inside, taps[np.clip(offset + radius, 0, 2 * radius)], 0.0)
+    return xp.asarray(matrix, dtype=xp.float32)

@@ -17,7 +17,8 @@ model's device (:func:`laueflow.models.autoencoder.encode_images`). ``model`` is
 device, :mod:`laueflow.pipeline.models`). ``n_features`` must equal the model's latent size (the
 validation checks the file before the run starts). The segmentation stage reads ``features``.
 
-``method: pixels`` (no model): the preprocessed 128 × 128 image area-averaged to
+``method: pixels`` (no model): the preprocessed 128 × 128 image, blurred by a Gaussian of
+σ = ``pixel_blur_px`` (default 1 pixel of the 128 × 128 image, 16 detector pixels), area-averaged to
 ``sqrt(n_features)`` × ``sqrt(n_features)`` (256 → 16 × 16), in counts above the background
 (``pixel_scaling: linear``, the default; ``log`` is the autoencoder's scale). Linear features keep
 the image of a point that sees two domains the weighted sum of theirs, which the segmentation's
@@ -41,7 +42,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..kernels.downsample import SCALINGS, preprocess_frames
+from ..kernels.downsample import SCALINGS, gaussian_blur, preprocess_frames
 from .base import StageSpec, Variable
 
 __all__ = ["STAGE", "compute_features", "DEFAULT_N_FEATURES", "NORMALIZE"]
@@ -50,15 +51,23 @@ DEFAULT_N_FEATURES = 256
 
 
 PIXEL_SIDES = (8, 16, 32, 64)  # sides that divide the 128 × 128 preprocessed image
+#: σ (pixels of the 128 × 128 preprocessed image) of the Gaussian applied before the area
+#: averages of ``method: pixels`` (docs/features.md, "Blur before the area averages")
+PIXEL_BLUR_PX = 1.0
 NORMALIZE = ("auto", "monitor", "none")
 NO_MONITOR = ("normalize: monitor, but the scan store has no monitor; ingest the scan with `laueflow ingest "
               "--monitor …` or set normalize: auto or none")
 
 
-def pixel_features(small, n_features: int) -> np.ndarray:
-    """``(n, n_features)`` float32: preprocessed ``(n, 128, 128)`` images area-averaged to a
-    ``side × side`` grid, ``side = sqrt(n_features)``."""
+def pixel_features(small, n_features: int, blur_px: float = PIXEL_BLUR_PX) -> np.ndarray:
+    """``(n, n_features)`` float32: preprocessed ``(n, 128, 128)`` images blurred by a Gaussian of
+    σ = ``blur_px`` pixels (:func:`~laueflow.kernels.downsample.gaussian_blur`; 0: none), then
+    area-averaged to a ``side × side`` grid, ``side = sqrt(n_features)``. The blur keeps a spot
+    that moves by a few pixels (an orientation gradient across a grain) from jumping from one
+    cell to the next; both steps are linear, so a mixture's features stay the mixture of its
+    domains' features."""
     side = int(round(np.sqrt(n_features)))
+    small = gaussian_blur(np.asarray(small, np.float32), blur_px)
     n, size = small.shape[0], small.shape[-1]
     f = size // side
     return small.reshape(n, side, f, side, f).mean(axis=(2, 4), dtype=np.float32).reshape(n, -1)
@@ -66,7 +75,7 @@ def pixel_features(small, n_features: int) -> np.ndarray:
 
 def compute_features(images, mask=None, monitor=None, *, model=None, method="pixels", device="auto",
                      n_features=DEFAULT_N_FEATURES, batch_size=64, pixel_scaling="linear",
-                     normalize="auto") -> dict[str, np.ndarray]:
+                     pixel_blur_px=PIXEL_BLUR_PX, normalize="auto") -> dict[str, np.ndarray]:
     """``{"features": (n, n_features) float32}`` for ``images (n, rows, cols)``; ``monitor``:
     None or ``(n,)`` each image's incident intensity relative to the scan's (median 1)."""
     images = _as_batch(images)
@@ -79,7 +88,7 @@ def compute_features(images, mask=None, monitor=None, *, model=None, method="pix
         step = max(1, int(batch_size))
         for lo in range(0, len(images), step):
             small = preprocess_frames(images[lo:lo + step], mask, _part(gain, lo, step), scaling=pixel_scaling)
-            out["features"][lo:lo + step] = pixel_features(small, n_features)
+            out["features"][lo:lo + step] = pixel_features(small, n_features, pixel_blur_px)
         return out
     from ..models.autoencoder import encode_images  # deferred: imports torch
 
@@ -136,6 +145,11 @@ def check_params(params) -> None:
         raise ValueError(f"method must be 'autoencoder' or 'pixels', got {method!r}")
     if params.get("normalize", "auto") not in NORMALIZE:
         raise ValueError(f"normalize must be one of {', '.join(NORMALIZE)}, got {params['normalize']!r}")
+    blur = params.get("pixel_blur_px", PIXEL_BLUR_PX)
+    if isinstance(blur, bool) or not isinstance(blur, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(blur) or not 0 <= blur <= 16:
+        raise ValueError(f"pixel_blur_px must be a number of pixels (of the 128 × 128 image) from 0 (no blur) to 16, "
+                         f"got {blur!r}")
     if params.get("pixel_scaling", "linear") not in SCALINGS:
         raise ValueError(f"pixel_scaling must be one of {', '.join(SCALINGS)}, got {params['pixel_scaling']!r}")
     if method == "pixels" and params["n_features"] not in [s * s for s in PIXEL_SIDES]:
@@ -189,7 +203,7 @@ STAGE = StageSpec(
                  "(method: pixels; counts above background with pixel_scaling: linear) (NaN: image not processed)"),
     ),
     params={"method": "pixels", "model": None, "device": "auto", "n_features": DEFAULT_N_FEATURES,
-            "batch_size": 64, "pixel_scaling": "linear", "normalize": "auto"},
+            "batch_size": 64, "pixel_scaling": "linear", "pixel_blur_px": PIXEL_BLUR_PX, "normalize": "auto"},
     dim_sizes={"feature": "n_features"},
     check=check_params,
     check_scan=check_scan,

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from laueflow.kernels.downsample import (block_means, block_means_reference, crop_geometry, preprocess_frames,
-                                         scale_counts, subtract_background)
+from laueflow.kernels.downsample import (block_means, block_means_reference, crop_geometry, gaussian_blur,
+                                         preprocess_frames, scale_counts, subtract_background)
 
 
 def test_crop_geometry_of_real_detectors():
@@ -90,3 +90,21 @@ def test_a_gain_per_image_scales_the_counts_above_the_noise_floor_before_the_sca
                          (np.array([1.0, np.nan, 1.0]), "finite and > 0")):
         with pytest.raises(ValueError, match=message):
             preprocess_frames(frames, gain=bad, scaling="linear")
+
+
+def test_gaussian_blur_is_scipys_constant_mode_filter_and_linear(rng):
+    from scipy.ndimage import gaussian_filter
+
+    images = rng.random((3, 40, 56)).astype(np.float32)
+    for sigma in (0.5, 1.0, 3.0):
+        np.testing.assert_allclose(gaussian_blur(images, sigma),
+                                   gaussian_filter(images, sigma=(0, sigma, sigma), mode="constant", truncate=4.0),
+                                   atol=1e-6)
+    mixed = gaussian_blur(0.7 * images[0] + 0.3 * images[1], 1.0)
+    np.testing.assert_allclose(mixed, 0.7 * gaussian_blur(images[0], 1.0) + 0.3 * gaussian_blur(images[1], 1.0), atol=1e-6)
+    same = gaussian_blur(images, 0)
+    np.testing.assert_array_equal(same, images)
+    assert same is not images
+    for bad in (-0.5, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="sigma must be ≥ 0"):
+            gaussian_blur(images, bad)

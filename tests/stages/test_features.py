@@ -71,21 +71,31 @@ def test_features_in_a_real_run(tmp_path, model):
     assert (dims, dtype, fill, units) == ("y, x, feature", "float32", "NaN", "1")
 
 
-def test_pixels_method_is_the_preprocessed_image_area_averaged_and_needs_no_model(tmp_path, rng):
+def test_pixels_method_is_the_preprocessed_image_blurred_and_area_averaged_and_needs_no_model(tmp_path, rng):
+    from scipy.ndimage import gaussian_filter
+
     from laueflow.kernels.downsample import preprocess_frames
     from laueflow.pipeline.workflow import parse_workflow
-    from laueflow.stages.features import STAGE, compute_features
+    from laueflow.stages.features import PIXEL_BLUR_PX, STAGE, compute_features
 
     images = rng.poisson(1000, size=(3, 300, 310)).astype(np.uint16)
     images[:, 100:103, 150:153] += 5000
-    for scaling, n_features, side in (("linear", 256, 16), ("linear", 1024, 32), ("log", 256, 16)):
+    for scaling, n_features, side, blur in (("linear", 256, 16, None), ("linear", 1024, 32, None),
+                                            ("log", 256, 16, None), ("linear", 256, 16, 0.0), ("linear", 64, 8, 2.5)):
         small = preprocess_frames(images, scaling=scaling)
+        sigma = PIXEL_BLUR_PX if blur is None else blur
+        if sigma > 0:
+            small = gaussian_filter(small, sigma=(0, sigma, sigma), mode="constant", truncate=4.0)
         got = compute_features(images, method="pixels", n_features=n_features, batch_size=2,
-                               **({} if scaling == "linear" else {"pixel_scaling": scaling}))["features"]
+                               **({} if scaling == "linear" else {"pixel_scaling": scaling}),
+                               **({} if blur is None else {"pixel_blur_px": blur}))["features"]
         f = 128 // side
         want = np.stack([[small[i, r * f:(r + 1) * f, c * f:(c + 1) * f].mean() for r in range(side) for c in range(side)]
                          for i in range(3)])
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    for bad in (-1.0, float("nan"), "1", True, 17):
+        with pytest.raises(ValueError, match="pixel_blur_px must be a number"):
+            STAGE.validate_params({**STAGE.params, "method": "pixels", "pixel_blur_px": bad})
     with pytest.raises(ValueError, match="pixel_scaling must be one of"):
         STAGE.validate_params({**STAGE.params, "method": "pixels", "pixel_scaling": "sqrt"})
     with pytest.raises(ValueError, match="side²"):
@@ -171,3 +181,19 @@ def test_the_monitor_puts_every_image_on_the_same_incident_intensity(model):
         spec.validate_for_scan({**spec.params, "normalize": "monitor"}, {"n_points": 4, "n_valid": 4,
                                                                          "has_monitor": False})
     spec.validate_for_scan({**spec.params, "normalize": "monitor"}, {"n_points": 4, "n_valid": 4, "has_monitor": True})
+
+
+def test_the_blur_keeps_a_spot_that_moves_across_a_cell_border_from_jumping():
+    """An orientation gradient moves a spot by a few pixels across a grain. Area averages alone
+    keep its features constant inside a cell and jump when it crosses a cell border (what split
+    large grains into two clusters, docs/features.md); with the default blur they change steadily."""
+    from laueflow.stages.features import PIXEL_BLUR_PX, pixel_features
+
+    rows, cols = np.mgrid[:128, :128]
+    centres = 56 + 0.5 * np.arange(33)  # columns 56 → 72 in half-pixel steps; the 16 × 16 grid's border is at 64
+    spots = np.exp(-((rows[None] - 40) ** 2 + (cols[None] - centres[:, None, None]) ** 2) / (2 * 0.7 ** 2))
+    ratios = {}
+    for blur in (0.0, PIXEL_BLUR_PX):
+        steps = np.linalg.norm(np.diff(pixel_features(spots.astype(np.float32), 256, blur), axis=0), axis=1)
+        ratios[blur] = steps.max() / steps.mean()
+    assert ratios[0.0] > 4.0 and ratios[PIXEL_BLUR_PX] < 3.0, ratios
