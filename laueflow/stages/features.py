@@ -52,7 +52,7 @@ DEFAULT_N_FEATURES = 256
 
 PIXEL_SIDES = (8, 16, 32, 64)  # sides that divide the 128 × 128 preprocessed image
 #: σ (pixels of the 128 × 128 preprocessed image) of the Gaussian applied before the area
-#: averages of ``method: pixels`` (docs/features.md, "Blur before the area averages")
+#: averages of ``method: pixels`` (docs/features.md, "Blur before the pixel features' area averages")
 PIXEL_BLUR_PX = 1.0
 NORMALIZE = ("auto", "monitor", "none")
 NO_MONITOR = ("normalize: monitor, but the scan store has no monitor; ingest the scan with `laueflow ingest "

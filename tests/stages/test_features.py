@@ -92,7 +92,7 @@ def test_pixels_method_is_the_preprocessed_image_blurred_and_area_averaged_and_n
         f = 128 // side
         want = np.stack([[small[i, r * f:(r + 1) * f, c * f:(c + 1) * f].mean() for r in range(side) for c in range(side)]
                          for i in range(3)])
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     for bad in (-1.0, float("nan"), "1", True, 17):
         with pytest.raises(ValueError, match="pixel_blur_px must be a number"):
             STAGE.validate_params({**STAGE.params, "method": "pixels", "pixel_blur_px": bad})
