@@ -26,6 +26,7 @@ from sklearn.metrics import adjusted_rand_score
 sys.path.insert(0, str(Path(__file__).parent))
 from choose_autoencoder_scaling import SCANS  # noqa: E402
 from choose_standardization_floor import BARS, KINDS  # noqa: E402
+from segmentation_intensity_changes import bar_plan_and_mask  # noqa: E402
 
 FRESH = ([("grains", 20, s) for s in range(31, 42)] + [("fine_twins", 20, s) for s in range(31, 37)]
          + [("two_phase", 20, s) for s in range(31, 37)] + [("grains", 30, s) for s in range(31, 42)]
@@ -43,19 +44,10 @@ def render(job) -> Path:
     from laueflow.stages.evaluation.segmentation import orientation_groups
     from laueflow.synth.scan import plan_scan
 
-    mask = None
     if kind == "bar":
-        import zarr
-
-        from laueflow.pipeline.scan_store import detector_mask
-        from laueflow.synth.scan import ScanParameters
-
-        folder = work / f"{side}-seed{seed}"
-        attrs = dict(zarr.open_group(str(folder / "truth.zarr"), mode="r").attrs["generator_parameters"])
-        params = ScanParameters(**{k: tuple(v) if isinstance(v, list) else v for k, v in attrs.items()})
-        plan = plan_scan(params, calibration=read_det(folder / "calib.det"))
-        mask = detector_mask(zarr.open_group(str(folder / "scan.zarr"), mode="r"))
+        plan, mask = bar_plan_and_mask(work / f"{side}-seed{seed}")
     else:
+        mask = None
         plan = plan_scan(calibration=read_det(work / "grains-seed3" / "calib.det"), shape=(side, side), seed=seed,
                          **KINDS[kind])
     frames = np.stack([preprocess_frames(plan.render(i)[None], mask, scaling="linear")[0]

@@ -77,23 +77,30 @@ def truth_of(folder: Path, name: str) -> np.ndarray:
     return images_and_truth_maps(folder)["variant" if name == "fine_twins" else "domain"]
 
 
-def rendered_features(folder: Path, field: str) -> np.ndarray:
-    """``(n, 256)`` linear pixel features of the scan in ``folder`` rendered under ``field``."""
-    cache = folder.parent / f"illumination-{folder.name}-{field.replace(' ', '_')}.npz"
-    if cache.exists():
-        return np.load(cache)["features"]
+def bar_plan_and_mask(folder: Path):
+    """``(plan, mask)``: the simulation plan of the bar scan in ``folder`` (from its truth's
+    generator parameters and calibration) and its scan store's detector mask."""
     import zarr
 
     from laueflow.io.detfile import read_det
-    from laueflow.kernels.downsample import preprocess_frames
     from laueflow.pipeline.scan_store import detector_mask
-    from laueflow.stages.features import pixel_features
     from laueflow.synth.scan import ScanParameters, plan_scan
 
     attrs = dict(zarr.open_group(str(folder / "truth.zarr"), mode="r").attrs["generator_parameters"])
     params = ScanParameters(**{k: tuple(v) if isinstance(v, list) else v for k, v in attrs.items()})
     plan = plan_scan(params, calibration=read_det(folder / "calib.det"))
-    mask = detector_mask(zarr.open_group(str(folder / "scan.zarr"), mode="r"))
+    return plan, detector_mask(zarr.open_group(str(folder / "scan.zarr"), mode="r"))
+
+
+def rendered_features(folder: Path, field: str) -> np.ndarray:
+    """``(n, 256)`` linear pixel features of the scan in ``folder`` rendered under ``field``."""
+    cache = folder.parent / f"illumination-{folder.name}-{field.replace(' ', '_')}.npz"
+    if cache.exists():
+        return np.load(cache)["features"]
+    from laueflow.kernels.downsample import preprocess_frames
+    from laueflow.stages.features import pixel_features
+
+    plan, mask = bar_plan_and_mask(folder)
     c = plan.components
     scale = factors(field, plan.shape)
     c.amplitude = c.amplitude * np.repeat(scale, np.diff(c.image_start))
