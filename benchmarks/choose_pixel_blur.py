@@ -1,4 +1,4 @@
-"""The blur before the pixel features' area averages (`pixel_blur_px`), chosen on 60 simulated scans.
+"""The blur before the pixel features' area averages (`pixel_blur_px`), chosen on 49 simulated scans.
 
     python benchmarks/choose_autoencoder_scaling.py --prepare --workdir /tmp/aescale   # bar scans, once (~8 min)
     python benchmarks/choose_pixel_blur.py --workdir /tmp/aescale [--blurs 0,0.5,1] [--processes 2]
