@@ -8,8 +8,8 @@ microstructures of ``benchmarks/bench_segmentation_bars.py`` (grains 3, 11, 21, 
 25; two phases 7, 24). Then, for each log scaling ``log1p(s/s0) / log1p(max/s0)`` (``s`` counts
 above background and noise floor, clipped at 1) the images → (a) their 16 × 16 area averages
 (``pixel_features``) and (b) the features of an **untrained** encoder (seed 0, the shipped
-architecture) → the in-memory segmentation kernel (``fit_in_memory``: PCA 32, KMeans with the K of
-the highest silhouette over 2–20, nearest-centroid labels; features unscaled) → adjusted Rand
+architecture) → the in-memory segmentation kernel (``fit_in_memory``: PCA 32, KMeans with the K
+the silhouette suggests over 2–20, nearest-centroid labels; features unscaled) → adjusted Rand
 index against the true domain map (the twin-variant map for fine twins) and the suggested K.
 ``--model`` adds trained models' features, each on its own stored preprocessing, unscaled and
 standardized (``feature_scaling``; the segmentation stage standardizes them by default). The

@@ -5,8 +5,8 @@
     python benchmarks/choose_kmeans_starts.py --workdir /tmp/aescale [--starts 4,8,16,32,64] [--seeds 0,1,2]
 
 The scans and features of ``choose_standardization_floor.py`` (8 bar scans + 33 fresh ones, linear
-16 × 16 pixel features). Each: the segmentation kernel (standardized, PCA 32, KMeans at the K of the
-highest silhouette over 2–20, unmixing labels) with ``KMEANS_STARTS`` set to each
+16 × 16 pixel features). Each: the segmentation kernel (standardized, PCA 32, KMeans at the K the silhouette
+suggests over 2–20, unmixing labels) with ``KMEANS_STARTS`` set to each
 value → ARI against the true domain map (twin variants for fine twins), the suggested K. Per value
 and seed: mean and lowest ARI, scans below the issue's bars, K = the true count (all, and grains).
 """

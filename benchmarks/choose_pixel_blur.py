@@ -8,7 +8,7 @@ the eight bar scans (with their detector mask), the fresh scans of the floor tab
 seeds 31–41, fine twins and two phases 31–36) and larger grains scans (the same 6 grains with
 sub-grains and twins: 30 × 30, seeds 31–41; 40 × 40, seeds 31–37), never used to design anything.
 Each: ``pixel_features(images, 256, blur)`` → the segmentation kernel with its defaults
-(standardized, PCA 32, KMeans at the K of the highest silhouette over 2–20, unmixing labels) →
+(standardized, PCA 32, KMeans at the K the silhouette suggests over 2–20, unmixing labels) →
 the suggested K against the true count and the ARI against the domain map (twin variants for
 fine twins). Printed per blur: the table, then per group the scans with K right, the mean and
 lowest ARI, and the scans below the issue's bars (grains and two phases 0.95, fine twins 0.9).

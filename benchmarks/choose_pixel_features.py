@@ -5,7 +5,7 @@
 Each ``DIR`` is a scan folder written by ``benchmarks/bench_segmentation_bars.py`` (``scan.zarr``
 and ``truth.zarr``). For every scan: the images → ``preprocess_frames`` (log or linear scaling)
 → area averages 16 × 16 or 32 × 32 (``pixel_features``) → the in-memory segmentation kernel
-(``fit_in_memory``: PCA 32, KMeans with the K of the highest silhouette over 2–20) with nearest-
+(``fit_in_memory``: PCA 32, KMeans with the K the silhouette suggests over 2–20) with nearest-
 centroid or unmixing labels → ARI against the true domain map (the twin-variant map for
 ``fine_twins``: lamellae of one variant are one label) and the suggested K. Also the ARI on the
 points that see one domain (dominant weight > 0.9): where the loss is.

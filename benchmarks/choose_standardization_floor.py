@@ -11,8 +11,8 @@ three kinds (6 grains with 1.5° sub-grains and Σ3 twins; 3 grains, one of them
 8 grains Cu + Si), 20 × 20 points, seeds 31–41, never used to design anything — with
 ``--deep``: 0 (default), or also 3 or 6 faint deeper grains (`deep_weight` 0.08). The fresh
 scans are rendered without a detector mask; the features are cached in ``WORKDIR/floor``.
-Each: linear 16 × 16 pixel features → the segmentation kernel (PCA 32, KMeans at the K of the
-highest silhouette over 2–20, unmixing labels) → ARI against the true domain map (twin variants
+Each: linear 16 × 16 pixel features → the segmentation kernel (PCA 32, KMeans at the K the silhouette
+suggests over 2–20, unmixing labels) → ARI against the true domain map (twin variants
 for fine twins) and the suggested K. Summary per floor: mean and lowest ARI, the scans below the
 issue's bars (grains 0.95, fine twins 0.9, two phases 0.95) and how often K = the true count.
 """

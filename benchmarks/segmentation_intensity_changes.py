@@ -11,7 +11,7 @@ factor before the detector noise is drawn. The dark current, the diffuse halo an
 shot noise stay physical, so a dimly lit point is also a noisier one. The factors are a ramp
 across the scan (min → max along x) or seeded random factors per point. The frames →
 `pixels` features (linear, 16 × 16 area averages, the scan's mask) → the segmentation kernel as
-the stage runs it (standardized, PCA 32, KMeans at the K of the highest silhouette over 2–20,
+the stage runs it (standardized, PCA 32, KMeans at the K the silhouette suggests over 2–20,
 unmixing labels). The script prints the ARI against the true domain map (the
 twin-variant map for fine twins) and the suggested K. Features are cached in the workdir
 (``illumination-*.npz``).

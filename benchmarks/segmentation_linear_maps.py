@@ -7,8 +7,8 @@
 Default: on the eight 20 × 20 bar scans of ``choose_autoencoder_scaling.py``, the linear 128 × 128
 preprocessed images mapped to features by (a) 16 × 16 block means (the `pixels` method), (b) a
 random Gaussian projection 16384 → 256, (c) a random sparse projection (5 % non-zero), (d) 32 × 32
-block means → the in-memory segmentation kernel as the stage runs it (standardized, PCA 32, K of
-the highest silhouette over 2–20, unmixing labels) → ARI on every point / on the one-domain points
+block means → the in-memory segmentation kernel as the stage runs it (standardized, PCA 32, K the
+silhouette suggests over 2–20, unmixing labels) → ARI on every point / on the one-domain points
 (the dominant grain > 90 % of the beam's weight) against the domain map (variant map for fine
 twins). Projections: fixed seed 0.
 

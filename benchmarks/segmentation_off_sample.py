@@ -8,7 +8,7 @@ eight bar scans of ``choose_autoencoder_scaling.py`` are rendered again from the
 parameters with no spots from x = 16 on (the last 4 columns) and in a 3 × 3 hole
 (``segmentation_intensity_changes.off_sample``): dark current, halo and noise only. The `pixels`
 features (linear, 16 × 16, the scan's mask) → the segmentation kernel as the stage runs it
-(standardized, PCA 32, KMeans at the K of the highest silhouette over 2–20), with unmixing labels
+(standardized, PCA 32, KMeans at the K the silhouette suggests over 2–20), with unmixing labels
 and with nearest-centroid labels. Printed: the ARI against the true domain map (twin variants
 for fine twins) with the off-sample points as one more label, on every point and on the points
 on the sample, the suggested K, how many diffracting points took the off-sample points' label,

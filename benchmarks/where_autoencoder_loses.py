@@ -7,7 +7,7 @@ On the eight 20 × 20 bar scans of ``choose_autoencoder_scaling.py`` (full frame
 maps): the features of the `pixels` method (linear, standardized, unmixing labels, as the
 segmentation stage runs them) and of a trained autoencoder (default: the shipped one; its own
 stored preprocessing; standardized; nearest-centroid and unmixing labels) → the in-memory
-segmentation kernel (PCA 32, KMeans at the K of the highest silhouette over 2–20, and at the
+segmentation kernel (PCA 32, KMeans at the K the silhouette suggests over 2–20, and at the
 true K) → adjusted Rand index against the true domain map (the twin-variant map for fine twins)
 **on every point** and **on the points that see one domain only** (the dominant grain has
 > 90 % of the beam's diffracting weight), the suggested K, and the share of one-domain points.

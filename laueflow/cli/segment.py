@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..io.store_lock import StoreLockedError
+from ..kernels.clustering import SILHOUETTE_TOLERANCE
 from ..pipeline.cluster import ClusterConfigError, connect, load_cluster_config
 from .main import UserError
 
@@ -32,7 +33,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     "PCA, KMeans or a Bayesian Gaussian mixture, scores over K, labelers, delegates.",
         epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("results", help="results store (laueflow run, with the 'features' stage)")
-    parser.add_argument("--k", type=int, help="number of clusters (default: the K of the best silhouette score)")
+    parser.add_argument("--k", type=int, help="number of clusters (default: the K the silhouette scores suggest)")
     parser.add_argument("--pcs", type=int, default=32, help="principal components kept (default 32)")
     parser.add_argument("--method", choices=("kmeans", "bgm"), default="kmeans",
                         help="kmeans (default) or bgm (Bayesian Gaussian mixture, fitted on the sample)")
@@ -47,6 +48,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                              "plug-in's)")
     parser.add_argument("--k-range", type=int, nargs=2, metavar=("KMIN", "KMAX"), default=(2, 20),
                         help="K range of the scores (default 2 20)")
+    parser.add_argument("--silhouette-tolerance", type=float, default=SILHOUETTE_TOLERANCE, metavar="S",
+                        help=f"without --k: the smallest K whose silhouette is within S of the highest (default "
+                             f"{SILHOUETTE_TOLERANCE:g}; 0: the K of the highest silhouette)")
     parser.add_argument("--name", help="name of the new segmentation (default: k<K>-pcs<PCS>-<method>)")
     parser.add_argument("--path", choices=("auto", "in_memory", "distributed"), default="auto",
                         help="where to fit: auto (default: one worker when the matrix fits), in_memory, distributed")
@@ -65,7 +69,7 @@ def run_segment(args) -> int:
     k_min, k_max = args.k_range
     params = {"pcs": args.pcs, "method": args.method, "k_min": k_min, "k_max": max(k_max, k_min),
               "path": args.path, "seed": args.seed, "k": args.k, "assign": args.assign,
-              "feature_scaling": args.feature_scaling}
+              "feature_scaling": args.feature_scaling, "silhouette_tolerance": args.silhouette_tolerance}
     if args.k is not None and args.k > params["k_max"]:
         params["k_max"] = args.k  # cluster slots for an explicit K (the scores then run up to K)
     try:

@@ -20,7 +20,7 @@ __all__ = [
     "lloyd_sums", "centroids_from_sums", "cluster_stats",
     "merge_cluster_stats", "canonical_order", "nearest_reference", "KMEANS_STARTS", "kmeans_on_sample",
     "k_scan_scores", "pairwise_distances",
-    "silhouette_from_distances", "suggest_k",
+    "silhouette_from_distances", "suggest_k", "SILHOUETTE_TOLERANCE",
     "rgb_range", "to_rgb", "fit_in_memory",
 ]
 
@@ -420,9 +420,10 @@ def kmeans_on_sample(sample: np.ndarray, k: int, seed: int, n_init: int | None =
     return np.asarray(model.cluster_centers_, np.float64)
 
 
-def k_scan_scores(sample: np.ndarray, ks, seed: int) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Silhouette and Calinski–Harabasz scores of KMeans on ``sample (s, d)`` for each K in
-    ``ks``; NaN where K ≥ s. Also returns ``{K: centroids}`` (starts for the full clustering).
+def k_scan_scores(sample: np.ndarray, ks, seed: int, n_init: int | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Silhouette and Calinski–Harabasz scores of KMeans (``n_init`` starts, default
+    :data:`KMEANS_STARTS`) on ``sample (s, d)`` for each K in ``ks``; NaN where K ≥ s. Also
+    returns ``{K: centroids}`` (starts for the full clustering).
     The ``s × s`` distance matrix is computed once for every K (:func:`silhouette_from_distances`)."""
     from sklearn.metrics import calinski_harabasz_score  # deferred: heavy
 
@@ -434,7 +435,7 @@ def k_scan_scores(sample: np.ndarray, ks, seed: int) -> tuple[np.ndarray, np.nda
     for i, k in enumerate(ks):
         if not 2 <= k < len(sample):
             continue
-        centroids = kmeans_on_sample(sample, int(k), seed)
+        centroids = kmeans_on_sample(sample, int(k), seed, n_init)
         labels = NearestCentroid(centroids).predict(sample)
         starts[int(k)] = centroids
         if len(np.unique(labels)) < 2:
@@ -472,12 +473,25 @@ def silhouette_from_distances(distances: np.ndarray, labels: np.ndarray) -> floa
     return float(np.mean(s))
 
 
-def suggest_k(ks, silhouette: np.ndarray) -> int:
-    """The K with the highest silhouette score (ties: the smaller K); −1 when none scored."""
+#: the scores' K is the smallest K whose silhouette is within this of the highest (silhouette
+#: units). 0 until 2026-12-02 (the highest silhouette): K then often took one extra cluster of
+#: 2–3 points at a silhouette 0.002 above the right K; with 0.005 the K equals the number of
+#: domains on 35 of 49 simulated scans instead of 34 and no scan is below the ARI bars (was 1)
+#: (benchmarks/results.md, "The scores' K within a silhouette tolerance").
+SILHOUETTE_TOLERANCE = 0.005
+
+
+def suggest_k(ks, silhouette: np.ndarray, tolerance: float = SILHOUETTE_TOLERANCE) -> int:
+    """The smallest K whose silhouette score is within ``tolerance`` of the highest: the fewest
+    clusters the scores cannot tell from the best (``tolerance`` 0: the highest, ties the smaller
+    K); −1 when none scored."""
     silhouette = np.asarray(silhouette, np.float64)
     if not np.isfinite(silhouette).any():
         return -1
-    return int(np.asarray(ks)[np.nanargmax(silhouette)])
+    if not tolerance >= 0:
+        raise ValueError(f"the silhouette tolerance must be ≥ 0, got {tolerance!r}")
+    close = np.isfinite(silhouette) & (silhouette >= np.nanmax(silhouette) - tolerance)
+    return int(np.asarray(ks)[close].min())
 
 
 # --------------------------------------------------------------------------- colours
@@ -533,7 +547,8 @@ def unmixing_labeler(centroids: np.ndarray, mean: np.ndarray, components: np.nda
 
 def fit_in_memory(features: np.ndarray, *, pcs: int, ks, k: int | None, method: str, seed: int,
                   score_sample: int, max_iter: int, tol: float, assign: str = "nearest",
-                  feature_scaling: str = "none") -> dict:
+                  feature_scaling: str = "none", silhouette_tolerance: float = SILHOUETTE_TOLERANCE,
+                  n_init: int | None = None) -> dict:
     """The whole fit with scikit-learn on one worker: ``features (ny, nx, M)`` or ``(n, M)``.
 
     ``PCA`` (full SVD), the score scan on the hash sample, then ``KMeans`` on every processed
@@ -541,7 +556,9 @@ def fit_in_memory(features: np.ndarray, *, pcs: int, ks, k: int | None, method: 
     ``BayesianGaussianMixture`` (``method="bgm"``). ``assign="unmix"`` (KMeans only): the
     centroids are then replaced by the means of the points the unmixing finds pure
     (:data:`PURE_FRACTION`) and points are labelled by :class:`UnmixingLabeler`. The features
-    are first multiplied by :func:`feature_scale` (``feature_scaling``). Returns the small
+    are first multiplied by :func:`feature_scale` (``feature_scaling``). The suggested K:
+    :func:`suggest_k` with ``silhouette_tolerance``; ``n_init``: the KMeans starts on the sample
+    (None: :data:`KMEANS_STARTS`). Returns the small
     results only: ``scale``, ``mean`` (of the scaled features), ``components``, ``explained_variance_ratio``, ``silhouette``, ``calinski_harabasz``,
     ``suggested_k``, ``k``, ``labeler``, ``centroids``, ``rgb_lo``, ``rgb_hi``, ``n``.
     """
@@ -565,7 +582,8 @@ def fit_in_memory(features: np.ndarray, *, pcs: int, ks, k: int | None, method: 
     index = np.arange(len(x))
     in_sample = ok & (hash_uniform(index, seed) < min(1.0, score_sample / n))
     sample = points[in_sample]
-    fitted = cluster_sample(sample, ks=ks, k=k, method=method, seed=seed)
+    fitted = cluster_sample(sample, ks=ks, k=k, method=method, seed=seed, silhouette_tolerance=silhouette_tolerance,
+                            n_init=n_init)
     if method == "kmeans":
         from sklearn.cluster import KMeans  # deferred: heavy
 
@@ -583,15 +601,16 @@ def fit_in_memory(features: np.ndarray, *, pcs: int, ks, k: int | None, method: 
             "explained_variance_ratio": np.asarray(pca.explained_variance_ratio_, np.float64)}
 
 
-def cluster_sample(sample: np.ndarray, *, ks, k: int | None, method: str, seed: int, scores=None) -> dict:
+def cluster_sample(sample: np.ndarray, *, ks, k: int | None, method: str, seed: int, scores=None,
+                   silhouette_tolerance: float = SILHOUETTE_TOLERANCE, n_init: int | None = None) -> dict:
     """Everything decided on the sample of PCs: the scores over ``ks`` (or ``scores``, the
-    output of :func:`k_scan_scores` computed elsewhere), the suggested K, the K used (``k``, or
-    the suggested one), the start centroids (KMeans) or the fitted mixture (``bgm``: its
-    component means are the centroids), the RGB range."""
+    output of :func:`k_scan_scores` computed elsewhere), the suggested K (:func:`suggest_k` with
+    ``silhouette_tolerance``), the K used (``k``, or the suggested one), the start centroids
+    (KMeans) or the fitted mixture (``bgm``: its component means are the centroids), the RGB range."""
     if len(sample) < 3:
         raise ValueError(f"only {len(sample)} processed points in the sample: too few to cluster")
-    sil, ch, starts = scores if scores is not None else k_scan_scores(sample, ks, seed)
-    suggested = suggest_k(ks, sil)
+    sil, ch, starts = scores if scores is not None else k_scan_scores(sample, ks, seed, n_init)
+    suggested = suggest_k(ks, sil, silhouette_tolerance)
     use = int(k) if k is not None else suggested
     if use < 1:
         raise ValueError("no K could be scored on the sample (too few points?); give k explicitly")
@@ -608,6 +627,6 @@ def cluster_sample(sample: np.ndarray, *, ks, k: int | None, method: str, seed: 
         out.update(centroids=np.asarray(model.means_, np.float64), labeler=model)
     else:
         centroids = starts.get(use)
-        out["centroids"] = centroids if centroids is not None else kmeans_on_sample(sample, use, seed)
+        out["centroids"] = centroids if centroids is not None else kmeans_on_sample(sample, use, seed, n_init)
         out["labeler"] = NearestCentroid(out["centroids"])
     return out

@@ -31,7 +31,8 @@ import time
 
 import numpy as np
 
-from ..kernels.clustering import (FEATURE_SCALINGS, PURE_FRACTION, STANDARDIZE_FLOOR_QUANTILE, NearestCentroid,
+from ..kernels.clustering import (FEATURE_SCALINGS, PURE_FRACTION, SILHOUETTE_TOLERANCE, STANDARDIZE_FLOOR_QUANTILE,
+                                  NearestCentroid,
                                   canonical_order, centroids_from_sums, cluster_sample, cluster_stats, empty_clusters,
                                   fit_in_memory, hash_uniform, k_scan_scores, lloyd_sums, merge_cluster_stats,
                                   moment_sums, pca_from_moments, project, pure_sums, scale_from_moments, scaled_moments,
@@ -50,7 +51,8 @@ WORKER_MEMORY_FRACTION = 0.125  # the fit holds ~5 copies: float32, float64, SVD
 def segmentation(features, *, client, writer, pcs: int = 32, k: int | None = None, k_min: int = 2,
                  k_max: int = 20, method: str = "kmeans", path: str = "auto", in_memory_max_mb: float = 256.0,
                  score_sample: int = 3000, seed: int = 0, max_iter: int = 300, tol: float = 1e-4,
-                 block_mb: float = 64.0, assign: str = "auto", feature_scaling: str = "auto") -> dict:
+                 block_mb: float = 64.0, assign: str = "auto", feature_scaling: str = "auto",
+                 silhouette_tolerance: float = SILHOUETTE_TOLERANCE) -> dict:
     """Segment the scan from ``features`` (lazy ``(y, x, feature)`` float; NaN: not processed)
     and write every output (see ``STAGE``). Returns a small record of what was done (the
     pipeline logs it and keeps it in the store's ``reduce_info``)."""
@@ -65,7 +67,8 @@ def segmentation(features, *, client, writer, pcs: int = 32, k: int | None = Non
     if chosen == "in_memory":
         fit = client.submit(fit_in_memory, client.compute(flat), pcs=pcs, ks=ks, k=k, method=method, seed=seed,
                             score_sample=score_sample, max_iter=max_iter, tol=tol, assign=assign,
-                            feature_scaling=feature_scaling, pure=False).result()
+                            feature_scaling=feature_scaling, silhouette_tolerance=silhouette_tolerance,
+                            pure=False).result()
         iterations = None
         points = client.persist(_projected(flat, fit["mean"], fit["components"], fit["scale"]))
         timings["fit"] = time.perf_counter()
@@ -73,7 +76,7 @@ def segmentation(features, *, client, writer, pcs: int = 32, k: int | None = Non
         fit, points, iterations = _fit_distributed(flat, client, pcs=pcs, ks=ks, k=k, method=method, seed=seed,
                                                    score_sample=score_sample, max_iter=max_iter, tol=tol,
                                                    assign=assign, feature_scaling=feature_scaling,
-                                                   timings=timings)
+                                                   silhouette_tolerance=silhouette_tolerance, timings=timings)
     try:
         record = _write_outputs(points, fit, writer, client, ny=ny, nx=nx, ks=ks, timings=timings)
     finally:
@@ -82,11 +85,12 @@ def segmentation(features, *, client, writer, pcs: int = 32, k: int | None = Non
     n_empty = int(np.sum(getattr(fit.get("labeler"), "empty", [])))
     record.update(path=chosen, path_reason=reason, method=method, assign=assign, feature_scaling=feature_scaling,
                   standardize_floor_quantile=STANDARDIZE_FLOOR_QUANTILE if feature_scaling == "standardize" else None,
-                  n_empty_clusters=n_empty, pcs=pcs, n_points=ny * nx,
+                  n_empty_clusters=n_empty, pcs=pcs, n_points=ny * nx, silhouette_tolerance=silhouette_tolerance,
                   blocks=len(flat.chunks[0]), lloyd_iterations=iterations,
                   timings_s={name: round(t - marks[i][1], 3) for i, (name, t) in enumerate(marks[1:])})
     record["log"] = [f"segmentation: {chosen} path ({reason}); {record['n_processed']} processed points, "
-                     f"{method} K = {record['k']} (suggested {record['suggested_k']}; labels: {assign}; features "
+                     f"{method} K = {record['k']} (suggested {record['suggested_k']}: the fewest clusters within "
+                     f"{silhouette_tolerance:g} of the best silhouette; labels: {assign}; features "
                      f"{'standardized' if feature_scaling == 'standardize' else 'unscaled'}), {pcs} PCs explain "
                      f"{100 * record['explained_variance']:.1f} % of the variance"]
     if n_empty:
@@ -238,7 +242,7 @@ def _per_block(points, func, width: int, **kwargs):
 
 # --------------------------------------------------------------------------- distributed fit
 def _fit_distributed(flat, client, *, pcs, ks, k, method, seed, score_sample, max_iter, tol, assign,
-                     feature_scaling, timings):
+                     feature_scaling, silhouette_tolerance, timings):
     m = flat.shape[1]
     sums = client.compute(_per_block(flat, _moments_block, 1 + m + m * m).sum(axis=0)).result()
     scale = scale_from_moments(sums, feature_scaling)
@@ -251,7 +255,7 @@ def _fit_distributed(flat, client, *, pcs, ks, k, method, seed, score_sample, ma
     sample_features = client.compute(flat[mask]) if assign == "unmix" else None
     scores = _k_scan_on_workers(client, sample, ks, seed)
     fit = client.submit(cluster_sample, sample, ks=ks, k=k, method=method, seed=seed, scores=scores,
-                        pure=False).result()
+                        silhouette_tolerance=silhouette_tolerance, pure=False).result()
     timings["project_sample_scores"] = time.perf_counter()
     iterations = None
     if method == "kmeans":
@@ -375,6 +379,10 @@ def check_params(params) -> None:
     for name in ("in_memory_max_mb", "tol", "block_mb"):
         if not isinstance(params[name], (int, float)) or not params[name] > 0:
             raise ValueError(f"{name} must be a number > 0, got {params[name]!r}")
+    tolerance = params["silhouette_tolerance"]
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 <= tolerance < 1:
+        raise ValueError(f"silhouette_tolerance must be a number ≥ 0 and < 1 (silhouette units; 0: the K of the "
+                         f"highest silhouette), got {tolerance!r}")
 
 
 #: fewest valid points a scan needs to be segmented (K ≥ 2 clusters scored by their silhouette)
@@ -414,7 +422,8 @@ OUTPUTS = (
              "silhouette of KMeans with K clusters on the score sample (NaN: K < k_min or too few points)", **_SCAN),
     Variable("calinski_harabasz_score", ("k",), "float64", float("nan"), "1",
              "Calinski-Harabasz score of the same clusterings", **_SCAN),
-    Variable("suggested_k", (), "int32", -1, "1", "the K of the highest silhouette score", **_SCAN),
+    Variable("suggested_k", (), "int32", -1, "1",
+             "the smallest K whose silhouette score is within silhouette_tolerance of the highest", **_SCAN),
     Variable("n_clusters", (), "int32", -1, "1", "clusters with at least one point in cluster_label", **_SCAN),
     Variable("cluster_size", ("cluster",), "int64", -1, "1", "points per cluster (-1: unused slot)", **_SCAN),
     Variable("cluster_centroid", ("cluster", "pc"), "float32", float("nan"), "1",
@@ -428,7 +437,7 @@ OUTPUTS = (
 
 PARAMS = {"pcs": 32, "k": None, "k_min": 2, "k_max": 20, "method": "kmeans", "path": "auto",
           "in_memory_max_mb": 256.0, "score_sample": 3000, "seed": 0, "max_iter": 300, "tol": 1e-4,
-          "block_mb": 64.0, "assign": "auto", "feature_scaling": "auto"}
+          "block_mb": 64.0, "assign": "auto", "feature_scaling": "auto", "silhouette_tolerance": SILHOUETTE_TOLERANCE}
 
 STAGE = StageSpec(
     name="segmentation",

@@ -84,6 +84,8 @@ def test_segment_refuses_what_it_cannot_segment(store, client, tmp_path, capsys)
     assert "--pcs 55 is more than the 54 points of the scan" in capsys.readouterr().err
     assert main(["segment", str(out), "--k", "55", "--pcs", "8", *scheduler]) == 2  # refused before any task
     assert "--k 55 is more than the 54 points of the scan; use --k ≤ 54" in capsys.readouterr().err
+    assert main(["segment", str(out), "--silhouette-tolerance", "-0.1", *scheduler]) == 2
+    assert "silhouette_tolerance must be a number ≥ 0 and < 1" in capsys.readouterr().err
     holder = subprocess.Popen([sys.executable, "-c", (  # another process writes the store: refused
         "import sys, time; from laueflow.io.store_lock import StoreLock\n"
         f"lock = StoreLock({str(out)!r}, 'run').acquire(); print('held', flush=True); time.sleep(60)")],
@@ -96,6 +98,21 @@ def test_segment_refuses_what_it_cannot_segment(store, client, tmp_path, capsys)
         holder.wait()
     assert f"being written by `run` pid {holder.pid}" in capsys.readouterr().err
     assert [s["name"] for s in zarr.open_group(str(out), mode="r").attrs["segmentations"]][:1] == ["k4-pcs32-kmeans"]
+
+
+def test_segment_suggests_the_fewest_clusters_within_the_silhouette_tolerance(store, client, capsys):
+    out, _ = store
+    scheduler = ["--scheduler", client.scheduler.address, "--k-range", "2", "6"]
+    suggested = {}
+    for tolerance in ("0", "0.9"):  # 0.9: every scored K is within it → the smallest, 2
+        assert main(["segment", str(out), "--silhouette-tolerance", tolerance, "--name", f"tol{tolerance}",
+                     *scheduler]) == 0
+        with xr.open_zarr(str(out), group=f"segmentations/tol{tolerance}") as ds:
+            assert ds.attrs["parameters"]["silhouette_tolerance"] == float(tolerance)
+            sil = ds.silhouette_score.values
+            suggested[tolerance] = int(ds.suggested_k)
+            assert int(ds.n_clusters) == suggested[tolerance]
+    assert suggested["0"] == int(np.nanargmax(sil)) + 1 > 2 and suggested["0.9"] == 2
 
 
 def test_segment_help_has_an_example():

@@ -10,7 +10,8 @@ from laueflow.kernels.clustering import (
     NearestCentroid, fit_in_memory, canonical_order, cluster_stats, fix_component_signs,
                                          hash_uniform, lloyd_sums, merge_cluster_stats, moment_sums,
                                          pca_from_moments, project, silhouette_from_distances,
-                                         pairwise_distances, suggest_k, to_rgb)
+                                         pairwise_distances, suggest_k, to_rgb,
+                                         SILHOUETTE_TOLERANCE)
 
 
 def _features(n=600, m=24, seed=0):
@@ -63,9 +64,23 @@ def test_silhouette_from_distances_equals_sklearn():
     assert silhouette_from_distances(d, labels) == pytest.approx(silhouette_score(points, labels), abs=1e-12)
 
 
-def test_suggest_k_is_the_best_silhouette():
-    assert suggest_k([2, 3, 4, 5], np.array([0.3, 0.8, 0.8, 0.1])) == 3  # tie → smaller K
+def test_suggest_k_is_the_best_silhouette_at_tolerance_zero():
+    assert suggest_k([2, 3, 4, 5], np.array([0.3, 0.8, 0.8, 0.1]), 0.0) == 3  # tie → smaller K
+    assert suggest_k([2, 3, 4, 5], np.array([0.3, 0.7, 0.8, 0.1]), 0.0) == 4
     assert suggest_k([2, 3], np.array([np.nan, np.nan])) == -1
+
+
+def test_suggest_k_is_the_fewest_clusters_within_the_tolerance():
+    """The grains 22 bar scan's silhouettes at K 11–14 (0.7104 at K 12 for its 12 domains, 0.7122
+    at K 13, which adds a cluster of 3 points): the default tolerance takes 12."""
+    ks = [10, 11, 12, 13, 14]
+    sil = np.array([0.6865, 0.6999, 0.7104, 0.7122, 0.6664])
+    assert suggest_k(ks, sil, 0.0) == 13
+    assert SILHOUETTE_TOLERANCE == 0.005 and suggest_k(ks, sil) == 12
+    assert suggest_k(ks, sil, 0.02) == 11  # 0.6999 ≥ 0.7122 − 0.02
+    assert suggest_k(ks, np.array([np.nan, 0.5, np.nan, 0.49, 0.2]), 0.05) == 11  # NaN never counts
+    with pytest.raises(ValueError, match="tolerance must be ≥ 0"):
+        suggest_k(ks, sil, -0.01)
 
 
 def test_hash_sample_is_per_point_and_uniform():
