@@ -475,9 +475,10 @@ def silhouette_from_distances(distances: np.ndarray, labels: np.ndarray) -> floa
 
 #: the scores' K is the smallest K whose silhouette is within this of the highest (silhouette
 #: units). 0 until 2026-12-02 (the highest silhouette): K then often took one extra cluster of
-#: 2–3 points at a silhouette 0.002 above the right K; with 0.005 the K equals the number of
-#: domains on 35 of 49 simulated scans instead of 34 and no scan is below the ARI bars (was 1)
-#: (benchmarks/results.md, "The scores' K within a silhouette tolerance").
+#: 2–3 points at a silhouette 0.002 above the right K. With 0.005 no scan of 122 (49 simulated
+#: scans with two seeds, 24 held out) is below the issue's ARI bars (was 2); K equals the number
+#: of domains about as often (84 against 85) (benchmarks/results.md, "The scores' K within a
+#: silhouette tolerance").
 SILHOUETTE_TOLERANCE = 0.005
 
 

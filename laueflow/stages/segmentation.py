@@ -20,7 +20,7 @@ Two paths (``path: auto`` chooses, the choice is logged and recorded in the stor
   (exact; M = 256 → a 256 × 256 matrix), then Lloyd steps whose per-block sums run on the
   workers.
 
-Both start KMeans from the centroids of KMeans on the sample (k-means++, 4 starts, ``seed``),
+Both start KMeans from the centroids of KMeans on the sample (k-means++, ``KMEANS_STARTS`` starts, ``seed``),
 number the clusters by decreasing size and sign the components alike, so both give the same
 maps (tests/stages/test_segmentation.py). Deterministic: the sample is a hash of each point's
 index and ``seed``, and every sum is reduced in the same order whatever the workers.
@@ -32,9 +32,8 @@ import time
 import numpy as np
 
 from ..kernels.clustering import (FEATURE_SCALINGS, PURE_FRACTION, SILHOUETTE_TOLERANCE, STANDARDIZE_FLOOR_QUANTILE,
-                                  NearestCentroid,
-                                  canonical_order, centroids_from_sums, cluster_sample, cluster_stats, empty_clusters,
-                                  fit_in_memory, hash_uniform, k_scan_scores, lloyd_sums, merge_cluster_stats,
+                                  NearestCentroid, canonical_order, centroids_from_sums, cluster_sample, cluster_stats,
+                                  empty_clusters, fit_in_memory, hash_uniform, k_scan_scores, lloyd_sums, merge_cluster_stats,
                                   moment_sums, pca_from_moments, project, pure_sums, scale_from_moments, scaled_moments,
                                   to_rgb, unmixing_labeler)
 from .base import StageSpec, Variable
