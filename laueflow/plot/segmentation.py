@@ -75,22 +75,37 @@ def rgb_map(ds, name: str = "pca_labeler_rgb", *, ax=None):
 
 
 def segmentation_scores(ds):
-    """Silhouette and Calinski–Harabasz scores against K, the suggested K marked."""
+    """Silhouette and Calinski–Harabasz scores against K, the suggested K marked, and on the
+    silhouette the level it had to reach (the highest minus the segmentation's
+    ``silhouette_tolerance``, when the store records it)."""
     _need(ds, "silhouette_score", "segmentation_scores")
     k = np.asarray(ds["score_k"].values)
     silhouette = np.asarray(ds["silhouette_score"].values, dtype=float)
     ch = np.asarray(ds["calinski_harabasz_score"].values, dtype=float)
     suggested = int(ds["suggested_k"].values) if "suggested_k" in ds else -1
+    tolerance = silhouette_tolerance(ds)
     fig, (ax1, ax2) = figure(2, None, width_in=3.4)
     with style():
         for ax, values, name in ((ax1, silhouette, "silhouette score"), (ax2, ch, "Calinski–Harabasz score")):
             ok = np.isfinite(values) & (k > 0)
             ax.plot(k[ok], values[ok], "o-", color="C0", ms=4)
+            if ax is ax1 and tolerance and ok.any():
+                ax.axhline(np.max(values[ok]) - tolerance, color="0.5", ls=":", lw=1,
+                           label=f"highest − {tolerance:g} (the fewest K above it)")
             if suggested > 0:
                 ax.axvline(suggested, color="C3", ls="--", lw=1, label=f"suggested K = {suggested}")
+            if ax.get_legend_handles_labels()[0]:
                 ax.legend(loc="best")
             ax.set_xlabel("K (clusters)")
             ax.set_ylabel(name)
             ax.set_title(name)
             ax.grid(alpha=0.3)
     return fig
+
+
+def silhouette_tolerance(ds) -> float | None:
+    """The ``silhouette_tolerance`` the segmentation of ``ds`` used: from a ``laueflow segment``
+    group's ``info`` or a run's ``reduce_info``; None when the store does not record it (older stores)."""
+    info = ds.attrs.get("info") or (ds.attrs.get("reduce_info") or {}).get("segmentation") or {}
+    value = info.get("silhouette_tolerance") if isinstance(info, dict) else None
+    return float(value) if value is not None else None

@@ -129,6 +129,20 @@ def test_segmentation_maps(ds):
     silhouette = fig.axes[0].lines[0]
     np.testing.assert_allclose(silhouette.get_xdata(), [2, 3, 4, 5, 6])
     assert "suggested K = 2" in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert len(fig.axes[0].get_lines()) == 2  # the curve and the K: no tolerance recorded, no level drawn
+
+
+def test_segmentation_scores_show_the_silhouette_tolerance_the_run_recorded(ds):
+    recorded = ds.copy()
+    recorded.attrs = {**ds.attrs, "reduce_info": {"segmentation": {"silhouette_tolerance": 0.05}}}
+    ax = lp.segmentation_scores(recorded).axes[0]
+    best = np.nanmax(ds["silhouette_score"].values)
+    levels = [line.get_ydata()[0] for line in ax.get_lines()[1:] if line.get_linestyle() == ":"]
+    np.testing.assert_allclose(levels, [best - 0.05])
+    assert "highest − 0.05 (the fewest K above it)" in [t.get_text() for t in ax.get_legend().get_texts()]
+    group = ds.copy()
+    group.attrs = {**ds.attrs, "info": {"silhouette_tolerance": 0.0}}  # 0: no level drawn
+    assert not [line for line in lp.segmentation_scores(group).axes[0].get_lines() if line.get_linestyle() == ":"]
 
 
 def test_pole_figure_and_histograms(ds):
