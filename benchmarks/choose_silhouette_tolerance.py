@@ -54,17 +54,19 @@ def k_curve(job) -> dict:
             scores["s"] = scan_once(sample, ks, seed)
         return scores["s"]
 
-    clustering.k_scan_scores = k_scan_once
     f = np.load(cache)
     true = f["variant" if kind == "fine_twins" else "domain"]
     x = pixel_features(f["frames"], 256).astype(np.float64)
     ari = []
-    for k in KS:
-        fit = clustering.fit_in_memory(x, pcs=32, ks=KS, k=int(k), method="kmeans", seed=seed, score_sample=3000,
-                                       max_iter=300, tol=1e-4, assign="unmix", feature_scaling="standardize")
-        labels = fit["labeler"].predict(clustering.project(x, fit["mean"], fit["components"], fit["scale"]))
-        ari.append(float(adjusted_rand_score(true, labels)))
-    clustering.k_scan_scores = scan_once
+    clustering.k_scan_scores = k_scan_once
+    try:
+        for k in KS:
+            fit = clustering.fit_in_memory(x, pcs=32, ks=KS, k=int(k), method="kmeans", seed=seed, score_sample=3000,
+                                           max_iter=300, tol=1e-4, assign="unmix", feature_scaling="standardize")
+            labels = fit["labeler"].predict(clustering.project(x, fit["mean"], fit["components"], fit["scale"]))
+            ari.append(float(adjusted_rand_score(true, labels)))
+    finally:
+        clustering.k_scan_scores = scan_once
     curve = {"true": int(len(np.unique(true))), "silhouette": [float(v) for v in fit["silhouette"]], "ari": ari}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(curve))
