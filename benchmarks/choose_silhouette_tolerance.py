@@ -49,9 +49,9 @@ def k_curve(job) -> dict:
     scores = {}
     scan_once = clustering.k_scan_scores
 
-    def k_scan_once(sample, ks, seed):  # the K scan is the same for every K fitted below
+    def k_scan_once(sample, ks, seed, n_init=None):  # the K scan is the same for every K fitted below
         if "s" not in scores:
-            scores["s"] = scan_once(sample, ks, seed)
+            scores["s"] = scan_once(sample, ks, seed, n_init)
         return scores["s"]
 
     f = np.load(cache)
