@@ -83,7 +83,7 @@ def segmentation_scores(ds):
     silhouette = np.asarray(ds["silhouette_score"].values, dtype=float)
     ch = np.asarray(ds["calinski_harabasz_score"].values, dtype=float)
     suggested = int(ds["suggested_k"].values) if "suggested_k" in ds else -1
-    tolerance = silhouette_tolerance(ds)
+    tolerance = _silhouette_tolerance(ds)
     fig, (ax1, ax2) = figure(2, None, width_in=3.4)
     with style():
         for ax, values, name in ((ax1, silhouette, "silhouette score"), (ax2, ch, "Calinski–Harabasz score")):
@@ -103,7 +103,7 @@ def segmentation_scores(ds):
     return fig
 
 
-def silhouette_tolerance(ds) -> float | None:
+def _silhouette_tolerance(ds) -> float | None:
     """The ``silhouette_tolerance`` the segmentation of ``ds`` used: from a ``laueflow segment``
     group's ``info`` or a run's ``reduce_info``; None when the store does not record it (older stores)."""
     info = ds.attrs.get("info") or (ds.attrs.get("reduce_info") or {}).get("segmentation") or {}
