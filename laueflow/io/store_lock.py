@@ -35,8 +35,9 @@ class StoreLockedError(Exception):
 
 
 def lock_path(store) -> Path:
-    """The lock file of ``store``: ``.<name>.lock`` in the same folder."""
-    store = Path(store).absolute()
+    """The lock file of ``store``: ``.<name>.lock`` in the folder of the store's real path
+    (symbolic links followed, so every path to one store meets the same lock)."""
+    store = Path(store).expanduser().resolve()
     return store.parent / f".{store.name}.lock"
 
 

@@ -107,3 +107,19 @@ def test_store_kind_and_remove_store_delete_only_their_own_kind(tmp_path):
         remove_store(tmp_path / "link.zarr", "scan")  # never through a symlink
     remove_store(tmp_path / "scan.zarr", "scan")
     assert not (tmp_path / "scan.zarr").exists()
+
+
+def test_a_symbolic_link_to_a_store_meets_the_same_lock(tmp_path):
+    store = tmp_path / "results.zarr"
+    store.mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    link = tmp_path / "elsewhere" / "link.zarr"
+    link.symlink_to(store)
+    assert lock_path(link) == lock_path(store) == tmp_path.resolve() / ".results.zarr.lock"
+    proc = _holder(link)
+    try:
+        with pytest.raises(StoreLockedError, match=rf"being written by `run` pid {proc.pid}"):
+            StoreLock(store, "segment").acquire()
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
