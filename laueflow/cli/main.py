@@ -6,11 +6,15 @@ Each subcommand module exposes ``add_parser(subparsers)`` which registers its pa
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 
 from .. import __version__
 from ..io.store_lock import StoreLockedError
+
+#: file-system refusals reported as a user error (exit 2) rather than a traceback
+_PATH_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.ENAMETOOLONG, errno.EDQUOT}
 
 #: subcommand modules, in the order they are listed by ``laueflow --help``
 SUBCOMMANDS = ["demo", "simulate", "ingest", "run", "submit", "evaluate", "train", "export", "index", "segment",
@@ -51,6 +55,13 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except (UserError, FileNotFoundError, FileExistsError, ValueError, StoreLockedError) as err:
         print(f"laueflow {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        if err.errno not in _PATH_ERRNOS:
+            raise
+        where = f" {err.filename}" if err.filename else ""
+        print(f"laueflow {args.command}: error: cannot write or read{where}: {err.strerror}. Check the path, its "
+              "permissions and the free space, then run the same command again", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"laueflow {args.command}: interrupted", file=sys.stderr)

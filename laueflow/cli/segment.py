@@ -64,16 +64,21 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run_segment(args) -> int:
     from ..io.store_lock import StoreLock
-    from ..pipeline.segment import SegmentError, check_segment_inputs, segment_store  # deferred: imports xarray
+    from ..pipeline.segment import (SegmentError, check_segment_inputs, require_results_store,  # deferred: xarray
+                                    segment_store)
 
     k_min, k_max = args.k_range
-    params = {"pcs": args.pcs, "method": args.method, "k_min": k_min, "k_max": max(k_max, k_min),
+    if k_max < k_min:
+        raise UserError(f"--k-range {k_min} {k_max}: KMAX is below KMIN; give the range in increasing order, "
+                        f"e.g. --k-range {k_max} {k_min}")
+    params = {"pcs": args.pcs, "method": args.method, "k_min": k_min, "k_max": k_max,
               "path": args.path, "seed": args.seed, "k": args.k, "assign": args.assign,
               "feature_scaling": args.feature_scaling, "silhouette_tolerance": args.silhouette_tolerance}
     if args.k is not None and args.k > params["k_max"]:
         params["k_max"] = args.k  # cluster slots for an explicit K (the scores then run up to K)
     try:
         config = load_cluster_config(args.cluster) if args.cluster else None
+        require_results_store(args.results)  # before the lock, which would create a missing path's folders
         # the lock and every check before any worker starts: refused at once
         with StoreLock(args.results, "segment", log=print):
             check_segment_inputs(args.results, **params)

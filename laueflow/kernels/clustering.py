@@ -128,6 +128,9 @@ def pca_from_moments(sums: np.ndarray, n_components: int) -> dict:
         raise ValueError(f"PCA needs at least 2 processed points, got {n}")
     if not 1 <= n_components <= m:
         raise ValueError(f"pcs = {n_components} components asked of {m} features; use 1 ≤ pcs ≤ {m}")
+    if n_components > n:
+        raise ValueError(f"pcs = {n_components} principal components need at least {n_components} processed points; "
+                         f"the scan has {n}: use pcs ≤ {n} (segmentation parameter `pcs`, `laueflow segment --pcs`)")
     mean = sums[1:1 + m] / n
     scatter = sums[1 + m:].reshape(m, m)
     cov = (scatter - n * np.outer(mean, mean)) / (n - 1)

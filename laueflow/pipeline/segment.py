@@ -12,6 +12,7 @@ name already taken gets a suffix (``-2``, ``-3``…); only an unfinished group o
 """
 from __future__ import annotations
 
+import re
 import shutil
 import time
 import warnings
@@ -28,7 +29,8 @@ from ..stages.base import get_stage
 from .reduce import ReduceWriter, lazy_outputs
 from .store import Layout, read_chunk_done
 
-__all__ = ["segment_store", "check_segment_inputs", "SegmentSummary", "SegmentError", "SEGMENTATIONS_GROUP", "segmentation_name"]
+__all__ = ["segment_store", "check_segment_inputs", "require_results_store", "SegmentSummary", "SegmentError",
+           "SEGMENTATIONS_GROUP", "segmentation_name"]
 
 SEGMENTATIONS_GROUP = "segmentations"
 SEGMENTATION_MARKER = "laueflow_segmentation"
@@ -63,7 +65,7 @@ def segment_store(results, client, *, name: str | None = None, log=print, **over
         params, layout, features_chunks = check_segment_inputs(results, **overrides)
         recorded = (read_store_attrs(results) or {}).get("workflow") or {}
         params = spec.prepared_params(params, {"workflow_stages": recorded.get("stages"), "log": log})
-        name = _free_name(results, name or segmentation_name(params))
+        name = _free_name(results, segmentation_name(params) if name is None else name)
         group = f"{SEGMENTATIONS_GROUP}/{name}"
         t0 = time.perf_counter()
         log(f"laueflow segment: {results} → group {group} ({layout.ny}×{layout.nx} points, "
@@ -98,10 +100,7 @@ def check_segment_inputs(results, **overrides) -> tuple[dict, Layout, tuple]:
         raise SegmentError(f"unknown segmentation parameter(s) {unknown}; parameters: {', '.join(spec.params)}")
     params = {**spec.params, **overrides}
     spec.validate_params(params)
-    kind = store_kind(results)
-    if kind != "results":
-        raise SegmentError(f"{results} is {KIND_NAMES.get(kind, kind)}, not a laueflow results store "
-                           "(written by `laueflow run`): nothing to segment, nothing written")
+    require_results_store(results)
     root = zarr.open_group(str(results), mode="r", use_consolidated=False)
     if "features" not in root:
         raise SegmentError(f"{results} has no 'features' variable: run a workflow with the 'features' "
@@ -125,6 +124,14 @@ def check_segment_inputs(results, **overrides) -> tuple[dict, Layout, tuple]:
     return params, Layout(ny, nx, gy, gx, dim_sizes, spec.outputs), tuple(features.chunks)
 
 
+def require_results_store(results) -> None:
+    """Refuse (:class:`SegmentError`) a path that is not a laueflow results store."""
+    kind = store_kind(Path(results))
+    if kind != "results":
+        raise SegmentError(f"{results} is {KIND_NAMES.get(kind, kind)}, not a laueflow results store "
+                           "(written by `laueflow run`): nothing to segment, nothing written")
+
+
 def group_chunk(ny: int, nx: int, cy: int, points: int = 65536) -> tuple[int, int]:
     """``(y, x)`` chunk of a segmentation group: whole rows, a multiple of the features' ``cy``,
     about ``points`` points (8 MB of 32 float32 PCs): a few large chunks instead of one per tile,
@@ -138,11 +145,17 @@ def _segmentations(results: Path) -> list:
     return list((read_store_attrs(results) or {}).get("segmentations", []))
 
 
+#: longest segmentation name (a folder name; suffixes ``-2``… may add a few characters)
+NAME_MAX = 100
+_NAME = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{NAME_MAX - 1}}}")
+
+
 def _free_name(results: Path, wanted: str) -> str:
     """``wanted``, or with a suffix when a complete segmentation has it; an unfinished group of
     that name (a killed `segment`) is removed — only when it carries the segmentation marker."""
-    if not wanted or "/" in wanted or wanted.startswith("."):
-        raise SegmentError(f"segmentation name {wanted!r}: use letters, digits, '-', '_' (no '/')")
+    if not _NAME.fullmatch(wanted):
+        raise SegmentError(f"segmentation name {wanted!r}: use 1 to {NAME_MAX} ASCII letters, digits, '.', '-' and '_', "
+                           "starting with a letter or digit")
     taken = {s["name"] for s in _segmentations(results)}
     name, i = wanted, 1
     while True:

@@ -86,6 +86,18 @@ def test_segment_refuses_what_it_cannot_segment(store, client, tmp_path, capsys)
     assert "--k 55 is more than the 54 points of the scan; use --k ≤ 54" in capsys.readouterr().err
     assert main(["segment", str(out), "--silhouette-tolerance", "-0.1", *scheduler]) == 2
     assert "silhouette_tolerance must be a number ≥ 0 and < 1" in capsys.readouterr().err
+    assert main(["segment", str(out), "--k-range", "10", "5", *scheduler]) == 2
+    assert "--k-range 10 5: KMAX is below KMIN; give the range in increasing order, e.g. --k-range 5 10" \
+        in capsys.readouterr().err
+    for name in ("", "a b", "é", "-x", ".x", "a/b", "x" * 101):
+        assert main(["segment", str(out), "--k", "3", f"--name={name}", *scheduler]) == 2
+        assert f"segmentation name {name!r}: use 1 to 100 ASCII letters, digits, '.', '-' and '_'" \
+            in capsys.readouterr().err
+    missing = tmp_path / "nodir" / "sub" / "results.zarr"
+    assert main(["segment", str(missing), "--k", "3", *scheduler]) == 2
+    assert "not a laueflow results store" in capsys.readouterr().err and not (tmp_path / "nodir").exists()
+    assert main(["segment", str(tmp_path / ("x" * 300)), "--k", "3", *scheduler]) == 2  # a path the OS refuses
+    assert "File name too long. Check the path" in capsys.readouterr().err
     holder = subprocess.Popen([sys.executable, "-c", (  # another process writes the store: refused
         "import sys, time; from laueflow.io.store_lock import StoreLock\n"
         f"lock = StoreLock({str(out)!r}, 'run').acquire(); print('held', flush=True); time.sleep(60)")],

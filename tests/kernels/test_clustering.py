@@ -48,6 +48,8 @@ def test_pca_refuses_impossible_requests():
     with pytest.raises(ValueError, match=r"pcs = 6 principal components need at least 6 processed points; the scan has 4"):  # row 3 is NaN
         fit_in_memory(few, pcs=6, ks=np.arange(2, 4), k=2, method="kmeans", seed=0, score_sample=100, max_iter=10,
                       tol=1e-4)
+    with pytest.raises(ValueError, match=r"pcs = 6 principal components need at least 6 processed points; the scan has 4"):
+        pca_from_moments(moment_sums(few), 6)  # the distributed path refuses as the in-memory one
 
 
 def test_component_signs_largest_entry_positive():
