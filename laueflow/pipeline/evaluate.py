@@ -16,10 +16,11 @@ import math
 import numpy as np
 
 from ..io.store_kind import KIND_NAMES, RESULTS_MARKER, SCAN_MARKER, TRUTH_MARKER
+from ..stages.base import get_stage, registered_stages
 from ..stages.evaluation import DEFAULT_OPTIONS, METRICS, StoreArrays
 
 __all__ = ["evaluate", "check_stores", "check_evaluated", "store_kind", "incomplete_warning",
-           "format_report", "to_json"]
+           "format_report", "to_json", "segmentation_derived", "with_segmentation"]
 
 #: the store each side of an evaluation must be, and the command that writes it (for messages)
 _WANTED = {"results": ("a results store", "`laueflow run`"),
@@ -98,9 +99,43 @@ def _select(store, needs, optional) -> StoreArrays:
     return StoreArrays({name: np.asarray(store[name].values) for name in names}, dict(store.attrs))
 
 
-def evaluate(results, truth, **options) -> dict:
+def segmentation_derived() -> set[str]:
+    """The variables computed, directly or through other stages, from the ``segmentation``
+    stage's outputs (the delegates, the delegate map, the phase groups), by the registered
+    stages' inputs; the segmentation's own outputs are not in it."""
+    own = set(get_stage("segmentation").output_names)
+    derived, grew = set(), True
+    while grew:
+        grew = False
+        for spec in registered_stages().values():
+            sources = {*spec.inputs.values(), *spec.optional_inputs.values()}
+            new = set(spec.output_names) - own - derived
+            if new and sources & (own | derived):
+                derived |= new
+                grew = True
+    return derived
+
+
+def with_segmentation(results, segmentation, name: str):
+    """``(dataset, withheld)``: ``results`` with the ``segmentation`` stage's variables of the
+    named segmentation ``segmentation`` (the Dataset of its group) in place of the run's, and the
+    variables derived from the run's segmentation removed (``withheld``: name → why), so no
+    metric mixes two segmentations."""
+    own = [v for v in get_stage("segmentation").output_names if v in segmentation.variables]
+    if "cluster_label" not in own:
+        raise ValueError(f"segmentation {name!r} has no cluster_label: it is not a finished segmentation")
+    derived = sorted(segmentation_derived() & set(results.variables))
+    ds = results.drop_vars([v for v in (*derived, *own) if v in results.variables])
+    ds = ds.assign({v: segmentation[v] for v in own})
+    why = f"computed from the run's own segmentation, not from segmentations/{name}"
+    return ds, {v: why for v in derived}
+
+
+def evaluate(results, truth, *, withheld: dict | None = None, **options) -> dict:
     """Run every metric whose variables are present: ``{"metrics": {...}, "skipped": {...},
     "complete": results.attrs["complete"] is True, "tiles_done": [done, total] (if chunk_done)}``.
+    ``withheld``: variables removed on purpose (name → why; :func:`with_segmentation`), given
+    as the reason a metric that needs them is skipped.
     Checks nothing about the stores: call :func:`check_stores` first."""
     opts = {**DEFAULT_OPTIONS, **{k: v for k, v in options.items() if v is not None}}
     out: dict = {"metrics": {}, "skipped": {}, "options": _jsonable(opts),
@@ -112,7 +147,8 @@ def evaluate(results, truth, **options) -> dict:
         missing = [v for v in metric.needs_results if v not in results.variables]
         missing += [f"truth:{v}" for v in metric.needs_truth if v not in truth.variables]
         if missing:
-            out["skipped"][metric.name] = f"missing {', '.join(missing)}"
+            reasons = sorted({(withheld or {}).get(v, "") for v in missing} - {""})
+            out["skipped"][metric.name] = "; ".join(reasons) if reasons else f"missing {', '.join(missing)}"
             continue
         out["metrics"][metric.name] = metric.func(_select(results, metric.needs_results, metric.optional_results),
                                                   _select(truth, metric.needs_truth, metric.optional_truth), opts)
@@ -157,6 +193,8 @@ def _table(rows: list[dict]) -> list[str]:
 def format_report(report: dict) -> str:
     warning = incomplete_warning(report)
     lines = [f"WARNING: {warning}"] if warning else []
+    if report.get("segmentation"):
+        lines.append(f"segmentation scored: {report['segmentation']}")
     for name, result in report["metrics"].items():
         lines.append(f"== {name} ==")
         width = max(len(k) for k in result["summary"])

@@ -70,3 +70,20 @@ def test_the_demo_runs_the_whole_job_with_segmentation(tmp_path, capsys):
     with xr.open_zarr(out / "results.zarr") as ds:
         assert ds.attrs["complete"] is True
         assert (ds.cluster_label.values >= 0).all() and ds.features.shape == (4, 4, 256)
+    # a named segmentation is scored only when asked for, and never mixed with the run's delegates
+    assert main(["segment", str(out / "results.zarr"), "--k", "3", "--pcs", "8", "--name", "three"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(out / "results.zarr"), "--truth", str(out / "truth.zarr")]) == 0
+    assert "segmentation scored: the run's own (root variables); named segmentations in this store: three" \
+        in capsys.readouterr().out
+    scored = tmp_path / "three.json"
+    assert main(["evaluate", str(out / "results.zarr"), "--truth", str(out / "truth.zarr"), "--segmentation", "three",
+                 "--json", str(scored)]) == 0
+    assert "segmentation scored: segmentations/three" in capsys.readouterr().out
+    report = json.loads(scored.read_text())
+    assert report["metrics"]["segmentation"]["summary"]["clusters"] == 3
+    assert report["metrics"]["indexing"] == metrics["indexing"]
+    assert "computed from the run's own segmentation, not from segmentations/three" in report["skipped"]["delegate_map"]
+    assert main(["evaluate", str(out / "results.zarr"), "--truth", str(out / "truth.zarr"),
+                 "--segmentation", "four"]) == 2
+    assert "has no finished segmentation named 'four'; its segmentations: three" in capsys.readouterr().err

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from laueflow.pipeline.evaluate import check_evaluated, check_stores, evaluate, format_report
+from laueflow.pipeline.evaluate import (check_evaluated, check_stores, evaluate, format_report, segmentation_derived,
+                                       with_segmentation)
 
 NAN = np.nan
 
@@ -136,3 +137,19 @@ def test_partial_results_are_flagged():
     assert report["complete"] is False and report["tiles_done"] == [1, 2]
     assert "incomplete (1 of 2 tiles)" in format_report(report).splitlines()[0]
     assert evaluate(partial.assign_attrs(complete=True), _truth())["complete"] is True
+
+
+def test_a_named_segmentation_replaces_the_runs_and_withholds_what_was_computed_from_it():
+    derived = segmentation_derived()
+    assert {"delegate_orientation", "delegate_material", "point_role", "phase_group"} <= derived
+    assert not derived & {"cluster_label", "delegate_y", "features", "matching_rate", "peak_count"}
+    run = xr.Dataset({"cluster_label": (("y", "x"), np.zeros((2, 3), np.int32)),
+                      "delegate_material": (("y", "x"), np.zeros((2, 3), np.int16)),
+                      "peak_count": (("y", "x"), np.full((2, 3), 7, np.int32))})
+    named = xr.Dataset({"cluster_label": (("y", "x"), np.arange(6, dtype=np.int32).reshape(2, 3))})
+    ds, withheld = with_segmentation(run, named, "six")
+    np.testing.assert_array_equal(ds.cluster_label.values, np.arange(6).reshape(2, 3))
+    assert "delegate_material" not in ds and (ds.peak_count.values == 7).all()
+    assert withheld == {"delegate_material": "computed from the run's own segmentation, not from segmentations/six"}
+    with pytest.raises(ValueError, match="segmentation 'empty' has no cluster_label"):
+        with_segmentation(run, xr.Dataset(), "empty")
