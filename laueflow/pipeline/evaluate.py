@@ -12,6 +12,7 @@ store of `laueflow run`, a truth store of `laueflow simulate`) and cover the sam
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 
@@ -20,7 +21,7 @@ from ..stages.base import get_stage, registered_stages
 from ..stages.evaluation import DEFAULT_OPTIONS, METRICS, StoreArrays
 
 __all__ = ["evaluate", "check_stores", "check_evaluated", "store_kind", "incomplete_warning",
-           "format_report", "to_json", "segmentation_derived", "with_segmentation"]
+           "format_report", "to_json", "segmentation_derived", "with_segmentation", "check_truth_matches_scan"]
 
 #: the store each side of an evaluation must be, and the command that writes it (for messages)
 _WANTED = {"results": ("a results store", "`laueflow run`"),
@@ -71,6 +72,38 @@ def check_stores(results, truth, *, results_name="the results store", truth_name
     if (ny, nx) != (ty, tx):
         raise ValueError(f"scan shapes differ: {results_name} is {ny}×{nx} (y × x) but {truth_name} is "
                          f"{ty}×{tx}: give the truth of the scan that was run")
+
+
+def check_truth_matches_scan(results, truth, *, truth_name="the truth store") -> str | None:
+    """ValueError unless the truth's ``image_count_sum`` equals the sum of the counts of the
+    images of the scan store ``results`` was computed from (its ``scan_store`` attribute), at the
+    first, centre and last points of the raster: the truth of another scan of the same shape (or
+    images ingested in another order) is refused. Returns a note when this cannot be checked
+    (a truth without ``image_count_sum``, the scan store not found), else None."""
+    import zarr  # deferred: heavy
+
+    if "image_count_sum" not in truth.variables:
+        return (f"{truth_name} records no image sums (written before 2026-12-02): whether it is the truth of "
+                "this scan was not checked")
+    path = results.attrs.get("scan_store")
+    if not path or not Path(path).is_dir():
+        return (f"the scan store {path!r} the results were computed from is not found: whether {truth_name} "
+                "is the truth of this scan was not checked")
+    group = zarr.open_group(str(path), mode="r")
+    images = group["images"]
+    ny, nx = images.shape[:2]
+    valid = np.asarray(group["valid"][...], bool) if "valid" in group else np.ones((ny, nx), bool)
+    sums = np.asarray(truth["image_count_sum"].values)
+    for y, x in dict.fromkeys([(0, 0), (ny // 2, nx // 2), (ny - 1, nx - 1)]):
+        if not valid[y, x]:
+            continue
+        counts = int(np.asarray(images[y, x]).sum(dtype=np.int64))
+        if counts != int(sums[y, x]):
+            raise ValueError(f"{truth_name} is not the truth of this scan: the image at point (y={y}, x={x}) of "
+                             f"the scan store {path} sums to {counts} counts, the truth's to {int(sums[y, x])}. Give "
+                             "the truth.zarr that `laueflow simulate` wrote with the ingested images (and ingest "
+                             "them in their raster order)")
+    return None
 
 
 def check_evaluated(report: dict) -> None:

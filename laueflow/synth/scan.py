@@ -375,12 +375,17 @@ def simulate_scan(
     tifffile.imwrite(out_dir / "mask.tif", mask)
     t_render = 0.0
     images = out_dir / "images"
+    count_sums = np.zeros(plan.n_images, np.int64)
     for index in tqdm(range(plan.n_images), desc="simulate", unit="img", disable=not progress):
         t = time.perf_counter()
         image = plan.render(index)
         t_render += time.perf_counter() - t
         tifffile.imwrite(images / plan.image_name(index), image, compression=compression)
+        count_sums[index] = image.sum(dtype=np.int64)
     truth = truth_dataset(plan)
+    truth["image_count_sum"] = (("y", "x"), count_sums.reshape(p.shape), {
+        "units": "counts", "description": "sum of the counts of the image written at the point: links the truth "
+                                          "to the scan ingested from these images (`laueflow evaluate` checks it)"})
     write_truth(truth, out_dir / "truth.zarr")
     q = plan.spots.quality
     return {

@@ -3,9 +3,13 @@ partial results store (real `laueflow simulate` / `laueflow run` outputs, no moc
 from __future__ import annotations
 
 import json
+import shutil
 
+import numpy as np
 import pytest
+import xarray as xr
 import yaml
+import zarr
 
 import test_pipeline_standin as standin
 from laueflow.cli.main import main
@@ -30,8 +34,12 @@ def stores(tmp_path_factory):
     simulate_scan(root / "sim", shape=(2, 3), grains=2, seed=1, progress=False)
     for ny, nx in OTHER_SHAPES:
         simulate_scan(root / f"other{ny}x{nx}", shape=(ny, nx), grains=2, seed=1, progress=False)
+    simulate_scan(root / "seed2", shape=(2, 3), grains=2, seed=2, progress=False)  # another scan, same shape
     scan = root / "scan.zarr"
     standin.make_scan_store(scan, ny=2, nx=3, rows=64, cols=80, empty=[(1, 2)])
+    # the fixture's truth is the truth of this stand-in scan: its image sums are the scan's
+    sums = np.asarray(zarr.open_group(str(scan), mode="r")["images"][...]).sum(axis=(2, 3), dtype=np.int64)
+    zarr.open_group(str(root / "sim" / "truth.zarr"), mode="r+")["image_count_sum"][...] = sums
     assert _run(root, scan, root / "results.zarr", ["test_peaks", "test_angles"]) == 0
     # a run that fails on the tile holding an image without peaks: a partial results store
     marker = root / "fail"
@@ -77,6 +85,24 @@ def test_truth_of_another_scan_shape(stores, capsys, ny, nx):
     assert _evaluate(stores["results"], stores["root"] / f"other{ny}x{nx}" / "truth.zarr") == 2
     err = capsys.readouterr().err
     assert f"scan shapes differ: {stores['results']} is 2×3 (y × x)" in err and f"is {ny}×{nx}" in err
+
+
+def test_the_truth_of_another_scan_of_the_same_shape_is_refused(stores, capsys):
+    assert _evaluate(stores["results"], stores["root"] / "seed2" / "truth.zarr") == 2
+    err = capsys.readouterr().err
+    assert "is not the truth of this scan: the image at point (y=0, x=0) of the scan store" in err
+
+
+def test_a_truth_without_image_sums_is_evaluated_with_a_warning(stores, capsys):
+    old = stores["root"] / "old-truth.zarr"  # as written before the truth recorded its image sums
+    with xr.open_zarr(stores["truth"]) as truth:
+        truth.drop_vars("image_count_sum").to_zarr(old, mode="w", zarr_format=3, consolidated=True)
+    try:
+        assert _evaluate(stores["results"], old) == 0
+        assert "records no image sums (written before 2026-12-02): whether it is the truth of this scan was not " \
+            "checked" in capsys.readouterr().err
+    finally:
+        shutil.rmtree(old)
 
 
 def test_nothing_to_evaluate_is_an_error(stores, capsys):
