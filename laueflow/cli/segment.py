@@ -64,8 +64,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run_segment(args) -> int:
     from ..io.store_lock import StoreLock
-    from ..pipeline.segment import (SegmentError, check_segment_inputs, require_results_store,  # deferred: xarray
-                                    segment_store)
+    from ..pipeline.segment import (SegmentError, check_name, check_segment_inputs,  # deferred: imports xarray
+                                    require_results_store, segment_store)
 
     k_min, k_max = args.k_range
     if k_max < k_min:
@@ -78,6 +78,8 @@ def run_segment(args) -> int:
         params["k_max"] = args.k  # cluster slots for an explicit K (the scores then run up to K)
     try:
         config = load_cluster_config(args.cluster) if args.cluster else None
+        if args.name is not None:
+            check_name(args.name)
         require_results_store(args.results)  # before the lock, which would create a missing path's folders
         # the lock and every check before any worker starts: refused at once
         with StoreLock(args.results, "segment", log=print):

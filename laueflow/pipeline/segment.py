@@ -29,8 +29,8 @@ from ..stages.base import get_stage
 from .reduce import ReduceWriter, lazy_outputs
 from .store import Layout, read_chunk_done
 
-__all__ = ["segment_store", "check_segment_inputs", "require_results_store", "SegmentSummary", "SegmentError",
-           "SEGMENTATIONS_GROUP", "segmentation_name"]
+__all__ = ["segment_store", "check_segment_inputs", "check_name", "require_results_store", "SegmentSummary",
+           "SegmentError", "SEGMENTATIONS_GROUP", "segmentation_name"]
 
 SEGMENTATIONS_GROUP = "segmentations"
 SEGMENTATION_MARKER = "laueflow_segmentation"
@@ -150,12 +150,18 @@ NAME_MAX = 100
 _NAME = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{NAME_MAX - 1}}}")
 
 
+def check_name(name: str) -> None:
+    """Refuse (:class:`SegmentError`) a segmentation name that is not 1–:data:`NAME_MAX` ASCII
+    letters, digits, ``.``, ``-``, ``_``, starting with a letter or digit."""
+    if not _NAME.fullmatch(name):
+        raise SegmentError(f"segmentation name {name!r}: use 1 to {NAME_MAX} ASCII letters, digits, '.', '-' and '_', "
+                           "starting with a letter or digit")
+
+
 def _free_name(results: Path, wanted: str) -> str:
     """``wanted``, or with a suffix when a complete segmentation has it; an unfinished group of
     that name (a killed `segment`) is removed — only when it carries the segmentation marker."""
-    if not _NAME.fullmatch(wanted):
-        raise SegmentError(f"segmentation name {wanted!r}: use 1 to {NAME_MAX} ASCII letters, digits, '.', '-' and '_', "
-                           "starting with a letter or digit")
+    check_name(wanted)
     taken = {s["name"] for s in _segmentations(results)}
     name, i = wanted, 1
     while True:
