@@ -5,6 +5,7 @@ import argparse
 import base64
 import html
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -136,9 +137,17 @@ def _evaluation(args, results_path):
     elif args.truth:
         import xarray as xr
 
-        from ..pipeline.evaluate import evaluate
+        from ..pipeline.evaluate import check_stores, check_truth_matches_scan, evaluate
 
-        report = evaluate(xr.open_zarr(results_path), xr.open_zarr(args.truth))
+        results, truth = xr.open_zarr(results_path), xr.open_zarr(args.truth)
+        try:  # as `laueflow evaluate`: the truth of this scan, or nothing
+            check_stores(results, truth, results_name=str(results_path), truth_name=f"--truth {args.truth}")
+            unchecked = check_truth_matches_scan(results, truth, truth_name=f"--truth {args.truth}")
+        except ValueError as err:
+            raise UserError(str(err)) from None
+        if unchecked:
+            print(f"laueflow report: warning: {unchecked}", file=sys.stderr)
+        report = evaluate(results, truth)
     else:
         return None
     from ..pipeline.evaluate import format_report
@@ -160,6 +169,7 @@ def run_report(args) -> int:
     point = _parse_point(args.point, ds) if args.point else default_point(ds)
     if args.evaluation and not Path(args.evaluation).is_file():
         raise UserError(f"--evaluation file not found: {args.evaluation}")
+    evaluation = _evaluation(args, path)  # before anything is written: a wrong truth is refused first
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     drawn, skipped = [], []
@@ -173,7 +183,6 @@ def run_report(args) -> int:
         file = out / f"{stem}.png"
         fig.savefig(file, bbox_inches="tight", pad_inches=0.1)  # legends outside the axes stay whole
         drawn.append((title, file))
-    evaluation = _evaluation(args, path)
     page = out / "index.html"
     page.write_text(render_html(ds, path, drawn, skipped, evaluation))
     print(page)

@@ -54,6 +54,16 @@ def test_bad_arguments(results_store, tmp_path, capsys):
     assert "not found" in capsys.readouterr().err
 
 
+def test_a_truth_of_another_scan_is_refused_as_by_evaluate(results_store, tmp_path, capsys):
+    from laueflow.synth.scan import simulate_scan
+
+    simulate_scan(tmp_path / "sim", shape=(1, 3), grains=1, seed=0, progress=False)
+    assert main(["report", str(results_store[0]), "--out", str(tmp_path / "r"),
+                 "--truth", str(tmp_path / "sim" / "truth.zarr")]) == 2
+    assert f"scan shapes differ: {results_store[0]} is 4×5 (y × x)" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
 def test_segmentation_groups_get_their_maps(tmp_path):
     import warnings
 
