@@ -158,7 +158,9 @@ def run_demo(args) -> int:
         timings["run_s"] = time.perf_counter() - t
     print("[4/4] evaluate against the simulator's truth")
     results, truth = xr.open_zarr(out / "results.zarr"), xr.open_zarr(out / "truth.zarr")
-    check_stores(results, truth)
+    unchecked = check_stores(results, truth)
+    if unchecked:
+        print(f"      warning: {unchecked}")
     report = evaluate(results, truth)
     print(format_report(report))
     timings["total_s"] = time.perf_counter() - start

@@ -7,8 +7,8 @@ import sys
 import warnings
 from pathlib import Path
 
-from ..pipeline.evaluate import (check_evaluated, check_stores, check_truth_matches_scan, evaluate, format_report,
-                                  incomplete_warning, to_json, with_segmentation)
+from ..pipeline.evaluate import (check_evaluated, check_stores, evaluate, format_report, incomplete_warning,
+                                  to_json, with_segmentation)
 from .main import UserError
 
 EXAMPLE = """\
@@ -85,8 +85,7 @@ def evaluate_command(args) -> int:
     results = _open(args.results, "results")
     truth = _open(args.truth, "truth")
     try:  # before any metric: the right kinds of store, of the same scan shape
-        check_stores(results, truth, results_name=str(args.results), truth_name=f"--truth {args.truth}")
-        unchecked = check_truth_matches_scan(results, truth, truth_name=f"--truth {args.truth}")
+        unchecked = check_stores(results, truth, results_name=str(args.results), truth_name=f"--truth {args.truth}")
     except ValueError as err:
         raise UserError(str(err)) from None
     if unchecked:

@@ -21,7 +21,7 @@ from ..stages.base import get_stage, registered_stages
 from ..stages.evaluation import DEFAULT_OPTIONS, METRICS, StoreArrays
 
 __all__ = ["evaluate", "check_stores", "check_evaluated", "store_kind", "incomplete_warning",
-           "format_report", "to_json", "segmentation_derived", "with_segmentation", "check_truth_matches_scan"]
+           "format_report", "to_json", "segmentation_derived", "with_segmentation"]
 
 #: the store each side of an evaluation must be, and the command that writes it (for messages)
 _WANTED = {"results": ("a results store", "`laueflow run`"),
@@ -59,9 +59,10 @@ def _scan_shape(store, name) -> tuple[int, int]:
     return int(store.sizes["y"]), int(store.sizes["x"])
 
 
-def check_stores(results, truth, *, results_name="the results store", truth_name="the truth store") -> None:
+def check_stores(results, truth, *, results_name="the results store", truth_name="the truth store") -> str | None:
     """ValueError, naming the store, unless ``results`` is a results store and ``truth`` a truth
-    store (of a known format version) of the same scan shape (y, x)."""
+    store (of a known format version) of the same scan shape (y, x) and of the same scan
+    (:func:`_check_truth_matches_scan`). Returns a note when the latter could not be checked."""
     _check_kind(results, "results", results_name)
     _check_kind(truth, "truth", truth_name)
     version = truth.attrs["truth_format_version"]
@@ -72,9 +73,10 @@ def check_stores(results, truth, *, results_name="the results store", truth_name
     if (ny, nx) != (ty, tx):
         raise ValueError(f"scan shapes differ: {results_name} is {ny}×{nx} (y × x) but {truth_name} is "
                          f"{ty}×{tx}: give the truth of the scan that was run")
+    return _check_truth_matches_scan(results, truth, truth_name=truth_name)
 
 
-def check_truth_matches_scan(results, truth, *, truth_name="the truth store") -> str | None:
+def _check_truth_matches_scan(results, truth, *, truth_name="the truth store") -> str | None:
     """ValueError unless the truth's ``image_count_sum`` equals the sum of the counts of the
     images of the scan store ``results`` was computed from (its ``scan_store`` attribute), at the
     first, centre and last points of the raster: the truth of another scan of the same shape (or
